@@ -1,0 +1,1 @@
+"""Configs: plain Python functions returning ml_collections.ConfigDict."""

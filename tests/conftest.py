@@ -1,0 +1,23 @@
+"""Test-wide settings: CPU only, no network, quiet TensorFlow."""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# tfds must never try to download during tests (it would hang without network).
+os.environ.setdefault("TFDS_DISABLE_DOWNLOAD", "1")
+
+import pathlib
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data():
+  """Path of ../shared/data; skips the test when it is absent."""
+  if not SHARED_DATA.is_dir():
+    pytest.skip(f"{SHARED_DATA} is absent (real MNIST/CIFAR files live there)")
+  return SHARED_DATA
