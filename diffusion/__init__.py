@@ -1,0 +1,27 @@
+"""Diffusion generative models in JAX: DPM, NCSN and DDPM on one mathematical core.
+
+Public API (see README "Python API"):
+  make_process(config.diffusion)  -> VP or VE process (a JAX pytree)
+  make_model(config.model)        -> Flax module predicting eps (or eps and variance)
+  make_eps_fn(module, params, process, config.model) -> eps_fn(x_t, t)
+  training_losses(process, eps_fn, x0, t, noise, config.diffusion) -> per-example losses
+  sample(eps_fn, process, shape, key, config.sampling) -> samples
+  make_source(config.data)        -> data source (device-resident or streaming)
+  train(config, workdir)          -> trains or resumes a run
+
+Importing this package does not import TensorFlow.
+"""
+
+from diffusion.errors import ConfigError
+from diffusion.losses import training_losses
+from diffusion.model_fn import make_eps_fn
+from diffusion.models import make_model
+from diffusion.processes import VEProcess, VPProcess, make_process
+from diffusion.samplers import sample
+from diffusion.data import make_source
+from diffusion.trainer import train
+
+__all__ = [
+    "ConfigError", "VEProcess", "VPProcess", "make_eps_fn", "make_model", "make_process",
+    "make_source", "sample", "train", "training_losses",
+]

@@ -1,0 +1,128 @@
+"""Orbax checkpoints of the train state: save, automatic resume, safe fallback.
+
+Layout: ``<workdir>/checkpoints/<step>/`` written by an orbax
+``CheckpointManager`` (the last ``keep`` are kept). Checkpoints hold plain
+arrays only (no pickled objects), so they survive library upgrades.
+
+Resume is automatic: the same ``--workdir`` continues from its latest readable
+checkpoint. A checkpoint that cannot be read (half-written, corrupt) is
+reported and skipped, never deleted: if a later save needs its step number,
+it is first moved aside to ``checkpoints/unreadable_<step>``.
+"""
+
+import logging
+import os
+import shutil
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from diffusion.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+class Checkpointer:
+  """Saves and restores a pytree of arrays under ``<workdir>/checkpoints``."""
+
+  def __init__(self, workdir: str, keep: int = 3):
+    self.directory = checkpoint_dir(workdir)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, enable_async_checkpointing=False)
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler())
+
+  def steps(self) -> list[int]:
+    """Steps with a finalised checkpoint, ascending."""
+    self._manager.reload()
+    return sorted(self._manager.all_steps())
+
+  def save(self, step: int, state: Any) -> None:
+    """Writes ``state`` as checkpoint ``step`` (blocking, atomic rename)."""
+    path = os.path.join(self.directory, str(step))
+    if os.path.exists(path):
+      if step in self.steps():
+        try:
+          self._restore(step, state)
+          return  # already saved and readable: nothing to do
+        except Exception:  # noqa: BLE001 - any failure means unreadable
+          pass
+      aside = os.path.join(self.directory, f"unreadable_{step}")
+      log.warning("moving unreadable checkpoint %s aside to %s", path, aside)
+      shutil.rmtree(aside, ignore_errors=True)
+      os.replace(path, aside)
+      self._manager.reload()
+    self._manager.save(step, args=ocp.args.StandardSave(state))
+    self._manager.wait_until_finished()
+
+  def _restore(self, step: int, target: Any) -> Any:
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+  def restore_latest(self, target: Any) -> tuple[Any, int | None]:
+    """Restores the newest readable checkpoint shaped like ``target``.
+
+    Returns ``(state, step)``, or ``(target, None)`` when there is none.
+    Unreadable checkpoints are skipped with a warning (and kept on disk).
+    Raises ConfigError when a checkpoint was written by a different config
+    (its arrays do not match ``target``'s shapes).
+    """
+    for step in reversed(self.steps()):
+      try:
+        stored = self._manager.item_metadata(step)
+      except Exception:  # noqa: BLE001 - unreadable metadata: try the arrays anyway
+        stored = None
+      if stored is not None:
+        self._check_matches(step, stored, target)
+      try:
+        state = self._restore(step, target)
+      except Exception as e:  # noqa: BLE001 - corrupt files raise many types
+        log.warning("checkpoint %d is unreadable (%s); falling back", step, _first_line(e))
+        continue
+      return state, step
+    return target, None
+
+  def _check_matches(self, step: int, stored: Any, target: Any) -> None:
+    """Raises ConfigError when checkpoint ``step`` has other shapes than ``target``."""
+    path = os.path.join(self.directory, str(step))
+    want = [(_path_names(p), leaf) for p, leaf in jax.tree_util.tree_flatten_with_path(target)[0]]
+    have = {_path_names(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(
+        stored, is_leaf=lambda x: hasattr(x, "shape"))[0]}
+    for key_path, leaf in want:
+      name = "/".join(key_path)
+      if key_path not in have:
+        raise ConfigError(
+            f"checkpoint {path} has no array {name}: it was written by a different "
+            "config; use that config or a new --workdir.")
+      if tuple(have[key_path].shape) != tuple(leaf.shape):
+        raise ConfigError(
+            f"checkpoint {path} does not match this config: {name} has shape "
+            f"{tuple(have[key_path].shape)} there but {tuple(leaf.shape)} here; use the config "
+            "that wrote it or a new --workdir.")
+
+  def close(self):
+    self._manager.close()
+
+
+def _path_names(path) -> tuple[str, ...]:
+  """A tree path as plain names, whether it went through attributes, dict keys or indices."""
+  names = []
+  for k in path:
+    for attr in ("name", "key", "idx"):
+      if hasattr(k, attr):
+        names.append(str(getattr(k, attr)))
+        break
+    else:
+      names.append(str(k))
+  return tuple(names)
+
+
+def _first_line(e: Exception) -> str:
+  text = str(e).strip().splitlines()
+  return (text[0] if text else type(e).__name__)[:200]
+
