@@ -290,3 +290,47 @@ def sample_quality_metrics(sample_feats: Dict[str, np.ndarray], ref: Dict[str, n
     out["kid_mean"], out["kid_std"] = kernel_inception_distance(
         sample_feats["pool"], ref["features"], kid_subsets, kid_subset_size)
   return out
+
+
+# ---------------------------------------------------------------------------
+# Whole-split helpers used by sample.py and by training's periodic evaluation
+# ---------------------------------------------------------------------------
+
+
+def source_images(source, num_examples: int) -> np.ndarray:
+  """uint8 examples of an image source: the first ``num_examples`` of an in-memory
+  split, or as many streamed ones (a seeded random subset) of a large one."""
+  if source.arrays:
+    return np.asarray(source.arrays["images"][:num_examples])
+  n = min(num_examples, source.num_examples)
+  return next(iter(source.iterator(n, seed=0, start_step=0)))
+
+
+def bpd_of_source(eps_fn: Callable, process, source, num_examples: int, batch_size: int,
+                  key: Array, var_type: str) -> Dict[str, np.ndarray]:
+  """Bits/dim of ``eps_fn`` on ``num_examples`` 8-bit images of ``source``.
+
+  The pixels are scaled to [-1, 1] with no dequantization and no flips, as the
+  discretized decoder expects (DDPM's calc_bpd_loop, x0 clipped); see
+  :func:`evaluate_bpd` for the returned fields.
+  """
+  from diffusion.data import preprocess  # pylint: disable=import-outside-toplevel
+  images = source_images(source, num_examples)
+  scale = jax.jit(lambda x: preprocess(x, jax.random.PRNGKey(0), centered=True,
+                                       uniform_dequantization=False, random_flip=False))
+  batches = (scale(images[i:i + batch_size]) for i in range(0, len(images), batch_size))
+  return evaluate_bpd(eps_fn, process, batches, key, var_type=var_type, clip_x0=True)
+
+
+def fid_of_samples(samples_uint8: np.ndarray, net, train_source, num_reference: int,
+                   cache_dir: str, cache_name: str) -> Dict[str, float]:
+  """FID / IS / KID of uint8 samples against ``num_reference`` training images.
+
+  Reference statistics are computed once and cached as
+  ``<cache_dir>/fid_stats_<cache_name>_<n>.npz``.
+  """
+  n_ref = min(train_source.num_examples, num_reference)
+  ref = reference_stats(cache_dir, cache_name, n_ref,
+                        lambda: net.features(source_images(train_source, n_ref))["pool"],
+                        keep_features=True)
+  return sample_quality_metrics(net.features(samples_uint8), ref)
