@@ -23,7 +23,7 @@ Typical use (sample.py / training evaluation)::
   net = inception.load_inception(config.eval.inception_weights)  # ConfigError if missing
   ref = reference_stats(workdir, "cifar10/train", 50_000,
                         lambda: net.features(train_uint8)["pool"], keep_features=False)
-  feats = net.features(to_uint8(samples, x_range=(-1, 1)))
+  feats = net.features(diffusion.data.to_uint8(samples, centered=True))
   metrics = sample_quality_metrics(feats, ref)   # fid, is_mean, is_std (+ kid_* with features)
 """
 
@@ -214,16 +214,6 @@ def inception_score(logits: np.ndarray, splits: int = 10) -> Tuple[float, float]
     kl = (p * (part - log_py)).sum(axis=1).mean()
     scores.append(math.exp(kl))
   return float(np.mean(scores)), float(np.std(scores))
-
-
-def to_uint8(x: np.ndarray, x_range: Tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
-  """Samples in [lo, hi] -> uint8 images [N, H, W, C] (as saved to PNG before FID).
-
-  Feed the result to ``InceptionNet.features`` (which divides uint8 by 255).
-  """
-  lo, hi = x_range
-  x = (np.asarray(x, np.float32) - lo) / (hi - lo)
-  return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------

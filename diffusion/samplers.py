@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffusion.config_fields import get_field
 from diffusion.errors import ConfigError, check_choice, check_positive
 
 Array = jax.Array
@@ -80,14 +81,7 @@ class SamplerSettings:
 
 
 def _get(cfg, name):
-  if cfg is None:
-    return _DEFAULTS[name]
-  if isinstance(cfg, dict):
-    return cfg.get(name, _DEFAULTS[name])
-  try:
-    return cfg.get(name, _DEFAULTS[name])  # ConfigDict
-  except AttributeError:
-    return getattr(cfg, name, _DEFAULTS[name])
+  return get_field(cfg, name, _DEFAULTS[name])
 
 
 def _check_int(field: str, value, minimum: int) -> int:

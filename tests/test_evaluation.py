@@ -553,6 +553,3 @@ def test_bpd_learned_variance_and_errors(tiny_bpd):
     evaluation.calc_bpd(eps_fn, p, x0, key, var_type="learned_range")
 
 
-def test_to_uint8():
-  x = np.array([-1.0, -0.999, 0.0, 1.0, 1.5])
-  np.testing.assert_array_equal(evaluation.to_uint8(x), [0, 0, 128, 255, 255])

@@ -41,6 +41,7 @@ from diffusion.data import files
 from diffusion.data import tfds_sources
 from diffusion.data import toy
 from diffusion.data import transforms
+from diffusion.config_fields import get_field
 from diffusion.errors import ConfigError, check_choice, check_positive
 
 # Defaults of config.data used when a field is missing (same as configs/base.py).
@@ -363,9 +364,7 @@ Source = Any  # ImageSource | ToySource: the interface documented at the top.
 
 
 def _get(cfg, field: str):
-  value = cfg.get(field, _DEFAULTS[field]) if hasattr(cfg, "get") else getattr(
-      cfg, field, _DEFAULTS[field])
-  return value
+  return get_field(cfg, field, _DEFAULTS[field])
 
 
 def _flags(cfg) -> Dict[str, bool]:

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import jax.numpy as jnp
 import numpy as np
 
+from diffusion.config_fields import get_field
 from diffusion.errors import ConfigError, check_choice
 from diffusion.models.analytic import AnalyticMixture
 from diffusion.models.layers import timestep_embedding
@@ -33,7 +34,7 @@ _DEFAULTS = dict(
 
 
 def _get(cfg, name: str):
-  return cfg.get(name, _DEFAULTS.get(name))
+  return get_field(cfg, name, _DEFAULTS.get(name))
 
 
 def _check_int(field: str, value, minimum: int = 1) -> int:
