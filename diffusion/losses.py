@@ -30,18 +30,22 @@ LOSSES = ("mse", "hybrid", "kl")
 LOSS_WEIGHTINGS = ("none", "snr", "min_snr_5")
 _LN2 = math.log(2.0)
 
+
 def mean_flat(x: Array) -> Array:
   """Mean over every axis but the first: [B, ...] -> [B]."""
   return jnp.mean(x.reshape(x.shape[0], -1), axis=1)
+
 
 def normal_kl(mean1: Array, logvar1: Array, mean2: Array, logvar2: Array) -> Array:
   """KL(N(mean1, e^logvar1) ‖ N(mean2, e^logvar2)) in nats, elementwise (broadcasting)."""
   return 0.5 * (-1.0 + logvar2 - logvar1 + jnp.exp(logvar1 - logvar2)
                 + jnp.square(mean1 - mean2) * jnp.exp(-logvar2))
 
+
 def approx_standard_normal_cdf(x: Array) -> Array:
   """Φ(x) ≈ ½(1 + tanh(√(2/π)(x + 0.044715 x³))) (the DDPM code's approximation)."""
   return 0.5 * (1.0 + jnp.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+
 
 def discretized_gaussian_log_likelihood(x: Array, means: Array, log_scales: Array) -> Array:
   """log p(x) of 8-bit data under a Gaussian discretized to 256 bins (DDPM eq. 13).
@@ -65,6 +69,7 @@ def discretized_gaussian_log_likelihood(x: Array, means: Array, log_scales: Arra
   return jnp.where(x < -0.999, log_cdf_plus,
                    jnp.where(x > 0.999, log_one_minus_cdf_min, log_delta))
 
+
 def loss_weights(process, t: Array, weighting: str) -> Array:
   """Per-example weight on the ε-MSE, [B] float32.
 
@@ -82,6 +87,7 @@ def loss_weights(process, t: Array, weighting: str) -> Array:
     return snr
   return jnp.minimum(snr, 5.0) / snr
 
+
 def eps_mse(eps_pred: Array, noise: Array, weights: Optional[Array] = None) -> Array:
   """L_simple: mean over dims of (ε̂ − ε)², optionally times per-example weights.
 
@@ -92,6 +98,7 @@ def eps_mse(eps_pred: Array, noise: Array, weights: Optional[Array] = None) -> A
   """
   mse = mean_flat(jnp.square(eps_pred - noise))
   return mse if weights is None else weights * mse
+
 
 def vb_terms_bpd(process, x0: Array, x_t: Array, t: Array, eps_pred: Array,
                  var_type: str, v: Optional[Array] = None,
@@ -117,12 +124,14 @@ def vb_terms_bpd(process, x0: Array, x_t: Array, t: Array, eps_pred: Array,
       x0, mean, 0.5 * jnp.broadcast_to(log_var, x0.shape))) / _LN2
   return jnp.where(t == 0, nll, kl)
 
+
 def _split_output(out, var_type: str) -> Tuple[Array, Optional[Array]]:
   if isinstance(out, (tuple, list)):
     return out[0], out[1]
   if var_type == "learned_range":
     raise ValueError("var_type='learned_range' needs eps_fn to return (eps, v).")
   return out, None
+
 
 def training_losses(process, eps_fn: Callable, x0: Array, t: Array, noise: Array,
                     diffusion_cfg) -> Dict[str, Array]:

@@ -33,6 +33,7 @@ _DEFAULTS = dict(beta_start=1e-4, beta_end=0.02, cosine_s=0.008, sigma_min=0.01,
                  sigma_max=1.0)
 _VARIANT_DEFAULTS = {"ddpm": ("linear", 1000), "dpm": ("dpm", 1000), "ncsn": ("geometric", 10)}
 
+
 def _gather(table: Array, t: Array, ndim: int) -> Array:
   """table[t] reshaped to broadcast against an x of rank ``ndim``.
 
@@ -41,14 +42,17 @@ def _gather(table: Array, t: Array, ndim: int) -> Array:
   c = table[t]
   return c.reshape(c.shape + (1,) * max(ndim - c.ndim, 0))
 
+
 def _f32(a: np.ndarray) -> Array:
   return jnp.asarray(np.asarray(a, np.float64), dtype=jnp.float32)
+
 
 def _clipped_log(var: np.ndarray) -> np.ndarray:
   """log(var) with var[0] (= 0, the posterior at t = 0) replaced by var[1] (DDPM code)."""
   if len(var) == 1:  # T = 1: no later level to borrow from; keep it finite.
     return np.log(np.maximum(var, 1e-20))
   return np.log(np.append(var[1], var[1:]))
+
 
 class _ProcessMethods:
   """Methods shared by VP and VE. Subclasses provide the per-t tables.
@@ -175,6 +179,7 @@ class _ProcessMethods:
     log_var = self.p_log_variance(t, var_type, v, ndim=x_t.ndim)
     return mean, log_var, x0_pred
 
+
 @flax.struct.dataclass
 class VPProcess(_ProcessMethods):
   """Variance-preserving process (DPM, DDPM): x_t = √ᾱ_t x₀ + √(1 − ᾱ_t) ε.
@@ -226,6 +231,7 @@ class VPProcess(_ProcessMethods):
     """x_T ~ N(0, I), float32 ``shape``."""
     return jax.random.normal(key, shape, jnp.float32)
 
+
 @flax.struct.dataclass
 class VEProcess(_ProcessMethods):
   """Variance-exploding process (NCSN): x_t = x₀ + σ_t ε, σ ascending in t.
@@ -274,7 +280,9 @@ class VEProcess(_ProcessMethods):
     """x_T ~ N(0, σ_max² I), float32 ``shape``."""
     return self.sigmas[-1] * jax.random.normal(key, shape, jnp.float32)
 
+
 Process = Union[VPProcess, VEProcess]
+
 
 def make_process(diffusion_cfg) -> Process:
   """Builds the process named by ``config.diffusion``.
