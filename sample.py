@@ -60,7 +60,10 @@ def _define_config_flag(argv):
 
 def main(argv):
   del argv
-  logging.getLogger("absl").setLevel(logging.WARNING)
+  # orbax (via absl) and jax (backend probing: "Unable to initialize backend
+  # 'tpu'") log routine steps at INFO; keep the console for what matters.
+  for name in ("absl", "jax"):
+    logging.getLogger(name).setLevel(logging.WARNING)
   from diffusion.errors import ConfigError
   try:
     run()

@@ -28,7 +28,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
-  logging.getLogger("absl").setLevel(logging.WARNING)
+  # orbax (via absl) and jax (backend probing: "Unable to initialize backend
+  # 'tpu'") log routine steps at INFO; keep the console for what matters.
+  for name in ("absl", "jax"):
+    logging.getLogger(name).setLevel(logging.WARNING)
   import jax
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
