@@ -10,7 +10,6 @@ read from <workdir>/config.json; any of it can be overridden with --config.*.
 Sampling is sharded over all local devices; N need not divide the batch size.
 """
 
-import logging
 import os
 import sys
 import time
@@ -19,6 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+
+from diffusion import cli  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
 _NUM = flags.DEFINE_integer("num_samples", 64, "Number of samples to draw.")
@@ -60,16 +61,9 @@ def _define_config_flag(argv):
 
 def main(argv):
   del argv
-  # orbax (via absl) and jax (backend probing: "Unable to initialize backend
-  # 'tpu'") log routine steps at INFO; keep the console for what matters.
-  for name in ("absl", "jax"):
-    logging.getLogger(name).setLevel(logging.WARNING)
+  cli.quiet_logs()
   from diffusion.errors import ConfigError
-  try:
-    run()
-  except ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  cli.run_main(run, ConfigError)
 
 
 def run():
@@ -95,13 +89,14 @@ def run():
     raise ConfigError(f"--num_samples={_NUM.value} is not valid; it must be > 0.")
 
   process, module, source = build(config)
+  net = _check_requests(config, process, source)  # fail before hours of sampling, not after
   state = _restore_state(config, module, source, workdir, _STEP.value)
   step = int(state.step)
   params = training.replicate(state.ema_params, mesh)
 
   batch = _BATCH.value or config.sampling.batch_size
   batch = -(-min(batch, _NUM.value) // mesh.size) * mesh.size  # a multiple of the devices
-  sample_fn = make_sample_fn(module, process, config, (batch, *source.shape))
+  sample_fn = make_sample_fn(module, process, config, (batch, *source.shape), source.x_range)
   sample_fn = jax.jit(sample_fn, out_shardings=jax.sharding.NamedSharding(
       mesh, jax.sharding.PartitionSpec(training.DATA_AXIS)))
   method = config.sampling.method
@@ -139,9 +134,7 @@ def run():
   if _BPD.value:
     _report_bpd(config, module, process, params, out)
   if _FID.value:
-    if x.ndim != 4:
-      raise ConfigError("--fid needs image data; this run's data.dataset is not an image set.")
-    _report_fid(config, imgs, workdir)
+    _report_fid(config, net, imgs, workdir)
 
 
 def _restore_state(config, module, source, workdir, step):
@@ -194,11 +187,29 @@ def _report_bpd(config, module, process, params, workdir):
            bpd=result["bpd"], bpd_se=result["bpd_se"])
 
 
-def _report_fid(config, imgs, workdir):
+def _check_requests(config, process, source):
+  """Checks --bpd / --fid can run on this run; returns the loaded Inception net."""
+  from diffusion.errors import ConfigError
+  image = len(source.shape) == 3
+  if _BPD.value:
+    if not hasattr(process, "alphas_cumprod"):
+      raise ConfigError("--bpd applies to VP variants (ddpm, dpm); this run is NCSN (VE), "
+                        "which has no discrete decoder; drop --bpd.")
+    if not image or not config.data.centered:
+      raise ConfigError("--bpd scores 8-bit images in [-1, 1] (data.centered=True) with "
+                        "DDPM's discretized decoder; this run's data does not qualify.")
+  if _FID.value:
+    if not image:
+      raise ConfigError("--fid needs image data; this run's data.dataset is not an image set.")
+    from diffusion import inception
+    return inception.load_inception(config.eval.inception_weights)
+  return None
+
+
+def _report_fid(config, net, imgs, workdir):
   """FID / IS / KID of the samples against the training split's Inception features."""
-  from diffusion import evaluation, inception
+  from diffusion import evaluation
   from diffusion.data import make_source
-  net = inception.load_inception(config.eval.inception_weights)
   train = make_source(config.data, split=config.data.split)
   stats = evaluation.fid_of_samples(
       imgs, net, train, config.eval.fid_num_samples, workdir,
@@ -210,4 +221,4 @@ def _report_fid(config, imgs, workdir):
 
 if __name__ == "__main__":
   _define_config_flag(sys.argv)
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -9,14 +9,14 @@ checkpoint. Multi-host: pass --distributed to call jax.distributed.initialize()
 (cluster settings are auto-detected on TPU pods, SLURM and Open MPI).
 """
 
-import logging
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+
+from diffusion import cli  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config()).",
                                           lock_config=True)
@@ -28,21 +28,15 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
-  # orbax (via absl) and jax (backend probing: "Unable to initialize backend
-  # 'tpu'") log routine steps at INFO; keep the console for what matters.
-  for name in ("absl", "jax"):
-    logging.getLogger(name).setLevel(logging.WARNING)
+  cli.quiet_logs()
   import jax
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
   from diffusion.errors import ConfigError
   from diffusion.trainer import NonFiniteLossError, train
-  try:
-    train(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value)
-  except (ConfigError, NonFiniteLossError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  cli.run_main(lambda: train(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value),
+               (ConfigError, NonFiniteLossError))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

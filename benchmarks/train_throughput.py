@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -57,7 +58,8 @@ def main(argv):
   for b in [int(x) for x in _BATCHES.value]:
     config.training.batch_size = b
     step_fn = training.make_train_step(module, process, optimizer, config, source, mesh)
-    state = training.replicate(training.create_train_state(params, optimizer), mesh)
+    fresh = jax.tree.map(jnp.copy, params)  # the step donates (deletes) its input buffers
+    state = training.replicate(training.create_train_state(fresh, optimizer), mesh)
     t0 = time.perf_counter()
     state, m = step_fn(state, data)
     jax.block_until_ready(m["loss"])

@@ -27,8 +27,10 @@ VARIANT_DEFAULTS = {
     # Sohl-Dickstein et al. 2015: VP with the DPM code's fixed schedule, learned
     # reverse variance, trained on the variational bound (section 1).
     "dpm": dict(
+        # Not dequantized: the bound's t=0 term is DDPM's discretized decoder on
+        # the 8-bit pixels, which takes the place of the paper's dequantization.
         schedule="dpm", num_timesteps=1000, loss="kl", var_type="learned_range",
-        sampler="ancestral", centered=True, uniform_dequantization=True,
+        sampler="ancestral", centered=True, uniform_dequantization=False,
     ),
 }
 
@@ -57,6 +59,8 @@ def get_config(variant: str = "ddpm") -> ml_collections.ConfigDict:
   d.hybrid_lambda = 0.001        # Improved DDPM lambda for the hybrid loss
   d.loss_weighting = "none"      # per-t weight on the eps-MSE: none | snr | min_snr_5
   d.clip_x0 = False              # clip x0_hat in the training bound (DDPM code: no)
+  d.decoder = "discretized"      # t=0 term of the bound: discretized (8-bit images, DDPM)
+  #                                | gaussian (continuous data, e.g. 2-D toy sets)
 
   # ---- data ----------------------------------------------------------------
   data = config.data = ml_collections.ConfigDict()

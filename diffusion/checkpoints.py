@@ -10,6 +10,7 @@ reported and skipped, never deleted: if a later save needs its step number,
 it is first moved aside to ``checkpoints/unreadable_<step>``.
 """
 
+import gc
 import logging
 import os
 import shutil
@@ -83,6 +84,7 @@ class Checkpointer:
         state = self._restore(step, target)
       except Exception as e:  # noqa: BLE001 - corrupt files raise many types
         log.warning("checkpoint %d is unreadable (%s); falling back", step, _first_line(e))
+        _drop_failed_reads()
         continue
       return state, step
     return target, None
@@ -107,6 +109,19 @@ class Checkpointer:
 
   def close(self):
     self._manager.close()
+
+
+def _drop_failed_reads() -> None:
+  """Collects the failed read futures of an unreadable checkpoint now, with
+  asyncio's logger muted, instead of letting each one print a page of
+  TensorStore spec at garbage collection (the warning above already said it)."""
+  asyncio_log = logging.getLogger("asyncio")
+  level = asyncio_log.level
+  asyncio_log.setLevel(logging.CRITICAL)
+  try:
+    gc.collect()
+  finally:
+    asyncio_log.setLevel(level)
 
 
 def _path_names(path) -> tuple[str, ...]:

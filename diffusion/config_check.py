@@ -20,10 +20,11 @@ def validate(config, num_devices: int = 1) -> None:
   """Checks every section of ``config``; raises ConfigError on the first problem."""
   _check_diffusion(config.diffusion)
   _check_data(config.data)
+  _check_combinations(config)
   _check_model(config.model, config.data, config.diffusion)
   _check_optim(config.optim)
   _check_training(config.training, num_devices)
-  _check_sampling(config.sampling)
+  _check_sampling(config.sampling, config.diffusion)
   _check_eval(config.eval, config.diffusion)
   if config.eval.every % config.training.steps_per_call:
     raise ConfigError(
@@ -45,6 +46,12 @@ def _check_diffusion(d) -> None:
     raise ConfigError(
         "diffusion.var_type='learned_range' needs a variance term in the loss; "
         "set diffusion.loss='hybrid' or 'kl'.")
+  if d.loss == "hybrid" and d.var_type != "learned_range":
+    raise ConfigError(
+        f"diffusion.loss='hybrid' trains the variance only, so it needs "
+        f"diffusion.var_type='learned_range' (got {d.var_type!r}).")
+  check_choice("diffusion.decoder", d.get("decoder", "discretized"),
+               ("discretized", "gaussian"))
   check_positive("diffusion.hybrid_lambda", d.hybrid_lambda, allow_zero=True)
   make_process(d)
 
@@ -125,18 +132,42 @@ def _check_training(t, num_devices: int) -> None:
           f"{t.steps_per_call}; events happen between compiled calls.")
 
 
-def _check_sampling(s) -> None:
-  check_choice("sampling.method", s.method, SAMPLERS)
-  check_positive("sampling.num_steps", s.num_steps, allow_zero=True)
+def _check_sampling(s, d) -> None:
+  from diffusion.samplers import settings_from_config  # every field, with its allowed values
+  settings = settings_from_config(s)
   check_positive("sampling.batch_size", s.batch_size)
-  check_choice("sampling.init", s.init, ("prior", "uniform"))
-  check_choice("sampling.langevin_form", s.langevin_form, ("code", "paper"))
-  check_choice("sampling.skip_type", s.skip_type, ("uniform", "quad"))
-  if s.method == "annealed_langevin":
-    check_positive("sampling.n_steps_each", s.n_steps_each)
-    check_positive("sampling.step_size", s.step_size)
-  if not 0.0 <= s.eta:
-    raise ConfigError(f"sampling.eta={s.eta} is not valid; it must be >= 0.")
+  T = d.num_timesteps
+  if settings.method == "annealed_langevin" and settings.num_steps not in (0, T):
+    raise ConfigError(f"sampling.num_steps={settings.num_steps} is not valid for "
+                      "annealed_langevin, which visits every level; set it to 0.")
+  if settings.num_steps > T:
+    raise ConfigError(f"sampling.num_steps={settings.num_steps} is not valid; it must be "
+                      f"<= diffusion.num_timesteps={T} (0 = every level).")
+
+
+def _check_combinations(config) -> None:
+  """Choices that are valid alone but not together."""
+  from diffusion.data import dataset_info
+  d, data, m = config.diffusion, config.data, config.model
+  toy = dataset_info(data.dataset).kind == "toy"
+  if m.name == "unet" and toy:
+    raise ConfigError(f"model.name='unet' needs images, but data.dataset={data.dataset!r} is "
+                      "2-D toy data; use model.name='mlp' (or 'analytic').")
+  if m.name == "mlp" and not toy:
+    raise ConfigError(f"model.name='mlp' is for 2-D toy data, but data.dataset={data.dataset!r}"
+                      " is an image set; use model.name='unet'.")
+  bound = d.loss in ("hybrid", "kl")
+  decoder = d.get("decoder", "discretized")
+  if bound and decoder == "discretized" and (toy or data.uniform_dequantization):
+    raise ConfigError(
+        "diffusion.decoder='discretized' scores 8-bit pixels, but the data are continuous "
+        f"(data.dataset={data.dataset!r}, uniform_dequantization={data.uniform_dequantization}); "
+        "set diffusion.decoder='gaussian' or use undequantized images.")
+  if d.schedule == "jsd" and (bound or not config.sampling.clip_x0):
+    raise ConfigError(
+        "diffusion.schedule='jsd' ends at alpha_bar_T = 0, where x0 cannot be recovered from "
+        "eps; use it only with loss='mse' and sampling.clip_x0=True, or use 'dpm' (the DPM "
+        "code's version, alpha_bar_T ~ 1/T).")
 
 
 def _check_eval(e, d) -> None:

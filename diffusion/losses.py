@@ -100,28 +100,39 @@ def eps_mse(eps_pred: Array, noise: Array, weights: Optional[Array] = None) -> A
   return mse if weights is None else weights * mse
 
 
+def gaussian_log_likelihood(x: Array, means: Array, log_scales: Array) -> Array:
+  """log N(x; mean, exp(log_scale)²), elementwise nats (a continuous-data decoder)."""
+  return -0.5 * (jnp.log(2.0 * jnp.pi) + 2.0 * log_scales
+                 + jnp.square(x - means) * jnp.exp(-2.0 * log_scales))
+
+
 def vb_terms_bpd(process, x0: Array, x_t: Array, t: Array, eps_pred: Array,
                  var_type: str, v: Optional[Array] = None,
-                 clip_range: Optional[Tuple[float, float]] = None) -> Array:
+                 clip_range: Optional[Tuple[float, float]] = None,
+                 decoder: str = "discretized") -> Array:
   """One term of the variational bound, in bits/dim (DDPM eq. 5; code ``_vb_terms_bpd``).
 
   t > 0: KL(q(x_{t−1} | x_t, x₀) ‖ p(x_{t−1} | x_t)), mean over dims / ln 2.
-  t = 0: −log p(x₀ | x₁) under the discretized Gaussian decoder / ln 2.
+  t = 0: −log p(x₀ | x₁) / ln 2 under the ``decoder``: ``discretized``, DDPM's
+    discretized Gaussian on 8-bit data in [−1, 1]; ``gaussian``, the Gaussian
+    density for continuous data (toy sets; a density, so it can be negative).
 
   Args:
-    process: a VPProcess (the decoder assumes 8-bit data in [−1, 1]).
+    process: a VPProcess.
     x0, x_t, eps_pred: [B, ...]; t: int32 [B]; var_type, v: as
       ``process.p_log_variance``; clip_range: clip for x̂₀ (None: no clip).
   Returns:
     [B] float32 bits/dim.
   """
+  check_choice("diffusion.decoder", decoder, ("discretized", "gaussian"))
   if not isinstance(process, VPProcess):
     raise ValueError("vb_terms_bpd needs a VP process (data in [-1, 1] on an 8-bit grid).")
   true_mean, _, true_log_var = process.q_posterior(x0, x_t, t)
   mean, log_var, _ = process.p_mean_variance(x_t, t, eps_pred, var_type, v, clip_range)
   kl = mean_flat(normal_kl(true_mean, true_log_var, mean, log_var)) / _LN2
-  nll = -mean_flat(discretized_gaussian_log_likelihood(
-      x0, mean, 0.5 * jnp.broadcast_to(log_var, x0.shape))) / _LN2
+  log_lik = (discretized_gaussian_log_likelihood if decoder == "discretized"
+             else gaussian_log_likelihood)
+  nll = -mean_flat(log_lik(x0, mean, 0.5 * jnp.broadcast_to(log_var, x0.shape))) / _LN2
   return jnp.where(t == 0, nll, kl)
 
 
@@ -146,7 +157,7 @@ def training_losses(process, eps_fn: Callable, x0: Array, t: Array, noise: Array
             Improved DDPM L_vlb).
 
   Config fields read: loss, var_type, hybrid_lambda, loss_weighting,
-  clip_x0 (clip x̂₀ to [−1, 1] inside vb_t).
+  clip_x0 (clip x̂₀ to [−1, 1] inside vb_t), decoder (the t = 0 term of vb_t).
 
   Args:
     process: VP or VE process; eps_fn: (x_t [B, ...], t [B]) -> ε̂ or (ε̂, v).
@@ -178,15 +189,16 @@ def training_losses(process, eps_fn: Callable, x0: Array, t: Array, noise: Array
     out["loss"] = weighted
     return out
   clip_range = (-1.0, 1.0) if get_field(diffusion_cfg, "clip_x0", False) else None
+  decoder = get_field(diffusion_cfg, "decoder", "discretized")
   T = process.num_timesteps
   if loss_type == "hybrid":
     lam = get_field(diffusion_cfg, "hybrid_lambda", 0.001)
     vb = vb_terms_bpd(process, x0, x_t, t, jax.lax.stop_gradient(eps_pred), var_type, v,
-                      clip_range)
+                      clip_range, decoder)
     out["vb"] = vb
     out["loss"] = weighted + lam * T * vb
   else:  # kl
-    vb = vb_terms_bpd(process, x0, x_t, t, eps_pred, var_type, v, clip_range)
+    vb = vb_terms_bpd(process, x0, x_t, t, eps_pred, var_type, v, clip_range, decoder)
     out["vb"] = vb
     out["loss"] = T * vb
   return out

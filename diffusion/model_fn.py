@@ -22,6 +22,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from diffusion.config_fields import get_field
 from diffusion.errors import ConfigError
 
 EpsFn = Callable[[jax.Array, jax.Array], Any]
@@ -55,13 +56,15 @@ def make_eps_fn(module, params, process, model_cfg, *, train: bool = False,
   shape, or to ``(eps_hat, v)`` when the network has twice the data channels
   (learned variance; v in [-1, 1] interpolates the log-variance).
   """
-  if model_cfg.name == "analytic":
+  if train and dropout_rng is None:
+    raise ValueError("make_eps_fn(train=True) needs dropout_rng (a PRNG key for dropout).")
+  if get_field(model_cfg, "name", "unet") == "analytic":
     def analytic_eps(x_t, t):
       return module.apply({}, x_t, process.signal_scale(t), process.noise_std(t))
     return analytic_eps
 
-  cond_kind = model_cfg.get("cond", "index")
-  scale_by_sigma = model_cfg.get("scale_by_sigma", False)
+  cond_kind = get_field(model_cfg, "cond", "index")
+  scale_by_sigma = get_field(model_cfg, "scale_by_sigma", False)
   rngs = {"dropout": dropout_rng} if train else {}
 
   def eps_fn(x_t, t):

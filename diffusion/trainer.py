@@ -38,18 +38,17 @@ def build(config):
   return process, module, source
 
 
-def x0_range(data_cfg) -> tuple[float, float]:
-  """Range of training data: [-1, 1] when centered (DDPM), else [0, 1] (NCSN)."""
-  return (-1.0, 1.0) if data_cfg.centered else (0.0, 1.0)
+def make_sample_fn(module, process, config, shape, x0_range):
+  """Jitted ``(params, key) -> samples`` of ``shape`` [N, ...] with config.sampling.
 
-
-def make_sample_fn(module, process, config, shape):
-  """Jitted ``(params, key) -> samples`` of ``shape`` [N, ...] with config.sampling."""
+  ``x0_range`` is the data range x0_hat is clipped to (``source.x_range``:
+  [-1, 1] or [0, 1] for images, None for unbounded toy data).
+  """
   from diffusion.samplers import sample
 
   def sample_fn(params, key):
     eps_fn = make_eps_fn(module, params, process, config.model)
-    return sample(eps_fn, process, shape, key, config.sampling, x0_range=x0_range(config.data))
+    return sample(eps_fn, process, shape, key, config.sampling, x0_range=x0_range)
 
   return jax.jit(sample_fn)
 
@@ -195,10 +194,10 @@ def train(config, workdir: str, *, progress: bool = True, devices=None) -> dict:
           ckpt.save(step, state)
         if tcfg.sample_every and (step % tcfg.sample_every == 0 or done) and is_chief:
           sample_fn = sample_fn or make_sample_fn(
-              module, process, config, (tcfg.num_samples, *source.shape))
+              module, process, config, (tcfg.num_samples, *source.shape), source.x_range)
           _write_samples(sample_fn, state, config, workdir, step, writer)
         if config.eval.every and (step % config.eval.every == 0 or done) and is_chief:
-          evaluator = evaluator or _Evaluator(module, process, config, workdir, source.shape)
+          evaluator = evaluator or _Evaluator(module, process, config, workdir, source)
           scalars = evaluator(state.ema_params, step)
           if writer is not None and scalars:
             writer.write_scalars(step, scalars)
@@ -246,19 +245,22 @@ class _Evaluator:
   """Periodic evaluation with EMA parameters (config.eval): bits/dim on the eval
   split (VP variants) and FID/IS/KID of fresh samples (when eval.fid)."""
 
-  def __init__(self, module, process, config, workdir, example_shape):
+  def __init__(self, module, process, config, workdir, train_source):
     from diffusion.data import make_source
     self.module, self.process, self.config, self.workdir = module, process, config, workdir
     ecfg = config.eval
-    self.bpd = ecfg.bpd and hasattr(process, "alphas_cumprod") and len(example_shape) == 3
+    # DDPM's bound: VP process, 8-bit images in [-1, 1] (the discretized decoder).
+    self.bpd = (ecfg.bpd and hasattr(process, "alphas_cumprod") and train_source.is_image
+                and config.data.centered)
     self.eval_source = make_source(config.data, split=config.data.eval_split) if self.bpd else None
     self.net = self.sample_fn = None
     if ecfg.fid:
       from diffusion import inception
       self.net = inception.load_inception(ecfg.inception_weights)
-      self.train_source = make_source(config.data, split=config.data.split)
+      self.train_source = train_source
       self.sample_fn = make_sample_fn(module, process, config,
-                                      (config.sampling.batch_size, *example_shape))
+                                      (config.sampling.batch_size, *train_source.shape),
+                                      train_source.x_range)
 
   def __call__(self, params, step: int) -> dict:
     from diffusion import evaluation

@@ -275,3 +275,25 @@ def test_training_losses_jit_vmap(vp):
     single = f(x0[k], t[k], noise[k])
     for name in ("loss", "mse", "vb"):
       np.testing.assert_allclose(batched[name][k], single[name], rtol=1e-5, atol=1e-6)
+
+
+def test_gaussian_decoder_for_continuous_data():
+  """decoder='gaussian': the t=0 term is -log N(x0; mu_theta, sigma^2) / ln 2 per dim."""
+  process = P.make_process({"variant": "ddpm", "schedule": "linear", "num_timesteps": 10})
+  rng = np.random.default_rng(3)
+  x0 = rng.normal(size=(3, 2)).astype(np.float32) * 2.0
+  eps = rng.normal(size=(3, 2)).astype(np.float32)
+  t = jnp.zeros((3,), jnp.int32)
+  x_t = process.q_sample(jnp.asarray(x0), t, jnp.asarray(eps))
+  eps_hat = jnp.asarray(eps) + 0.1
+  got = np.asarray(Lo.vb_terms_bpd(process, jnp.asarray(x0), x_t, t, eps_hat,
+                                       "fixedlarge", decoder="gaussian"))
+  # Independent float64: x0_hat from eps_hat, posterior mean at t=0 is x0_hat (coef1 = 1),
+  # variance of fixedlarge at t=0 is the posterior variance at t=1.
+  betas = np.linspace(1e-4, 0.02, 10)
+  abar = np.cumprod(1 - betas)
+  x0_hat = (np.asarray(x_t, np.float64) - np.sqrt(1 - abar[0]) * np.asarray(eps_hat)) / np.sqrt(
+      abar[0])
+  var = betas[1] * (1 - abar[0]) / (1 - abar[1])
+  nll = 0.5 * np.log(2 * np.pi * var) + (x0 - x0_hat) ** 2 / (2 * var)
+  np.testing.assert_allclose(got, nll.mean(axis=1) / np.log(2), rtol=2e-4)

@@ -256,21 +256,57 @@ INVALID = [
 ]
 
 
+# Valid alone, invalid together: (overrides, field named in the message).
+INVALID_COMBINATIONS = [
+    ({"sampling.var_type": "bogus"}, "sampling.var_type"),
+    ({"sampling.num_steps": 5000}, "sampling.num_steps"),
+    ({"sampling.method": "annealed_langevin", "sampling.num_steps": 10}, "sampling.num_steps"),
+    ({"diffusion.loss": "hybrid"}, "diffusion.loss"),            # fixedlarge variance
+    ({"model.name": "mlp"}, "model.name"),                       # on CIFAR-10 images
+    ({"data.dataset": "swiss_roll", "data.num_channels": 2}, "model.name"),  # U-Net on 2-D
+    ({"diffusion.schedule": "jsd", "diffusion.loss": "kl", "diffusion.var_type":
+      "learned_range", "model.out_channels": 6}, "diffusion.schedule"),
+    ({"diffusion.loss": "kl", "data.uniform_dequantization": True}, "diffusion.decoder"),
+    ({"diffusion.variant": "ncsn", "diffusion.schedule": "geometric",
+      "diffusion.loss": "kl"}, "diffusion.loss"),
+]
+
+
+def _set(config, overrides):
+  for key, value in overrides.items():
+    section, name = key.split(".")
+    config[section][name] = value
+  return config
+
+
 @pytest.mark.parametrize("key,value,field", INVALID, ids=[i[0] for i in INVALID])
 def test_invalid_config_names_the_field(key, value, field):
-  config = base.get_config("ddpm")
-  section, name = key.split(".")
-  config[section][name] = value
+  config = _set(base.get_config("ddpm"), {key: value})
   with pytest.raises(ConfigError) as info:
     config_check.validate(config, num_devices=8)
   message = str(info.value)
   assert field in message and "\n" not in message
 
 
-def test_cli_invalid_config_is_one_line_without_traceback(tmp_path):
-  res = _run_cli(["--config=configs/ddpm/cifar10.py", f"--workdir={tmp_path}",
-                  "--config.diffusion.schedule=cosinus"], timeout=120)
+@pytest.mark.parametrize("overrides,field", INVALID_COMBINATIONS,
+                         ids=[",".join(o) for o, _ in INVALID_COMBINATIONS])
+def test_invalid_combination_names_the_field(overrides, field):
+  config = _set(base.get_config("ddpm"), overrides)
+  with pytest.raises(ConfigError) as info:
+    config_check.validate(config, num_devices=1)
+  message = str(info.value)
+  assert field in message and "\n" not in message
+
+
+@pytest.mark.parametrize("override,start", [
+    ("--config.diffusion.schedule=cosinus", "error: diffusion.schedule='cosinus'"),
+    ("--config.diffusion.schedul=cosine", "error: --config.diffusion.schedul: the config has "
+     "no field 'schedul' (did you mean \"schedule\"?)"),
+    ("--config.training.batch_size=abc", "error: flag --config.training.batch_size=abc"),
+])
+def test_cli_bad_flag_is_one_line_without_traceback(tmp_path, override, start):
+  res = _run_cli(["--config=configs/ddpm/cifar10.py", f"--workdir={tmp_path}", override],
+                 timeout=120)
   assert res.returncode == 2
   lines = [l for l in res.stderr.strip().splitlines() if l.strip()]
-  assert lines[-1].startswith("error: diffusion.schedule='cosinus'")
-  assert "Traceback" not in res.stderr
+  assert len(lines) == 1 and lines[0].startswith(start), res.stderr[-2000:]

@@ -4,7 +4,7 @@
 device as uint8 and each batch is drawn, flipped-free (digits are not mirror
 symmetric) and scaled to [-1, 1] inside the compiled step. DDPM as in the paper
 (linear beta 1e-4 -> 0.02, T=1000, L_simple, fixedlarge ancestral sampling) with
-a small U-Net (ch 32, ch_mult (1, 2), attention at 4x4, 0.4M parameters) sized so that training
+a small U-Net (ch 32, ch_mult (1, 2), attention at 4x4, 1.0M parameters) sized so that training
 on 2 CPU cores gives recognisable digits in about ten minutes.
 """
 

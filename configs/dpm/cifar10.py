@@ -4,7 +4,9 @@ Reference sheet section 1: Gaussian forward diffusion with the DPM code's fixed
 schedule (beta_t = 1e-6 + (1/(T-t+1))(1 - 1e-6 - 1e-5), beta_1 += 0.001,
 T=1000), a reverse process with learned mean and variance trained on the
 variational bound (diffusion.loss='kl': T * L_t in bits/dim, learned variance
-interpolated in log space), uniformly dequantized data. The paper's network is
+interpolated in log space). The paper trained on uniformly dequantized data;
+our bound scores the 8-bit pixels with DDPM's discretized decoder instead (so
+it is in DDPM's bits/dim). The paper's network is
 a multi-scale conv + dense net with temporal bump functions; we use the DDPM
 U-Net with 2C outputs. Optimiser from the DPM code: RMSProp lr 1e-3 decayed by
 0.1 per 1000 "epochs" of 500 batches (floored at 1e-4), batch 200.

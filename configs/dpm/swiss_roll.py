@@ -18,6 +18,7 @@ def get_config():
   config.data.uniform_dequantization = False
   config.data.random_flip = False
   config.diffusion.num_timesteps = 40
+  config.diffusion.decoder = "gaussian"   # continuous 2-D points: a density at t=0
   config.model.name = "mlp"
   config.model.hidden_dims = (128, 128, 128)
   config.model.out_channels = 4

@@ -2,7 +2,8 @@
 
 Reference sheet section 3: techniques 1-2 give sigma_max=50, L=232 geometric
 levels down to 0.01; technique 3 reads the network output as s(x)/sigma
-(model.scale_by_sigma); technique 4 gives 5 Langevin steps per level with
+(model.scale_by_sigma) of a noise-unconditional network (model.conditional=False;
+with eps-prediction this is eps_hat = -h(x)); technique 4 gives 5 Langevin steps per level with
 epsilon=6.2e-6; technique 5 is EMA 0.999; final denoising step. Adam 1e-4,
 batch 128, 300k iterations, data in [0, 1] without dequantization.
 
@@ -21,6 +22,7 @@ def get_config():
   config.data.uniform_dequantization = False
   config.model.out_channels = 3
   config.model.scale_by_sigma = True
+  config.model.conditional = False
   config.optim.lr = 1e-4
   config.optim.warmup_steps = 0
   config.optim.grad_clip = 0.0

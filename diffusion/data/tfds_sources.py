@@ -201,6 +201,7 @@ def prepare(name: str, tfds_name: str, manual_dir: Optional[str] = None,
       raise ConfigError(f"--manual_dir={manual_dir!r} lacks {', '.join(missing)} "
                         f"(needed to build {name} offline).")
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.core.download import download_manager  # pylint: disable=g-import-not-at-top
   builder = tfds.builder(tfds_name, data_dir=data_dir or None, file_format="array_record")
   if builder.is_prepared():
     return pathlib.Path(str(builder.data_dir))
@@ -212,7 +213,12 @@ def prepare(name: str, tfds_name: str, manual_dir: Optional[str] = None,
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tmp_downloads_", dir=root) as tmp, \
         _refuse_downloads(name, manual_dir), no_network():
-      builder.download_and_prepare(download_dir=tmp, download_config=config)
+      try:
+        builder.download_and_prepare(download_dir=tmp, download_config=config)
+      except download_manager.NonMatchingChecksumError as e:
+        raise ConfigError(
+            f"--manual_dir={manual_dir!r}: a file's checksum does not match tfds's record for "
+            f"{name} ({str(e).splitlines()[0][:120]}); use the official, unmodified files.") from None
   else:
     builder.download_and_prepare()
   return pathlib.Path(str(builder.data_dir))
