@@ -21,3 +21,19 @@ def shared_data():
   if not SHARED_DATA.is_dir():
     pytest.skip(f"{SHARED_DATA} is absent (real MNIST/CIFAR files live there)")
   return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def vp():
+  """DDPM's process: linear beta 1e-4 -> 0.02, T=1000 (configs/base.py defaults)."""
+  from configs.base import get_config
+  from diffusion.processes import make_process
+  return make_process(get_config("ddpm").diffusion)
+
+
+@pytest.fixture(scope="module")
+def ve():
+  """NCSN's process: geometric sigma 0.01 -> 1, L=10."""
+  from configs.base import get_config
+  from diffusion.processes import make_process
+  return make_process(get_config("ncsn").diffusion)

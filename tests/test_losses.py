@@ -19,14 +19,6 @@ LN2 = math.log(2.0)
 LINEAR = S.get_beta_schedule("linear", 1000)
 
 
-@pytest.fixture(scope="module")
-def vp():
-  return P.make_process(get_config("ddpm").diffusion)
-
-
-@pytest.fixture(scope="module")
-def ve():
-  return P.make_process(get_config("ncsn").diffusion)
 
 
 def cfg(**kw):

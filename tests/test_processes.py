@@ -17,14 +17,6 @@ LINEAR = S.get_beta_schedule("linear", 1000)       # float64, tested in test_sch
 NCSN_SIGMAS = S.geometric_sigmas(0.01, 1.0, 10)
 
 
-@pytest.fixture(scope="module")
-def vp():
-  return P.make_process(get_config("ddpm").diffusion)
-
-
-@pytest.fixture(scope="module")
-def ve():
-  return P.make_process(get_config("ncsn").diffusion)
 
 
 def np_marginal(kind, t):

@@ -27,13 +27,14 @@ from diffusion.data.sources import (
     dataset_info,
     epoch_permutation,
     make_source,
+    mixture_params,
 )
 from diffusion.data.prepare import prepare_dataset
 from diffusion.data.transforms import data_range, preprocess, to_uint8
 
 __all__ = [
     "DATASETS", "BatchIterator", "DatasetInfo", "ImageSource", "ToySource", "batch_indices",
-    "check_config", "dataset_info", "epoch_permutation", "make_source", "data_range",
+    "check_config", "dataset_info", "mixture_params", "epoch_permutation", "make_source", "data_range",
     "preprocess", "to_uint8", "prepare_dataset",
 ]
 

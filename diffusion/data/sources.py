@@ -477,7 +477,7 @@ def _make_tfds_stream(name: str, cfg, split: str) -> ImageSource:
       random_flip=flags["random_flip"], read=read, threads=STREAM_THREADS)
 
 
-def _mixture_params(cfg) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def mixture_params(cfg) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Validated (weights [K], means [K, D], stds [K]) from data.mixture_*."""
   try:
     weights = np.asarray(_get(cfg, "mixture_weights"), np.float64)
@@ -500,7 +500,7 @@ def _mixture_params(cfg) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _make_toy(name: str, cfg, split: str) -> ToySource:
   if name == "mixture":
-    weights, means, stds = _mixture_params(cfg)
+    weights, means, stds = mixture_params(cfg)
     return ToySource(name=name, split=split, sampler=toy.gaussian_mixture(weights, means, stds),
                      shape=(means.shape[1],))
   return ToySource(name=name, split=split, sampler=toy.TOY_SAMPLERS[name])
@@ -561,7 +561,7 @@ def check_config(data_cfg) -> None:
   info = _INFO[base]
   if info.kind == "toy":
     if base == "mixture":
-      _mixture_params(data_cfg)
+      mixture_params(data_cfg)
     return
   size = _image_size(data_cfg)
   channels = 3 if base in ("celeb_a_hq", "lsun") else info.num_channels

@@ -113,22 +113,8 @@ def _make_analytic(model_cfg, data_cfg) -> AnalyticMixture:
   if data_cfg is None:
     raise ConfigError("model.name='analytic' needs the data config (data.mixture_weights, "
                       "data.mixture_means, data.mixture_stds): call make_model(..., data_cfg=).")
-  try:
-    weights = np.asarray(data_cfg.get("mixture_weights"), np.float64)
-    means = np.asarray(data_cfg.get("mixture_means"), np.float64)
-    stds = np.asarray(data_cfg.get("mixture_stds"), np.float64)
-  except (TypeError, ValueError) as e:
-    raise ConfigError(f"data.mixture_weights/means/stds must be numeric tuples ({e}).") from e
-  if weights.ndim != 1 or weights.size == 0 or not np.all(weights > 0):
-    raise ConfigError(f"data.mixture_weights={data_cfg.get('mixture_weights')!r} is not valid; "
-                      "it must be a non-empty tuple of positive numbers.")
-  k = weights.size
-  if means.ndim != 2 or means.shape[0] != k:
-    raise ConfigError(f"data.mixture_means={data_cfg.get('mixture_means')!r} is not valid; "
-                      f"it must be {k} points of equal dimension (one per weight).")
-  if stds.shape not in ((k,), means.shape) or not np.all(stds > 0):
-    raise ConfigError(f"data.mixture_stds={data_cfg.get('mixture_stds')!r} is not valid; "
-                      f"it must be {k} positive numbers (one per weight).")
+  from diffusion.data import mixture_params  # the data distribution it is exact for
+  weights, means, stds = mixture_params(data_cfg)
   return AnalyticMixture.diagonal(weights, means, stds)
 
 
