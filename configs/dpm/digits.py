@@ -1,0 +1,22 @@
+"""DPM on scikit-learn's 8x8 digits: the DPM recipe at quickstart size (no download).
+
+VP process with the DPM code's fixed schedule (T=1000), a reverse process with
+learned mean and variance trained on the variational bound (loss='kl', DDPM's
+discretized decoder at t=0), the quickstart's small U-Net with 2 output
+channels, ancestral sampling with the learned variance.
+"""
+
+from configs import base
+from configs.ddpm import digits
+
+
+def get_config():
+  config = base.get_config("dpm")
+  config.data = digits.get_config().data
+  config.model = digits.get_config().model
+  config.model.out_channels = 2
+  config.optim.lr = 1e-3
+  config.optim.warmup_steps = 200
+  config.training = digits.get_config().training
+  config.sampling.batch_size = 64
+  return config
