@@ -3,23 +3,21 @@
 VE process with geometric sigma 1 -> 0.01 over L=10 levels, DSM with
 lambda(sigma)=sigma^2, data in [0, 1] uniformly dequantized, no flips, Adam
 1e-3, batch 128, 200k iterations, no EMA; annealed Langevin, 100 steps per
-level, epsilon=2e-5, init U[0, 1]. The paper reports MNIST samples only (no
-metric). Needs prepared tfds data (see configs/ddpm/mnist.py).
+level, epsilon=2e-5, init U[0, 1]. Data and U-Net as configs/ddpm/mnist.py.
+The paper reports MNIST samples only (no metric). Needs prepared tfds data:
+`python -m diffusion.data prepare mnist --manual_dir ../shared/data/mnist`.
 """
 
 from configs import base
+from configs.ddpm import mnist
 
 
 def get_config():
   config = base.get_config("ncsn")
-  config.data.dataset = "mnist"
-  config.data.image_size = 32
-  config.data.num_channels = 1
-  config.data.random_flip = False
-  config.model.ch = 64
-  config.model.ch_mult = (1, 2, 2)
-  config.model.attn_resolutions = (16,)
-  config.model.out_channels = 1
+  config.data = mnist.get_config().data
+  config.data.centered = False
+  config.data.uniform_dequantization = True
+  config.model = mnist.get_config().model
   config.optim.lr = 1e-3
   config.optim.warmup_steps = 0
   config.optim.grad_clip = 0.0
