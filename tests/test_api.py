@@ -56,3 +56,9 @@ def test_plain_dict_configs_are_accepted():
   params = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 2)), jnp.zeros((1,)))["params"]
   eps_fn = diffusion.make_eps_fn(module, params, process, {"name": "mlp"})
   assert eps_fn(jnp.ones((3, 2)), jnp.array([0, 1, 4])).shape == (3, 2)
+
+
+def test_data_config_may_omit_size_and_channels():
+  """A minimal dict config takes the dataset's own image size and channel count."""
+  source = diffusion.make_source({"dataset": "digits"})
+  assert source.shape == (8, 8, 1) and source.num_examples == 1500

@@ -364,7 +364,14 @@ Source = Any  # ImageSource | ToySource: the interface documented at the top.
 
 
 def _get(cfg, field: str):
-  return get_field(cfg, field, _DEFAULTS[field])
+  default = _DEFAULTS[field]
+  if field in ("image_size", "num_channels"):
+    # A config that omits them (a plain dict in a notebook) gets the dataset's own.
+    name = get_field(cfg, "dataset", _DEFAULTS["dataset"])
+    info = _INFO.get(name.split("/")[0]) if isinstance(name, str) else None
+    if info is not None and getattr(info, field) is not None:
+      default = getattr(info, field)
+  return get_field(cfg, field, default)
 
 
 def _flags(cfg) -> Dict[str, bool]:
