@@ -96,9 +96,9 @@ def run():
 
   batch = _BATCH.value or config.sampling.batch_size
   batch = -(-min(batch, _NUM.value) // mesh.size) * mesh.size  # a multiple of the devices
-  sample_fn = make_sample_fn(module, process, config, (batch, *source.shape), source.x_range)
-  sample_fn = jax.jit(sample_fn, out_shardings=jax.sharding.NamedSharding(
-      mesh, jax.sharding.PartitionSpec(training.DATA_AXIS)))
+  sample_fn = make_sample_fn(module, process, config, (batch, *source.shape), source.x_range,
+                             out_sharding=jax.sharding.NamedSharding(
+                                 mesh, jax.sharding.PartitionSpec(training.DATA_AXIS)))
   method = config.sampling.method
   out = _OUT.value or os.path.join(workdir, f"samples_{step}_{method}")
   os.makedirs(out, exist_ok=True)
@@ -139,25 +139,17 @@ def run():
 
 def _restore_state(config, module, source, workdir, step):
   """The TrainState of checkpoint ``step`` (-1: latest), shaped from the config."""
-  import jax
-
   from diffusion import checkpoints, training
   from diffusion.errors import ConfigError
-  optimizer = training.make_optimizer(config.optim)
-
-  def init():
-    params = training.init_params(module, jax.random.PRNGKey(0), source.shape)
-    return training.create_train_state(params, optimizer)
-
-  target = jax.eval_shape(init)
+  target = training.abstract_train_state(module, training.make_optimizer(config.optim),
+                                         source.shape)
   ckpt = checkpoints.Checkpointer(workdir, keep=config.training.keep_checkpoints)
   try:
     if step >= 0:
       if step not in ckpt.steps():
         raise ConfigError(f"--checkpoint_step={step} is not in {ckpt.directory} "
                           f"(available: {ckpt.steps()}).")
-      ckpt._check_matches(step, ckpt._manager.item_metadata(step), target)  # noqa: SLF001
-      return ckpt._restore(step, target)  # noqa: SLF001
+      return ckpt.restore(step, target)
     state, found = ckpt.restore_latest(target)
     if found is None:
       raise ConfigError(f"no readable checkpoint in {ckpt.directory}; train first.")

@@ -65,6 +65,20 @@ class Checkpointer:
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
+  def restore(self, step: int, target: Any) -> Any:
+    """Restores checkpoint ``step`` shaped like ``target`` (arrays or ShapeDtypeStructs).
+
+    Raises ConfigError when it was written by a different config (other array
+    names or shapes); other read errors propagate.
+    """
+    try:
+      stored = self._manager.item_metadata(step)
+    except Exception:  # noqa: BLE001 - unreadable metadata: try the arrays anyway
+      stored = None
+    if stored is not None:
+      self._check_matches(step, stored, target)
+    return self._restore(step, target)
+
   def restore_latest(self, target: Any) -> tuple[Any, int | None]:
     """Restores the newest readable checkpoint shaped like ``target``.
 
@@ -75,13 +89,9 @@ class Checkpointer:
     """
     for step in reversed(self.steps()):
       try:
-        stored = self._manager.item_metadata(step)
-      except Exception:  # noqa: BLE001 - unreadable metadata: try the arrays anyway
-        stored = None
-      if stored is not None:
-        self._check_matches(step, stored, target)
-      try:
-        state = self._restore(step, target)
+        state = self.restore(step, target)
+      except ConfigError:
+        raise
       except Exception as e:  # noqa: BLE001 - corrupt files raise many types
         log.warning("checkpoint %d is unreadable (%s); falling back", step, _first_line(e))
         _drop_failed_reads()

@@ -13,7 +13,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from diffusion import checkpoints, config_check, images, metric_writers, training
@@ -38,11 +37,12 @@ def build(config):
   return process, module, source
 
 
-def make_sample_fn(module, process, config, shape, x0_range):
+def make_sample_fn(module, process, config, shape, x0_range, out_sharding=None):
   """Jitted ``(params, key) -> samples`` of ``shape`` [N, ...] with config.sampling.
 
   ``x0_range`` is the data range x0_hat is clipped to (``source.x_range``:
-  [-1, 1] or [0, 1] for images, None for unbounded toy data).
+  [-1, 1] or [0, 1] for images, None for unbounded toy data). ``out_sharding``
+  (e.g. batch split over a mesh) lets XLA shard the whole chain over devices.
   """
   from diffusion.samplers import sample
 
@@ -50,7 +50,7 @@ def make_sample_fn(module, process, config, shape, x0_range):
     eps_fn = make_eps_fn(module, params, process, config.model)
     return sample(eps_fn, process, shape, key, config.sampling, x0_range=x0_range)
 
-  return jax.jit(sample_fn)
+  return jax.jit(sample_fn, out_shardings=out_sharding)
 
 
 def write_config(config, workdir: str) -> None:

@@ -90,6 +90,13 @@ def init_params(module, key: jax.Array, example_shape) -> Any:
   return variables.get("params", {})
 
 
+def abstract_train_state(module, optimizer, example_shape) -> TrainState:
+  """Shapes and dtypes of the step-0 state (no allocation): a restore target."""
+  return jax.eval_shape(
+      lambda: create_train_state(init_params(module, jax.random.PRNGKey(0), example_shape),
+                                 optimizer))
+
+
 def create_train_state(params, optimizer) -> TrainState:
   """Step 0 state; the EMA starts as a copy of the parameters."""
   return TrainState(

@@ -38,9 +38,8 @@ def read_state(workdir, config):
   """(step, params, ema_params) of the latest checkpoint of a run, as numpy."""
   from diffusion.trainer import build
   _, module, source = build(config)
-  opt = training.make_optimizer(config.optim)
-  target = jax.eval_shape(lambda: training.create_train_state(
-      training.init_params(module, jax.random.PRNGKey(0), source.shape), opt))
+  target = training.abstract_train_state(module, training.make_optimizer(config.optim),
+                                         source.shape)
   ckpt = checkpoints.Checkpointer(workdir)
   state, step = ckpt.restore_latest(target)
   ckpt.close()
