@@ -8,6 +8,9 @@ Writes <out>/samples.png (a grid of the first 256) and <out>/samples.npz
 where <out> defaults to <workdir>/samples_<step>_<sampler>. The run's config is
 read from <workdir>/config.json; any of it can be overridden with --config.*.
 Sampling is sharded over all local devices; N need not divide the batch size.
+Only the EMA parameters are restored: no optimizer is built and no training
+data is read (the test split is read for --bpd; --fid reads the training split
+once to cache its statistics).
 """
 
 import os
@@ -16,10 +19,16 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
-from diffusion import cli  # noqa: E402
+from configs import base  # noqa: E402
+from diffusion import cli, config_check, evaluators, families, images, runs, sharding  # noqa: E402
+from diffusion.errors import ConfigError  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
 _NUM = flags.DEFINE_integer("num_samples", 64, "Number of samples to draw.")
@@ -34,8 +43,8 @@ _OUT = flags.DEFINE_string("output", "", "Output folder (default "
                            "<workdir>/samples_<step>_<sampler>).")
 _STEP = flags.DEFINE_integer("checkpoint_step", -1, "Checkpoint to load (-1: latest).")
 _FID = flags.DEFINE_bool("fid", False, "Compute FID/IS/KID of the samples against the "
-                         "training set (needs --config.eval.inception_weights).")
-_BPD = flags.DEFINE_bool("bpd", False, "Compute bits/dim on config.eval.bpd_num_examples "
+                         "training set (needs --config.eval.fid.inception_weights).")
+_BPD = flags.DEFINE_bool("bpd", False, "Compute bits/dim on config.eval.bpd.num_examples "
                          "of the eval split (VP variants only).")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 flags.mark_flags_as_required(["workdir"])
@@ -49,166 +58,95 @@ def _define_config_flag(argv):
       workdir = arg.split("=", 1)[1]
     elif arg == "--workdir" and i + 1 < len(argv):
       workdir = argv[i + 1]
-  config = None
-  if workdir and os.path.exists(os.path.join(workdir, "config.json")):
-    from diffusion.trainer import load_config
-    config = load_config(workdir)
-  if config is None:
-    from configs import base
-    config = base.get_config()
+  config = base.get_config()
+  if workdir and os.path.isfile(os.path.join(workdir, "config.json")):
+    config = runs.load_config(workdir)
   config_flags.DEFINE_config_dict("config", config, "The run's config (from the workdir).")
 
 
 def main(argv):
   del argv
   cli.quiet_logs()
-  from diffusion.errors import ConfigError
   cli.run_main(run, ConfigError)
 
 
+def _check_flags() -> None:
+  """Every numeric flag, before anything is built (one-line errors)."""
+  if _NUM.value <= 0:
+    raise ConfigError(f"--num_samples={_NUM.value} is not valid; it must be > 0.")
+  if _BATCH.value < 0:
+    raise ConfigError(f"--batch_size={_BATCH.value} is not valid; it must be > 0 "
+                      "(or 0 for config.sampling.batch_size).")
+  if _STEPS.value is not None and _STEPS.value < 0:
+    raise ConfigError(f"--steps={_STEPS.value} is not valid; it must be >= 0 (0 = every "
+                      "level).")
+  if _SEED.value < 0:
+    raise ConfigError(f"--seed={_SEED.value} is not valid; it must be >= 0.")
+  if _STEP.value < -1:
+    raise ConfigError(f"--checkpoint_step={_STEP.value} is not valid; give a saved step, "
+                      "or -1 for the latest.")
+
+
 def run():
-  import jax
-  import numpy as np
-
-  from diffusion import config_check, images, training
-  from diffusion.data import to_uint8
-  from diffusion.errors import ConfigError
-  from diffusion.trainer import build, make_sample_fn
-
+  _check_flags()
   workdir = _WORKDIR.value
-  if not os.path.exists(os.path.join(workdir, "config.json")):
+  if not os.path.isfile(os.path.join(workdir, "config.json")):
     raise ConfigError(f"--workdir={workdir} has no config.json; point it at a training run.")
   config = flags.FLAGS.config
   if _SAMPLER.value is not None:
     config.sampling.method = _SAMPLER.value
   if _STEPS.value is not None:
     config.sampling.num_steps = _STEPS.value
-  mesh = training.make_mesh(jax.local_devices())
-  config_check.validate(config, num_devices=1)
-  if _NUM.value <= 0:
-    raise ConfigError(f"--num_samples={_NUM.value} is not valid; it must be > 0.")
+  cfg = config_check.validate(config, num_devices=1)
+  family = families.make_family(cfg)
+  # Build the evaluators first: a missing weights file fails now, not after sampling.
+  requested = [name for name, on in (("bpd", _BPD.value), ("fid", _FID.value)) if on]
+  evals = {ev.name: ev for ev in evaluators.make_evaluators(family, workdir, requested,
+                                                             seed=_SEED.value)}
+  params, step = runs.restore_ema_params(workdir, family, _STEP.value)
+  mesh = sharding.make_mesh(jax.local_devices())
+  params = sharding.replicate(params, mesh)
 
-  process, module, source = build(config)
-  net = _check_requests(config, process, source)  # fail before hours of sampling, not after
-  state = _restore_state(config, module, source, workdir, _STEP.value)
-  step = int(state.step)
-  params = training.replicate(state.ema_params, mesh)
-
-  batch = _BATCH.value or config.sampling.batch_size
+  batch = _BATCH.value or cfg.sampling.batch_size
   batch = -(-min(batch, _NUM.value) // mesh.size) * mesh.size  # a multiple of the devices
-  sample_fn = make_sample_fn(module, process, config, (batch, *source.shape), source.x_range,
-                             out_sharding=jax.sharding.NamedSharding(
-                                 mesh, jax.sharding.PartitionSpec(training.DATA_AXIS)))
-  method = config.sampling.method
-  out = _OUT.value or os.path.join(workdir, f"samples_{step}_{method}")
-  os.makedirs(out, exist_ok=True)
-
-  num_calls = -(-_NUM.value // batch)
-  bar = None
-  if _PROGRESS.value:
-    from tqdm import tqdm
-    bar = tqdm(total=_NUM.value, unit="img", file=sys.stderr)
-  start, chunks = time.time(), []
-  for i in range(num_calls):
-    key = jax.random.fold_in(jax.random.PRNGKey(_SEED.value), i)
-    chunks.append(np.asarray(sample_fn(params, key)))
-    if bar is not None:
-      bar.update(min(batch, _NUM.value - i * batch))
+  sample_fn = family.sample_fn(batch, out_sharding=NamedSharding(
+      mesh, PartitionSpec(sharding.DATA_AXIS)))
+  method = cfg.sampling.method
+  bar = tqdm(total=_NUM.value, unit="img", file=sys.stderr) if _PROGRESS.value else None
+  start = time.time()
+  x = families.draw(sample_fn, params, _NUM.value, batch, jax.random.PRNGKey(_SEED.value),
+                    on_chunk=bar.update if bar is not None else None)
   if bar is not None:
     bar.close()
-  x = np.concatenate(chunks)[: _NUM.value]
   seconds = time.time() - start
   print(f"sampled {len(x)} with {method} from step {step} in {seconds:.1f}s "
         f"({len(x) / seconds:.2f} samples/s)", flush=True)
 
-  if x.ndim == 4:
-    imgs = to_uint8(x, config.data.centered)
-    images.save_grid(os.path.join(out, "samples.png"), imgs[:256],
-                     upscale=max(1, 64 // x.shape[1]))
+  out = _OUT.value or os.path.join(workdir, f"samples_{step}_{method}")
+  os.makedirs(out, exist_ok=True)
+  imgs = family.to_uint8(x)
+  if imgs is not None:
+    images.save_grid(os.path.join(out, "samples.png"), imgs[:256])
     np.savez(os.path.join(out, "samples.npz"), arr_0=imgs)
     print(f"wrote {out}/samples.png and samples.npz (uint8 {imgs.shape})", flush=True)
   else:
     np.savez(os.path.join(out, "samples.npz"), arr_0=x)
     print(f"wrote {out}/samples.npz (float32 {x.shape})", flush=True)
 
-  if _BPD.value:
-    _report_bpd(config, module, process, params, out)
-  if _FID.value:
-    _report_fid(config, net, imgs, workdir)
-
-
-def _restore_state(config, module, source, workdir, step):
-  """The TrainState of checkpoint ``step`` (-1: latest), shaped from the config."""
-  from diffusion import checkpoints, training
-  from diffusion.errors import ConfigError
-  target = training.abstract_train_state(module, training.make_optimizer(config.optim),
-                                         source.shape)
-  ckpt = checkpoints.Checkpointer(workdir, keep=config.training.keep_checkpoints)
-  try:
-    if step >= 0:
-      if step not in ckpt.steps():
-        raise ConfigError(f"--checkpoint_step={step} is not in {ckpt.directory} "
-                          f"(available: {ckpt.steps()}).")
-      return ckpt.restore(step, target)
-    state, found = ckpt.restore_latest(target)
-    if found is None:
-      raise ConfigError(f"no readable checkpoint in {ckpt.directory}; train first.")
-    return state
-  finally:
-    ckpt.close()
-
-
-def _report_bpd(config, module, process, params, workdir):
-  """Bits/dim on the eval split: DDPM's calc_bpd_loop on discrete 8-bit data."""
-  import jax
-  import numpy as np
-
-  from diffusion import evaluation
-  from diffusion.data import make_source
-  from diffusion.model_fn import make_eps_fn
-  source = make_source(config.data, split=config.data.eval_split)
-  eps_fn = make_eps_fn(module, params, process, config.model)
-  result = evaluation.bpd_of_source(eps_fn, process, source, config.eval.bpd_num_examples,
-                                    config.eval.batch_size, jax.random.PRNGKey(_SEED.value),
-                                    config.diffusion.var_type)
-  print(f"bits/dim on {result['num_examples']} {config.data.dataset}/{config.data.eval_split} "
-        f"examples: {result['bpd']:.4f} +- {result['bpd_se']:.4f} (prior term "
-        f"{result['prior_bpd']:.2e}; full T-term bound, EMA params, x0 clipped as DDPM)",
-        flush=True)
-  np.savez(os.path.join(workdir, "bpd.npz"), terms_bpd=result["terms_bpd"],
-           bpd=result["bpd"], bpd_se=result["bpd_se"])
-
-
-def _check_requests(config, process, source):
-  """Checks --bpd / --fid can run on this run; returns the loaded Inception net."""
-  from diffusion.errors import ConfigError
-  image = len(source.shape) == 3
-  if _BPD.value:
-    if not hasattr(process, "alphas_cumprod"):
-      raise ConfigError("--bpd applies to VP variants (ddpm, dpm); this run is NCSN (VE), "
-                        "which has no discrete decoder; drop --bpd.")
-    if not image or not config.data.centered:
-      raise ConfigError("--bpd scores 8-bit images in [-1, 1] (data.centered=True) with "
-                        "DDPM's discretized decoder; this run's data does not qualify.")
-  if _FID.value:
-    if not image:
-      raise ConfigError("--fid needs image data; this run's data.dataset is not an image set.")
-    from diffusion import inception
-    return inception.load_inception(config.eval.inception_weights)
-  return None
-
-
-def _report_fid(config, net, imgs, workdir):
-  """FID / IS / KID of the samples against the training split's Inception features."""
-  from diffusion import evaluation
-  from diffusion.data import make_source
-  train = make_source(config.data, split=config.data.split)
-  stats = evaluation.fid_of_samples(
-      imgs, net, train, config.eval.fid_num_samples, workdir,
-      f"{config.data.dataset}_{config.data.split}_{config.data.image_size}px")
-  print(f"{len(imgs)} samples vs {min(train.num_examples, config.eval.fid_num_samples)} "
-        f"{config.data.dataset}/{config.data.split} images (FID Inception, pytorch-fid "
-        "weights): " + "  ".join(f"{k}={v:.4f}" for k, v in stats.items()), flush=True)
+  if "bpd" in evals:
+    ev = evals["bpd"]
+    ev.run(params, step)
+    r = ev.last
+    print(f"bits/dim on {r['num_examples']} {cfg.data.dataset}/{cfg.data.eval_split} "
+          f"examples: {r['bpd']:.4f} +- {r['bpd_se']:.4f} (prior term {r['prior_bpd']:.2e}; "
+          "full T-term bound, EMA params, x0 clipped as DDPM)", flush=True)
+    np.savez(os.path.join(out, "bpd.npz"), terms_bpd=r["terms_bpd"], bpd=r["bpd"],
+             bpd_se=r["bpd_se"])
+  if "fid" in evals:
+    stats = evals["fid"].score(imgs)
+    print(f"{len(imgs)} samples vs the {cfg.data.dataset}/{cfg.data.split} statistics "
+          "(FID Inception, pytorch-fid weights): " +
+          "  ".join(f"{k[5:]}={v:.4f}" for k, v in stats.items()), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Train (or resume) a diffusion model from a config file.
+"""Train (or resume) a model from a config file.
 
   python train.py --config=configs/ddpm/cifar10.py --workdir=runs/ddpm_cifar10 \
       [--config.training.batch_size=64 ...]
@@ -13,10 +13,13 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from diffusion import cli  # noqa: E402
+from diffusion.errors import ConfigError  # noqa: E402
+from diffusion.train_loop import NonFiniteLossError, train  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config()).",
                                           lock_config=True)
@@ -29,11 +32,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   del argv
   cli.quiet_logs()
-  import jax
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
-  from diffusion.errors import ConfigError
-  from diffusion.trainer import NonFiniteLossError, train
   cli.run_main(lambda: train(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value),
                (ConfigError, NonFiniteLossError))
 

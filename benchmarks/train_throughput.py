@@ -16,16 +16,18 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import functools  # noqa: E402
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from diffusion import training  # noqa: E402
-from diffusion.data.sources import ImageSource  # noqa: E402
-from diffusion.models import make_model  # noqa: E402
-from diffusion.processes import make_process  # noqa: E402
+from diffusion import families, optimizers, sharding  # noqa: E402
+from diffusion.data import preprocess  # noqa: E402
+from diffusion.train_step import create_train_state, scan_steps, train_step  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/ddpm/cifar10.py", "Config file.")
 _BATCHES = flags.DEFINE_list("batch_sizes", ["8", "16"], "Global batch sizes to time.")
@@ -34,32 +36,41 @@ _DTYPE = flags.DEFINE_string("dtype", None, "Override config.model.dtype.")
 _SPC = flags.DEFINE_integer("steps_per_call", 1, "Train steps scanned into one call.")
 
 
+def synthetic_batches(batch_size: int):
+  """get_batch(images, key): B random uint8 images of the device array, flipped and scaled."""
+  def get_batch(images, key):
+    k_idx, k_pre = jax.random.split(key)
+    idx = jax.random.randint(k_idx, (batch_size,), 0, images.shape[0])
+    return preprocess(jnp.take(images, idx, axis=0), k_pre, centered=True,
+                      uniform_dequantization=False, random_flip=True)
+  return get_batch
+
+
 def main(argv):
   del argv
   config = _CONFIG.value
   if _DTYPE.value:
     config.model.dtype = _DTYPE.value
   config.training.steps_per_call = _SPC.value
-  size, channels = config.data.image_size, config.data.num_channels
-  images = np.random.default_rng(0).integers(0, 256, (2048, size, size, channels), np.uint8)
-  source = ImageSource(name="synthetic", split="train", shape=(size, size, channels),
-                       num_examples=len(images), arrays={"images": images}, device_resident=True,
-                       centered=True, uniform_dequantization=False, random_flip=True)
-  mesh = training.make_mesh()
-  process = make_process(config.diffusion)
-  module = make_model(config.model)
-  optimizer = training.make_optimizer(config.optim)
-  params = training.init_params(module, jax.random.PRNGKey(0), source.shape)
-  data = training.replicate(source.arrays, mesh)
+  family = families.make_family(config)
+  images = np.random.default_rng(0).integers(0, 256, (2048, *family.example_shape), np.uint8)
+  mesh = sharding.make_mesh()
+  optimizer = optimizers.make_optimizer(config.optim)
+  params = family.init_params(jax.random.PRNGKey(0))
+  data = sharding.replicate(images, mesh)
   dev = jax.devices()[0]
-  print(f"{config.model.name} {training.count_params(params):,} params, dtype "
-        f"{config.model.dtype}, {mesh.size} x {dev.device_kind}, steps_per_call {_SPC.value}")
+  n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+  print(f"{config.model.name} {n_params:,} params, dtype {config.model.dtype}, {mesh.size} x "
+        f"{dev.device_kind}, steps_per_call {_SPC.value}")
   rows = []
   for b in [int(x) for x in _BATCHES.value]:
-    config.training.batch_size = b
-    step_fn = training.make_train_step(module, process, optimizer, config, source, mesh)
+    step = functools.partial(train_step, loss_fn=family.loss_fn, optimizer=optimizer,
+                             get_batch=synthetic_batches(b),
+                             batch_sharding=NamedSharding(mesh, P(sharding.DATA_AXIS)))
+    step_fn = jax.jit(scan_steps(step, _SPC.value, data_per_step=False), donate_argnums=(0,))
     fresh = jax.tree.map(jnp.copy, params)  # the step donates (deletes) its input buffers
-    state = training.replicate(training.create_train_state(fresh, optimizer), mesh)
+    state = sharding.replicate(create_train_state(fresh, optimizer, seed=0, ema_decay=0.9999,
+                                                  loss_hparams=family.loss_hparams()), mesh)
     t0 = time.perf_counter()
     state, m = step_fn(state, data)
     jax.block_until_ready(m["loss"])

@@ -7,21 +7,26 @@ Public API (see README "Python API"):
   training_losses(process, eps_fn, x0, t, noise, config.diffusion) -> per-example losses
   sample(eps_fn, process, shape, key, config.sampling) -> samples
   make_source(config.data)        -> data source (device-resident or streaming)
+  make_family(config)             -> the model family: init, loss_fn, sample_fn
   train(config, workdir)          -> trains or resumes a run
 
-Importing this package does not import TensorFlow.
+Every function that takes a config section accepts a ConfigDict, a plain dict or
+the typed dataclass of :mod:`diffusion.config`. Importing this package does not
+import TensorFlow.
 """
 
+from diffusion.config import parse_config
+from diffusion.data import make_source
 from diffusion.errors import ConfigError
+from diffusion.families import make_family
 from diffusion.losses import training_losses
 from diffusion.model_fn import make_eps_fn
 from diffusion.models import make_model
 from diffusion.processes import VEProcess, VPProcess, make_process
 from diffusion.samplers import sample
-from diffusion.data import make_source
-from diffusion.trainer import train
+from diffusion.train_loop import train
 
 __all__ = [
-    "ConfigError", "VEProcess", "VPProcess", "make_eps_fn", "make_model", "make_process",
-    "make_source", "sample", "train", "training_losses",
+    "ConfigError", "VEProcess", "VPProcess", "make_eps_fn", "make_family", "make_model",
+    "make_process", "make_source", "parse_config", "sample", "train", "training_losses",
 ]

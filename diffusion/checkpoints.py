@@ -1,8 +1,10 @@
 """Orbax checkpoints of the train state: save, automatic resume, safe fallback.
 
-Layout: ``<workdir>/checkpoints/<step>/`` written by an orbax
-``CheckpointManager`` (the last ``keep`` are kept). Checkpoints hold plain
-arrays only (no pickled objects), so they survive library upgrades.
+Layout: ``<workdir>/checkpoints/<step>/`` written by an orbax ``CheckpointManager``
+with two items, ``state`` (step, parameters, optimizer state, hyperparameters) and
+``ema_params`` (the EMA parameters on their own, so sampling and evaluation
+restore them without building an optimizer). Checkpoints hold plain arrays only
+(no pickled objects), so they survive library upgrades.
 
 Resume is automatic: the same ``--workdir`` continues from its latest readable
 checkpoint. A checkpoint that cannot be read (half-written, corrupt) is
@@ -14,7 +16,7 @@ import gc
 import logging
 import os
 import shutil
-from typing import Any
+from typing import Any, Dict
 
 import jax
 import orbax.checkpoint as ocp
@@ -23,20 +25,35 @@ from diffusion.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+ITEMS = ("state", "ema_params")
+
 
 def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
+def _split(state) -> Dict[str, Any]:
+  """A TrainState as the two saved items."""
+  return {"state": {"step": state.step, "params": state.params, "opt_state": state.opt_state,
+                    "hparams": state.hparams,
+                    "first_nonfinite_step": state.first_nonfinite_step},
+          "ema_params": state.ema_params}
+
+
+def _abstract(tree: Any) -> Any:
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
 class Checkpointer:
-  """Saves and restores a pytree of arrays under ``<workdir>/checkpoints``."""
+  """Saves and restores train states under ``<workdir>/checkpoints``."""
 
   def __init__(self, workdir: str, keep: int = 3):
     self.directory = checkpoint_dir(workdir)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True, enable_async_checkpointing=False)
     self._manager = ocp.CheckpointManager(
-        self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler())
+        self.directory, options=options,
+        item_handlers={name: ocp.StandardCheckpointHandler() for name in ITEMS})
 
   def steps(self) -> list[int]:
     """Steps with a finalised checkpoint, ascending."""
@@ -44,12 +61,12 @@ class Checkpointer:
     return sorted(self._manager.all_steps())
 
   def save(self, step: int, state: Any) -> None:
-    """Writes ``state`` as checkpoint ``step`` (blocking, atomic rename)."""
+    """Writes the TrainState ``state`` as checkpoint ``step`` (blocking, atomic rename)."""
     path = os.path.join(self.directory, str(step))
     if os.path.exists(path):
       if step in self.steps():
         try:
-          self._restore(step, state)
+          self._restore_items(step, _split(state))
           return  # already saved and readable: nothing to do
         except Exception:  # noqa: BLE001 - any failure means unreadable
           pass
@@ -58,26 +75,46 @@ class Checkpointer:
       shutil.rmtree(aside, ignore_errors=True)
       os.replace(path, aside)
       self._manager.reload()
-    self._manager.save(step, args=ocp.args.StandardSave(state))
+    items = _split(state)
+    self._manager.save(step, args=ocp.args.Composite(
+        **{name: ocp.args.StandardSave(items[name]) for name in ITEMS}))
     self._manager.wait_until_finished()
 
-  def _restore(self, step: int, target: Any) -> Any:
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  def _restore_items(self, step: int, targets: Dict[str, Any]) -> Dict[str, Any]:
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        **{name: ocp.args.StandardRestore(_abstract(t)) for name, t in targets.items()}))
+    return {name: restored[name] for name in targets}
 
-  def restore(self, step: int, target: Any) -> Any:
-    """Restores checkpoint ``step`` shaped like ``target`` (arrays or ShapeDtypeStructs).
-
-    Raises ConfigError when it was written by a different config (other array
-    names or shapes); other read errors propagate.
-    """
+  def _checked_restore(self, step: int, targets: Dict[str, Any]) -> Dict[str, Any]:
     try:
       stored = self._manager.item_metadata(step)
     except Exception:  # noqa: BLE001 - unreadable metadata: try the arrays anyway
       stored = None
     if stored is not None:
-      self._check_matches(step, stored, target)
-    return self._restore(step, target)
+      for name, target in targets.items():
+        meta = stored[name] if name in stored.keys() else None
+        if meta is None:
+          raise ConfigError(f"checkpoint {os.path.join(self.directory, str(step))} has no "
+                            f"item {name!r}: it was written by another version or config; "
+                            "use a new --workdir.")
+        self._check_matches(step, getattr(meta, "tree", meta), target)
+    return self._restore_items(step, targets)
+
+  def restore(self, step: int, target: Any) -> Any:
+    """Restores checkpoint ``step`` as a TrainState shaped like ``target``.
+
+    Raises ConfigError when it was written by a different config (other array
+    names or shapes); other read errors propagate.
+    """
+    items = self._checked_restore(step, _split(target))
+    s = items["state"]
+    return target.replace(step=s["step"], params=s["params"], opt_state=s["opt_state"],
+                          hparams=s["hparams"], first_nonfinite_step=s["first_nonfinite_step"],
+                          ema_params=items["ema_params"])
+
+  def restore_ema_params(self, step: int, target: Any) -> Any:
+    """Only the EMA parameters of checkpoint ``step``, shaped like ``target`` (params)."""
+    return self._checked_restore(step, {"ema_params": target})["ema_params"]
 
   def restore_latest(self, target: Any) -> tuple[Any, int | None]:
     """Restores the newest readable checkpoint shaped like ``target``.
@@ -87,17 +124,24 @@ class Checkpointer:
     Raises ConfigError when a checkpoint was written by a different config
     (its arrays do not match ``target``'s shapes).
     """
+    return self._latest(lambda step: self.restore(step, target), target)
+
+  def restore_latest_ema_params(self, target: Any) -> tuple[Any, int | None]:
+    """:meth:`restore_latest` for the EMA parameters alone (``target``: params)."""
+    return self._latest(lambda step: self.restore_ema_params(step, target), target)
+
+  def _latest(self, restore, default):
     for step in reversed(self.steps()):
       try:
-        state = self.restore(step, target)
+        restored = restore(step)
       except ConfigError:
         raise
       except Exception as e:  # noqa: BLE001 - corrupt files raise many types
         log.warning("checkpoint %d is unreadable (%s); falling back", step, _first_line(e))
         _drop_failed_reads()
         continue
-      return state, step
-    return target, None
+      return restored, step
+    return default, None
 
   def _check_matches(self, step: int, stored: Any, target: Any) -> None:
     """Raises ConfigError when checkpoint ``step`` has other shapes than ``target``."""
@@ -150,4 +194,3 @@ def _path_names(path) -> tuple[str, ...]:
 def _first_line(e: Exception) -> str:
   text = str(e).strip().splitlines()
   return (text[0] if text else type(e).__name__)[:200]
-

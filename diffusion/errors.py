@@ -1,11 +1,12 @@
-"""One error type for bad user input, so the CLIs can print it as one line.
+"""One error type for bad user input, so the command lines can print it as one line.
 
 Every check that rejects a config value, a missing file or a corrupt checkpoint
 raises :class:`ConfigError` with a message that names the field (or file) and
 says how to fix it. ``train.py`` and ``sample.py`` catch it and print
-``error: <message>`` without a traceback.
+``error: <message>`` without a traceback, with exit status 2.
 """
 
+import difflib
 from typing import Iterable
 
 
@@ -27,10 +28,7 @@ def check_choice(field: str, value, allowed: Iterable) -> None:
     raise ConfigError(f"{field}={value!r} is not valid; choose one of {choices}.")
 
 
-def check_positive(field: str, value, allow_zero: bool = False) -> None:
-  """Raises ConfigError unless ``value`` is a number > 0 (or >= 0)."""
-  ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-  ok = ok and (value >= 0 if allow_zero else value > 0)
-  if not ok:
-    bound = ">= 0" if allow_zero else "> 0"
-    raise ConfigError(f"{field}={value!r} is not valid; it must be a number {bound}.")
+def did_you_mean(name: str, options: Iterable[str]) -> str:
+  """`` (did you mean 'x'?)`` for the closest of ``options``, or ``""``."""
+  close = difflib.get_close_matches(str(name), list(options), n=1, cutoff=0.6)
+  return f" (did you mean {close[0]!r}?)" if close else ""

@@ -40,9 +40,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffusion import losses
+from diffusion.config import VAR_TYPES
+from diffusion.data import preprocess
 from diffusion.errors import ConfigError, check_choice
-from diffusion.processes import VAR_TYPES, VEProcess
-from diffusion.samplers import _split_eps_fn, _split_output
+from diffusion.model_fn import as_prediction
+from diffusion.samplers import split_fn
 
 Array = jax.Array
 
@@ -61,10 +63,7 @@ def _bpd_jit(dynamic, process, x0, key, *, spec, var_type, clip_range):
     tb = jnp.full((b,), t, jnp.int32)
     noise = jax.random.normal(jax.random.fold_in(key, t), x0.shape, x0.dtype)
     x_t = process.q_sample(x0, tb, noise)
-    eps, v = _split_output(eps_fn(x_t, tb))
-    if v is None and var_type == "learned_range":
-      raise ConfigError("diffusion.var_type='learned_range' needs an eps_fn that returns "
-                        "(eps, v); this one returns eps only.")
+    eps, v = as_prediction(eps_fn(x_t, tb), var_type, "diffusion.var_type")
     vt = "learned_range" if v is not None else var_type
     return None, losses.vb_terms_bpd(process, x0, x_t, tb, eps, vt, v, clip_range)
 
@@ -93,12 +92,12 @@ def calc_bpd(eps_fn: Callable, process, x0: Array, key: Array, var_type: str = "
   Raises:
     ConfigError: for a VE process or an invalid var_type.
   """
-  if isinstance(process, VEProcess):
+  if not process.has_likelihood_bound:
     raise ConfigError(
         "bits/dim applies to VP variants (ddpm, dpm) only; NCSN's VE process has no discrete "
         "decoder and no finite prior KL, so set eval.bpd=False for diffusion.variant='ncsn'.")
   check_choice("diffusion.var_type", var_type, VAR_TYPES)
-  spec, dynamic = _split_eps_fn(eps_fn)
+  spec, dynamic = split_fn(eps_fn)
   clip = (float(clip_range[0]), float(clip_range[1])) if clip_x0 else None
   return _bpd_jit(dynamic, process, jnp.asarray(x0, jnp.float32), key, spec=spec,
                   var_type=var_type, clip_range=clip)
@@ -149,6 +148,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
   sqrtm of the product is singular/non-finite, eps·I is added to both
   covariances; a small imaginary part from numerical error is dropped.
   """
+  # scipy.linalg takes ~0.4 s to import; only Fréchet distances need it.
   from scipy import linalg  # pylint: disable=import-outside-toplevel
   mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
   s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
@@ -304,7 +304,6 @@ def bpd_of_source(eps_fn: Callable, process, source, num_examples: int, batch_si
   discretized decoder expects (DDPM's calc_bpd_loop, x0 clipped); see
   :func:`evaluate_bpd` for the returned fields.
   """
-  from diffusion.data import preprocess  # pylint: disable=import-outside-toplevel
   images = source_images(source, num_examples)
   scale = jax.jit(lambda x: preprocess(x, jax.random.PRNGKey(0), centered=True,
                                        uniform_dequantization=False, random_flip=False))

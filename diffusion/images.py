@@ -3,12 +3,17 @@
 import math
 
 import numpy as np
+from PIL import Image
+
+GRID_MIN_TILE = 64   # small images are upscaled (nearest) to tiles of at least this size
 
 
 def make_grid(images: np.ndarray, ncols: int | None = None, pad: int = 1) -> np.ndarray:
   """Tiles images [N, H, W, C] uint8 into one [rows*(H+pad)+pad, ..., C] uint8 image."""
   images = np.asarray(images)
   n, h, w, c = images.shape
+  if n < 1:
+    raise ValueError("make_grid needs at least one image")
   ncols = ncols or int(math.ceil(math.sqrt(n)))
   nrows = int(math.ceil(n / ncols))
   grid = np.zeros((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), np.uint8)
@@ -19,10 +24,16 @@ def make_grid(images: np.ndarray, ncols: int | None = None, pad: int = 1) -> np.
   return grid
 
 
-def save_grid(path: str, images: np.ndarray, upscale: int = 1) -> np.ndarray:
-  """Writes images [N, H, W, C] uint8 as one PNG grid (nearest upscaling); returns it."""
-  from PIL import Image  # pylint: disable=import-outside-toplevel
-  grid = make_grid(images)
+def save_grid(path: str, images: np.ndarray, upscale: int | None = None,
+              ncols: int | None = None) -> np.ndarray:
+  """Writes images [N, H, W, C] uint8 as one PNG grid; returns the grid.
+
+  ``upscale`` (nearest neighbour) defaults to max(1, 64 // H), so 8x8 digits
+  are visible.
+  """
+  images = np.asarray(images)
+  upscale = max(1, GRID_MIN_TILE // images.shape[1]) if upscale is None else upscale
+  grid = make_grid(images, ncols)
   if upscale > 1:
     grid = grid.repeat(upscale, axis=0).repeat(upscale, axis=1)
   Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)

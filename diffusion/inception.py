@@ -27,15 +27,11 @@ Getting the weights (no network access is needed at run time):
 1. Download pytorch-fid's converted FID weights
    https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth
    (about 92 MB; pytorch-fid's ``FID_WEIGHTS_URL``).
-2. Convert them once to an .npz this module reads::
+2. Convert them once to an .npz this module reads (:mod:`diffusion.inception_convert`)::
 
-     python -m diffusion.inception convert pt_inception-2015-12-05-6726825d.pth inception_fid.npz
+     python -m diffusion.inception_convert pt_inception-2015-12-05-6726825d.pth inception_fid.npz
 
-   The converter uses ``torch.load(..., weights_only=True)`` when PyTorch is
-   installed and otherwise a built-in reader of the PyTorch checkpoint formats
-   (zip and legacy) that only rebuilds plain tensors (a restricted unpickler:
-   it never imports or runs code from the file).
-3. Point the config at it: ``--config.eval.inception_weights=/path/inception_fid.npz``.
+3. Point the config at it: ``--config.eval.fid.inception_weights=/path/inception_fid.npz``.
 
 Usage::
 
@@ -46,12 +42,8 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
-import pickle
-import sys
-import zipfile
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -294,21 +286,21 @@ def load_variables(path: str) -> Dict[str, Any]:
   """
   if not path:
     raise ConfigError(
-        "eval.inception_weights is empty; FID/IS/KID need the FID Inception weights: "
+        "eval.fid.inception_weights is empty; FID/IS/KID need the FID Inception weights: "
         "download pt_inception-2015-12-05-6726825d.pth (pytorch-fid) and run "
-        "'python -m diffusion.inception convert <pth> <npz>', then set "
-        "--config.eval.inception_weights=<npz>.")
+        "'python -m diffusion.inception_convert <pth> <npz>', then set "
+        "--config.eval.fid.inception_weights=<npz>.")
   if not os.path.isfile(path):
     raise ConfigError(
-        f"eval.inception_weights={path!r} does not exist; create it with "
-        "'python -m diffusion.inception convert pt_inception-2015-12-05-6726825d.pth "
-        f"{path}' (see diffusion/inception.py).")
+        f"eval.fid.inception_weights={path!r} does not exist; create it with "
+        "'python -m diffusion.inception_convert pt_inception-2015-12-05-6726825d.pth "
+        f"{path}' (see diffusion/inception_convert.py).")
   try:
     with np.load(path, allow_pickle=False) as f:
       arrays = {k: f[k] for k in f.files}
   except Exception as e:  # noqa: BLE001 - any read failure is a bad file for the user
     reason = (str(e).splitlines() or [type(e).__name__])[0]
-    raise ConfigError(f"eval.inception_weights={path!r} is not a readable .npz ({reason}).") from e
+    raise ConfigError(f"eval.fid.inception_weights={path!r} is not a readable .npz ({reason}).") from e
   return load_variables_from_arrays(arrays, source=path)
 
 
@@ -317,7 +309,7 @@ def load_variables_from_arrays(arrays: Mapping[str, np.ndarray],
   """Converted arrays (npz naming) -> flax variables {'params', 'batch_stats'}.
 
   Every array the network needs must be present with its exact shape; else
-  ConfigError naming ``source`` (the eval.inception_weights file).
+  ConfigError naming ``source`` (the eval.fid.inception_weights file).
   """
   expected = init_variables(shapes_only=True)
   variables: Dict[str, Any] = {}
@@ -327,193 +319,16 @@ def load_variables_from_arrays(arrays: Mapping[str, np.ndarray],
       # e.g. Mixed_5b/branch1x1/bn/scale; names are unique across both collections.
       if name not in arrays:
         raise ConfigError(
-            f"eval.inception_weights={source!r} lacks array {name!r}; re-create it with "
-            "'python -m diffusion.inception convert'.")
+            f"eval.fid.inception_weights={source!r} lacks array {name!r}; re-create it with "
+            "'python -m diffusion.inception_convert'.")
       a = np.asarray(arrays[name])
       if tuple(a.shape) != tuple(spec.shape):
         raise ConfigError(
-            f"eval.inception_weights={source!r}: array {name!r} has shape {a.shape}, "
+            f"eval.fid.inception_weights={source!r}: array {name!r} has shape {a.shape}, "
             f"expected {tuple(spec.shape)}.")
       flat[name] = jnp.asarray(a, jnp.float32)
     variables[collection] = _unflatten(flat)
   return variables
-
-
-def state_dict_to_arrays(state_dict: Mapping[str, Any]) -> Dict[str, np.ndarray]:
-  """PyTorch FID-Inception state_dict (name -> array-like) -> npz arrays in our naming.
-
-  conv ``weight`` [O, I, kh, kw] -> ``conv/kernel`` [kh, kw, I, O];
-  bn ``weight/bias/running_mean/running_var`` -> ``bn/scale, bn/bias, bn/mean, bn/var``;
-  ``fc.weight`` [1008, 2048] -> ``fc/kernel`` [2048, 1008]; ``fc.bias`` -> ``fc/bias``.
-  ``num_batches_tracked`` and auxiliary-classifier entries are dropped.
-  """
-  out: Dict[str, np.ndarray] = {}
-  rename = {"weight": "scale", "bias": "bias", "running_mean": "mean", "running_var": "var"}
-  for name, value in state_dict.items():
-    a = np.asarray(value)
-    parts = name.split(".")
-    if parts[-1] == "num_batches_tracked" or parts[0] == "AuxLogits":
-      continue
-    if parts[0] == "fc":
-      out["fc/kernel" if parts[1] == "weight" else "fc/bias"] = (
-          a.T if parts[1] == "weight" else a).astype(np.float32)
-    elif parts[-2] == "conv" and parts[-1] == "weight":
-      out["/".join(parts[:-1] + ["kernel"])] = np.transpose(a, (2, 3, 1, 0)).astype(np.float32)
-    elif parts[-2] == "bn" and parts[-1] in rename:
-      out["/".join(parts[:-1] + [rename[parts[-1]]])] = a.astype(np.float32)
-    else:
-      raise ValueError(f"unexpected entry {name!r} in the Inception state_dict")
-  return out
-
-
-# ---- PyTorch checkpoint reading without torch ------------------------------
-
-_STORAGE_DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "BFloat16Storage": None, "LongStorage": np.int64, "IntStorage": np.int32,
-    "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8,
-    "BoolStorage": np.bool_,
-}
-_LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
-
-
-@dataclasses.dataclass
-class _StorageType:
-  name: str
-
-  @property
-  def dtype(self):
-    dt = _STORAGE_DTYPES.get(self.name)
-    if dt is None:
-      raise ValueError(f"unsupported tensor storage {self.name}")
-    return np.dtype(dt)
-
-
-@dataclasses.dataclass
-class _Storage:
-  dtype: np.dtype
-  numel: int
-  data: Optional[np.ndarray] = None  # filled once the bytes are read
-
-
-@dataclasses.dataclass
-class _LazyTensor:
-  storage: _Storage
-  offset: int
-  size: Tuple[int, ...]
-  stride: Tuple[int, ...]
-
-  def materialize(self) -> np.ndarray:
-    base = self.storage.data
-    item = base.dtype.itemsize
-    view = np.lib.stride_tricks.as_strided(
-        base[self.offset:], shape=self.size, strides=tuple(s * item for s in self.stride))
-    return np.array(view)
-
-
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, *unused):
-  return _LazyTensor(storage, int(storage_offset), tuple(size), tuple(stride))
-
-
-def _rebuild_parameter(data, *unused):
-  return data
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-  """Rebuilds only OrderedDicts and tensors; refuses every other global."""
-
-  def __init__(self, file, storages: Dict[str, _Storage], read_storage: Optional[Callable]):
-    super().__init__(file)
-    self._storages = storages
-    self._read_storage = read_storage
-
-  def find_class(self, module, name):
-    if module == "collections" and name == "OrderedDict":
-      import collections
-      return collections.OrderedDict
-    if module == "torch._utils" and name == "_rebuild_tensor_v2":
-      return _rebuild_tensor_v2
-    if module == "torch._utils" and name == "_rebuild_parameter":
-      return _rebuild_parameter
-    if module == "torch" and name in _STORAGE_DTYPES:
-      return _StorageType(name)
-    raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a weights file")
-
-  def persistent_load(self, pid):
-    if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
-      raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
-    storage_type, key, _location, numel = pid[1], str(pid[2]), pid[3], int(pid[4])
-    view = pid[5] if len(pid) > 5 else None
-    if view is not None:
-      raise pickle.UnpicklingError("storage views are not supported")
-    if key not in self._storages:
-      st = _Storage(storage_type.dtype, numel)
-      if self._read_storage is not None:
-        st.data = self._read_storage(key, st)
-      self._storages[key] = st
-    return self._storages[key]
-
-
-def _materialize(obj):
-  if isinstance(obj, _LazyTensor):
-    return obj.materialize()
-  if isinstance(obj, Mapping):
-    return {k: _materialize(v) for k, v in obj.items()}
-  return obj
-
-
-def read_torch_checkpoint(path: str) -> Dict[str, np.ndarray]:
-  """Reads a PyTorch state_dict file (zip or legacy format) into numpy, without torch."""
-  if zipfile.is_zipfile(path):
-    with zipfile.ZipFile(path) as zf:
-      names = zf.namelist()
-      pkl = [n for n in names if n.endswith("data.pkl")]
-      if len(pkl) != 1:
-        raise ValueError(f"{path}: not a PyTorch zip checkpoint (no unique data.pkl)")
-      root = pkl[0][:-len("data.pkl")]
-
-      def read_storage(key, st):
-        raw = zf.read(f"{root}data/{key}")
-        return np.frombuffer(raw, dtype=st.dtype, count=st.numel).copy()
-
-      obj = _RestrictedUnpickler(io.BytesIO(zf.read(pkl[0])), {}, read_storage).load()
-      return _materialize(obj)
-  with open(path, "rb") as f:
-    # Legacy format: magic, protocol, sys_info pickles; the object pickle; the
-    # list of storage keys; then per storage an int64 element count + raw bytes.
-    safe = lambda: _RestrictedUnpickler(f, {}, None).load()  # noqa: E731
-    if safe() != _LEGACY_MAGIC:
-      raise ValueError(f"{path}: not a PyTorch checkpoint (bad magic number)")
-    safe()  # protocol version
-    safe()  # sys_info
-    storages: Dict[str, _Storage] = {}
-    obj = _RestrictedUnpickler(f, storages, None).load()
-    keys = _RestrictedUnpickler(f, {}, None).load()
-    for key in keys:
-      st = storages[str(key)]
-      numel = int(np.frombuffer(f.read(8), "<i8")[0])
-      st.data = np.frombuffer(f.read(numel * st.dtype.itemsize), dtype=st.dtype).copy()
-    return _materialize(obj)
-
-
-def load_state_dict(path: str) -> Dict[str, np.ndarray]:
-  """torch.load(weights_only=True) when torch is installed, else the built-in reader."""
-  try:
-    import torch  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    torch = None
-  if torch is not None:
-    sd = torch.load(path, map_location="cpu", weights_only=True)
-    return {k: v.detach().cpu().numpy() for k, v in sd.items()}
-  return read_torch_checkpoint(path)
-
-
-def convert(src: str, dst: str) -> Dict[str, np.ndarray]:
-  """Converts pytorch-fid's .pth to our .npz and checks it against the network's shapes."""
-  arrays = state_dict_to_arrays(load_state_dict(src))
-  np.savez(dst, **arrays)
-  load_variables(dst if dst.endswith(".npz") else dst + ".npz")  # validates names/shapes
-  return arrays
 
 
 # ---------------------------------------------------------------------------
@@ -560,7 +375,7 @@ def _apply_jit(variables, images01):
 
 
 def load_inception(path: str) -> InceptionNet:
-  """Loads converted weights (config.eval.inception_weights) into an InceptionNet."""
+  """Loads converted weights (config.eval.fid.inception_weights) into an InceptionNet."""
   return InceptionNet(load_variables(path))
 
 
@@ -568,22 +383,3 @@ def count_parameters(variables, collections: Sequence[str] = ("params",)) -> int
   """Total number of scalars in the given variable collections."""
   return int(sum(int(np.prod(x.shape)) for c in collections
                  for x in jax.tree_util.tree_leaves(variables[c])))
-
-
-def main(argv: Sequence[str]) -> int:
-  usage = "usage: python -m diffusion.inception convert SRC.pth DST.npz"
-  if len(argv) != 3 or argv[0] != "convert":
-    print(usage, file=sys.stderr)
-    return 2
-  try:
-    arrays = convert(argv[1], argv[2])
-  except (OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-    print(f"error: cannot convert {argv[1]!r}: {e}", file=sys.stderr)
-    return 1
-  n = sum(a.size for a in arrays.values())
-  print(f"wrote {argv[2]}: {len(arrays)} arrays, {n:,} numbers")
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))

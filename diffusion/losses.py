@@ -21,13 +21,11 @@ from typing import Callable, Dict, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
-from diffusion.config_fields import get_field
+from diffusion.config import DECODERS, LOSS_WEIGHTINGS, DiffusionConfig
 from diffusion.errors import ConfigError, check_choice
-from diffusion.processes import VAR_TYPES, VEProcess, VPProcess
+from diffusion.model_fn import as_prediction
 
 Array = jax.Array
-LOSSES = ("mse", "hybrid", "kl")
-LOSS_WEIGHTINGS = ("none", "snr", "min_snr_5")
 _LN2 = math.log(2.0)
 
 
@@ -124,8 +122,8 @@ def vb_terms_bpd(process, x0: Array, x_t: Array, t: Array, eps_pred: Array,
   Returns:
     [B] float32 bits/dim.
   """
-  check_choice("diffusion.decoder", decoder, ("discretized", "gaussian"))
-  if not isinstance(process, VPProcess):
+  check_choice("diffusion.decoder", decoder, DECODERS)
+  if not process.has_likelihood_bound:
     raise ValueError("vb_terms_bpd needs a VP process (data in [-1, 1] on an 8-bit grid).")
   true_mean, _, true_log_var = process.q_posterior(x0, x_t, t)
   mean, log_var, _ = process.p_mean_variance(x_t, t, eps_pred, var_type, v, clip_range)
@@ -136,16 +134,8 @@ def vb_terms_bpd(process, x0: Array, x_t: Array, t: Array, eps_pred: Array,
   return jnp.where(t == 0, nll, kl)
 
 
-def _split_output(out, var_type: str) -> Tuple[Array, Optional[Array]]:
-  if isinstance(out, (tuple, list)):
-    return out[0], out[1]
-  if var_type == "learned_range":
-    raise ValueError("var_type='learned_range' needs eps_fn to return (eps, v).")
-  return out, None
-
-
 def training_losses(process, eps_fn: Callable, x0: Array, t: Array, noise: Array,
-                    diffusion_cfg) -> Dict[str, Array]:
+                    diffusion_cfg=None, *, hybrid_lambda=None) -> Dict[str, Array]:
   """Per-example training losses for one batch.
 
   x_t = q_sample(x₀, t, noise); out = eps_fn(x_t, t) is ε̂ or (ε̂, v).
@@ -156,49 +146,41 @@ def training_losses(process, eps_fn: Callable, x0: Array, t: Array, noise: Array
     kl:     loss = T·vb_t (an unbiased estimate of L_vlb in bits/dim; DPM /
             Improved DDPM L_vlb).
 
-  Config fields read: loss, var_type, hybrid_lambda, loss_weighting,
-  clip_x0 (clip x̂₀ to [−1, 1] inside vb_t), decoder (the t = 0 term of vb_t).
-
   Args:
     process: VP or VE process; eps_fn: (x_t [B, ...], t [B]) -> ε̂ or (ε̂, v).
     x0: [B, ...] data; t: int32 [B]; noise: x0-shaped N(0, I).
+    diffusion_cfg: ``config.diffusion`` (reads loss, var_type, hybrid_lambda,
+      loss_weighting, clip_x0 (clip x̂₀ to [−1, 1] inside vb_t), decoder).
+    hybrid_lambda: optional (traced) λ that replaces ``diffusion_cfg.hybrid_lambda``,
+      so a population of runs can differ in it.
   Returns:
     dict of [B] float32: "loss" (minimised), "mse" (unweighted), and "vb"
     (bits/dim, for hybrid and kl).
   Raises:
-    ConfigError: unknown loss / weighting / var_type, or a bound loss on VE.
+    ConfigError: an invalid config, or a bound loss on the VE process.
   """
-  loss_type = get_field(diffusion_cfg, "loss", "mse")
-  var_type = get_field(diffusion_cfg, "var_type", "fixedlarge")
-  weighting = get_field(diffusion_cfg, "loss_weighting", "none")
-  check_choice("diffusion.loss", loss_type, LOSSES)
-  check_choice("diffusion.var_type", var_type, VAR_TYPES)
-  if loss_type != "mse" and isinstance(process, VEProcess):
-    raise ConfigError(f"diffusion.loss={loss_type!r} is not valid for the VE (ncsn) process; "
-                      f"choose one of 'mse'.")
-  if loss_type == "hybrid" and var_type != "learned_range":
-    raise ConfigError(f"diffusion.var_type={var_type!r} is not valid with diffusion.loss="
-                      f"'hybrid'; choose one of 'learned_range'.")
-
+  d = DiffusionConfig.parse(diffusion_cfg)
+  if d.loss != "mse" and not process.has_likelihood_bound:
+    raise ConfigError(f"diffusion.loss={d.loss!r} is not valid for the VE (ncsn) process; "
+                      "choose 'mse' (denoising score matching).")
   x_t = process.q_sample(x0, t, noise)
-  eps_pred, v = _split_output(eps_fn(x_t, t), var_type)
+  eps_pred, v = as_prediction(eps_fn(x_t, t), d.var_type, "diffusion.var_type")
   mse = eps_mse(eps_pred, noise)
   out = {"mse": mse}
-  weighted = loss_weights(process, t, weighting) * mse
-  if loss_type == "mse":
+  weighted = loss_weights(process, t, d.loss_weighting) * mse
+  if d.loss == "mse":
     out["loss"] = weighted
     return out
-  clip_range = (-1.0, 1.0) if get_field(diffusion_cfg, "clip_x0", False) else None
-  decoder = get_field(diffusion_cfg, "decoder", "discretized")
+  clip_range = (-1.0, 1.0) if d.clip_x0 else None
   T = process.num_timesteps
-  if loss_type == "hybrid":
-    lam = get_field(diffusion_cfg, "hybrid_lambda", 0.001)
-    vb = vb_terms_bpd(process, x0, x_t, t, jax.lax.stop_gradient(eps_pred), var_type, v,
-                      clip_range, decoder)
+  if d.loss == "hybrid":
+    lam = d.hybrid_lambda if hybrid_lambda is None else hybrid_lambda
+    vb = vb_terms_bpd(process, x0, x_t, t, jax.lax.stop_gradient(eps_pred), d.var_type, v,
+                      clip_range, d.decoder)
     out["vb"] = vb
     out["loss"] = weighted + lam * T * vb
   else:  # kl
-    vb = vb_terms_bpd(process, x0, x_t, t, eps_pred, var_type, v, clip_range, decoder)
+    vb = vb_terms_bpd(process, x0, x_t, t, eps_pred, d.var_type, v, clip_range, d.decoder)
     out["vb"] = vb
     out["loss"] = T * vb
   return out

@@ -11,6 +11,7 @@ import os
 import time
 
 import numpy as np
+from tensorboardX import SummaryWriter
 
 
 class MetricWriter:
@@ -24,7 +25,6 @@ class MetricWriter:
     self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
     self._tb = None
     if tensorboard:
-      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
       self._tb = SummaryWriter(os.path.join(workdir, "tb"))
 
   def write_scalars(self, step: int, scalars: dict) -> None:

@@ -2,7 +2,8 @@
 
 Models know nothing of processes and processes know nothing of models; this is
 the one place where they meet. Training, samplers and evaluation only ever see
-``eps_fn(x_t, t) -> eps_hat`` (or ``(eps_hat, v)`` for learned variance).
+``eps_fn(x_t, t)``, which returns ε̂, or the pair ``(ε̂, v)`` for learned-variance
+models; :func:`as_prediction` reads either as one type, :class:`EpsPrediction`.
 
 Noise-level input (``config.model.cond``):
   * ``index``: the network embeds the level index t as a float (DDPM; also
@@ -15,33 +16,65 @@ Output reading (``config.model.scale_by_sigma``): NCSNv2's technique 3 divides
 the network output h by sigma and calls it the score, s = h / sigma. We read it
 exactly so and convert to eps = -sigma * s (= -h). With ``conditional=False``
 this gives NCSNv2's noise-unconditional score network.
+
+Learned variance: a network with twice the data channels outputs [ε̂, v] along
+the last axis; v in [-1, 1] interpolates the log-variance (Improved DDPM eq. 15).
 """
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
-from diffusion.config_fields import get_field
+from diffusion.config import ModelConfig
 from diffusion.errors import ConfigError
 
 EpsFn = Callable[[jax.Array, jax.Array], Any]
+
+
+class EpsPrediction(NamedTuple):
+  """What an ε-model predicts: ε̂ [B, ...] and, for learned variance, v [B, ...] in [-1, 1]."""
+  eps: jax.Array
+  v: Optional[jax.Array] = None
+
+
+def as_prediction(out, var_type: Optional[str] = None,
+                  field: str = "var_type") -> EpsPrediction:
+  """An ``eps_fn`` output (ε̂, or a pair (ε̂, v)) as an :class:`EpsPrediction`.
+
+  Raises ConfigError naming ``field`` when ``var_type`` is ``learned_range`` and
+  there is no v.
+  """
+  if isinstance(out, (tuple, list)):
+    if len(out) != 2:
+      raise ValueError("eps_fn must return eps or a pair (eps, v).")
+    pred = EpsPrediction(out[0], out[1])
+  else:
+    pred = EpsPrediction(out)
+  if var_type == "learned_range" and pred.v is None:
+    raise ConfigError(f"{field}='learned_range' needs an eps_fn that returns (eps, v) "
+                      "(a model with 2C output channels); this one returns eps only.")
+  return pred
+
+
+def split_channels(out: jax.Array, channels: int) -> EpsPrediction:
+  """A network output [..., C] or [..., 2C] as ε̂ and (for 2C) the variance input v."""
+  if out.shape[-1] == 2 * channels:
+    return EpsPrediction(out[..., :channels], out[..., channels:])
+  return EpsPrediction(out[..., :channels])
 
 
 def model_cond(process, t: jax.Array, cond: str = "index") -> jax.Array:
   """The network's noise-level input for level indices ``t`` [B] (float32 [B])."""
   if cond == "index":
     return t.astype(jnp.float32)
-  if cond == "log_sigma":
-    if not hasattr(process, "sigmas"):
-      raise ConfigError(
-          "model.cond='log_sigma' needs a VE process (diffusion.variant=ncsn); "
-          "use model.cond='index' for VP variants.")
-    return jnp.log(process.sigmas[t])
-  raise ConfigError(f"model.cond={cond!r} is not valid; choose one of 'index', 'log_sigma'.")
+  if process.kind != "ve":
+    raise ConfigError("model.cond='log_sigma' needs a VE process (diffusion.variant=ncsn); "
+                      "use model.cond='index' for VP variants.")
+  return jnp.log(process.noise_std(t))
 
 
-def make_eps_fn(module, params, process, model_cfg, *, train: bool = False,
+def make_eps_fn(module, params, process, model_cfg=None, *, train: bool = False,
                 dropout_rng: jax.Array | None = None) -> EpsFn:
   """Returns ``eps_fn(x_t, t)`` for a network ``module`` with ``params``.
 
@@ -52,29 +85,24 @@ def make_eps_fn(module, params, process, model_cfg, *, train: bool = False,
     model_cfg: ``config.model`` (reads ``name``, ``cond``, ``scale_by_sigma``).
     train: enables dropout; then ``dropout_rng`` is required.
 
-  The returned function maps x_t [B, ...] and t int32 [B] to eps_hat with x_t's
-  shape, or to ``(eps_hat, v)`` when the network has twice the data channels
-  (learned variance; v in [-1, 1] interpolates the log-variance).
+  The returned function maps x_t [B, ...] and t int32 [B] to ε̂ with x_t's
+  shape, or to ``(ε̂, v)`` when the network has twice the data channels.
   """
+  m = ModelConfig.parse(model_cfg)
   if train and dropout_rng is None:
     raise ValueError("make_eps_fn(train=True) needs dropout_rng (a PRNG key for dropout).")
-  if get_field(model_cfg, "name", "unet") == "analytic":
+  if m.name == "analytic":
     def analytic_eps(x_t, t):
       return module.apply({}, x_t, process.signal_scale(t), process.noise_std(t))
     return analytic_eps
 
-  cond_kind = get_field(model_cfg, "cond", "index")
-  scale_by_sigma = get_field(model_cfg, "scale_by_sigma", False)
   rngs = {"dropout": dropout_rng} if train else {}
 
   def eps_fn(x_t, t):
-    out = module.apply({"params": params}, x_t, model_cond(process, t, cond_kind),
+    out = module.apply({"params": params}, x_t, model_cond(process, t, m.cond),
                        train=train, rngs=rngs)
-    channels = x_t.shape[-1]
-    eps, v = out[..., :channels], None
-    if out.shape[-1] == 2 * channels:
-      v = out[..., channels:]
-    if scale_by_sigma:
+    eps, v = split_channels(out, x_t.shape[-1])
+    if m.scale_by_sigma:
       sigma = process.noise_std(t).reshape((-1,) + (1,) * (x_t.ndim - 1))
       eps = process.score_to_eps(eps / sigma, t)
     return eps if v is None else (eps, v)

@@ -14,7 +14,7 @@ scalars. All methods are pure and jit/vmap-able.
 """
 
 import math
-from typing import Optional, Tuple, Union
+from typing import ClassVar, Optional, Sequence, Tuple, Union
 
 import flax.struct
 import jax
@@ -22,16 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffusion import schedules
-from diffusion.config_fields import get_field
+from diffusion.config import VAR_TYPES, DiffusionConfig
 from diffusion.errors import ConfigError, check_choice
 
 Array = jax.Array
-VAR_TYPES = ("fixedlarge", "fixedsmall", "learned_range")
-VARIANTS = {"ddpm": "vp", "dpm": "vp", "ncsn": "ve"}
-# Fallbacks for fields missing from a (partial) config; match configs/base.py.
-_DEFAULTS = dict(beta_start=1e-4, beta_end=0.02, cosine_s=0.008, sigma_min=0.01,
-                 sigma_max=1.0)
-_VARIANT_DEFAULTS = {"ddpm": ("linear", 1000), "dpm": ("dpm", 1000), "ncsn": ("geometric", 10)}
 
 
 def _gather(table: Array, t: Array, ndim: int) -> Array:
@@ -47,6 +41,15 @@ def _f32(a: np.ndarray) -> Array:
   return jnp.asarray(np.asarray(a, np.float64), dtype=jnp.float32)
 
 
+def _host_f64(table: Array) -> np.ndarray:
+  """A stored table back on the host in float64 (for exact re-derivations)."""
+  try:
+    return np.asarray(table, np.float64)
+  except jax.errors.TracerArrayConversionError as e:
+    raise ValueError("respacing needs a concrete process; call it outside jax.jit "
+                     "(sample() jits itself).") from e
+
+
 def _clipped_log(var: np.ndarray) -> np.ndarray:
   """log(var) with var[0] (= 0, the posterior at t = 0) replaced by var[1] (DDPM code)."""
   if len(var) == 1:  # T = 1: no later level to borrow from; keep it finite.
@@ -55,7 +58,10 @@ def _clipped_log(var: np.ndarray) -> np.ndarray:
 
 
 class _ProcessMethods:
-  """Methods shared by VP and VE. Subclasses provide the per-t tables.
+  """Methods shared by VP and VE. Subclasses provide the per-t tables and ``kind``.
+
+  ``kind`` is ``"vp"`` or ``"ve"``: callers ask it (or the capabilities below)
+  instead of testing the class.
 
   Required tables (float32 [T]): ``_scale`` (signal coefficient), ``_std``
   (noise std), ``posterior_mean_coef1`` (on x₀), ``posterior_mean_coef2`` (on
@@ -197,6 +203,9 @@ class VPProcess(_ProcessMethods):
   step_log_variance: Array               # log β_t
   fixedlarge_log_variance: Array         # log β_t with index 0 -> log β̃_1
   num_timesteps: int = flax.struct.field(pytree_node=False, default=0)
+  kind: ClassVar[str] = "vp"
+  # DDPM's bound (discretized decoder, finite prior KL) is defined for VP only.
+  has_likelihood_bound: ClassVar[bool] = True
 
   @classmethod
   def from_betas(cls, betas: np.ndarray) -> "VPProcess":
@@ -215,6 +224,24 @@ class VPProcess(_ProcessMethods):
         fixedlarge_log_variance=_f32(np.log(np.append(post_var[1:2], b[1:]))
                                      if len(b) > 1 else np.log(b)),
         num_timesteps=len(b))
+
+  def host_marginal(self) -> Tuple[np.ndarray, np.ndarray]:
+    """(√ᾱ_t, √(1 − ᾱ_t)) on the host in float64, ᾱ re-accumulated from β [T]."""
+    ac = np.cumprod(1.0 - _host_f64(self.betas))
+    return np.sqrt(ac), np.sqrt(1.0 - ac)
+
+  def respace(self, timesteps: Sequence[int]) -> "VPProcess":
+    """The chain restricted to the kept ``timesteps`` (ascending), as a new process.
+
+    β_i = 1 − ᾱ_{τ_i}/ᾱ_{τ_{i−1}}, ᾱ_{τ_{−1}} = 1 (Improved DDPM respace.py),
+    computed in float64 from the stored β: ᾱ is re-accumulated in float64 so the
+    ratio of two nearly equal ᾱ keeps its precision (float32 ᾱ would give up to
+    ~1e-3 relative error in small respaced β). Index i corresponds to step τ_i.
+    Needs a concrete (non-traced) process.
+    """
+    ac = np.cumprod(1.0 - _host_f64(self.betas))[np.asarray(timesteps, np.int64)]
+    ac_prev = np.append(1.0, ac[:-1])
+    return VPProcess.from_betas(1.0 - ac / ac_prev)
 
   def prior_bpd(self, x0: Array) -> Array:
     """KL(q(x_T | x₀) ‖ N(0, I)) in bits/dim, per example (DDPM L_T).
@@ -249,6 +276,8 @@ class VEProcess(_ProcessMethods):
   step_log_variance: Array               # log(σ_t² − σ_{t−1}²)
   fixedlarge_log_variance: Array         # same, index 0 -> posterior var at 1
   num_timesteps: int = flax.struct.field(pytree_node=False, default=0)
+  kind: ClassVar[str] = "ve"
+  has_likelihood_bound: ClassVar[bool] = False
 
   @classmethod
   def from_sigmas(cls, sigmas: np.ndarray) -> "VEProcess":
@@ -271,6 +300,15 @@ class VEProcess(_ProcessMethods):
                                      if len(s) > 1 else np.log(step_var)),
         num_timesteps=len(s))
 
+  def host_marginal(self) -> Tuple[np.ndarray, np.ndarray]:
+    """(1, σ_t) on the host in float64 [T]."""
+    sigmas = _host_f64(self.sigmas)
+    return np.ones_like(sigmas), sigmas
+
+  def respace(self, timesteps: Sequence[int]) -> "VEProcess":
+    """The σ ladder restricted to the kept ``timesteps`` (ascending), as a new process."""
+    return VEProcess.from_sigmas(_host_f64(self.sigmas)[np.asarray(timesteps, np.int64)])
+
   def prior_bpd(self, x0: Array) -> Array:
     """KL(N(x₀, σ_max² I) ‖ N(0, σ_max² I)) = x₀²/(2σ_max²) per dim, bits/dim [B]."""
     kl = jnp.square(x0) / (2.0 * self.sigmas[-1] ** 2)
@@ -284,28 +322,21 @@ class VEProcess(_ProcessMethods):
 Process = Union[VPProcess, VEProcess]
 
 
-def make_process(diffusion_cfg) -> Process:
-  """Builds the process named by ``config.diffusion``.
+def make_process(diffusion_cfg=None) -> Process:
+  """Builds the process that ``config.diffusion`` names.
 
-  Reads: variant (ddpm | dpm -> VP; ncsn -> VE), schedule, num_timesteps,
-  beta_start, beta_end, cosine_s (VP), sigma_min, sigma_max (VE). Missing
-  optional fields fall back to configs/base.py's defaults.
+  Args:
+    diffusion_cfg: ``config.diffusion`` (ConfigDict, dict or DiffusionConfig). Reads
+      variant (ddpm | dpm -> VP; ncsn -> VE), schedule, num_timesteps, beta_start,
+      beta_end, cosine_s (VP), sigma_min, sigma_max (VE); fields left out take the
+      variant's defaults (:class:`diffusion.config.DiffusionConfig`).
 
   Raises:
-    ConfigError: unknown variant/schedule or invalid number (one line naming
-      the field and the allowed values).
+    ConfigError: an unknown key or an invalid value (one line naming the field).
   """
-  variant = get_field(diffusion_cfg, "variant", "ddpm")
-  check_choice("diffusion.variant", variant, VARIANTS)
-  default_schedule, default_T = _VARIANT_DEFAULTS[variant]
-  schedule = get_field(diffusion_cfg, "schedule", default_schedule)
-  T = get_field(diffusion_cfg, "num_timesteps", default_T)
-  get = lambda name: get_field(diffusion_cfg, name, _DEFAULTS[name])  # noqa: E731
-  if VARIANTS[variant] == "vp":
-    check_choice("diffusion.schedule", schedule, schedules.BETA_SCHEDULES)
-    betas = schedules.get_beta_schedule(schedule, T, get("beta_start"), get("beta_end"),
-                                        get("cosine_s"))
-    return VPProcess.from_betas(betas)
-  check_choice("diffusion.schedule", schedule, schedules.SIGMA_SCHEDULES)
-  return VEProcess.from_sigmas(
-      schedules.geometric_sigmas(get("sigma_min"), get("sigma_max"), T))
+  d = DiffusionConfig.parse(diffusion_cfg)
+  if d.process_kind == "vp":
+    return VPProcess.from_betas(schedules.get_beta_schedule(
+        d.schedule, d.num_timesteps, d.beta_start, d.beta_end, d.cosine_s))
+  return VEProcess.from_sigmas(schedules.geometric_sigmas(d.sigma_min, d.sigma_max,
+                                                          d.num_timesteps))

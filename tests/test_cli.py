@@ -19,7 +19,8 @@ TINY = [
     "--config.training.num_train_steps=24", "--config.training.log_every=8",
     "--config.training.checkpoint_every=12", "--config.training.sample_every=24",
     "--config.training.num_samples=16", "--config.training.steps_per_call=4",
-    "--config.eval.every=24", "--config.eval.bpd_num_examples=8", "--config.eval.batch_size=8",
+    "--config.eval.bpd.every=24", "--config.eval.bpd.num_examples=8",
+    "--config.eval.bpd.batch_size=8",
 ]
 
 
@@ -91,3 +92,40 @@ def test_sample_cli_without_a_run_is_one_line(tmp_path):
   res = run("sample.py", f"--workdir={tmp_path}", "--progress=false")
   assert res.returncode == 2
   assert res.stderr.strip().splitlines()[-1].startswith("error: --workdir=")
+
+
+def test_sample_restores_ema_only_without_optimizer_or_training_data(trained_run, tmp_path):
+  """sample.py builds no optimizer and never reads the training split (only --bpd's test
+  split): any optimizer construction or training-split read raises in this process."""
+  workdir, _ = trained_run
+  script = f"""
+import runpy, sys
+import optax
+import diffusion.data.sources as sources
+
+def refuse(*args, **kwargs):
+  raise AssertionError("sample.py built an optimizer")
+
+optax.inject_hyperparams = optax.scale_by_adam = optax.scale_by_rms = refuse
+digits = sources.DATASETS["digits"]
+
+def no_training_split(cfg, split):
+  assert split != "train", "sample.py read the training split"
+  return digits(cfg, split)
+
+sources.DATASETS["digits"] = no_training_split
+sys.argv = ["sample.py", "--workdir={workdir}", "--num_samples=3", "--bpd",
+            "--progress=false", "--output={tmp_path / 'out'}"]
+try:
+  runpy.run_path("sample.py", run_name="__main__")
+except SystemExit as e:
+  assert not e.code, e.code
+print("restored without an optimizer")
+"""
+  res = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                       text=True, timeout=600)
+  assert res.returncode == 0, res.stderr[-3000:]
+  assert "restored without an optimizer" in res.stdout
+  assert "bits/dim on 8 digits/test examples" in res.stdout
+  with np.load(tmp_path / "out" / "samples.npz") as f:
+    assert f["arr_0"].shape == (3, 8, 8, 1)

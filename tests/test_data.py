@@ -23,6 +23,7 @@ import pytest
 from scipy import integrate
 
 from diffusion import data
+from diffusion.config import DataConfig
 from diffusion.data import files, sources, toy, transforms
 from diffusion.errors import ConfigError
 
@@ -31,8 +32,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def make_cfg(**overrides) -> ml_collections.ConfigDict:
   """A config.data with base defaults (DDPM-style), overridden by keyword."""
-  return ml_collections.ConfigDict(
-      dict(sources._DEFAULTS, **overrides))  # pylint: disable=protected-access
+  return ml_collections.ConfigDict(dict(DataConfig().to_dict(), **overrides))
 
 
 def all_pixel_values(batch: int = 64) -> np.ndarray:
@@ -471,14 +471,14 @@ def test_prepare_mnist_offline(shared_data, tmp_path):
   assert sorted(p.name for p in (tmp_path / "mnist" / "3.0.1").glob("*.array_record*")) == [
       "mnist-test.array_record-00000-of-00001", "mnist-train.array_record-00000-of-00001"]
   assert not (tmp_path / "downloads").exists()    # extraction went to a temporary dir
-  # Read it back in a fresh process: no TensorFlow, reference statistics (§10, 32a).
+  # Read it back in a fresh process: no TensorFlow, reference statistics (docs/checkable_values.md item 32a).
   code = f"""
 import json, sys
 import numpy as np
 from diffusion import data
-from diffusion.data.sources import _DEFAULTS
+from diffusion.config import DataConfig
 import ml_collections
-cfg = ml_collections.ConfigDict(dict(_DEFAULTS, dataset='mnist', image_size=28,
+cfg = ml_collections.ConfigDict(dict(DataConfig().to_dict(), dataset='mnist', image_size=28,
                                      num_channels=1, tfds_data_dir={str(tmp_path)!r}))
 tr = data.make_source(cfg).arrays['images']
 te = data.make_source(cfg, 'test').arrays['images']

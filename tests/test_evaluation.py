@@ -17,7 +17,7 @@ import pytest
 import jax
 import jax.numpy as jnp
 
-from diffusion import evaluation, inception, processes
+from diffusion import evaluation, inception, inception_convert, processes
 from diffusion.errors import ConfigError
 
 # ---------------------------------------------------------------------------
@@ -188,7 +188,7 @@ def converted(tmp_path_factory):
   """A random state_dict converted to .npz and loaded back."""
   sd = _random_state_dict(np.random.default_rng(0))
   path = str(tmp_path_factory.mktemp("inc") / "inception_fid.npz")
-  arrays = inception.state_dict_to_arrays(sd)
+  arrays = inception_convert.state_dict_to_arrays(sd)
   np.savez(path, **arrays)
   return sd, path, inception.load_inception(path)
 
@@ -224,10 +224,10 @@ def test_missing_weights_is_one_line_config_error(tmp_path):
     with pytest.raises(ConfigError) as e:
       inception.load_inception(path)
     msg = str(e.value)
-    assert "eval.inception_weights" in msg and "convert" in msg and "\n" not in msg
+    assert "eval.fid.inception_weights" in msg and "convert" in msg and "\n" not in msg
   bad = tmp_path / "bad.npz"
   np.savez(bad, x=np.zeros(3))
-  with pytest.raises(ConfigError, match="eval.inception_weights"):
+  with pytest.raises(ConfigError, match="eval.fid.inception_weights"):
     inception.load_inception(str(bad))
 
 
@@ -257,7 +257,7 @@ def test_architecture_matches_keras_inception_v3(converted):
     sd[f"{name}.bn.weight"] = np.ones_like(sd[f"{name}.bn.weight"])
     bn.set_weights([sd[f"{name}.bn.bias"], sd[f"{name}.bn.running_mean"],
                     sd[f"{name}.bn.running_var"]])
-  variables = inception.load_variables_from_arrays(inception.state_dict_to_arrays(sd))
+  variables = inception.load_variables_from_arrays(inception_convert.state_dict_to_arrays(sd))
   x = np.random.default_rng(2).uniform(-1, 1, (2, 139, 139, 3)).astype(np.float32)
   want = np.asarray(model(x, training=False))
   got = inception.FIDInceptionV3(last_pool="avg").apply(variables, jnp.asarray(x))["pool"]
@@ -344,7 +344,7 @@ def test_reads_torch_zip_and_legacy_checkpoints(tmp_path, monkeypatch):
       f.write(np.int64(st.data.size).tobytes())
       f.write(st.data.tobytes())
   for path in (zpath, lpath):
-    got = inception.read_torch_checkpoint(str(path))
+    got = inception_convert.read_torch_checkpoint(str(path))
     assert list(got) == list(want)
     for k in want:
       np.testing.assert_array_equal(got[k], want[k])
@@ -371,11 +371,11 @@ def test_convert_cli_end_to_end(tmp_path, monkeypatch):
       for st in storages:
         zf.writestr(f"archive/data/{st.key}", st.data.tobytes())
   if importlib.util.find_spec("torch") is None:  # else torch.load reads it instead
-    assert inception.main(["convert", str(src), str(dst)]) == 0
+    assert inception_convert.main([str(src), str(dst)]) == 0
     v = inception.load_inception(str(dst)).variables
     np.testing.assert_array_equal(np.asarray(v["params"]["Mixed_7b"]["branch3x3_2a"]["conv"]["kernel"]),
                                   sd["Mixed_7b.branch3x3_2a.conv.weight"].transpose(2, 3, 1, 0))
-  assert inception.main(["convert", str(tmp_path / "missing.pth"), str(dst)]) == 1
+  assert inception_convert.main([str(tmp_path / "missing.pth"), str(dst)]) == 1
 
 
 def test_checkpoint_reader_refuses_code(tmp_path):
@@ -383,7 +383,7 @@ def test_checkpoint_reader_refuses_code(tmp_path):
   with zipfile.ZipFile(zpath, "w") as zf:
     zf.writestr("evil/data.pkl", pickle.dumps(os.system, protocol=2))
   with pytest.raises(pickle.UnpicklingError, match="refusing"):
-    inception.read_torch_checkpoint(str(zpath))
+    inception_convert.read_torch_checkpoint(str(zpath))
 
 
 # ---- FID / KID / IS ---------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Losses: KL, discretized decoder (§10 item 10), VLB terms, NCSN DSM identity,
-hybrid loss (item 21) with its stop-gradient checked by finite differences."""
+"""Losses: KL, discretized decoder (docs/checkable_values.md item 10), VLB terms, NCSN DSM identity,
+hybrid loss (docs/checkable_values.md item 21) with its stop-gradient checked by finite differences."""
 
 import math
 
@@ -83,7 +83,7 @@ def test_decoder_bins_sum_to_one():
     np.testing.assert_allclose(jnp.sum(jnp.exp(ll)), 1.0, rtol=1e-5)
 
 
-# ---- VLB terms (items 9–10 through the public path) ---------------------------------------
+# ---- VLB terms (docs/checkable_values.md items 9–10 through the public path) ---------------------------------------
 
 
 def test_vb_terms_bpd(vp):

@@ -42,7 +42,7 @@ def _perturb(params, key, scale=0.05):
       treedef, [p + scale * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
 
 
-# ---- U-Net size (reference sheet section 10, items 12-13) -------------------------------
+# ---- U-Net size (docs/checkable_values.md items 12-13) -------------------------------
 
 @pytest.mark.parametrize("changes, image_size, expected", [
     (dict(), 32, 35_746_307),                                    # DDPM CIFAR-10
@@ -75,7 +75,7 @@ def test_unet_without_resampling_convs_and_learned_variance_shapes():
   assert out.shape == (2, 16, 16, 6) and out.dtype == jnp.float32
 
 
-# ---- timestep embedding (section 10, item 11) --------------------------------------------
+# ---- timestep embedding (docs/checkable_values.md item 11) --------------------------------------------
 
 def test_timestep_embedding_matches_ddpm_values():
   emb = np.asarray(timestep_embedding(jnp.array([1.0, 0.0]), 128))

@@ -1,4 +1,4 @@
-"""VP / VE processes: construction, §10 item 8–9 values, posterior vs Bayes,
+"""VP / VE processes: construction, docs/checkable_values.md item 8–9 values, posterior vs Bayes,
 Monte-Carlo composition of steps, conversions, reverse-step helpers, jit/vmap."""
 
 import math
@@ -79,7 +79,7 @@ def test_pytree_and_jit(vp):
   np.testing.assert_allclose(f(vp, jnp.array([0, 999])), [9999.0, 4.0360e-5], rtol=1e-4)
 
 
-# ---- §10 item 8 (posterior tables) and item 9 (prior term) ------------------------------
+# ---- docs/checkable_values.md item 8 (posterior tables) and item 9 (prior term) ------------------------------
 
 
 def test_posterior_values_item8(vp):

@@ -129,7 +129,7 @@ def test_respaced_ancestral_matches_its_exact_law(vp):
   ab = np.asarray(vp.alphas_cumprod, np.float64)
   respaced_betas = 1.0 - ab[kept] / np.append(1.0, ab[kept][:-1])
   # The respaced process keeps ᾱ at the kept steps (Improved DDPM respacing).
-  rp = samplers.respace(vp, kept)
+  rp = vp.respace(kept)
   np.testing.assert_allclose(np.asarray(rp.alphas_cumprod), ab[kept], rtol=2e-5)
   x = samplers.sample(gaussian_eps_fn(vp), vp, (N, D), jax.random.PRNGKey(2),
                       _cfg(num_steps=100), x0_range=None)
@@ -198,7 +198,7 @@ def test_ddim_eta0_is_deterministic_given_init(vp):
 
 
 def test_ddim_eta1_step_std_is_posterior_std(vp):
-  """§10 item 22: t = 500 → 499 with η = 1: σ = √β̃[500] = 0.100256350317."""
+  """docs/checkable_values.md item 22: t = 500 → 499 with η = 1: σ = √β̃[500] = 0.100256350317."""
   coefs = samplers.ddim_coefficients(vp, np.arange(1000), eta=1.0)
   c1 = np.asarray(coefs["c1"], np.float64)
   np.testing.assert_allclose(c1[500], 0.100256350317, rtol=2e-5)
@@ -224,7 +224,7 @@ def test_ddim_timestep_selection():
 
 
 def test_space_timesteps_matches_improved_diffusion():
-  """§10 item 20."""
+  """docs/checkable_values.md item 20."""
   s = samplers.space_timesteps(4000, "100")
   assert len(s) == 100 and list(s[:3]) == [0, 40, 81] and list(s[-3:]) == [3918, 3959, 3999]
   assert list(samplers.space_timesteps(1000, "ddim50")) == list(range(0, 1000, 20))
@@ -260,7 +260,7 @@ def toy():
 
 
 def test_annealed_langevin_recovers_mixture_weights(toy):
-  """§10 item 29: NCSN toy, annealed share of the (5,5) mode ∈ [0.75, 0.83]."""
+  """docs/checkable_values.md item 29: NCSN toy, annealed share of the (5,5) mode ∈ [0.75, 0.83]."""
   ve, init = toy
   np.testing.assert_allclose(np.asarray(ve.sigmas), np.geomspace(1, 20, 10), rtol=1e-6)
 
@@ -290,7 +290,7 @@ def test_annealed_langevin_recovers_mixture_weights(toy):
 
 
 def test_plain_langevin_misses_mixture_weights(toy):
-  """§10 item 29: plain Langevin (exact data score, ε = 0.1, 1000 steps) ≈ 0.5."""
+  """docs/checkable_values.md item 29: plain Langevin (exact data score, ε = 0.1, 1000 steps) ≈ 0.5."""
   _, init = toy
   score = lambda x: _mixture_score(x, jnp.ones((x.shape[0], 1)))  # noqa: E731
   x = samplers.langevin(score, init, jax.random.PRNGKey(10), 0.1, 1000, form="paper")
@@ -403,11 +403,11 @@ def test_invalid_sampling_config_is_one_line_config_error(vp, cfg, field):
 
 def test_base_config_sampling_section_is_valid():
   from configs import base  # pylint: disable=import-outside-toplevel
+  from diffusion.config import SamplingConfig  # pylint: disable=import-outside-toplevel
   for variant in ("ddpm", "ncsn", "dpm"):
-    s = samplers.settings_from_config(base.get_config(variant).sampling)
+    s = SamplingConfig.parse(base.get_config(variant).sampling)
     assert s.var_type == "fixedlarge"
-  assert samplers.settings_from_config(base.get_config("ncsn").sampling).method == \
-      "annealed_langevin"
+  assert SamplingConfig.parse(base.get_config("ncsn").sampling).method == "annealed_langevin"
 
 
 def test_sample_is_exported_from_the_package():

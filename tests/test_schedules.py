@@ -1,6 +1,6 @@
 """β schedules, σ ladders, NCSNv2 rules and Score-SDE marginals (float64 numpy).
 
-Reference values are baselines.md §10 items 1–7, 17–19, 24–25, 27–28, 30;
+Reference values are docs/checkable_values.md items 1–7, 17–19, 24–25, 27–28, 30;
 tolerances follow the digits given there (or the tolerance it states).
 """
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from configs import base
-from diffusion import checkpoints, config_check, training
+from diffusion import checkpoints, config_check, families, optimizers
 from diffusion.errors import ConfigError
-from diffusion.trainer import NonFiniteLossError, train
+from diffusion.train_loop import NonFiniteLossError, initial_state, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,10 +36,9 @@ def toy_config(**overrides):
 
 def read_state(workdir, config):
   """(step, params, ema_params) of the latest checkpoint of a run, as numpy."""
-  from diffusion.trainer import build
-  _, module, source = build(config)
-  target = training.abstract_train_state(module, training.make_optimizer(config.optim),
-                                         source.shape)
+  family = families.make_family(config)
+  optimizer = optimizers.make_optimizer(config.optim)
+  target = jax.eval_shape(lambda: initial_state(family, optimizer))
   ckpt = checkpoints.Checkpointer(workdir)
   state, step = ckpt.restore_latest(target)
   ckpt.close()
@@ -203,7 +202,7 @@ sys.path.insert(0, {os.path.join(REPO, 'tests')!r})
 import jax, numpy as np
 assert jax.device_count() == 8, jax.devices()
 from test_training import toy_config, read_state
-from diffusion.trainer import train
+from diffusion.train_loop import train
 config = toy_config(**{{"training.batch_size": 32}})
 f8 = train(config, {str(tmp_path / 'd8')!r}, progress=False)
 f1 = train(config, {str(tmp_path / 'd1')!r}, progress=False, devices=jax.devices()[:1])
@@ -297,3 +296,16 @@ def test_cli_bad_flag_is_one_line_without_traceback(tmp_path, override, start):
   assert res.returncode == 2
   lines = [l for l in res.stderr.strip().splitlines() if l.strip()]
   assert len(lines) == 1 and lines[0].startswith(start), res.stderr[-2000:]
+
+
+def test_resume_takes_the_changed_config_hyperparameters(tmp_path):
+  """The restored optimizer state carries its old hyperparameters; the config wins."""
+  workdir = str(tmp_path / "run")
+  train(toy_config(), workdir, progress=False)
+  changed = toy_config(**{"optim.lr": 3e-4, "optim.warmup_steps": 0,
+                          "training.num_train_steps": 12})
+  train(changed, workdir, progress=False)
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  lrs = {r["step"]: r["lr"] for r in rows}
+  assert lrs[8] == pytest.approx(1e-3)     # toy config: 1e-3 after 5 warm-up steps
+  assert lrs[10] == pytest.approx(3e-4) and lrs[12] == pytest.approx(3e-4)

@@ -1,6 +1,6 @@
 """DDPM on CIFAR-10 (Ho et al. 2020), the paper's L_simple model.
 
-Reference sheet section 4: T=1000, linear beta 1e-4 -> 0.02, eps-prediction with
+DDPM §4 and App. B, and its code's run_cifar.py: T=1000, linear beta 1e-4 -> 0.02, eps-prediction with
 L_simple, fixedlarge ancestral sampling; U-Net ch 128, ch_mult (1,2,2,2), 2 res
 blocks, attention at 16x16, dropout 0.1 (35,746,307 parameters); Adam 2e-4 with
 5000 warm-up steps, grad-clip 1, batch 128, EMA 0.9999, random flips, 800k steps.

@@ -1,6 +1,6 @@
 """DDPM on MNIST (28x28 padded to 32x32), the CIFAR-10 recipe at MNIST size.
 
-No paper reports DDPM numbers on MNIST (reference sheet section 8): treat the
+None of the DDPM-family papers reports MNIST numbers: treat the
 result as a baseline to establish. Sanity floor: the per-position categorical
 model gives 1.6897 test bits/dim; a diffusion model should beat it widely.
 Needs prepared tfds data: `python -m diffusion.data prepare mnist

@@ -1,6 +1,6 @@
 """DPM on CIFAR-10 (Sohl-Dickstein et al. 2015) with the DDPM U-Net.
 
-Reference sheet section 1: Gaussian forward diffusion with the DPM code's fixed
+DPM §2 and App. D, and its code (model.py, train.py): Gaussian forward diffusion with the DPM code's fixed
 schedule (beta_t = 1e-6 + (1/(T-t+1))(1 - 1e-6 - 1e-5), beta_1 += 0.001,
 T=1000), a reverse process with learned mean and variance trained on the
 variational bound (diffusion.loss='kl': T * L_t in bits/dim, learned variance
@@ -24,6 +24,7 @@ def get_config():
   config.optim.optimizer = "rmsprop"
   config.optim.lr = 1e-3
   config.optim.beta2 = 0.9       # Blocks' RMSProp default decay rate
+  config.optim.lr_schedule = "exponential"
   config.optim.decay_steps = 500_000
   config.optim.decay_rate = 0.1
   config.optim.min_lr = 1e-4

@@ -1,6 +1,6 @@
 """NCSN on CIFAR-10 (Song & Ermon 2019) with the DDPM U-Net as score network.
 
-Reference sheet section 2: VE process, geometric sigma 1 -> 0.01 with L=10
+NCSN §4.2 and the ncsn code's configs/anneal.yml: VE process, geometric sigma 1 -> 0.01 with L=10
 levels; denoising score matching with lambda(sigma)=sigma^2 (implemented as the
 equivalent eps-MSE); data in [0, 1] with uniform dequantization and random
 flips; Adam 1e-3, no warm-up, no clipping, batch 128, no EMA, 200k iterations;

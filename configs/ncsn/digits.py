@@ -2,7 +2,7 @@
 
 VE process with geometric sigma 1 -> 0.01 over L=10 levels, DSM with
 lambda(sigma)=sigma^2, data in [0, 1] uniformly dequantized, Adam 1e-3, no EMA
-(NCSN, reference sheet section 2); annealed Langevin from U[0, 1] with 100 steps
+(NCSN §4.2 and its code's configs/anneal.yml); annealed Langevin from U[0, 1] with 100 steps
 per level and epsilon=2e-5 in the NCSN code's convention. The network is the
 quickstart's small U-Net conditioned on the sigma index.
 """

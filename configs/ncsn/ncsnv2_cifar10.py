@@ -1,6 +1,6 @@
 """NCSNv2 on CIFAR-10 (Song & Ermon 2020) with the DDPM U-Net.
 
-Reference sheet section 3: techniques 1-2 give sigma_max=50, L=232 geometric
+NCSNv2 §3 and its configs/cifar10.yml: techniques 1-2 give sigma_max=50, L=232 geometric
 levels down to 0.01; technique 3 reads the network output as s(x)/sigma
 (model.scale_by_sigma) of a noise-unconditional network (model.conditional=False;
 with eps-prediction this is eps_hat = -h(x)); technique 4 gives 5 Langevin steps per level with

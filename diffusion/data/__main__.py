@@ -12,11 +12,12 @@ import argparse
 import sys
 import time
 
+from diffusion import catalog
+from diffusion.data import files, prepare
 from diffusion.errors import ConfigError
 
 
 def _prepare(args) -> None:
-  from diffusion.data import prepare  # pylint: disable=g-import-not-at-top
   start = time.time()
   path = prepare.prepare_dataset(args.name, manual_dir=args.manual_dir, data_dir=args.data_dir)
   if path is None:
@@ -26,7 +27,6 @@ def _prepare(args) -> None:
 
 
 def _pack(args) -> None:
-  from diffusion.data import files  # pylint: disable=g-import-not-at-top
   n = files.pack_images(args.folder, args.out, args.image_size, grayscale=args.grayscale,
                         limit=args.limit)
   channels = 1 if args.grayscale else 3
@@ -36,12 +36,11 @@ def _pack(args) -> None:
 
 
 def _list(args) -> None:
-  from diffusion.data import sources  # pylint: disable=g-import-not-at-top
   print(f"{'dataset':<16} {'kind':<6} {'size':>5} {'ch':>3} {'where':<8} {'examples':<34} ready")
-  for name, info in sources._INFO.items():  # pylint: disable=protected-access
+  for name, info in catalog.INFO.items():
     ready = ""
     if info.tfds_name and name != "lsun":
-      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+      import tensorflow_datasets as tfds  # heavy and optional: only tfds sets need it
       ready = "yes" if tfds.builder(info.tfds_name, data_dir=args.data_dir).is_prepared() else "no"
     examples = ", ".join(f"{k} {v}" for k, v in info.num_examples.items())
     where = "device" if info.in_memory else "stream"

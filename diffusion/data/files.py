@@ -9,14 +9,11 @@ import pathlib
 from typing import Optional
 
 import numpy as np
+from PIL import Image
 
+from diffusion.catalog import DIGITS_NUM_TRAIN, DIGITS_SIZES
 from diffusion.data import transforms
 from diffusion.errors import ConfigError
-
-# digits: scikit-learn's copy of the UCI 8x8 handwritten digits (1,797 images,
-# values 0..16). Fixed split in sklearn order: first 1,500 train, last 297 test.
-DIGITS_NUM_TRAIN = 1500
-DIGITS_SIZES = (8, 16, 32)   # 8 native; 16 / 32 by nearest-neighbour (pixel repeat)
 
 # Shared lossless CIFAR-10 sample: PNGs of 1000 rows x 1024 RGB pixels, one row
 # per 32x32x3 image, in the official order.
@@ -37,6 +34,7 @@ def load_digits(split: str, image_size: int) -> np.ndarray:
   Values 0..16 map to round(v·255/16); sizes above 8 repeat each pixel
   (nearest neighbour), so the upsampled images hold exactly the same values.
   """
+  # sklearn's import takes ~2 s: only the digits need it, so it stays here.
   from sklearn import datasets  # pylint: disable=g-import-not-at-top
   if image_size not in DIGITS_SIZES:
     raise ConfigError(f"data.image_size={image_size!r} is not valid for data.dataset='digits'; "
@@ -66,7 +64,6 @@ def load_cifar10_sample(split: str, data_dir: str, image_size: int) -> np.ndarra
   Train: 4,000 images (batches 0-3), test: 1,000 (batch 50), official order.
   Sizes other than 32 are resized on the host (antialiased bilinear).
   """
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   if split not in CIFAR10_SAMPLE_FILES:
     raise ConfigError(f"data.split={split!r} is not valid for data.dataset='cifar10_sample'; "
                       "choose one of 'train', 'test'.")
@@ -135,7 +132,6 @@ def pack_images(folder: str, out_path: str, image_size: int, grayscale: bool = F
   Returns:
     The number of images written.
   """
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   root = pathlib.Path(folder).expanduser()
   if not root.is_dir():
     raise ConfigError(f"{folder!r} is not a folder of images.")

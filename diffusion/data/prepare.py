@@ -18,14 +18,14 @@ Without ``--manual_dir`` the same command downloads (needs network access).
 import pathlib
 from typing import Optional
 
-from diffusion.data import sources
+from diffusion import catalog
 from diffusion.data import tfds_sources
 
 
 def tfds_name_for(name: str) -> Optional[str]:
   """tfds's name for ``data.dataset`` (None when the set needs no preparation)."""
-  base = sources._check_name(name)  # pylint: disable=protected-access
-  info = sources.dataset_info(name)
+  base = catalog.base_name(name)
+  info = catalog.dataset_info(name)
   if info.tfds_name is None:
     return None
   if base in ("lsun", "celeb_a_hq"):

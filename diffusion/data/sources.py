@@ -37,115 +37,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffusion import catalog
+from diffusion.config import DataConfig
 from diffusion.data import files
 from diffusion.data import tfds_sources
 from diffusion.data import toy
 from diffusion.data import transforms
-from diffusion.config_fields import get_field
-from diffusion.errors import ConfigError, check_choice, check_positive
-
-# Defaults of config.data used when a field is missing (same as configs/base.py).
-_DEFAULTS = dict(
-    dataset="cifar10", image_size=32, num_channels=3, centered=True,
-    uniform_dequantization=False, random_flip=True, tfds_data_dir="", data_dir="",
-    device_resident=True, mixture_weights=(0.8, 0.2),
-    mixture_means=((5.0, 5.0), (-5.0, -5.0)), mixture_stds=(1.0, 1.0),
-)
+from diffusion.errors import ConfigError
 
 CELEBA_CROP = 140        # CelebA: centre crop 140 px, then resize (NCSN, DDIM, score_sde)
 STREAM_THREADS = 4       # host threads decoding batches ahead of a streaming consumer
-
-LSUN_CATEGORIES = (
-    "classroom", "bedroom", "bridge", "church_outdoor", "conference_room", "dining_room",
-    "kitchen", "living_room", "restaurant", "tower", "airplane", "bicycle", "bird", "boat",
-    "bottle", "bus", "car", "cat", "chair", "cow", "dining_table", "dog", "horse",
-    "motorbike", "person", "potted_plant", "sheep", "sofa", "train", "tv-monitor")
-CELEBA_HQ_RESOLUTIONS = (1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1)
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  """Static facts about a dataset name (no files are read).
-
-  Attributes:
-    name: dataset name as written in ``data.dataset``.
-    kind: ``"image"`` or ``"toy"``.
-    image_size: the paper-default ``data.image_size`` (None for toys / npz).
-    num_channels: 1 or 3 (None for toys / npz).
-    num_examples: examples per split where fixed ({} when it depends on files).
-    in_memory: True when the set fits on the device (device-resident path).
-    tfds_name: the tensorflow-datasets name, or None.
-    shape: per-example shape at the default size ((2,) for toys).
-  """
-  name: str
-  kind: str
-  image_size: Optional[int]
-  num_channels: Optional[int]
-  num_examples: Mapping[str, int]
-  in_memory: bool
-  tfds_name: Optional[str] = None
-
-  @property
-  def shape(self) -> Optional[Tuple[int, ...]]:
-    if self.kind == "toy":
-      return (2,)
-    if self.image_size is None:
-      return None
-    return (self.image_size, self.image_size, self.num_channels)
-
-
-_INFO = {
-    "digits": DatasetInfo("digits", "image", 8, 1, {"train": 1500, "test": 297}, True),
-    "mnist": DatasetInfo("mnist", "image", 28, 1, {"train": 60000, "test": 10000}, True,
-                         "mnist"),
-    "fashion_mnist": DatasetInfo("fashion_mnist", "image", 28, 1,
-                                 {"train": 60000, "test": 10000}, True, "fashion_mnist"),
-    "cifar10": DatasetInfo("cifar10", "image", 32, 3, {"train": 50000, "test": 10000}, True,
-                           "cifar10"),
-    "cifar10_sample": DatasetInfo("cifar10_sample", "image", 32, 3,
-                                  {"train": 4000, "test": 1000}, True),
-    "npz": DatasetInfo("npz", "image", None, None, {}, True),
-    "celeb_a": DatasetInfo("celeb_a", "image", 64, 3,
-                           {"train": 162770, "validation": 19867, "test": 19962}, False,
-                           "celeb_a"),
-    "celeb_a_hq": DatasetInfo("celeb_a_hq", "image", 256, 3, {"train": 30000}, False,
-                              "celeb_a_hq/256"),
-    "lsun": DatasetInfo("lsun", "image", 256, 3, {}, False, "lsun"),
-    "swiss_roll": DatasetInfo("swiss_roll", "toy", None, None, {}, True),
-    "mixture": DatasetInfo("mixture", "toy", None, None, {}, True),
-    "eight_gaussians": DatasetInfo("eight_gaussians", "toy", None, None, {}, True),
-    "checkerboard": DatasetInfo("checkerboard", "toy", None, None, {}, True),
-}
-
-
-def _allowed_names() -> Tuple[str, ...]:
-  return tuple(n if n != "lsun" else "lsun/<category>" for n in _INFO)
-
-
-def _check_name(name: Any) -> str:
-  """Base name of ``data.dataset`` ('lsun/cat' -> 'lsun'), or ConfigError."""
-  if not isinstance(name, str):
-    check_choice("data.dataset", name, _allowed_names())
-  base = name.split("/")[0]
-  if base == "lsun":
-    check_choice("data.dataset", name, [f"lsun/{c}" for c in LSUN_CATEGORIES])
-  elif base == "celeb_a_hq" and "/" in name:
-    check_choice("data.dataset", name, [f"celeb_a_hq/{r}" for r in CELEBA_HQ_RESOLUTIONS])
-  elif name not in _INFO:
-    check_choice("data.dataset", name, _allowed_names())
-  return base
-
-
-def dataset_info(name: str) -> DatasetInfo:
-  """Defaults and sizes for a ``data.dataset`` value (ConfigError if unknown)."""
-  base = _check_name(name)
-  info = _INFO[base]
-  if base == "lsun":
-    info = dataclasses.replace(info, name=name, tfds_name=name)
-  elif base == "celeb_a_hq" and "/" in name:
-    info = dataclasses.replace(info, name=name, tfds_name=name,
-                               image_size=int(name.split("/")[1]))
-  return info
 
 
 # ----------------------------------------------------------------------------
@@ -296,6 +197,16 @@ class ImageSource:
     idx = jax.random.randint(k_idx, (batch_size,), 0, images.shape[0])
     return self.preprocess(jnp.take(images, idx, axis=0), k_pre)
 
+  def batch_fn(self, batch_size: int) -> Callable[[Any, jax.Array], jax.Array]:
+    """``get_batch(data, key)`` of the training step, for either way of feeding it.
+
+    Device-resident: ``data`` is ``arrays`` and B examples are drawn from it;
+    streamed: ``data`` is one host uint8 batch from :meth:`iterator`, preprocessed.
+    """
+    if self.device_resident:
+      return lambda arrays, key: self.get_batch(arrays, key, batch_size)
+    return self.preprocess
+
   def iterator(self, batch_size: int, seed: int, start_step: int = 0, process_index: int = 0,
                process_count: int = 1) -> BatchIterator:
     """Host uint8 batches [batch_size / process_count, H, W, C] from ``start_step`` on."""
@@ -341,6 +252,12 @@ class ToySource:
     del key
     return jnp.asarray(batch, jnp.float32)
 
+  def batch_fn(self, batch_size: int) -> Callable[[Any, jax.Array], jax.Array]:
+    """``get_batch(data, key)`` of the training step (see ImageSource.batch_fn)."""
+    if self.device_resident:
+      return lambda arrays, key: self.get_batch(arrays, key, batch_size)
+    return self.preprocess
+
   def iterator(self, batch_size: int, seed: int, start_step: int = 0, process_index: int = 0,
                process_count: int = 1) -> BatchIterator:
     """float32 [B/P, D] batches: host p's slice of get_batch(fold_in(key(seed), step))."""
@@ -360,72 +277,28 @@ Source = Any  # ImageSource | ToySource: the interface documented at the top.
 
 
 # ----------------------------------------------------------------------------
-# Constructors: one per dataset name, (data_cfg, split) -> Source.
+# Constructors: one per dataset name, (DataConfig, split) -> Source.
 
 
-def _get(cfg, field: str):
-  default = _DEFAULTS[field]
-  if field in ("image_size", "num_channels"):
-    # A config that omits them (a plain dict in a notebook) gets the dataset's own.
-    name = get_field(cfg, "dataset", _DEFAULTS["dataset"])
-    info = _INFO.get(name.split("/")[0]) if isinstance(name, str) else None
-    if info is not None and getattr(info, field) is not None:
-      default = getattr(info, field)
-  return get_field(cfg, field, default)
-
-
-def _flags(cfg) -> Dict[str, bool]:
-  flags = {}
-  for field in ("centered", "uniform_dequantization", "random_flip", "device_resident"):
-    value = _get(cfg, field)
-    if not isinstance(value, (bool, np.bool_)):
-      raise ConfigError(f"data.{field}={value!r} is not valid; it must be True or False.")
-    flags[field] = bool(value)
-  return flags
-
-
-def _image_size(cfg) -> int:
-  size = _get(cfg, "image_size")
-  if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-    raise ConfigError(f"data.image_size={size!r} is not valid; it must be an integer > 0.")
-  return size
-
-
-def _check_channels(cfg, name: str, channels: int) -> None:
-  value = _get(cfg, "num_channels")
-  if value != channels:
-    raise ConfigError(f"data.num_channels={value!r} does not match data.dataset={name!r}, "
-                      f"which has {channels} channel{'s' if channels > 1 else ''}; set "
-                      f"data.num_channels={channels}.")
-
-
-def _image_source(name, split, images, cfg, flags) -> ImageSource:
+def _image_source(name: str, split: str, images: np.ndarray, d: DataConfig) -> ImageSource:
   return ImageSource(
       name=name, split=split, shape=tuple(images.shape[1:]), num_examples=images.shape[0],
-      arrays={"images": images}, device_resident=flags["device_resident"],
-      centered=flags["centered"], uniform_dequantization=flags["uniform_dequantization"],
-      random_flip=flags["random_flip"])
+      arrays={"images": images}, device_resident=d.device_resident, centered=d.centered,
+      uniform_dequantization=d.uniform_dequantization, random_flip=d.random_flip)
 
 
-def _make_digits(cfg, split: str) -> ImageSource:
-  flags = _flags(cfg)
-  _check_channels(cfg, "digits", 1)
-  images = files.load_digits(split, _image_size(cfg))
-  return _image_source("digits", split, images, cfg, flags)
+def _make_digits(d: DataConfig, split: str) -> ImageSource:
+  return _image_source("digits", split, files.load_digits(split, d.image_size), d)
 
 
-def _make_cifar10_sample(cfg, split: str) -> ImageSource:
-  flags = _flags(cfg)
-  _check_channels(cfg, "cifar10_sample", 3)
-  images = files.load_cifar10_sample(split, _get(cfg, "data_dir"), _image_size(cfg))
-  return _image_source("cifar10_sample", split, images, cfg, flags)
+def _make_cifar10_sample(d: DataConfig, split: str) -> ImageSource:
+  images = files.load_cifar10_sample(split, d.data_dir, d.image_size)
+  return _image_source("cifar10_sample", split, images, d)
 
 
-def _make_npz(cfg, split: str) -> ImageSource:
-  flags = _flags(cfg)
-  images = files.load_npz(split, _get(cfg, "data_dir"), _image_size(cfg),
-                          _get(cfg, "num_channels"))
-  return _image_source("npz", split, images, cfg, flags)
+def _make_npz(d: DataConfig, split: str) -> ImageSource:
+  return _image_source("npz", split, files.load_npz(split, d.data_dir, d.image_size,
+                                                    d.num_channels), d)
 
 
 def _fit_images(images: np.ndarray, size: int) -> np.ndarray:
@@ -443,34 +316,29 @@ def _fit_images(images: np.ndarray, size: int) -> np.ndarray:
   return np.stack([transforms.fit_square(im, size) for im in images])
 
 
-def _make_tfds_in_memory(name: str, cfg, split: str) -> ImageSource:
+def _make_tfds_in_memory(name: str, d: DataConfig, split: str) -> ImageSource:
   """mnist / fashion_mnist / cifar10: the whole split decoded into host memory."""
-  flags = _flags(cfg)
-  info = _INFO[name]
-  _check_channels(cfg, name, info.num_channels)
-  size = _image_size(cfg)
-  builder = tfds_sources.get_builder(name, info.tfds_name, _get(cfg, "tfds_data_dir"))
+  info = catalog.INFO[name]
+  builder = tfds_sources.get_builder(name, info.tfds_name, d.tfds_data_dir)
   images = tfds_sources.load_split(builder, name, split)
-  return _image_source(name, split, _fit_images(images, size), cfg, flags)
+  return _image_source(name, split, _fit_images(images, d.image_size), d)
 
 
-def _make_tfds_stream(name: str, cfg, split: str) -> ImageSource:
+def _make_tfds_stream(d: DataConfig, split: str) -> ImageSource:
   """celeb_a / celeb_a_hq[/R] / lsun/<category>: random access, host decoding."""
-  flags = _flags(cfg)
-  base = _check_name(name)
-  _check_channels(cfg, name, 3)
-  size = _image_size(cfg)
+  name, size = d.dataset, d.image_size
+  base = catalog.base_name(name)
   if base == "celeb_a":
     tfds_name, fit = "celeb_a", functools.partial(transforms.crop_then_resize,
                                                   crop=CELEBA_CROP, size=size)
   elif base == "celeb_a_hq":
     # The tfds config of the requested size when there is one, else 1024 px.
     res = int(name.split("/")[1]) if "/" in name else (
-        size if size in CELEBA_HQ_RESOLUTIONS else 1024)
+        size if size in catalog.CELEBA_HQ_RESOLUTIONS else 1024)
     tfds_name, fit = f"celeb_a_hq/{res}", functools.partial(transforms.fit_square, size=size)
   else:  # lsun/<category>: shorter side -> size, centre crop (score_sde, DDPM)
     tfds_name, fit = name, functools.partial(transforms.resize_shorter_then_crop, size=size)
-  builder = tfds_sources.get_builder(name, tfds_name, _get(cfg, "tfds_data_dir"))
+  builder = tfds_sources.get_builder(name, tfds_name, d.tfds_data_dir)
   data_source = tfds_sources.open_data_source(builder, name, split)
 
   def read(indices: np.ndarray) -> np.ndarray:
@@ -479,68 +347,51 @@ def _make_tfds_stream(name: str, cfg, split: str) -> ImageSource:
 
   return ImageSource(
       name=name, split=split, shape=(size, size, 3), num_examples=len(data_source),
-      arrays={}, device_resident=False, centered=flags["centered"],
-      uniform_dequantization=flags["uniform_dequantization"],
-      random_flip=flags["random_flip"], read=read, threads=STREAM_THREADS)
+      arrays={}, device_resident=False, centered=d.centered,
+      uniform_dequantization=d.uniform_dequantization, random_flip=d.random_flip,
+      read=read, threads=STREAM_THREADS)
 
 
-def mixture_params(cfg) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Validated (weights [K], means [K, D], stds [K]) from data.mixture_*."""
-  try:
-    weights = np.asarray(_get(cfg, "mixture_weights"), np.float64)
-    means = np.asarray(_get(cfg, "mixture_means"), np.float64)
-    stds = np.asarray(_get(cfg, "mixture_stds"), np.float64)
-  except (TypeError, ValueError) as e:
-    raise ConfigError(f"data.mixture_weights/means/stds must be numbers ({e}).") from e
-  if weights.ndim != 1 or not weights.size or np.any(weights < 0) or weights.sum() <= 0:
-    raise ConfigError(f"data.mixture_weights={tuple(weights.ravel())!r} is not valid; it must "
-                      "be non-negative numbers with a positive sum.")
-  k = weights.size
-  if means.ndim != 2 or means.shape[0] != k:
-    raise ConfigError(f"data.mixture_means has shape {means.shape}; it must be [K, D] with "
-                      f"K={k} (one mean per weight).")
-  if stds.shape != (k,) or np.any(stds <= 0):
-    raise ConfigError(f"data.mixture_stds={tuple(stds.ravel())!r} is not valid; it must be "
-                      f"{k} positive numbers (one isotropic std per component).")
-  return weights, means, stds
+def mixture_params(data_cfg) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(weights [K], means [K, D], stds [K]) float64 from data.mixture_* (checked)."""
+  d = DataConfig.parse(data_cfg)
+  return (np.asarray(d.mixture_weights, np.float64), np.asarray(d.mixture_means, np.float64),
+          np.asarray(d.mixture_stds, np.float64))
 
 
-def _make_toy(name: str, cfg, split: str) -> ToySource:
-  if name == "mixture":
-    weights, means, stds = mixture_params(cfg)
-    return ToySource(name=name, split=split, sampler=toy.gaussian_mixture(weights, means, stds),
-                     shape=(means.shape[1],))
-  return ToySource(name=name, split=split, sampler=toy.TOY_SAMPLERS[name])
+def _make_toy(d: DataConfig, split: str) -> ToySource:
+  if d.dataset == "mixture":
+    weights, means, stds = mixture_params(d)
+    return ToySource(name=d.dataset, split=split,
+                     sampler=toy.gaussian_mixture(weights, means, stds), shape=(means.shape[1],))
+  return ToySource(name=d.dataset, split=split, sampler=toy.TOY_SAMPLERS[d.dataset])
 
 
-def _make_by_full_name(cfg, split: str) -> ImageSource:
-  """celeb_a_hq[/R] and lsun/<category>: the constructor needs the full name."""
-  return _make_tfds_stream(_get(cfg, "dataset"), cfg, split)
-
-
-# Plain dict, name -> constructor(data_cfg, split). 'lsun' serves 'lsun/<category>'.
-DATASETS: Dict[str, Callable[[Any, str], Any]] = {
+# Plain dict, base name -> constructor(DataConfig, split). 'lsun' serves 'lsun/<category>'.
+DATASETS: Dict[str, Callable[[DataConfig, str], Any]] = {
     "digits": _make_digits,
     "mnist": functools.partial(_make_tfds_in_memory, "mnist"),
     "fashion_mnist": functools.partial(_make_tfds_in_memory, "fashion_mnist"),
     "cifar10": functools.partial(_make_tfds_in_memory, "cifar10"),
     "cifar10_sample": _make_cifar10_sample,
     "npz": _make_npz,
-    "celeb_a": functools.partial(_make_tfds_stream, "celeb_a"),
-    "celeb_a_hq": _make_by_full_name,
-    "lsun": _make_by_full_name,
-    "swiss_roll": functools.partial(_make_toy, "swiss_roll"),
-    "mixture": functools.partial(_make_toy, "mixture"),
-    "eight_gaussians": functools.partial(_make_toy, "eight_gaussians"),
-    "checkerboard": functools.partial(_make_toy, "checkerboard"),
+    "celeb_a": _make_tfds_stream,
+    "celeb_a_hq": _make_tfds_stream,
+    "lsun": _make_tfds_stream,
+    "swiss_roll": _make_toy,
+    "mixture": _make_toy,
+    "eight_gaussians": _make_toy,
+    "checkerboard": _make_toy,
 }
 
 
-def make_source(data_cfg, split: str = "train"):
+def make_source(data_cfg=None, split: str = "train"):
   """Builds the source that ``data_cfg.dataset`` names (see module docstring).
 
   Args:
-    data_cfg: ``config.data`` (fields missing from it take configs/base.py's defaults).
+    data_cfg: ``config.data`` (ConfigDict, dict or DataConfig); fields left out take
+      the defaults of :class:`diffusion.config.DataConfig`, with the dataset's own
+      image size and channel count.
     split: ``"train"``, ``"test"``, ... (tfds split syntax works for tfds sets).
 
   Returns:
@@ -550,32 +401,11 @@ def make_source(data_cfg, split: str = "train"):
     ConfigError: unknown dataset, a value that does not fit the dataset, or
       data that is not on disk (never a download attempt).
   """
-  name = _get(data_cfg, "dataset")
-  base = _check_name(name)
-  return DATASETS[base](data_cfg, split)
+  d = DataConfig.parse(data_cfg)
+  return DATASETS[catalog.base_name(d.dataset)](d, split)
 
 
-def check_config(data_cfg) -> None:
-  """Validates ``config.data`` without reading any file (ConfigError, one line).
-
-  Checks the dataset name, the boolean flags, data.image_size, data.num_channels
-  against datasets with a fixed channel count, digits' sizes and the mixture.
-  Missing data is only detected by :func:`make_source`.
-  """
-  name = _get(data_cfg, "dataset")
-  base = _check_name(name)
-  _flags(data_cfg)
-  info = _INFO[base]
-  if info.kind == "toy":
-    if base == "mixture":
-      mixture_params(data_cfg)
-    return
-  size = _image_size(data_cfg)
-  channels = 3 if base in ("celeb_a_hq", "lsun") else info.num_channels
-  if channels is not None:
-    _check_channels(data_cfg, name, channels)
-  else:
-    check_positive("data.num_channels", _get(data_cfg, "num_channels"))
-  if base == "digits" and size not in files.DIGITS_SIZES:
-    raise ConfigError(f"data.image_size={size!r} is not valid for data.dataset='digits'; "
-                      f"choose one of {', '.join(map(str, files.DIGITS_SIZES))}.")
+def check_config(data_cfg) -> DataConfig:
+  """Validates ``config.data`` without reading any file; returns it typed (ConfigError
+  with one line otherwise). Missing data is only detected by :func:`make_source`."""
+  return DataConfig.parse(data_cfg)

@@ -23,6 +23,7 @@ import pathlib
 import socket
 import tempfile
 from typing import Iterator, List, Optional, Sequence
+from unittest import mock
 
 import numpy as np
 
@@ -74,7 +75,7 @@ def get_builder(name: str, tfds_name: str, data_dir: str):
     tfds_name: tfds's name with config, e.g. ``celeb_a_hq/256``.
     data_dir: ``data.tfds_data_dir``; "" means tfds's default directory.
   """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # heavy and optional: only tfds sets need it
   builder = tfds.builder(tfds_name, data_dir=data_dir or None)
   if not builder.is_prepared():
     raise ConfigError(not_prepared_message(name, str(builder.data_dir), data_dir))
@@ -126,7 +127,7 @@ def load_split(builder, name: str, split: str, chunk: int = 10_000) -> np.ndarra
 
 def _load_split_tf(builder, split: str) -> np.ndarray:
   """tfrecord fallback (data prepared by plain tfds): read through tf.data."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # heavy and optional: only tfds sets need it
   ds = builder.as_dataset(split=split, batch_size=-1)
   return np.asarray(tfds.as_numpy(ds)["image"], np.uint8)
 
@@ -163,8 +164,7 @@ def _refuse_downloads(name: str, manual_dir: str) -> Iterator[None]:
   Without this, tfds's download retries with back-off take ~3.5 minutes to give
   up even when every connection is refused at once.
   """
-  from unittest import mock  # pylint: disable=g-import-not-at-top
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # heavy and optional: only tfds sets need it
 
   def refuse(self, resource):
     del self
@@ -200,8 +200,8 @@ def prepare(name: str, tfds_name: str, manual_dir: Optional[str] = None,
     if missing:
       raise ConfigError(f"--manual_dir={manual_dir!r} lacks {', '.join(missing)} "
                         f"(needed to build {name} offline).")
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from tensorflow_datasets.core.download import download_manager  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # heavy and optional: only tfds sets need it
+  from tensorflow_datasets.core.download import download_manager  # heavy and optional: only tfds sets need it
   builder = tfds.builder(tfds_name, data_dir=data_dir or None, file_format="array_record")
   if builder.is_prepared():
     return pathlib.Path(str(builder.data_dir))

@@ -27,6 +27,7 @@ from typing import Optional, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 
 
 def data_range(centered: bool) -> Tuple[float, float]:
@@ -97,7 +98,6 @@ def to_uint8(x, centered: bool, uniform_dequantization: bool = False) -> np.ndar
 
 
 def _to_pil(img: np.ndarray):
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   if img.ndim == 3 and img.shape[-1] == 1:
     return Image.fromarray(img[..., 0], mode="L"), True
   return Image.fromarray(img), False
@@ -112,7 +112,6 @@ def resize(img: np.ndarray, height: int, width: Optional[int] = None) -> np.ndar
   width = height if width is None else width
   if img.shape[0] == height and img.shape[1] == width:
     return img
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   pil, gray = _to_pil(img)
   out = np.asarray(pil.resize((width, height), Image.BILINEAR))
   return out[..., None] if gray else out

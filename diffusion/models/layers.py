@@ -1,7 +1,7 @@
 """Building blocks of the DDPM U-Net (Ho et al. 2020), in Flax linen.
 
 Each block follows ``diffusion_tf/models/unet.py`` and ``diffusion_tf/nn.py`` of
-hojonathanho/diffusion (reference sheet section 4.4):
+hojonathanho/diffusion (DDPM App. B):
 
 * :func:`timestep_embedding`: sinusoidal embedding of a float noise level.
 * :class:`Normalize`: GroupNorm(32) with statistics in float32.

@@ -1,0 +1,121 @@
+"""Model families: what the training loop, sampling and evaluation need of a model.
+
+A config names its family (``config.family``); everything above this module sees a
+family only through this small interface, so the loop is not welded to diffusion:
+
+  example_shape                       shape of one model input, e.g. (32, 32, 3)
+  init_params(key) -> params
+  loss_hparams() -> {name: float}     loss weights a population of runs may vary
+  loss_fn(params, batch, key, hparams) -> (mean loss, {metric: scalar})   pure
+  sample_fn(num) -> jitted (params, key) -> samples [num, *example_shape]
+  to_uint8(samples) -> uint8 images (or None for points)
+
+:class:`DiffusionFamily` is DPM, NCSN and DDPM: process + ε-model + loss + sampler.
+"""
+
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffusion import samplers
+from diffusion.config import DiffusionRunConfig, parse_config
+from diffusion.data import data_range, to_uint8
+from diffusion.losses import training_losses
+from diffusion.model_fn import make_eps_fn
+from diffusion.models import make_model
+from diffusion.processes import make_process
+
+
+class DiffusionFamily:
+  """A diffusion model of a whole config: its process, network, loss and sampler."""
+
+  def __init__(self, config):
+    self.config: DiffusionRunConfig = parse_config(config)
+    c = self.config
+    self.process = make_process(c.diffusion)
+    self.module = make_model(c.model, data_cfg=c.data)
+    self.example_shape: Tuple[int, ...] = c.data.example_shape
+    # x0_hat is clipped to the data range of images; toy points are unbounded.
+    self.x_range: Optional[Tuple[float, float]] = (
+        None if c.data.is_toy else data_range(c.data.centered))
+
+  def init_params(self, key: jax.Array) -> Any:
+    """Initial parameters ({} for the parameter-free analytic model)."""
+    x = jnp.zeros((1, *self.example_shape), jnp.float32)
+    variables = self.module.init({"params": key, "dropout": key}, x, jnp.zeros((1,)),
+                                 train=False)
+    return variables.get("params", {})
+
+  def abstract_params(self) -> Any:
+    """Shapes and dtypes of the parameters (no allocation): a restore target."""
+    return jax.eval_shape(self.init_params, jax.random.PRNGKey(0))
+
+  def loss_hparams(self) -> Dict[str, float]:
+    return {"hybrid_lambda": self.config.diffusion.hybrid_lambda}
+
+  def loss_fn(self, params, batch: jax.Array, key: jax.Array,
+              hparams: Dict[str, jax.Array]) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """Mean training loss of a batch: t ~ U{0..T−1}, ε ~ N(0, I), then
+    :func:`diffusion.losses.training_losses`; metrics: mse (and vb)."""
+    k_t, k_noise, k_dropout = jax.random.split(key, 3)
+    t = jax.random.randint(k_t, (batch.shape[0],), 0, self.process.num_timesteps,
+                           dtype=jnp.int32)
+    noise = jax.random.normal(k_noise, batch.shape, jnp.float32)
+    eps_fn = make_eps_fn(self.module, params, self.process, self.config.model, train=True,
+                         dropout_rng=k_dropout)
+    terms = training_losses(self.process, eps_fn, batch, t, noise, self.config.diffusion,
+                            hybrid_lambda=hparams.get("hybrid_lambda"))
+    metrics = {k: jnp.mean(v) for k, v in terms.items() if k != "loss"}
+    return jnp.mean(terms["loss"]), metrics
+
+  def eps_fn(self, params) -> Callable:
+    """``eps_fn(x_t, t)`` of the network with ``params`` (inference: no dropout)."""
+    return make_eps_fn(self.module, params, self.process, self.config.model)
+
+  def sample_fn(self, num: int, sampling_cfg=None,
+                out_sharding: Optional[jax.sharding.Sharding] = None) -> Callable:
+    """Jitted ``(params, key) -> samples [num, *example_shape]`` (model space).
+
+    The chain's coefficient tables are computed here, once; ``sampling_cfg``
+    defaults to the config's sampling section. ``out_sharding`` (the batch split
+    over a mesh) lets XLA shard the whole chain over devices.
+    """
+    plan = samplers.make_plan(self.process, sampling_cfg or self.config.sampling)
+    shape = (int(num), *self.example_shape)
+
+    def sample(params, key):
+      return samplers.run_plan(plan, self.eps_fn(params), shape, key, x0_range=self.x_range)
+
+    return jax.jit(sample, out_shardings=out_sharding)
+
+  def to_uint8(self, samples) -> Optional[np.ndarray]:
+    """Samples as uint8 images, or None for toy points."""
+    if self.config.data.is_toy:
+      return None
+    return to_uint8(samples, self.config.data.centered)
+
+
+FAMILIES = {"diffusion": DiffusionFamily}
+
+
+def make_family(config):
+  """The model family of a whole config (ConfigDict, dict or typed)."""
+  config = parse_config(config)
+  return FAMILIES[config.family](config)
+
+
+def draw(sample_fn: Callable, params, num: int, batch: int, key: jax.Array,
+         on_chunk: Optional[Callable[[int], None]] = None) -> np.ndarray:
+  """``num`` samples from a ``sample_fn`` of ``batch`` per call, as host numpy.
+
+  Call i uses ``fold_in(key, i)``, so the first n samples do not depend on ``num``.
+  ``on_chunk(count)`` is called after each call (e.g. a progress bar).
+  """
+  chunks = []
+  for i in range(-(-int(num) // int(batch))):
+    chunks.append(np.asarray(sample_fn(params, jax.random.fold_in(key, i))))
+    if on_chunk is not None:
+      on_chunk(min(batch, num - i * batch))
+  return np.concatenate(chunks)[:num]

@@ -1,0 +1,116 @@
+"""The workdir of a run: its resolved config, its checkpoints' EMA parameters, its samples.
+
+A run is a config plus a workdir. Everything that reads or writes a workdir goes
+through here or through :mod:`diffusion.checkpoints` / :mod:`diffusion.metric_writers`:
+
+  <workdir>/config.json            the resolved config (every field, defaults included)
+  <workdir>/config.<time>.json     the previous one, when a resume changed the config
+  <workdir>/checkpoints/<step>/    orbax: items ``state`` and ``ema_params``
+  <workdir>/metrics.jsonl, tb/     one row per log step; TensorBoard
+  <workdir>/samples/step_*.png|npy EMA sample grids written during training
+
+Nothing here builds an optimizer or reads training data: ``sample.py`` restores
+the EMA parameters with the shapes the config implies.
+"""
+
+import json
+import logging
+import os
+import time
+from typing import Any, Optional, Tuple
+
+import ml_collections
+import numpy as np
+
+from diffusion import images
+from diffusion.checkpoints import Checkpointer
+from diffusion.config import parse_config, to_config_dict
+from diffusion.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def config_json(config) -> str:
+  """The resolved config (every field) as the JSON text written to the workdir."""
+  return json.dumps(parse_config(config).to_dict(), indent=2, sort_keys=True)
+
+
+def write_config(config, workdir: str) -> None:
+  """Writes the resolved config to ``<workdir>/config.json`` (human-readable).
+
+  On resume with a changed config the previous file is kept as
+  ``config.<unix time>.json`` so the history of a run stays visible.
+  """
+  path = os.path.join(workdir, "config.json")
+  text = config_json(config)
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      old = f.read()
+    if old == text:
+      return
+    os.replace(path, os.path.join(workdir, f"config.{int(time.time())}.json"))
+    log.warning("config differs from the one this workdir was started with; "
+                "the old one is kept beside config.json")
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run was trained with, read back from ``<workdir>/config.json``."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise ConfigError(f"--workdir={workdir} has no config.json; point it at a training "
+                      "run's workdir.")
+  try:
+    with open(path, encoding="utf-8") as f:
+      raw = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"{path} is not readable JSON ({e}); restore it or start a new "
+                      "--workdir.") from None
+  return to_config_dict(parse_config(_lists_to_tuples(raw)))
+
+
+def _lists_to_tuples(x):
+  if isinstance(x, dict):
+    return {k: _lists_to_tuples(v) for k, v in x.items()}
+  if isinstance(x, list):
+    return tuple(_lists_to_tuples(v) for v in x)
+  return x
+
+
+def restore_ema_params(workdir: str, family, step: int = -1) -> Tuple[Any, int]:
+  """The EMA parameters of checkpoint ``step`` (-1: the newest readable one).
+
+  Shapes come from the config (``family.abstract_params()``); no optimizer is
+  built and no data is read.
+
+  Raises:
+    ConfigError: no such checkpoint, none readable, or one of another config.
+  """
+  ckpt = Checkpointer(workdir, keep=family.config.training.keep_checkpoints)
+  try:
+    target = family.abstract_params()
+    if step >= 0:
+      if step not in ckpt.steps():
+        raise ConfigError(f"--checkpoint_step={step} is not in {ckpt.directory} "
+                          f"(available: {ckpt.steps()}).")
+      return ckpt.restore_ema_params(step, target), step
+    params, found = ckpt.restore_latest_ema_params(target)
+    if found is None:
+      raise ConfigError(f"no readable checkpoint in {ckpt.directory}; train first.")
+    return params, found
+  finally:
+    ckpt.close()
+
+
+def save_samples(folder: str, name: str, samples: np.ndarray,
+                 images_uint8: Optional[np.ndarray]) -> Optional[np.ndarray]:
+  """Writes ``<name>.npy`` (model-space samples) and, for images, ``<name>.png``
+  (a grid of at most 256, upscaled to >= 64 px tiles); returns the grid."""
+  os.makedirs(folder, exist_ok=True)
+  np.save(os.path.join(folder, f"{name}.npy"), samples)
+  if images_uint8 is None:
+    return None
+  return images.save_grid(os.path.join(folder, f"{name}.png"), images_uint8[:256])
