@@ -14,10 +14,15 @@ once to cache its statistics).
 """
 
 import os
+import signal
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Ctrl-C while the libraries load: nothing is written yet; one line, exit 2.
+signal.signal(signal.SIGINT, lambda *_: (print(
+    "error: interrupted (Ctrl-C) before sampling; nothing was written.",
+    file=sys.stderr, flush=True), os._exit(2)))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -66,6 +71,7 @@ def _define_config_flag(argv):
 
 def main(argv):
   del argv
+  signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on: KeyboardInterrupt
   cli.quiet_logs()
   cli.run_main(run, ConfigError)
 

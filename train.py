@@ -10,8 +10,14 @@ checkpoint. Multi-host: pass --distributed to call jax.distributed.initialize()
 """
 
 import os
+import signal
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Ctrl-C while the libraries load: nothing is written yet; one line, exit 2.
+signal.signal(signal.SIGINT, lambda *_: (print(
+    "error: interrupted (Ctrl-C) before the first step; nothing was saved.",
+    file=sys.stderr, flush=True), os._exit(2)))
 
 import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
@@ -31,6 +37,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
+  signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on: KeyboardInterrupt
   cli.quiet_logs()
   if _DISTRIBUTED.value:
     jax.distributed.initialize()

@@ -7,16 +7,23 @@ restore them without building an optimizer). Checkpoints hold plain arrays only
 (no pickled objects), so they survive library upgrades.
 
 Resume is automatic: the same ``--workdir`` continues from its latest readable
-checkpoint. A checkpoint that cannot be read (half-written, corrupt) is
-reported and skipped, never deleted: if a later save needs its step number,
-it is first moved aside to ``checkpoints/unreadable_<step>``.
+checkpoint. A checkpoint that cannot be read (corrupt, emptied) is reported,
+skipped and moved aside to ``checkpoints/unreadable_<step>`` the moment it is
+found, never deleted; so ``keep_checkpoints`` counts readable checkpoints only and
+never removes the newest readable one. A save interrupted by kill -9 or a full
+disk leaves only orbax's temporary folder, which the next writer removes. A
+read-only Checkpointer (``sample.py``) skips unreadable checkpoints but moves
+nothing.
 """
 
+import contextlib
 import gc
 import logging
 import os
 import shutil
-from typing import Any, Dict
+import sys
+import tempfile
+from typing import Any, Dict, Iterator
 
 import jax
 import orbax.checkpoint as ocp
@@ -47,10 +54,12 @@ def _abstract(tree: Any) -> Any:
 class Checkpointer:
   """Saves and restores train states under ``<workdir>/checkpoints``."""
 
-  def __init__(self, workdir: str, keep: int = 3):
+  def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
     self.directory = checkpoint_dir(workdir)
+    self.read_only = read_only
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, enable_async_checkpointing=False)
+        max_to_keep=keep, create=not read_only, read_only=read_only,
+        cleanup_tmp_directories=not read_only, enable_async_checkpointing=False)
     self._manager = ocp.CheckpointManager(
         self.directory, options=options,
         item_handlers={name: ocp.StandardCheckpointHandler() for name in ITEMS})
@@ -70,15 +79,21 @@ class Checkpointer:
           return  # already saved and readable: nothing to do
         except Exception:  # noqa: BLE001 - any failure means unreadable
           pass
-      aside = os.path.join(self.directory, f"unreadable_{step}")
-      log.warning("moving unreadable checkpoint %s aside to %s", path, aside)
-      shutil.rmtree(aside, ignore_errors=True)
-      os.replace(path, aside)
-      self._manager.reload()
+      self._move_aside(step)
     items = _split(state)
-    self._manager.save(step, args=ocp.args.Composite(
-        **{name: ocp.args.StandardSave(items[name]) for name in ITEMS}))
-    self._manager.wait_until_finished()
+    with _quiet_writer_threads():
+      self._manager.save(step, args=ocp.args.Composite(
+          **{name: ocp.args.StandardSave(items[name]) for name in ITEMS}))
+      self._manager.wait_until_finished()
+
+  def _move_aside(self, step: int) -> None:
+    """Renames checkpoint ``step`` to ``unreadable_<step>`` (an older one there is replaced)."""
+    path = os.path.join(self.directory, str(step))
+    aside = os.path.join(self.directory, f"unreadable_{step}")
+    log.warning("moving unreadable checkpoint %s aside to %s", path, aside)
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(path, aside)
+    self._manager.reload()
 
   def _restore_items(self, step: int, targets: Dict[str, Any]) -> Dict[str, Any]:
     restored = self._manager.restore(step, args=ocp.args.Composite(
@@ -90,6 +105,8 @@ class Checkpointer:
       stored = self._manager.item_metadata(step)
     except Exception:  # noqa: BLE001 - unreadable metadata: try the arrays anyway
       stored = None
+    if stored is not None and not list(stored.keys()):
+      raise ValueError("the checkpoint folder holds no items")   # empty: unreadable
     if stored is not None:
       for name, target in targets.items():
         meta = stored[name] if name in stored.keys() else None
@@ -139,6 +156,8 @@ class Checkpointer:
       except Exception as e:  # noqa: BLE001 - corrupt files raise many types
         log.warning("checkpoint %d is unreadable (%s); falling back", step, _first_line(e))
         _drop_failed_reads()
+        if not self.read_only:
+          self._move_aside(step)
         continue
       return restored, step
     return default, None
@@ -163,6 +182,33 @@ class Checkpointer:
 
   def close(self):
     self._manager.close()
+
+
+@contextlib.contextmanager
+def _quiet_writer_threads() -> Iterator[None]:
+  """While orbax writes, stderr (file descriptor 2) goes to a buffer, replayed on success.
+
+  A failed write (e.g. a full disk) otherwise prints pages of TensorStore specs and
+  "Event loop is closed" tracebacks from several C++ and Python threads; the save's
+  own exception carries the reason, and the caller turns it into one line.
+  """
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as buffer:
+    os.dup2(buffer.fileno(), 2)
+    failed = True
+    try:
+      yield
+      failed = False
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      if not failed:
+        buffer.seek(0)
+        text = buffer.read()
+        if text:
+          os.write(2, text)
 
 
 def _drop_failed_reads() -> None:

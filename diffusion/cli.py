@@ -1,29 +1,72 @@
 """Shared command-line plumbing for train.py and sample.py: one-line errors.
 
-A bad flag (an unknown ``--config.a.b`` field, a value of the wrong type) or a
-bad config value prints ``error: <one line>`` and exits with status 2, never a
+A bad flag (an unknown ``--config.a.b`` field, a value of the wrong type), a
+config file that is missing or does not run, a bad config value, or Ctrl-C before
+the first step prints ``error: <one line>`` and exits with status 2, never a
 traceback.
 """
 
 import logging
+import os
 import re
 import sys
+import threading
 
 from absl import flags
 
 
 def _fail(message: str) -> None:
-  print(f"error: {message}", file=sys.stderr)
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  # Failed orbax/TensorStore writes report again when their futures are collected at
+  # exit; the one line above has said it.
+  # Library threads that failed with the run (e.g. TensorStore writers on a full disk)
+  # may still print while the process exits; the line above has said it all.
+  for name in ("asyncio", "absl"):
+    logging.getLogger(name).setLevel(logging.CRITICAL)
+  threading.excepthook = lambda args: None
+  sys.unraisablehook = lambda unraisable: None
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
   sys.exit(2)
+
+
+def _config_file(argv) -> str | None:
+  """The file of ``--config=FILE[:ARGS]`` (config_flags' spelling), or None."""
+  for i, arg in enumerate(argv[1:], 1):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1].split(":", 1)[0]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1].split(":", 1)[0]
+  return None
+
+
+def check_config_file(argv) -> None:
+  """A missing or broken ``--config`` file as one line (before config_flags runs it)."""
+  path = _config_file(argv)
+  if path is None:
+    return
+  if not os.path.isfile(path):
+    _fail(f"--config={path}: no such file; give a config file such as "
+          "configs/ddpm/digits.py.")
+  try:
+    with open(path, encoding="utf-8") as f:
+      compile(f.read(), path, "exec")
+  except SyntaxError as e:
+    _fail(f"--config={path}: syntax error at line {e.lineno}: {e.msg}.")
+  except (OSError, UnicodeDecodeError) as e:
+    _fail(f"--config={path}: cannot be read ({e}).")
 
 
 def parse_flags(argv):
   """absl ``flags_parser`` for ``app.run``: parse errors become one line."""
+  check_config_file(argv)
   try:
-    return flags.FLAGS(argv)
+    parsed = flags.FLAGS(argv)
   except flags.Error as e:
     _fail(str(e).splitlines()[0])
   except (AttributeError, KeyError) as e:
+    if not any(a.startswith("--config.") for a in argv[1:]):
+      _fail(f"--config={_config_file(argv)}: get_config() failed: {type(e).__name__}: {e}")
     # ml_collections' config_flags: an override naming a field the config lacks.
     while e.args and isinstance(e.args[0], Exception):  # AttributeError(KeyError(...))
       e = e.args[0]
@@ -36,6 +79,16 @@ def parse_flags(argv):
     hint = f' (did you mean "{hint.group(1)}"?)' if hint else ""
     _fail(f"{bad}: the config has no field {missing!r}{hint}; configs/base.py lists every "
           "field.")
+  except Exception as e:  # noqa: BLE001 - the config file's own code failed
+    _fail(f"--config={_config_file(argv)}: get_config() failed: {type(e).__name__}: "
+          f"{(str(e).splitlines() or [''])[0]}")
+  if "config" in flags.FLAGS:
+    value = flags.FLAGS["config"].value
+    error = getattr(value, "_error", None)   # config_flags' stand-in for a failed load
+    if error is not None:
+      _fail(f"--config={_config_file(argv)}: get_config() failed: "
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+  return parsed
 
 
 def quiet_logs() -> None:
@@ -46,8 +99,11 @@ def quiet_logs() -> None:
 
 
 def run_main(main_fn, errors) -> None:
-  """Calls ``main_fn()``; exceptions of the types in ``errors`` print one line, exit 2."""
+  """Calls ``main_fn()``; exceptions of the types in ``errors`` and Ctrl-C print one
+  line and exit 2."""
   try:
     main_fn()
   except errors as e:
     _fail(str(e))
+  except KeyboardInterrupt:
+    _fail("interrupted (Ctrl-C); nothing more was written.")

@@ -14,6 +14,10 @@ class ConfigError(ValueError):
   """Invalid configuration value, missing data or unreadable checkpoint."""
 
 
+class WorkdirError(ConfigError):
+  """The workdir cannot be used: held by another process, or a write failed (disk full)."""
+
+
 def check_choice(field: str, value, allowed: Iterable) -> None:
   """Raises ConfigError unless ``value`` is one of ``allowed``.
 

@@ -8,14 +8,19 @@ through here or through :mod:`diffusion.checkpoints` / :mod:`diffusion.metric_wr
   <workdir>/checkpoints/<step>/    orbax: items ``state`` and ``ema_params``
   <workdir>/metrics.jsonl, tb/     one row per log step; TensorBoard
   <workdir>/samples/step_*.png|npy EMA sample grids written during training
+  <workdir>/.lock                  held by the one process that writes the run (fcntl)
 
 Nothing here builds an optimizer or reads training data: ``sample.py`` restores
 the EMA parameters with the shapes the config implies.
 """
 
+import errno
+import fcntl
 import json
 import logging
 import os
+import re
+import socket
 import time
 from typing import Any, Optional, Tuple
 
@@ -25,9 +30,95 @@ import numpy as np
 from diffusion import images
 from diffusion.checkpoints import Checkpointer
 from diffusion.config import parse_config, to_config_dict
-from diffusion.errors import ConfigError
+from diffusion.errors import ConfigError, WorkdirError
 
 log = logging.getLogger(__name__)
+
+
+class WorkdirLock:
+  """An exclusive OS lock on ``<workdir>/.lock`` for the life of a run.
+
+  ``fcntl.flock`` is released by the kernel when the process ends, however it
+  ends (kill -9 included), so a dead run never leaves a stale lock. The file
+  names the holder (PID, host, start time) for the message a second writer gets.
+  Readers (``sample.py``) take no lock: checkpoints appear by atomic rename.
+  """
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, ".lock")
+    self._fd: Optional[int] = None
+
+  def acquire(self) -> "WorkdirLock":
+    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      os.close(fd)
+      if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+        raise
+      raise WorkdirError(
+          f"--workdir={os.path.dirname(self.path)} is in use by {self._holder()}; wait for "
+          "that run to end (or stop it), or use another --workdir.") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()} since "
+                 f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+    os.fsync(fd)
+    self._fd = fd
+    return self
+
+  def _holder(self) -> str:
+    try:
+      with open(self.path, encoding="utf-8") as f:
+        text = f.read().strip()
+    except OSError:
+      text = ""
+    return text or "another process"
+
+  def release(self) -> None:
+    if self._fd is not None:
+      fcntl.flock(self._fd, fcntl.LOCK_UN)
+      os.close(self._fd)
+      self._fd = None
+
+  def __enter__(self):
+    return self.acquire()
+
+  def __exit__(self, *exc):
+    self.release()
+
+
+def check_workdir(workdir: str) -> None:
+  """ConfigError when ``workdir`` exists but is not a folder."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f"--workdir={workdir} is a file, not a folder; give a folder (it is "
+                      "created if needed).")
+
+
+def is_disk_full(e: BaseException) -> bool:
+  """Whether an exception (OSError, or a wrapped TensorStore/orbax error) means no space."""
+  while e is not None:
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+      return True
+    if "No space left on device" in str(e) or "Disk quota exceeded" in str(e):
+      return True
+    e = e.__cause__ or e.__context__
+  return False
+
+
+def io_error(e: BaseException, workdir: str, last_checkpoint: Optional[int]) -> WorkdirError:
+  """The one-line error for a failed write under ``workdir`` (disk full, permissions...)."""
+  path = getattr(e, "filename", None)
+  if not path:  # TensorStore names the file in its message
+    named = re.search(r'file "([^"]+)"', str(e))
+    path = named.group(1) if named else workdir
+  kept = (f"checkpoint {last_checkpoint} is intact" if last_checkpoint is not None
+          else "no checkpoint had been written yet")
+  if is_disk_full(e):
+    return WorkdirError(f"no space left on the device writing {path}; {kept}. Free space "
+                        "(or move the run) and run the same command again to resume.")
+  reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:160]
+  return WorkdirError(f"cannot write {path} ({reason}); {kept}. Fix the folder and run the "
+                      "same command again to resume.")
 
 
 def config_json(config) -> str:
@@ -89,7 +180,7 @@ def restore_ema_params(workdir: str, family, step: int = -1) -> Tuple[Any, int]:
   Raises:
     ConfigError: no such checkpoint, none readable, or one of another config.
   """
-  ckpt = Checkpointer(workdir, keep=family.config.training.keep_checkpoints)
+  ckpt = Checkpointer(workdir, keep=family.config.training.keep_checkpoints, read_only=True)
   try:
     target = family.abstract_params()
     if step >= 0:

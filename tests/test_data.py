@@ -24,7 +24,7 @@ from scipy import integrate
 
 from diffusion import data
 from diffusion.config import DataConfig
-from diffusion.data import files, sources, toy, transforms
+from diffusion.data import files, toy, transforms
 from diffusion.errors import ConfigError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -94,7 +94,12 @@ TOY_FLAGS = [
 
 @pytest.mark.slow
 def test_kill9_then_resume_is_bit_identical(tmp_path):
-  steps = ["--config.training.num_train_steps=400", "--config.training.checkpoint_every=20",
+  """kill -9 between checkpoints: the resume is bit-identical to a straight run, and
+  metrics.jsonl / TensorBoard hold every logged step once (the killed run's rows after
+  its last checkpoint are dropped; its TensorBoard scalars were flushed up to the kill)."""
+  from test_workdir import read_tensorboard_scalars  # pylint: disable=import-outside-toplevel
+  from diffusion.metric_writers import read_metrics  # pylint: disable=import-outside-toplevel
+  steps = ["--config.training.num_train_steps=400", "--config.training.checkpoint_every=100",
            "--config.training.log_every=20"]
   straight = tmp_path / "straight"
   res = _run_cli(TOY_FLAGS + steps + [f"--workdir={straight}"], timeout=300)
@@ -105,14 +110,20 @@ def test_kill9_then_resume_is_bit_identical(tmp_path):
       [sys.executable, "train.py", *TOY_FLAGS, *steps, f"--workdir={killed}"],
       cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 240
-  while time.time() < deadline:  # wait for a few checkpoints, then kill -9 mid-run
+  while time.time() < deadline:  # kill -9 once rows past a checkpoint were logged
     done = saved_steps(killed)
-    if done and max(done) >= 60:
+    rows = read_metrics(str(killed)) if (killed / "metrics.jsonl").exists() else []
+    if done and max(done) >= 100 and rows and rows[-1]["step"] >= max(done) + 40:
       break
-    time.sleep(0.05)
+    time.sleep(0.02)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+  logged = [r["step"] for r in read_metrics(str(killed))]
+  assert max(logged) > max(saved_steps(killed))
+  tb = read_tensorboard_scalars(str(killed))
+  # Flushed up to the last logged step (the kill may fall between a row's two writes).
+  assert sorted(tb) in (logged, logged[:-1])
   res = _run_cli(TOY_FLAGS + steps + [f"--workdir={killed}"], timeout=300)
   assert res.returncode == 0, res.stderr[-2000:]
   assert "resumed from step" in res.stdout
@@ -128,6 +139,13 @@ def test_kill9_then_resume_is_bit_identical(tmp_path):
   assert s1 == s2 == 400
   assert_trees_equal(p1, p2)
   assert_trees_equal(e1, e2)
+  rows = read_metrics(str(killed))
+  assert [r["step"] for r in rows] == list(range(20, 401, 20))   # each step once
+  straight_rows = read_metrics(str(straight))
+  np.testing.assert_array_equal([r["loss"] for r in rows], [r["loss"] for r in straight_rows])
+  tb = read_tensorboard_scalars(str(killed))
+  assert sorted(tb) == list(range(20, 401, 20))
+  np.testing.assert_allclose([tb[s] for s in sorted(tb)], [r["loss"] for r in rows], rtol=1e-6)
 
 
 def test_corrupt_latest_checkpoint_falls_back(tmp_path, caplog):

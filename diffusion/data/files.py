@@ -113,6 +113,10 @@ def load_npz(split: str, path: str, image_size: int, num_channels: int) -> np.nd
   if images.dtype != np.uint8 or images.ndim != 4:
     raise ConfigError(f"data.data_dir={path!r}: {key!r} must be uint8 [N, H, W, C]; found "
                       f"{images.dtype} with shape {images.shape}.")
+  if images.shape[1] in (1, 3) and images.shape[-1] not in (1, 3):
+    raise ConfigError(f"data.data_dir={path!r}: {key!r} has shape {images.shape}, which looks "
+                      "channels-first [N, C, H, W]; save it channels-last, e.g. "
+                      "np.transpose(images, (0, 2, 3, 1)).")
   if images.shape[-1] != num_channels:
     raise ConfigError(f"data.num_channels={num_channels} does not match {path!r}, whose "
                       f"images have {images.shape[-1]} channels.")
