@@ -32,7 +32,9 @@ from ml_collections import config_flags  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from configs import base  # noqa: E402
-from diffusion import cli, config_check, evaluators, families, images, runs, sharding  # noqa: E402
+from diffusion import cli, compile_cache, config_check, evaluators, families, images, runs  # noqa: E402
+from diffusion import sharding  # noqa: E402
+from diffusion import vae_pictures  # noqa: E402
 from diffusion.errors import ConfigError  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
@@ -51,6 +53,8 @@ _FID = flags.DEFINE_bool("fid", False, "Compute FID/IS/KID of the samples agains
                          "training set (needs --config.eval.fid.inception_weights).")
 _BPD = flags.DEFINE_bool("bpd", False, "Compute bits/dim on config.eval.bpd.num_examples "
                          "of the eval split (VP variants only).")
+_EVAL = flags.DEFINE_list("eval", [], "Evaluators of config.eval to run on the checkpoint, "
+                          "e.g. elbo (VAE), bpd, fid.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 flags.mark_flags_as_required(["workdir"])
 
@@ -73,6 +77,7 @@ def main(argv):
   del argv
   signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on: KeyboardInterrupt
   cli.quiet_logs()
+  compile_cache.enable()
   cli.run_main(run, ConfigError)
 
 
@@ -99,6 +104,9 @@ def run():
   if not os.path.isfile(os.path.join(workdir, "config.json")):
     raise ConfigError(f"--workdir={workdir} has no config.json; point it at a training run.")
   config = flags.FLAGS.config
+  if config.get("family", "diffusion") != "diffusion" and (_SAMPLER.value or _STEPS.value):
+    raise ConfigError("--sampler and --steps choose a diffusion sampler; this run is a "
+                      f"{config.family} (see --config.sampling.*).")
   if _SAMPLER.value is not None:
     config.sampling.method = _SAMPLER.value
   if _STEPS.value is not None:
@@ -106,7 +114,8 @@ def run():
   cfg = config_check.validate(config, num_devices=1)
   family = families.make_family(cfg)
   # Build the evaluators first: a missing weights file fails now, not after sampling.
-  requested = [name for name, on in (("bpd", _BPD.value), ("fid", _FID.value)) if on]
+  requested = list(dict.fromkeys(
+      [name for name, on in (("bpd", _BPD.value), ("fid", _FID.value)) if on] + _EVAL.value))
   evals = {ev.name: ev for ev in evaluators.make_evaluators(family, workdir, requested,
                                                              seed=_SEED.value)}
   params, step = runs.restore_ema_params(workdir, family, _STEP.value)
@@ -117,7 +126,7 @@ def run():
   batch = -(-min(batch, _NUM.value) // mesh.size) * mesh.size  # a multiple of the devices
   sample_fn = family.sample_fn(batch, out_sharding=NamedSharding(
       mesh, PartitionSpec(sharding.DATA_AXIS)))
-  method = cfg.sampling.method
+  method = cfg.sampling.method if cfg.family == "diffusion" else cfg.sampling.output
   bar = tqdm(total=_NUM.value, unit="img", file=sys.stderr) if _PROGRESS.value else None
   start = time.time()
   x = families.draw(sample_fn, params, _NUM.value, batch, jax.random.PRNGKey(_SEED.value),
@@ -139,6 +148,19 @@ def run():
     np.savez(os.path.join(out, "samples.npz"), arr_0=x)
     print(f"wrote {out}/samples.npz (float32 {x.shape})", flush=True)
 
+  if cfg.family == "vae":
+    written = vae_pictures.write_pictures(family, params, out,
+                                          jax.random.fold_in(jax.random.PRNGKey(_SEED.value), 1))
+    print(f"wrote {', '.join(os.path.basename(w) for w in written)} to {out}", flush=True)
+  if "elbo" in evals:
+    evals["elbo"].workdir = out
+    evals["elbo"].run(params, step)
+    r = evals["elbo"].last
+    print(f"{r['split']} ({r['num_examples']} images, binarization {r['binarization']}): "
+          f"log p(x) >= {r['log_px_nats']:.3f} +- {r['log_px_se']:.3f} nats "
+          f"({r['log_px_bpd']:.4f} bits/dim; importance sampling, k = {r['iw_samples']}), ELBO "
+          f"{r['elbo_nats']:.3f} +- {r['elbo_se']:.3f} nats ({r['elbo_bpd']:.4f} bits/dim); "
+          f"written to {out}/likelihood_{step}.json", flush=True)
   if "bpd" in evals:
     ev = evals["bpd"]
     ev.run(params, step)

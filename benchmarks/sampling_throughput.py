@@ -93,12 +93,13 @@ def main():
         f"{config.model.dtype}, batch {args.batch_size}, image {shape[1:]}")
   print(f"# jax {jax.__version__} on {dev.platform} ({dev.device_kind}), "
         f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
-  print("| sampler | steps | steps timed | s/step | s/batch | images/s | compile s |")
-  print("|---|---:|---:|---:|---:|---:|---:|")
+  print("| sampler | steps | steps timed | s/step | s/batch | images/s | 50k samples (h) "
+        "| compile s |")
+  print("|---|---:|---:|---:|---:|---:|---:|---:|")
   for method, full, run, per_step, total, ips, comp in rows:
     timed = f"{run}" + (" (extrapolated)" if run < full else "")
     print(f"| {method} | {full} | {timed} | {per_step:.4f} | {total:.1f} | {ips:.4g} | "
-          f"{comp:.1f} |")
+          f"{50_000 / ips / 3600:.2f} | {comp:.1f} |")
 
 
 if __name__ == "__main__":

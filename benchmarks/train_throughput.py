@@ -34,6 +34,8 @@ _BATCHES = flags.DEFINE_list("batch_sizes", ["8", "16"], "Global batch sizes to 
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed calls per batch size.")
 _DTYPE = flags.DEFINE_string("dtype", None, "Override config.model.dtype.")
 _SPC = flags.DEFINE_integer("steps_per_call", 1, "Train steps scanned into one call.")
+_PEAK = flags.DEFINE_float("peak_tflops", 0.0, "The device's dense peak (e.g. 989 for an "
+                           "H100 SXM in bf16); adds the fraction of it the step reaches.")
 
 
 def synthetic_batches(batch_size: int):
@@ -72,18 +74,32 @@ def main(argv):
     state = sharding.replicate(create_train_state(fresh, optimizer, seed=0, ema_decay=0.9999,
                                                   loss_hparams=family.loss_hparams()), mesh)
     t0 = time.perf_counter()
-    state, m = step_fn(state, data)
+    compiled = step_fn.lower(state, data).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float((cost or {}).get("flops", float("nan"))) / _SPC.value   # per train step
+    mem = compiled.memory_analysis()
+    peak_gb = float("nan") if mem is None else (
+        mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+        - mem.alias_size_in_bytes) / 2**30
+    state, m = compiled(state, data)
     jax.block_until_ready(m["loss"])
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(_STEPS.value):
-      state, m = step_fn(state, data)
+      state, m = compiled(state, data)
     jax.block_until_ready(m["loss"])
     dt = (time.perf_counter() - t0) / (_STEPS.value * _SPC.value)
-    rows.append((b, compile_s, dt * 1e3, b / dt))
-  print(f"{'batch':>6} {'compile+1st s':>14} {'ms/step':>10} {'img/s':>10}")
-  for b, c, ms, ips in rows:
-    print(f"{b:>6} {c:>14.1f} {ms:>10.1f} {ips:>10.1f}")
+    rows.append((b, compile_s, dt * 1e3, b / dt, flops / b / 1e9, peak_gb,
+                 flops / dt / 1e12))
+  head = (f"{'batch':>6} {'compile+1st s':>14} {'ms/step':>10} {'img/s':>10} "
+          f"{'GFLOP/img':>10} {'memory GiB':>11} {'TFLOP/s':>8}")
+  print(head + (f" {'% of peak':>10}" if _PEAK.value else ""))
+  for b, c, ms, ips, gf, gb, tf in rows:
+    print(f"{b:>6} {c:>14.1f} {ms:>10.1f} {ips:>10.1f} {gf:>10.2f} {gb:>11.2f} {tf:>8.3f}"
+          + (f" {100 * tf / _PEAK.value:>9.1f}%" if _PEAK.value else ""))
+  print("GFLOP/img and memory: XLA's cost and memory analysis of the compiled step "
+        "(forward, backward, Adam, EMA); memory = arguments + outputs + temporaries - aliased.")
 
 
 if __name__ == "__main__":

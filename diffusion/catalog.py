@@ -63,6 +63,7 @@ INFO = {
                               "celeb_a_hq/256"),
     "lsun": DatasetInfo("lsun", "image", 256, 3, {}, False, "lsun"),
     "swiss_roll": DatasetInfo("swiss_roll", "toy", None, 2, {}, True),
+    "swiss_roll_unit": DatasetInfo("swiss_roll_unit", "toy", None, 2, {}, True),
     "mixture": DatasetInfo("mixture", "toy", None, None, {}, True),
     "eight_gaussians": DatasetInfo("eight_gaussians", "toy", None, 2, {}, True),
     "checkerboard": DatasetInfo("checkerboard", "toy", None, 2, {}, True),

@@ -20,7 +20,6 @@ import contextlib
 import gc
 import logging
 import os
-import shutil
 import sys
 import tempfile
 from typing import Any, Dict, Iterator
@@ -48,7 +47,20 @@ def _split(state) -> Dict[str, Any]:
 
 
 def _abstract(tree: Any) -> Any:
-  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+  """Restore targets with a sharding: the target's own, else this process's first device.
+
+  A target without one (``jax.eval_shape``) would make orbax use the sharding saved in
+  the checkpoint, which fails on another topology (trained on 8 devices, sampled on 1).
+  """
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+  def struct(x):
+    s = ocp.utils.to_shape_dtype_struct(x)
+    if getattr(s, "sharding", None) is None:
+      s = jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device)
+    return s
+
+  return jax.tree.map(struct, tree)
 
 
 class Checkpointer:
@@ -87,11 +99,12 @@ class Checkpointer:
       self._manager.wait_until_finished()
 
   def _move_aside(self, step: int) -> None:
-    """Renames checkpoint ``step`` to ``unreadable_<step>`` (an older one there is replaced)."""
+    """Renames checkpoint ``step`` to ``unreadable_<step>`` (``.1``, ``.2``, ... if taken)."""
     path = os.path.join(self.directory, str(step))
-    aside = os.path.join(self.directory, f"unreadable_{step}")
+    aside, n = os.path.join(self.directory, f"unreadable_{step}"), 1
+    while os.path.exists(aside):          # an earlier one of that step stays too
+      aside, n = os.path.join(self.directory, f"unreadable_{step}.{n}"), n + 1
     log.warning("moving unreadable checkpoint %s aside to %s", path, aside)
-    shutil.rmtree(aside, ignore_errors=True)
     os.replace(path, aside)
     self._manager.reload()
 

@@ -30,7 +30,7 @@ def _fail(message: str) -> None:
   sys.exit(2)
 
 
-def _config_file(argv) -> str | None:
+def config_file(argv) -> str | None:
   """The file of ``--config=FILE[:ARGS]`` (config_flags' spelling), or None."""
   for i, arg in enumerate(argv[1:], 1):
     if arg.startswith("--config="):
@@ -42,7 +42,7 @@ def _config_file(argv) -> str | None:
 
 def check_config_file(argv) -> None:
   """A missing or broken ``--config`` file as one line (before config_flags runs it)."""
-  path = _config_file(argv)
+  path = config_file(argv)
   if path is None:
     return
   if not os.path.isfile(path):
@@ -66,7 +66,7 @@ def parse_flags(argv):
     _fail(str(e).splitlines()[0])
   except (AttributeError, KeyError) as e:
     if not any(a.startswith("--config.") for a in argv[1:]):
-      _fail(f"--config={_config_file(argv)}: get_config() failed: {type(e).__name__}: {e}")
+      _fail(f"--config={config_file(argv)}: get_config() failed: {type(e).__name__}: {e}")
     # ml_collections' config_flags: an override naming a field the config lacks.
     while e.args and isinstance(e.args[0], Exception):  # AttributeError(KeyError(...))
       e = e.args[0]
@@ -80,13 +80,13 @@ def parse_flags(argv):
     _fail(f"{bad}: the config has no field {missing!r}{hint}; configs/base.py lists every "
           "field.")
   except Exception as e:  # noqa: BLE001 - the config file's own code failed
-    _fail(f"--config={_config_file(argv)}: get_config() failed: {type(e).__name__}: "
+    _fail(f"--config={config_file(argv)}: get_config() failed: {type(e).__name__}: "
           f"{(str(e).splitlines() or [''])[0]}")
   if "config" in flags.FLAGS:
     value = flags.FLAGS["config"].value
     error = getattr(value, "_error", None)   # config_flags' stand-in for a failed load
     if error is not None:
-      _fail(f"--config={_config_file(argv)}: get_config() failed: "
+      _fail(f"--config={config_file(argv)}: get_config() failed: "
             f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
   return parsed
 

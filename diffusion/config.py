@@ -47,7 +47,7 @@ from diffusion.errors import ConfigError, check_choice, did_you_mean
 # Allowed values (each list exists here only; modules implement them)
 # ---------------------------------------------------------------------------
 
-FAMILIES = ("diffusion",)
+FAMILIES = ("diffusion", "vae")
 VARIANTS = ("ddpm", "ncsn", "dpm")                 # ddpm, dpm: VP process; ncsn: VE
 PROCESS_OF_VARIANT = {"ddpm": "vp", "dpm": "vp", "ncsn": "ve"}
 DIFFUSION_LOSSES = ("mse", "hybrid", "kl")
@@ -63,6 +63,12 @@ SAMPLERS = ("ancestral", "ddim", "annealed_langevin")
 SKIP_TYPES = ("uniform", "quad")
 LANGEVIN_FORMS = ("code", "paper")
 SAMPLER_INITS = ("prior", "uniform")
+BINARIZATIONS = ("none", "dynamic")
+QUANTIZATIONS = ("truncate", "round")
+VAE_OBJECTIVES = ("elbo", "iwae")
+VAE_NETWORKS = ("mlp_vae",)
+VAE_ACTIVATIONS = ("relu", "swish", "tanh")
+VAE_OUTPUTS = ("mean", "bernoulli")
 GROUPNORM_GROUPS = 32
 # Schedules that read both beta_start and beta_end (so need beta_start < beta_end).
 _BETA_RANGE_SCHEDULES = ("linear", "quad", "warmup10", "warmup50", "sigmoid", "scaled_linear")
@@ -372,6 +378,11 @@ class DataConfig(Section):
   eval_split: str = field("test", "split the evaluators score")
   device_resident: bool = field(True, "hold uint8 data on the device and draw batches "
                                 "inside the compiled step")
+  binarize: str = field("none", "dynamic: every training pixel ~ Bernoulli(intensity), drawn "
+                        "anew each step (VAE on MNIST); the eval split is binarized once with "
+                        "binarize_seed", choices=BINARIZATIONS)
+  binarize_seed: int = field(0, "seed of the fixed binarization of the eval split",
+                             rule=NONNEGATIVE)
   mixture_weights: Tuple[float, ...] = field((0.8, 0.2), "toy mixture weights (NCSN Figs. 2-3)",
                                              rule=NONNEGATIVE)
   mixture_means: Tuple[Tuple[float, ...], ...] = field(((5.0, 5.0), (-5.0, -5.0)),
@@ -414,6 +425,9 @@ class DataConfig(Section):
 
   def check(self):
     info = catalog.dataset_info(self.dataset)
+    if self.binarize != "none" and (self.centered or self.uniform_dequantization):
+      _fail("data.binarize", self.binarize, "binarized pixels are {0, 1}: set data.centered="
+            "False and data.uniform_dequantization=False")
     k = len(self.mixture_weights)
     if k == 0 or sum(self.mixture_weights) <= 0:
       _fail("data.mixture_weights", self.mixture_weights,
@@ -455,6 +469,8 @@ class ModelConfig(Section):
   cond: str = field("index", "noise-level input: index (t) or log_sigma (VE only)",
                     choices=NOISE_INPUTS)
   scale_by_sigma: bool = field(False, "NCSNv2 technique 3: read the output as s(x)/sigma")
+  rescale_inputs: bool = field(False, "feed the network 2x - 1 (NCSN codes, for data in "
+                               "[0, 1]); the data and the noise stay in data space")
   dtype: str = field("float32", "compute dtype (parameters stay float32)", choices=DTYPES)
   hidden_dims: Tuple[int, ...] = field((128, 128, 128), "MLP hidden widths", rule=AT_LEAST_1)
 
@@ -549,8 +565,12 @@ class SamplingConfig(Section):
   init: str = field("prior", "x_T: prior (N(0, I) or N(0, sigma_max^2 I)) or uniform U[0, 1]",
                     choices=SAMPLER_INITS)
   clip_x0: bool = field(True, "clip x0_hat to the data range (ancestral, ddim)")
-  var_type: str = field("fixedlarge", "ancestral variance: fixedlarge or fixedsmall "
-                        "(learned_range is automatic for 2C-output models)", choices=VAR_TYPES)
+  var_type: str = field("fixedlarge", "ancestral variance: fixedlarge (VP: beta_t; VE: "
+                        "sigma_t^2 - sigma_{t-1}^2, score_sde's reverse diffusion) or fixedsmall "
+                        "(the posterior's; VE: score_sde's ancestral sampling); learned_range "
+                        "is automatic for 2C-output models", choices=VAR_TYPES)
+  quantize: str = field("truncate", "samples to uint8: truncate (improved-diffusion, score_sde: "
+                        "uint8(clip(255 x))) or round", choices=QUANTIZATIONS)
   batch_size: int = field(256, "samples per compiled call", rule=AT_LEAST_1)
 
 
@@ -579,18 +599,33 @@ class FidEvalConfig(Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class ClassifierFidEvalConfig(Section):
+  """Fréchet distance in the features of a small classifier trained here on the dataset
+  (digits, MNIST, Fashion-MNIST, CIFAR-10), with the real-data floor and class coverage."""
+  PATH: ClassVar[str] = "eval.classifier_fid"
+  every: int = field(0, "training steps between evaluations (0 = never)", rule=NONNEGATIVE)
+  num_samples: int = field(10_000, "samples scored (the floor uses as many test images, at "
+                           "most the split)", rule=AT_LEAST_2)
+  batch_size: int = field(256, "samples per compiled sampling call", rule=AT_LEAST_1)
+  confidence: float = field(0.9, "a sample is confident when the classifier gives one class "
+                            "at least this probability", rule=OPEN_UNIT)
+
+
+@dataclasses.dataclass(frozen=True)
 class DiffusionEvalConfig(Section):
   """The evaluators of the diffusion family, each with its own cadence."""
   PATH: ClassVar[str] = "eval"
   bpd: BpdEvalConfig = BpdEvalConfig()
   fid: FidEvalConfig = FidEvalConfig()
+  classifier_fid: ClassifierFidEvalConfig = ClassifierFidEvalConfig()
 
 
 @dataclasses.dataclass(frozen=True)
 class DiffusionRunConfig(Section):
   """A whole config of the diffusion family (DPM, NCSN, DDPM)."""
   PATH: ClassVar[str] = ""
-  family: str = field("diffusion", "model family: diffusion", choices=FAMILIES)
+  family: str = field("diffusion", "model family: diffusion (DPM, NCSN, DDPM) or vae",
+                      choices=("diffusion",))
   diffusion: DiffusionConfig = DiffusionConfig()
   data: DataConfig = DataConfig()
   model: ModelConfig = ModelConfig()
@@ -610,7 +645,87 @@ class DiffusionRunConfig(Section):
     return default_config(variant)
 
 
-RUN_CONFIGS = {"diffusion": DiffusionRunConfig}
+@dataclasses.dataclass(frozen=True)
+class VAEConfig(Section):
+  """The VAE's objective (Kingma & Welling 2013 eq. 3; Burda et al. 2016 eq. 8)."""
+  PATH: ClassVar[str] = "vae"
+  objective: str = field("elbo", "elbo: E_q[log p(x|z)] - kl_weight * KL(q(z|x) || p(z)); iwae: "
+                         "log (1/k) sum_k p(x, z_k)/q(z_k|x), k = num_samples",
+                         choices=VAE_OBJECTIVES)
+  num_samples: int = field(1, "reparameterized samples of q(z|x) per example (k)",
+                           rule=AT_LEAST_1)
+  kl_weight: float = field(1.0, "weight of the KL term of the ELBO (beta-VAE; 1 = the ELBO)",
+                           rule=NONNEGATIVE)
+
+  def check(self):
+    if self.objective == "iwae" and self.kl_weight != 1.0:
+      _fail("vae.kl_weight", self.kl_weight, "the iwae objective has no KL weight; use "
+            "vae.objective='elbo' for a beta-VAE")
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEModelConfig(Section):
+  """MLP encoder q(z|x) (diagonal Gaussian) and decoder p(x|z) (Bernoulli logits)."""
+  PATH: ClassVar[str] = "model"
+  name: str = field("mlp_vae", "mlp_vae (Kingma & Welling 2013, App. C.2)",
+                    choices=VAE_NETWORKS)
+  latent_dim: int = field(128, "dimension L of z (2 draws the latent manifold)", rule=AT_LEAST_1)
+  hidden_dims: Tuple[int, ...] = field((256, 256), "encoder widths (the decoder mirrors them)",
+                                       rule=AT_LEAST_1)
+  activation: str = field("relu", "relu, swish or tanh", choices=VAE_ACTIVATIONS)
+  dtype: str = field("float32", "compute dtype (parameters stay float32)", choices=DTYPES)
+
+
+@dataclasses.dataclass(frozen=True)
+class VAESamplingConfig(Section):
+  """What a VAE sample is: the decoded mean of z ~ N(0, I), or a Bernoulli draw from it."""
+  PATH: ClassVar[str] = "sampling"
+  output: str = field("mean", "mean: sigmoid(logits) (grey); bernoulli: a {0, 1} draw",
+                      choices=VAE_OUTPUTS)
+  batch_size: int = field(256, "samples per compiled call", rule=AT_LEAST_1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ElboEvalConfig(Section):
+  """Test ELBO and importance-weighted log p(x) (Burda et al. 2016) on the fixed
+  binarization of the eval split, in nats and bits/dim."""
+  PATH: ClassVar[str] = "eval.elbo"
+  every: int = field(0, "training steps between evaluations (0 = never)", rule=NONNEGATIVE)
+  num_examples: int = field(10_000, "test images scored (at most the split)", rule=AT_LEAST_1)
+  iw_samples: int = field(1000, "k of the importance-weighted estimate of log p(x)",
+                          rule=AT_LEAST_1)
+  batch_size: int = field(100, "test images per compiled call", rule=AT_LEAST_1)
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEEvalConfig(Section):
+  """The evaluators of the VAE family."""
+  PATH: ClassVar[str] = "eval"
+  elbo: ElboEvalConfig = ElboEvalConfig()
+  classifier_fid: ClassifierFidEvalConfig = ClassifierFidEvalConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class VAERunConfig(Section):
+  """A whole config of the VAE family (defaults: dynamically binarized MNIST)."""
+  PATH: ClassVar[str] = ""
+  family: str = field("vae", "model family: vae", choices=("vae",))
+  vae: VAEConfig = VAEConfig()
+  data: DataConfig = DataConfig()
+  model: VAEModelConfig = VAEModelConfig()
+  optim: OptimConfig = OptimConfig()
+  training: TrainingConfig = TrainingConfig()
+  sampling: VAESamplingConfig = VAESamplingConfig()
+  eval: VAEEvalConfig = VAEEvalConfig()
+
+  @classmethod
+  def base_for(cls, values):
+    """A partial config takes the VAE's defaults (MNIST, Adam, ...) for what it leaves out."""
+    del values
+    return default_config("vae")
+
+
+RUN_CONFIGS = {"diffusion": DiffusionRunConfig, "vae": VAERunConfig}
 
 # The papers' choices per variant, as changes to the dataclass defaults (which are DDPM's).
 VARIANT_PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
@@ -622,6 +737,9 @@ VARIANT_PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
     "ncsn": {
         "diffusion": dict(variant="ncsn", schedule="geometric", num_timesteps=10),
         "data": dict(centered=False, uniform_dequantization=True),
+        # Both NCSN codes map their [0, 1] inputs to 2x - 1 inside the network and use no
+        # dropout (ncsn models/cond_refinenet_dilated.py, ncsnv2 models/ncsnv2.py).
+        "model": dict(rescale_inputs=True, dropout=0.0),
         "sampling": dict(method="annealed_langevin"),
     },
     # Sohl-Dickstein et al. 2015: VP with the DPM code's fixed schedule, learned reverse
@@ -629,12 +747,54 @@ VARIANT_PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
     # term is DDPM's discretized decoder on the 8-bit pixels.
     "dpm": {
         "diffusion": dict(variant="dpm", schedule="dpm", loss="kl", var_type="learned_range"),
+        # The DPM code (train.py) steps with RemoveNotFinite + RMSProp: no clipping.
+        "optim": dict(grad_clip=0.0),
+    },
+    # Kingma & Welling 2013: a mean-field VAE on dynamically binarized MNIST, Adam with a
+    # cosine decay (the defaults of configs/vae/mnist.py refine this).
+    "vae": {
+        "family": "vae",
+        "data": dict(dataset="mnist", image_size=28, num_channels=1, centered=False,
+                     random_flip=False, binarize="dynamic"),
+        "optim": dict(lr=1e-3, warmup_steps=0, grad_clip=0.0, lr_schedule="cosine",
+                      decay_steps=100_000, min_lr=1e-5),
+        "training": dict(num_train_steps=100_000, batch_size=128, ema_decay=0.0,
+                         log_every=500, checkpoint_every=10_000, sample_every=20_000),
     },
 }
 
 
+# Fields held as arrays in the train state (optimizer hyperparameters in opt_state; seed,
+# EMA decay and loss weights in TrainState.hparams). Runs that differ only in these share
+# one compiled step and can train as one population (jax.vmap over train states).
+POPULATION_FIELDS = (
+    "training.seed", "training.ema_decay",
+    "optim.lr", "optim.warmup_steps", "optim.beta1", "optim.beta2", "optim.eps",
+    "optim.weight_decay", "optim.grad_clip", "optim.lr_schedule", "optim.decay_steps",
+    "optim.decay_rate", "optim.min_lr",
+    "diffusion.hybrid_lambda", "vae.kl_weight",
+)
+
+
+def program_key(config) -> Dict[str, Any]:
+  """The config with :data:`POPULATION_FIELDS` removed: runs with equal keys share a
+  compiled train step (and loop cadences), so they may form one population."""
+  flat = _flatten(parse_config(config).to_dict())
+  return {k: v for k, v in flat.items() if k not in POPULATION_FIELDS}
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, Mapping):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
 def default_config(variant: str = "ddpm"):
-  """The whole default config of ``variant`` as its typed dataclass."""
+  """The whole default config of ``variant`` (ddpm | ncsn | dpm | vae), typed."""
   check_choice("variant", variant, tuple(VARIANT_PRESETS))
   preset = VARIANT_PRESETS[variant]
   run_cls = RUN_CONFIGS[preset.get("family", "diffusion")]
@@ -672,5 +832,5 @@ def reference_table(run_cls=DiffusionRunConfig) -> str:
     return node
 
   for path, doc in run_cls.field_docs().items():
-    rows.append(f"| `{path}` | `{value(path)!r}` | {doc} |")
+    rows.append(f"| `{path}` | `{value(path)!r}` | {doc.replace('|', chr(92) + '|')} |")
   return "\n".join(rows)

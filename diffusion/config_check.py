@@ -12,26 +12,50 @@ import dataclasses
 from typing import Optional
 
 from diffusion import samplers
-from diffusion.config import DataConfig, DiffusionRunConfig, ModelConfig, parse_config
+from diffusion.config import (DataConfig, DiffusionRunConfig, ModelConfig, VAERunConfig,
+                              parse_config)
 from diffusion.errors import ConfigError
 
 
-def validate(config, num_devices: int = 1) -> DiffusionRunConfig:
+def validate(config, num_devices: int = 1):
   """Parses ``config`` (every section's own checks) and checks the rules between
   sections; returns the typed config. Raises ConfigError on the first problem."""
   c = parse_config(config)
+  if c.training.batch_size % num_devices:
+    raise ConfigError(
+        f"training.batch_size={c.training.batch_size} is not divisible by the {num_devices} "
+        f"devices; use a multiple of {num_devices}.")
+  if c.family == "vae":
+    _check_vae(c)
+  else:
+    _check_diffusion(c)
+  _check_evals(c)
+  return c
+
+
+def _check_diffusion(c: DiffusionRunConfig) -> None:
   d, data, m = c.diffusion, c.data, c.model
   _check_combinations(c)
   check_model_fits_data(m, data, d.var_type)
   if m.cond == "log_sigma" and d.process_kind != "ve":
     raise ConfigError("model.cond='log_sigma' needs a VE process (diffusion.variant=ncsn).")
-  if c.training.batch_size % num_devices:
-    raise ConfigError(
-        f"training.batch_size={c.training.batch_size} is not divisible by the {num_devices} "
-        f"devices; use a multiple of {num_devices}.")
+  if m.rescale_inputs and data.centered:
+    raise ConfigError("model.rescale_inputs=True maps [0, 1] data to [-1, 1], but the data are "
+                      "already centered (data.centered=True); set one of them to False.")
+  if data.binarize != "none":
+    raise ConfigError("data.binarize is for the VAE's Bernoulli decoder; diffusion models "
+                      "train on 8-bit images (set data.binarize='none').")
   samplers.check_num_steps(c.sampling, d.num_timesteps)
-  _check_evals(c)
-  return c
+
+
+def _check_vae(c: VAERunConfig) -> None:
+  """The VAE's Bernoulli decoder models pixels in [0, 1] of an image set."""
+  if c.data.is_toy:
+    raise ConfigError(f"data.dataset={c.data.dataset!r} is 2-D points; the VAE's Bernoulli "
+                      "decoder models images (digits, mnist, fashion_mnist, ...).")
+  if c.data.centered:
+    raise ConfigError("data.centered=True is not valid for the VAE: its Bernoulli decoder "
+                      "models pixels in [0, 1]; set data.centered=False.")
 
 
 def check_model_fits_data(m: ModelConfig, data: DataConfig,
@@ -105,9 +129,9 @@ def _check_evals(c: DiffusionRunConfig) -> None:
       raise ConfigError(
           f"eval.{name}.every={every} is not a multiple of training.steps_per_call={k}; "
           "events happen between compiled calls.")
-  if c.eval.bpd.every:
+  if getattr(c.eval, "bpd", None) is not None and c.eval.bpd.every:
     check_bpd_applies(c)
-  if c.eval.fid.every:
+  if getattr(c.eval, "fid", None) is not None and c.eval.fid.every:
     check_fid_applies(c)
 
 

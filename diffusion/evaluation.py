@@ -54,8 +54,8 @@ Array = jax.Array
 # ---------------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "var_type", "clip_range"))
-def _bpd_jit(dynamic, process, x0, key, *, spec, var_type, clip_range):
+@functools.partial(jax.jit, static_argnames=("spec", "var_type", "clip_range", "decoder"))
+def _bpd_jit(dynamic, process, x0, key, *, spec, var_type, clip_range, decoder):
   eps_fn = spec.rebuild(dynamic)
   b = x0.shape[0]
 
@@ -65,7 +65,7 @@ def _bpd_jit(dynamic, process, x0, key, *, spec, var_type, clip_range):
     x_t = process.q_sample(x0, tb, noise)
     eps, v = as_prediction(eps_fn(x_t, tb), var_type, "diffusion.var_type")
     vt = "learned_range" if v is not None else var_type
-    return None, losses.vb_terms_bpd(process, x0, x_t, tb, eps, vt, v, clip_range)
+    return None, losses.vb_terms_bpd(process, x0, x_t, tb, eps, vt, v, clip_range, decoder)
 
   T = process.num_timesteps
   _, terms = jax.lax.scan(term, None, jnp.arange(T - 1, -1, -1, dtype=jnp.int32))
@@ -75,8 +75,8 @@ def _bpd_jit(dynamic, process, x0, key, *, spec, var_type, clip_range):
 
 
 def calc_bpd(eps_fn: Callable, process, x0: Array, key: Array, var_type: str = "fixedlarge",
-             clip_x0: bool = True, clip_range: Tuple[float, float] = (-1.0, 1.0)
-             ) -> Dict[str, Array]:
+             clip_x0: bool = True, clip_range: Tuple[float, float] = (-1.0, 1.0),
+             decoder: str = "discretized") -> Dict[str, Array]:
   """The full T-term variational bound of a batch, in bits/dim (one jitted scan over t).
 
   Args:
@@ -86,6 +86,8 @@ def calc_bpd(eps_fn: Callable, process, x0: Array, key: Array, var_type: str = "
     key: PRNG key; the noise of step t is drawn from fold_in(key, t).
     var_type: reverse variance of the model (config.diffusion.var_type).
     clip_x0: clip x̂₀ to ``clip_range`` in the posterior means (DDPM's bpd loop does).
+    decoder: the t = 0 term: ``discretized`` (8-bit images) or ``gaussian`` (a density,
+      for continuous data such as the 2-D toy sets; then the bound is of a density).
   Returns:
     dict of float32 arrays: total_bpd [B] (= Σ_t terms_bpd[:, t] + prior_bpd),
     terms_bpd [B, T] (column 0 is the decoder NLL), prior_bpd [B].
@@ -100,7 +102,7 @@ def calc_bpd(eps_fn: Callable, process, x0: Array, key: Array, var_type: str = "
   spec, dynamic = split_fn(eps_fn)
   clip = (float(clip_range[0]), float(clip_range[1])) if clip_x0 else None
   return _bpd_jit(dynamic, process, jnp.asarray(x0, jnp.float32), key, spec=spec,
-                  var_type=var_type, clip_range=clip)
+                  var_type=var_type, clip_range=clip, decoder=decoder)
 
 
 def evaluate_bpd(eps_fn: Callable, process, batches: Iterable, key: Array,

@@ -13,19 +13,28 @@ same objects by name. Each returns a dict of floats named ``eval/<metric>``.
   bpd    bits/dim: DDPM's calc_bpd_loop on ``data.eval_split`` (VP processes)
   fid    FID / IS / KID of fresh samples in the FID Inception network's features
          against the training split (statistics cached in the workdir)
+  elbo   VAE: test ELBO and importance-weighted log p(x) (k samples of q), nats and
+         bits/dim, also written to <workdir>/likelihood_<step>.json
+  classifier_fid  Fréchet distance of samples in the features of a small classifier
+         trained here on the dataset, with the real-data floor, the classifier's test
+         accuracy, and the share of confidently classified samples and their classes
   =====  =====================================================================
 """
 
 import dataclasses
+import json
+import math
 import os
 from typing import Dict, List, Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from diffusion import catalog, config_check, evaluation, inception
-from diffusion.config import BpdEvalConfig, FidEvalConfig
-from diffusion.data import make_source
+from diffusion import catalog, classifier, config_check, evaluation, inception, vae
+from diffusion.config import (BpdEvalConfig, ClassifierFidEvalConfig, ElboEvalConfig,
+                              FidEvalConfig)
+from diffusion.data import fixed_binarization, make_source
 from diffusion.errors import ConfigError
 from diffusion.families import draw
 
@@ -112,7 +121,142 @@ class FrechetInception:
     return self.score(self.family.to_uint8(samples))
 
 
-EVALUATORS = {"bpd": BitsPerDim, "fid": FrechetInception}
+class LikelihoodBound:
+  """The VAE's test ELBO and importance-weighted log p(x) (``eval.elbo``).
+
+  On ``num_examples`` eval-split images, binarized once with ``data.binarize_seed``
+  (the training split is binarized anew every step): log p(x) ≈ L_k, the
+  log-mean-exp of k = ``iw_samples`` importance weights p(x, z)/q(z|x) with z ~ q
+  (Burda et al. 2016; the estimate is a lower bound that grows with k), and the
+  single-sample ELBO. Means with their standard errors, in nats and bits/dim.
+  """
+  name = "elbo"
+
+  def __init__(self, cfg: ElboEvalConfig, family, workdir: str = "", seed: int = 0):
+    self.cfg, self.family, self.workdir, self.seed = cfg, family, workdir, seed
+    self._x = None
+    self.last: Optional[dict] = None
+    k, chunk = cfg.iw_samples, min(cfg.iw_samples, 100)
+
+    def bound(params, x, key):
+      return vae.iw_log_likelihood(family.encoder(params), family.decoder(params), x, key, k,
+                                   chunk)
+    self._bound = jax.jit(bound)
+
+  @property
+  def every(self) -> int:
+    return self.cfg.every
+
+  def test_images(self) -> np.ndarray:
+    """The evaluated images in [0, 1]: the split's first num_examples, binarized once."""
+    if self._x is None:
+      data = self.family.config.data
+      images = make_source(data, split=data.eval_split).arrays["images"][:self.cfg.num_examples]
+      self._x = (fixed_binarization(images, data.binarize_seed) if data.binarize != "none"
+                 else images.astype(np.float32) / 255.0)
+    return self._x
+
+  def run(self, params, step: int) -> Dict[str, float]:
+    x, b = self.test_images(), self.cfg.batch_size
+    key = _key(self.seed, 4, step)
+    parts = {"log_px": [], "elbo": []}
+    for i in range(0, len(x), b):
+      out = self._bound(params, jnp.asarray(x[i:i + b]), jax.random.fold_in(key, i))
+      for name in parts:
+        parts[name].append(np.asarray(out[name], np.float64))
+    n, dims = len(x), self.family.num_dims
+    result = {"step": int(step), "num_examples": n, "iw_samples": self.cfg.iw_samples,
+              "split": self.family.config.data.eval_split,
+              "binarization": (f"fixed, seed {self.family.config.data.binarize_seed}"
+                               if self.family.config.data.binarize != "none" else "none")}
+    for name, values in parts.items():
+      v = np.concatenate(values)
+      result[f"{name}_nats"] = float(v.mean())
+      result[f"{name}_se"] = float(v.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+      result[f"{name}_bpd"] = float(-v.mean() / (dims * math.log(2.0)))
+    self.last = result
+    if self.workdir:
+      with open(os.path.join(self.workdir, f"likelihood_{step}.json"), "w",
+                encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    return {"eval/log_px": result["log_px_nats"], "eval/log_px_se": result["log_px_se"],
+            "eval/log_px_bpd": result["log_px_bpd"], "eval/elbo": result["elbo_nats"],
+            "eval/elbo_se": result["elbo_se"], "eval/elbo_bpd": result["elbo_bpd"]}
+
+
+CLASSIFIED_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar10_sample")
+
+
+class ClassifierFrechet:
+  """Sample quality for small data (``eval.classifier_fid``).
+
+  Features of :mod:`diffusion.classifier`'s network, trained on the training split:
+  cfid = Fréchet distance of ``num_samples`` samples against the training split's
+  features; cfid_floor = the same for as many test images (at most the split), the
+  best a model of the data can expect at that sample count; the classifier's test
+  accuracy; and the share of samples it assigns one class with probability >=
+  ``confidence`` with the number of classes among them, beside the same for the
+  test images.
+  """
+  name = "classifier_fid"
+
+  def __init__(self, cfg: ClassifierFidEvalConfig, family, workdir: str = "", seed: int = 0):
+    data = family.config.data
+    if data.dataset not in CLASSIFIED_DATASETS:
+      raise ConfigError(f"classifier_fid needs a labelled image set "
+                        f"({', '.join(CLASSIFIED_DATASETS)}); data.dataset={data.dataset!r}.")
+    self.cfg, self.family, self.workdir, self.seed = cfg, family, workdir, seed
+    self._net = self._ref = None
+    self._sample_fn = None
+    self.real: Dict[str, float] = {}
+    self.last: Optional[dict] = None
+
+  @property
+  def every(self) -> int:
+    return self.cfg.every
+
+  def _setup(self):
+    if self._net is not None:
+      return
+    data = self.family.config.data
+    train = make_source(data, split=data.split).arrays
+    test = make_source(data, split=data.eval_split).arrays
+    self._net = classifier.load_or_train(f"{data.dataset}_{data.image_size}px", train, test)
+    feats = self._net.features(train["images"].astype(np.float32) / 255.0)
+    self._ref = evaluation.feature_statistics(feats)
+    n_floor = min(self.cfg.num_samples, len(test["images"]))
+    floor = self._stats(test["images"][:n_floor])
+    self.real = {"cfid_floor": floor["cfid"], "confident_real": floor["confident"],
+                 "classes_real": floor["classes"], "classifier_accuracy":
+                 self._net.test_accuracy, "floor_num_images": n_floor}
+
+  def _stats(self, images_uint8: np.ndarray) -> Dict[str, float]:
+    x = np.asarray(images_uint8, np.float32) / 255.0
+    mu, sigma = evaluation.feature_statistics(self._net.features(x))
+    probs = self._net.probs(x)
+    confident = probs.max(axis=1) >= self.cfg.confidence
+    return {"cfid": evaluation.frechet_distance(mu, sigma, *self._ref),
+            "confident": float(confident.mean()),
+            "classes": float(len(np.unique(probs.argmax(axis=1)[confident])))}
+
+  def score(self, images_uint8: np.ndarray) -> Dict[str, float]:
+    """The metrics of uint8 samples [N, H, W, C] (N as given), with the real-data figures."""
+    self._setup()
+    out = self._stats(images_uint8)
+    self.last = dict(out, **self.real, num_samples=len(images_uint8))
+    return {f"eval/{k}": float(v) for k, v in self.last.items()
+            if k not in ("num_samples", "floor_num_images")}
+
+  def run(self, params, step: int) -> Dict[str, float]:
+    if self._sample_fn is None:
+      self._sample_fn = self.family.sample_fn(self.cfg.batch_size)
+    samples = draw(self._sample_fn, params, self.cfg.num_samples, self.cfg.batch_size,
+                   _key(self.seed, 5, step))
+    return self.score(self.family.to_uint8(samples))
+
+
+EVALUATORS = {"bpd": BitsPerDim, "fid": FrechetInception, "elbo": LikelihoodBound,
+              "classifier_fid": ClassifierFrechet}
 
 
 def make_evaluators(family, workdir: str, names: Optional[Sequence[str]] = None,

@@ -10,7 +10,8 @@ family only through this small interface, so the loop is not welded to diffusion
   sample_fn(num) -> jitted (params, key) -> samples [num, *example_shape]
   to_uint8(samples) -> uint8 images (or None for points)
 
-:class:`DiffusionFamily` is DPM, NCSN and DDPM: process + ε-model + loss + sampler.
+:class:`DiffusionFamily` is DPM, NCSN and DDPM: process + ε-model + loss + sampler;
+:class:`diffusion.vae.VAEFamily` is the VAE: encoder + decoder + ELBO.
 """
 
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -26,6 +27,7 @@ from diffusion.losses import training_losses
 from diffusion.model_fn import make_eps_fn
 from diffusion.models import make_model
 from diffusion.processes import make_process
+from diffusion.vae import VAEFamily
 
 
 class DiffusionFamily:
@@ -91,13 +93,13 @@ class DiffusionFamily:
     return jax.jit(sample, out_shardings=out_sharding)
 
   def to_uint8(self, samples) -> Optional[np.ndarray]:
-    """Samples as uint8 images, or None for toy points."""
+    """Samples as uint8 images (``sampling.quantize``), or None for toy points."""
     if self.config.data.is_toy:
       return None
-    return to_uint8(samples, self.config.data.centered)
+    return to_uint8(samples, self.config.data.centered, quantize=self.config.sampling.quantize)
 
 
-FAMILIES = {"diffusion": DiffusionFamily}
+FAMILIES = {"diffusion": DiffusionFamily, "vae": VAEFamily}
 
 
 def make_family(config):

@@ -124,7 +124,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
   def persistent_load(self, pid):
     if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
       raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
-    storage_type, key, _location, numel = pid[1], str(pid[2]), pid[3], int(pid[4])
+    storage_type, key, numel = pid[1], str(pid[2]), int(pid[4])  # pid[3]: device location, unused
     view = pid[5] if len(pid) > 5 else None
     if view is not None:
       raise pickle.UnpicklingError("storage views are not supported")

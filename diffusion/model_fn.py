@@ -17,6 +17,10 @@ the network output h by sigma and calls it the score, s = h / sigma. We read it
 exactly so and convert to eps = -sigma * s (= -h). With ``conditional=False``
 this gives NCSNv2's noise-unconditional score network.
 
+Input scaling (``config.model.rescale_inputs``, NCSN presets): the network sees 2x − 1,
+as both NCSN codes feed their [0, 1] data to the score network; the noise is added
+and the score is learned in data space.
+
 Learned variance: a network with twice the data channels outputs [ε̂, v] along
 the last axis; v in [-1, 1] interpolates the log-variance (Improved DDPM eq. 15).
 """
@@ -99,7 +103,8 @@ def make_eps_fn(module, params, process, model_cfg=None, *, train: bool = False,
   rngs = {"dropout": dropout_rng} if train else {}
 
   def eps_fn(x_t, t):
-    out = module.apply({"params": params}, x_t, model_cond(process, t, m.cond),
+    x_in = 2.0 * x_t - 1.0 if m.rescale_inputs else x_t   # NCSN: [0, 1] data seen as [-1, 1]
+    out = module.apply({"params": params}, x_in, model_cond(process, t, m.cond),
                        train=train, rngs=rngs)
     eps, v = split_channels(out, x_t.shape[-1])
     if m.scale_by_sigma:

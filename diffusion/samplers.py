@@ -87,7 +87,8 @@ def space_timesteps(num_timesteps: int, section_counts) -> np.ndarray:
 
   The position inside a section is accumulated as improved-diffusion's respace.py
   does (``cur_idx += frac_stride``, then Python's round-half-to-even), so ties
-  break the same way for every count (e.g. 21 steps of T = 1000 keep 500, not 499).
+  break the same way for every count (e.g. 21 steps of T = 1000 keep 499, where
+  rounding 10 · 49.95 directly would keep 500).
   """
   T = int(num_timesteps)
   if isinstance(section_counts, str):

@@ -11,6 +11,11 @@ import pathlib
 
 import pytest
 
+from diffusion import compile_cache
+
+# Tests compile many of the same programs (and the CLIs they start do too): share them.
+compile_cache.enable()
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 

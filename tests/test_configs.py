@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from diffusion import config_check
+from diffusion.families import make_family
 from diffusion.models import make_model
 from diffusion.processes import VEProcess, VPProcess, make_process
 
@@ -27,7 +28,7 @@ def load(path):
 
 
 def test_there_are_configs_for_every_variant():
-  for variant in ("ddpm", "ncsn", "dpm"):
+  for variant in ("ddpm", "ncsn", "dpm", "vae"):
     assert any(p.startswith(f"configs/{variant}/") for p in CONFIG_FILES)
 
 
@@ -35,6 +36,11 @@ def test_there_are_configs_for_every_variant():
 def test_config_validates_and_builds(path):
   config = load(path)
   config_check.validate(config, num_devices=1)
+  if config.family == "vae":
+    family = make_family(config)
+    params = family.abstract_params()
+    assert 2 * config.model.latent_dim in {v.shape[-1] for v in jax.tree.leaves(params)}  # μ, log σ²
+    return
   process = make_process(config.diffusion)
   expected = VEProcess if config.diffusion.variant == "ncsn" else VPProcess
   assert isinstance(process, expected)

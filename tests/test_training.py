@@ -128,7 +128,7 @@ def test_kill9_then_resume_is_bit_identical(tmp_path):
   assert res.returncode == 0, res.stderr[-2000:]
   assert "resumed from step" in res.stdout
 
-  from ml_collections import config_flags  # noqa: F401 - config file loading
+  import ml_collections.config_flags  # noqa: F401 - config files import it
   import importlib.util
   spec = importlib.util.spec_from_file_location("toy", os.path.join(REPO, TOY_FLAGS[0][9:]))
   mod = importlib.util.module_from_spec(spec)
@@ -227,7 +227,12 @@ f1 = train(config, {str(tmp_path / 'd1')!r}, progress=False, devices=jax.devices
 _, p8, e8 = read_state({str(tmp_path / 'd8')!r}, config)
 _, p1, e1 = read_state({str(tmp_path / 'd1')!r}, config)
 err = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(p8), jax.tree.leaves(p1)))
-print(json.dumps(dict(loss8=f8["loss"], loss1=f1["loss"], max_param_diff=err)))
+# The 8-device checkpoints resume on 1 device (another topology): no restart from scratch.
+longer = toy_config(**{{"training.batch_size": 32, "training.num_train_steps": 12}})
+f = train(longer, {str(tmp_path / 'd8')!r}, progress=False, devices=jax.devices()[:1])
+import os
+assert not any(n.startswith("unreadable") for n in os.listdir({str(tmp_path / 'd8' / 'checkpoints')!r}))
+print(json.dumps(dict(loss8=f8["loss"], loss1=f1["loss"], max_param_diff=err, resumed=f["step"])))
 """
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
              JAX_PLATFORMS="cpu")
@@ -237,6 +242,7 @@ print(json.dumps(dict(loss8=f8["loss"], loss1=f1["loss"], max_param_diff=err)))
   out = json.loads(res.stdout.strip().splitlines()[-1])
   np.testing.assert_allclose(out["loss8"], out["loss1"], rtol=1e-5)
   assert out["max_param_diff"] < 1e-5
+  assert out["resumed"] == 12
 
 
 INVALID = [

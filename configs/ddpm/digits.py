@@ -8,6 +8,7 @@ a small U-Net (ch 32, ch_mult (1, 2), attention at 4x4, 1.0M parameters) sized s
 on 2 CPU cores gives recognisable digits in about ten minutes.
 """
 
+from diffusion.sweeps import product, sweep
 from configs import base
 
 
@@ -34,3 +35,18 @@ def get_config():
   config.training.num_samples = 64
   config.sampling.batch_size = 64
   return config
+
+
+def sweep_lr_ema():
+  """Learning rate x EMA decay, 8 points: the two knobs that decide a short run.
+
+  All 8 differ only in population fields, so --sweep_mode=vmap trains them as one
+  population.
+  """
+  return product(sweep("optim.lr", [2.5e-4, 5e-4, 1e-3, 2e-3]),
+                 sweep("training.ema_decay", [0.99, 0.999]))
+
+
+def sweep_schedule():
+  """DDPM's beta schedules and Improved DDPM's cosine at T = 1000 (4 points)."""
+  return sweep("diffusion.schedule", ["linear", "quad", "warmup50", "cosine"])

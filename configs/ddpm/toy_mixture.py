@@ -5,6 +5,7 @@ sample scatter (samples/step_*.npy) shows whether the 4:1 mode weights are
 recovered. Used by the test suite for fast end-to-end checks of the loop.
 """
 
+from diffusion.sweeps import product, sweep
 from configs import base
 
 
@@ -33,3 +34,13 @@ def get_config():
   config.sampling.clip_x0 = False
   config.diffusion.clip_x0 = False
   return config
+
+
+def sweep_lr_seed():
+  """4 learning rates x 2 seeds (8 points, one population under --sweep_mode=vmap)."""
+  return product(sweep("optim.lr", [2.5e-4, 5e-4, 1e-3, 2e-3]), sweep("training.seed", [0, 1]))
+
+
+def sweep_schedule():
+  """Schedules that fully noise the data at T = 100 (cosine; T-scaled linear)."""
+  return sweep("diffusion.schedule", ["cosine", "scaled_linear"])

@@ -6,6 +6,7 @@ discretized decoder at t=0), the quickstart's small U-Net with 2 output
 channels, ancestral sampling with the learned variance.
 """
 
+from diffusion.sweeps import product, sweep
 from configs import base
 from configs.ddpm import digits
 
@@ -20,3 +21,8 @@ def get_config():
   config.training = digits.get_config().training
   config.sampling.batch_size = 64
   return config
+
+
+def sweep_lr_ema():
+  """Learning rate x EMA decay, 6 points, for the bound-trained DPM."""
+  return product(sweep("optim.lr", [5e-4, 1e-3, 2e-3]), sweep("training.ema_decay", [0.99, 0.999]))

@@ -18,6 +18,8 @@ def get_config():
   config.data.centered = False
   config.data.uniform_dequantization = True
   config.model = mnist.get_config().model
+  config.model.rescale_inputs = True   # NCSN codes: the network sees 2x - 1, no dropout
+  config.model.dropout = 0.0
   config.optim.lr = 1e-3
   config.optim.warmup_steps = 0
   config.optim.grad_clip = 0.0

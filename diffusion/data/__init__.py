@@ -27,10 +27,10 @@ from diffusion.data.sources import (
     make_source,
     mixture_params,
 )
-from diffusion.data.transforms import data_range, preprocess, to_uint8
+from diffusion.data.transforms import data_range, fixed_binarization, preprocess, to_uint8
 
 __all__ = [
     "DATASETS", "BatchIterator", "DatasetInfo", "ImageSource", "ToySource", "batch_indices",
     "check_config", "dataset_info", "mixture_params", "epoch_permutation", "make_source",
-    "data_range", "preprocess", "to_uint8", "prepare_dataset",
+    "data_range", "fixed_binarization", "preprocess", "to_uint8", "prepare_dataset",
 ]

@@ -53,6 +53,13 @@ def load_digits(split: str, image_size: int) -> np.ndarray:
   return images[..., None]
 
 
+def load_digits_labels(split: str) -> np.ndarray:
+  """The digit classes 0..9 of :func:`load_digits`'s images, int32 [N]."""
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top  # ~2 s; digits only
+  target = datasets.load_digits().target.astype(np.int32)
+  return target[:DIGITS_NUM_TRAIN] if split == "train" else target[DIGITS_NUM_TRAIN:]
+
+
 def cifar10_sample_dir(data_dir: str) -> pathlib.Path:
   """data.data_dir, or ../shared/data/cifar10-sample next to the repository."""
   return pathlib.Path(data_dir).expanduser() if data_dir else DEFAULT_CIFAR10_SAMPLE_DIR
@@ -85,6 +92,18 @@ def load_cifar10_sample(split: str, data_dir: str, image_size: int) -> np.ndarra
   if image_size != 32:
     images = np.stack([transforms.resize(im, image_size) for im in images])
   return images
+
+
+def load_cifar10_sample_labels(split: str, data_dir: str) -> Optional[np.ndarray]:
+  """The classes of the CIFAR-10 sample (from cifar10_labels.js: 50,000 train labels,
+  then the first 1,000 test labels), int32 [N], or None when the file is absent."""
+  path = cifar10_sample_dir(data_dir) / "cifar10_labels.js"
+  if not path.is_file():
+    return None
+  text = path.read_text()
+  values = np.asarray([int(v) for v in text[text.index("[") + 1:text.rindex("]")].split(",")],
+                      np.int32)
+  return values[:4000] if split == "train" else values[50_000:51_000]
 
 
 def load_npz(split: str, path: str, image_size: int, num_channels: int) -> np.ndarray:

@@ -147,10 +147,11 @@ class ImageSource:
     name, split: what was asked for.
     shape: per-example (H, W, C).
     num_examples: N of the split.
-    arrays: ``{"images": uint8 [N, H, W, C]}`` for in-memory sets, else {}.
+    arrays: ``{"images": uint8 [N, H, W, C]}`` (and ``"labels"``: int32 [N] where the
+      dataset has classes) for in-memory sets, else {}.
     device_resident: True when the trainer should put ``arrays`` on the device
       and call :meth:`get_batch` (in-memory set and ``data.device_resident``).
-    centered, uniform_dequantization, random_flip: the preprocessing flags.
+    centered, uniform_dequantization, random_flip, binarize: the preprocessing flags.
     read: streaming sets only: host function, indices -> uint8 [n, H, W, C].
   """
   name: str
@@ -162,6 +163,7 @@ class ImageSource:
   centered: bool
   uniform_dequantization: bool
   random_flip: bool
+  binarize: bool = False
   read: Optional[Callable[[np.ndarray], np.ndarray]] = None
   threads: int = 0
 
@@ -176,7 +178,8 @@ class ImageSource:
     """uint8 [B, H, W, C] -> float32 model data (jittable): dequantize, scale, flip."""
     return transforms.preprocess(
         batch, key, centered=self.centered,
-        uniform_dequantization=self.uniform_dequantization, random_flip=self.random_flip)
+        uniform_dequantization=self.uniform_dequantization, random_flip=self.random_flip,
+        binarize=self.binarize)
 
   def get_batch(self, arrays: Mapping[str, jax.Array], key: jax.Array,
                 batch_size: int) -> jax.Array:
@@ -280,20 +283,27 @@ Source = Any  # ImageSource | ToySource: the interface documented at the top.
 # Constructors: one per dataset name, (DataConfig, split) -> Source.
 
 
-def _image_source(name: str, split: str, images: np.ndarray, d: DataConfig) -> ImageSource:
+def _image_source(name: str, split: str, images: np.ndarray, d: DataConfig,
+                  labels: Optional[np.ndarray] = None) -> ImageSource:
+  arrays = {"images": images}
+  if labels is not None:
+    arrays["labels"] = labels
   return ImageSource(
       name=name, split=split, shape=tuple(images.shape[1:]), num_examples=images.shape[0],
-      arrays={"images": images}, device_resident=d.device_resident, centered=d.centered,
-      uniform_dequantization=d.uniform_dequantization, random_flip=d.random_flip)
+      arrays=arrays, device_resident=d.device_resident, centered=d.centered,
+      uniform_dequantization=d.uniform_dequantization, random_flip=d.random_flip,
+      binarize=d.binarize == "dynamic")
 
 
 def _make_digits(d: DataConfig, split: str) -> ImageSource:
-  return _image_source("digits", split, files.load_digits(split, d.image_size), d)
+  return _image_source("digits", split, files.load_digits(split, d.image_size), d,
+                       files.load_digits_labels(split))
 
 
 def _make_cifar10_sample(d: DataConfig, split: str) -> ImageSource:
   images = files.load_cifar10_sample(split, d.data_dir, d.image_size)
-  return _image_source("cifar10_sample", split, images, d)
+  return _image_source("cifar10_sample", split, images, d,
+                       files.load_cifar10_sample_labels(split, d.data_dir))
 
 
 def _make_npz(d: DataConfig, split: str) -> ImageSource:
@@ -320,8 +330,9 @@ def _make_tfds_in_memory(name: str, d: DataConfig, split: str) -> ImageSource:
   """mnist / fashion_mnist / cifar10: the whole split decoded into host memory."""
   info = catalog.INFO[name]
   builder = tfds_sources.get_builder(name, info.tfds_name, d.tfds_data_dir)
-  images = tfds_sources.load_split(builder, name, split)
-  return _image_source(name, split, _fit_images(images, d.image_size), d)
+  arrays = tfds_sources.load_split(builder, name, split)
+  return _image_source(name, split, _fit_images(arrays["images"], d.image_size), d,
+                       arrays.get("labels"))
 
 
 def _make_tfds_stream(d: DataConfig, split: str) -> ImageSource:
@@ -349,7 +360,7 @@ def _make_tfds_stream(d: DataConfig, split: str) -> ImageSource:
       name=name, split=split, shape=(size, size, 3), num_examples=len(data_source),
       arrays={}, device_resident=False, centered=d.centered,
       uniform_dequantization=d.uniform_dequantization, random_flip=d.random_flip,
-      read=read, threads=STREAM_THREADS)
+      binarize=d.binarize == "dynamic", read=read, threads=STREAM_THREADS)
 
 
 def mixture_params(data_cfg) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -379,6 +390,7 @@ DATASETS: Dict[str, Callable[[DataConfig, str], Any]] = {
     "celeb_a_hq": _make_tfds_stream,
     "lsun": _make_tfds_stream,
     "swiss_roll": _make_toy,
+    "swiss_roll_unit": _make_toy,
     "mixture": _make_toy,
     "eight_gaussians": _make_toy,
     "checkerboard": _make_toy,

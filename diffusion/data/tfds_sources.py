@@ -108,8 +108,9 @@ def read_records(data_source, indices: Sequence[int]) -> List[dict]:
     return [data_source[i] for i in indices]
 
 
-def load_split(builder, name: str, split: str, chunk: int = 10_000) -> np.ndarray:
-  """Every image of a split as uint8 [N, H, W, C] in stored order (host memory)."""
+def load_split(builder, name: str, split: str, chunk: int = 10_000) -> dict:
+  """Every example of a split in stored order (host memory): ``{"images": uint8
+  [N, H, W, C], "labels": int32 [N]}`` (labels when the dataset has them)."""
   try:
     source = builder.as_data_source(split=split)
   except NotImplementedError:
@@ -118,18 +119,26 @@ def load_split(builder, name: str, split: str, chunk: int = 10_000) -> np.ndarra
     raise ConfigError(f"data.split={split!r} is not a split of data.dataset={name!r} "
                       f"({e}).") from e
   n = len(source)
-  parts = []
+  images, labels = [], []
   for start in range(0, n, chunk):
     records = read_records(source, range(start, min(n, start + chunk)))
-    parts.append(np.stack([np.asarray(r["image"], np.uint8) for r in records]))
-  return np.concatenate(parts)
+    images.append(np.stack([np.asarray(r["image"], np.uint8) for r in records]))
+    if records and "label" in records[0]:
+      labels.append(np.asarray([r["label"] for r in records], np.int32))
+  out = {"images": np.concatenate(images)}
+  if labels:
+    out["labels"] = np.concatenate(labels)
+  return out
 
 
-def _load_split_tf(builder, split: str) -> np.ndarray:
+def _load_split_tf(builder, split: str) -> dict:
   """tfrecord fallback (data prepared by plain tfds): read through tf.data."""
   import tensorflow_datasets as tfds  # heavy and optional: only tfds sets need it
-  ds = builder.as_dataset(split=split, batch_size=-1)
-  return np.asarray(tfds.as_numpy(ds)["image"], np.uint8)
+  ds = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+  out = {"images": np.asarray(ds["image"], np.uint8)}
+  if "label" in ds:
+    out["labels"] = np.asarray(ds["label"], np.int32)
+  return out
 
 
 # ----------------------------------------------------------------------------

@@ -7,6 +7,12 @@ static ``n``. Their exact definitions (what the tests check by Monte Carlo):
   projection of scikit-learn's ``make_swiss_roll``: t = 1.5π(1 + 2u),
   u ~ U[0, 1), point = (t cos t, t sin t) + 0.5·N(0, I), then scaled by 1/10
   (``SWISS_ROLL_NOISE``, ``SWISS_ROLL_SCALE``), so it spans about [-1, 1.3]².
+* ``swiss_roll_unit`` (DPM Table 1): the same roll with jitter 0.3 before scaling (a
+  public reimplementation's choice; the paper's generator is not published), then
+  z-scored as the DPM code does its data, by one constant for all coordinates:
+  x ← (x − m)·c with m = 1.10610 and c = 0.1458947, the mean and 1/std of all
+  coordinates (computed by quadrature; ``tests/test_data.py`` checks them), so the
+  data have variance 1 as Table 1's caption says and L_null = −log2(2πe) bits.
 * ``mixture`` (NCSN, Song & Ermon 2019, Figs. 2–3): Σ_k w_k N(μ_k, σ_k² I) from
   ``data.mixture_weights / mixture_means / mixture_stds``; the default is
   0.8·N((5, 5), I) + 0.2·N((−5, −5), I). Same parameters as the analytic model.
@@ -26,6 +32,9 @@ import numpy as np
 
 SWISS_ROLL_NOISE = 0.5    # std of the Gaussian jitter, before scaling
 SWISS_ROLL_SCALE = 0.1    # multiplies the roll (sklearn units -> about unit range)
+UNIT_ROLL_NOISE = 0.3     # swiss_roll_unit's jitter, sklearn units
+UNIT_ROLL_MEAN = 1.10610  # mean of all coordinates of that roll
+UNIT_ROLL_SCALE = 0.1458947   # 1 / their standard deviation
 EIGHT_GAUSSIANS_RADIUS = 2.0 * math.sqrt(2.0)
 EIGHT_GAUSSIANS_STD = 1.0 / (2.0 * math.sqrt(2.0))
 CHECKERBOARD_SQUARE = 2.0  # side of one square; the board covers [-4, 4)^2
@@ -40,6 +49,31 @@ def swiss_roll(key: jax.Array, n: int) -> jax.Array:
   roll = jnp.stack([t * jnp.cos(t), t * jnp.sin(t)], axis=-1)
   roll = roll + SWISS_ROLL_NOISE * jax.random.normal(k_noise, (n, 2))
   return (SWISS_ROLL_SCALE * roll).astype(jnp.float32)
+
+
+def swiss_roll_unit(key: jax.Array, n: int) -> jax.Array:
+  """[n, 2] float32: DPM Table 1's swiss roll, z-scored to variance 1 (module docstring)."""
+  k_t, k_noise = jax.random.split(key)
+  t = 1.5 * jnp.pi * (1.0 + 2.0 * jax.random.uniform(k_t, (n,)))
+  roll = jnp.stack([t * jnp.cos(t), t * jnp.sin(t)], axis=-1)
+  roll = roll + UNIT_ROLL_NOISE * jax.random.normal(k_noise, (n, 2))
+  return ((roll - UNIT_ROLL_MEAN) * UNIT_ROLL_SCALE).astype(jnp.float32)
+
+
+def swiss_roll_unit_log_density(x: np.ndarray, grid: int = 20_000) -> np.ndarray:
+  """log p(x) in nats of ``swiss_roll_unit`` (float64): the t-integral of the Gaussian
+  jitter around the roll, by the midpoint rule on ``grid`` points of t (x [N, 2])."""
+  x = np.asarray(x, np.float64)
+  t = 1.5 * np.pi * (1.0 + 2.0 * (np.arange(grid) + 0.5) / grid)
+  centres = (np.stack([t * np.cos(t), t * np.sin(t)], -1) - UNIT_ROLL_MEAN) * UNIT_ROLL_SCALE
+  s2 = (UNIT_ROLL_NOISE * UNIT_ROLL_SCALE) ** 2
+  out = np.empty(len(x))
+  for i in range(0, len(x), 256):
+    d2 = ((x[i:i + 256, None, :] - centres[None]) ** 2).sum(-1)
+    log_terms = -d2 / (2 * s2) - np.log(2 * np.pi * s2) - np.log(grid)
+    m = log_terms.max(1, keepdims=True)
+    out[i:i + 256] = (m + np.log(np.exp(log_terms - m).sum(1, keepdims=True)))[:, 0]
+  return out
 
 
 def gaussian_mixture(weights: Sequence[float], means: Sequence[Sequence[float]],
@@ -87,6 +121,7 @@ def checkerboard(key: jax.Array, n: int) -> jax.Array:
 
 TOY_SAMPLERS = {
     "swiss_roll": swiss_roll,
+    "swiss_roll_unit": swiss_roll_unit,
     "eight_gaussians": eight_gaussians,
     "checkerboard": checkerboard,
     # "mixture" is built from config by gaussian_mixture(...).

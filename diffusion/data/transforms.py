@@ -36,7 +36,8 @@ def data_range(centered: bool) -> Tuple[float, float]:
 
 
 def preprocess(x: jax.Array, key: jax.Array, *, centered: bool,
-               uniform_dequantization: bool, random_flip: bool) -> jax.Array:
+               uniform_dequantization: bool, random_flip: bool,
+               binarize: bool = False) -> jax.Array:
   """uint8 images -> float32 model data (jittable; the flags are static).
 
   Args:
@@ -46,6 +47,9 @@ def preprocess(x: jax.Array, key: jax.Array, *, centered: bool,
     centered: True -> [-1, 1] (DDPM), False -> [0, 1] (NCSN).
     uniform_dequantization: add U[0, 1) per pixel before dividing by 256.
     random_flip: mirror each example left-right with probability 1/2.
+    binarize: each pixel becomes 1 with probability v/255, else 0 (dynamic binarization,
+      a fresh draw for every key; needs centered=False). Its key is fold_in(key, 2), so
+      the other options' draws are unchanged.
 
   Returns:
     [B, H, W, C] float32 in [0, 1] or [-1, 1] (see the module table).
@@ -62,6 +66,8 @@ def preprocess(x: jax.Array, key: jax.Array, *, centered: bool,
   # one ulp above 1; clip so the range holds exactly.
   lo, hi = data_range(centered)
   x = jnp.clip(x, lo, hi)
+  if binarize:
+    x = jax.random.bernoulli(jax.random.fold_in(key, 2), x).astype(jnp.float32)
   if random_flip:
     # Flip after dequantizing: the flipped batch is then exactly the mirror
     # image of the unflipped one drawn with the same key.
@@ -70,15 +76,26 @@ def preprocess(x: jax.Array, key: jax.Array, *, centered: bool,
   return x
 
 
-def to_uint8(x, centered: bool, uniform_dequantization: bool = False) -> np.ndarray:
+def fixed_binarization(images_uint8: np.ndarray, seed: int) -> np.ndarray:
+  """One fixed Bernoulli(v/255) draw of every pixel (the evaluation split of a
+  dynamically binarized dataset), float32 {0, 1}, a function of (images, seed)."""
+  rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x62696e]))
+  u = rng.random(images_uint8.shape, dtype=np.float64)
+  return (u < np.asarray(images_uint8, np.float64) / 255.0).astype(np.float32)
+
+
+def to_uint8(x, centered: bool, uniform_dequantization: bool = False,
+             quantize: str = "round") -> np.ndarray:
   """Model-space floats -> uint8 pixels (host numpy), the inverse of preprocess.
 
   Args:
     x: float array in [-1, 1] (centered) or [0, 1]; values outside are clipped.
     centered: whether ``x`` is in [-1, 1].
-    uniform_dequantization: False -> round(x·255) (exact inverse of v/255);
-      True -> floor(x·256), which returns the bin a dequantized value came from.
-      For generated samples either is fine; the default is the usual choice.
+    uniform_dequantization: True -> floor(x·256), the bin a dequantized value came from.
+    quantize: otherwise, ``round`` (round(x·255), the exact inverse of v/255) or
+      ``truncate`` (floor(x·255): improved-diffusion's ``((x + 1) * 127.5).to(uint8)``
+      and score_sde's ``np.clip(x * 255, 0, 255).astype(np.uint8)``, the protocol of
+      their FID numbers).
 
   Returns:
     np.uint8 array of ``x``'s shape.
@@ -88,6 +105,8 @@ def to_uint8(x, centered: bool, uniform_dequantization: bool = False) -> np.ndar
     x = (x + 1.0) / 2.0
   if uniform_dequantization:
     v = np.floor(x * 256.0)
+  elif quantize == "truncate":
+    v = np.floor(np.clip(x, 0.0, 1.0) * 255.0)
   else:
     v = np.floor(x * 255.0 + 0.5)  # round half up, deterministic
   return np.clip(v, 0, 255).astype(np.uint8)

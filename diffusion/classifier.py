@@ -1,0 +1,175 @@
+"""A small classifier of a dataset, trained deterministically here, whose features measure
+sample quality where the Inception network cannot (digits, MNIST, Fashion-MNIST offline).
+
+The network (``SmallConvNet``): two 3x3 conv + ReLU + 2x2 average-pool stages (32, 64
+channels; the second pool only for images of 16 px and more), a 128-unit ReLU layer (the
+*features*) and a 10-way linear head. Recipe (``Recipe``): Adam 1e-3, batch 128, a fixed
+number of steps on the training split with batches drawn from PRNGKey(seed) — the same
+weights on every machine up to floating-point reduction order. The trained weights and
+their test accuracy are cached in ``$DIFFUSION_CACHE_DIR`` (default
+``~/.cache/diffusion``) under a name that includes the dataset, the image size and a hash
+of the recipe, so the first use trains (seconds for digits, minutes for MNIST) and later
+uses load.
+
+Fréchet distance in these features (``evaluators.ClassifierFrechet``): samples against the
+training split, with the real-data floor (the test split against the training split)
+stated beside it; FD depends on the number of samples, so it is reported with it.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Any, Dict
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+NUM_CLASSES = 10
+FEATURES = 128
+
+
+class SmallConvNet(nn.Module):
+  """x [B, H, W, C] in [0, 1] -> (features [B, 128], logits [B, 10])."""
+
+  @nn.compact
+  def __call__(self, x):
+    h = nn.relu(nn.Conv(32, (3, 3), name="conv1")(x))
+    h = nn.avg_pool(h, (2, 2), (2, 2))
+    h = nn.relu(nn.Conv(64, (3, 3), name="conv2")(h))
+    if h.shape[1] >= 8:
+      h = nn.avg_pool(h, (2, 2), (2, 2))
+    features = nn.relu(nn.Dense(FEATURES, name="features")(h.reshape(h.shape[0], -1)))
+    return features, nn.Dense(NUM_CLASSES, name="logits")(features)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """How the classifier is trained; part of its cache name."""
+  steps: int = 3000
+  batch_size: int = 128
+  lr: float = 1e-3
+  seed: int = 0
+
+  def digest(self) -> str:
+    return hashlib.sha1(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+                        ).hexdigest()[:8]
+
+
+def cache_dir() -> str:
+  return os.path.expanduser(os.environ.get("DIFFUSION_CACHE_DIR", "~/.cache/diffusion"))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Classifier:
+  """Trained weights and what they score; ``features`` and ``probs`` take [0, 1] images."""
+  params: Any
+  test_accuracy: float
+  name: str
+
+  def _apply(self, x01: np.ndarray, batch: int = 500):
+    feats, logits = [], []
+    for i in range(0, len(x01), batch):
+      f, l = _apply(self.params, jnp.asarray(x01[i:i + batch], jnp.float32))
+      feats.append(np.asarray(f, np.float64))
+      logits.append(np.asarray(l, np.float64))
+    return np.concatenate(feats), np.concatenate(logits)
+
+  def features(self, x01: np.ndarray) -> np.ndarray:
+    """[N, H, W, C] in [0, 1] -> float64 [N, 128]."""
+    return self._apply(x01)[0]
+
+  def probs(self, x01: np.ndarray) -> np.ndarray:
+    """[N, H, W, C] in [0, 1] -> float64 [N, 10] class probabilities."""
+    logits = self._apply(x01)[1]
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+@jax.jit
+def _apply(params, x):
+  return SmallConvNet().apply({"params": params}, x)
+
+
+def train(images: np.ndarray, labels: np.ndarray, recipe: Recipe = Recipe()) -> Any:
+  """The classifier's parameters after ``recipe.steps`` Adam steps on (images, labels).
+
+  images: uint8 [N, H, W, C]; labels: int [N]. Batches are i.i.d. draws from
+  fold_in(PRNGKey(seed), step); one jitted step per batch.
+  """
+  x = jnp.asarray(images, jnp.float32) / 255.0
+  y = jnp.asarray(labels, jnp.int32)
+  key = jax.random.PRNGKey(recipe.seed)
+  params = SmallConvNet().init(jax.random.fold_in(key, 2**31 - 1), x[:1])["params"]
+  opt = optax.adam(recipe.lr)
+
+  def loss_fn(params, xb, yb):
+    logits = SmallConvNet().apply({"params": params}, xb)[1]
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, yb))
+
+  @jax.jit
+  def step(params, opt_state, i):
+    idx = jax.random.randint(jax.random.fold_in(key, i), (recipe.batch_size,), 0, len(y))
+    grads = jax.grad(loss_fn)(params, x[idx], y[idx])
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  # A Python loop over one jitted step, not a lax.scan: XLA:CPU runs convolutions
+  # inside a while-loop body over ten times slower (BENCHMARKS.md).
+  opt_state = opt.init(params)
+  for i in range(recipe.steps):
+    params, opt_state = step(params, opt_state, jnp.int32(i))
+  return params
+
+
+def accuracy(params, images: np.ndarray, labels: np.ndarray) -> float:
+  c = Classifier(params, float("nan"), "")
+  return float(np.mean(np.argmax(c.probs(np.asarray(images, np.float32) / 255.0), 1) == labels))
+
+
+def _flatten(tree: Dict, prefix: str = "") -> Dict[str, np.ndarray]:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}/"))
+    else:
+      out[f"{prefix}{k}"] = np.asarray(v)
+  return out
+
+
+def _unflatten(flat: Dict[str, np.ndarray]) -> Dict:
+  out: Dict = {}
+  for name, v in flat.items():
+    node = out
+    parts = name.split("/")
+    for p in parts[:-1]:
+      node = node.setdefault(p, {})
+    node[parts[-1]] = jnp.asarray(v)
+  return out
+
+
+def load_or_train(dataset: str, train_split: Dict[str, np.ndarray],
+                  test_split: Dict[str, np.ndarray], recipe: Recipe = Recipe()) -> Classifier:
+  """The cached classifier of ``dataset`` (train it on the first use).
+
+  Args:
+    dataset: a name for the cache, e.g. ``mnist_28px``.
+    train_split, test_split: ``{"images": uint8 [N, H, W, C], "labels": int [N]}``.
+  """
+  name = f"classifier_{dataset}_{recipe.digest()}"
+  path = os.path.join(cache_dir(), f"{name}.npz")
+  if os.path.isfile(path):
+    with np.load(path, allow_pickle=False) as f:
+      arrays = {k: f[k] for k in f.files}
+    acc = float(arrays.pop("__test_accuracy__"))
+    return Classifier(_unflatten(arrays), acc, name)
+  params = train(train_split["images"], train_split["labels"], recipe)
+  acc = accuracy(params, test_split["images"], test_split["labels"])
+  os.makedirs(cache_dir(), exist_ok=True)
+  tmp = path + ".tmp.npz"
+  np.savez(tmp, __test_accuracy__=np.float64(acc), **_flatten(jax.device_get(params)))
+  os.replace(tmp, path)   # atomic: a crash never leaves a half-written cache
+  return Classifier(params, acc, name)

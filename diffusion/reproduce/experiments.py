@@ -1,0 +1,352 @@
+"""The experiments behind the registry's baselines: each trains (resuming) and measures.
+
+An experiment is ``fn(baseline, budget, workdir, seed) -> Outcome``: the measured value of
+each of the baseline's metrics (claims measure 1.0 when they hold, 0.0 when not), the
+pictures it drew (PNG files in ``workdir``) and details for results.json.
+"""
+
+import dataclasses
+import importlib.util
+import math
+import os
+from typing import Any, Callable, Dict, List, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from diffusion import evaluation, evaluators, families, runs, samplers, schedules
+from diffusion.data import make_source, toy
+from diffusion.models.analytic import AnalyticMixture
+from diffusion.processes import make_process
+from diffusion.sweeps.grid import apply_overrides
+from diffusion.train_loop import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@dataclasses.dataclass
+class Outcome:
+  measured: Dict[str, float]
+  pictures: List[str] = dataclasses.field(default_factory=list)
+  details: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def load_config(path: str, overrides: Optional[Dict[str, Any]] = None) -> ml_collections.ConfigDict:
+  """A config file's get_config() (path relative to the repository) with dotted overrides."""
+  spec = importlib.util.spec_from_file_location("reproduce_config", os.path.join(REPO, path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  return apply_overrides(config, overrides or {})
+
+
+def train_and_restore(config, workdir: str):
+  """Trains (or resumes, or finds finished) the run; returns (family, EMA params, step)."""
+  train(config, workdir, progress=False)
+  family = families.make_family(config)
+  params, step = runs.restore_ema_params(workdir, family)
+  return family, params, step
+
+
+def evaluate(config, params, step: int, workdir: str, names, seed: int = 0) -> Dict[str, float]:
+  """Runs the named evaluators of ``config`` on EMA params; merged eval/* metrics."""
+  family = families.make_family(config)
+  out = {}
+  for ev in evaluators.make_evaluators(family, workdir, names, seed=seed):
+    out.update(ev.run(params, step))
+  return out
+
+
+# ---------------------------------------------------------------------------
+# NCSN Fig. 3: annealed vs plain Langevin on the two-mode mixture
+# ---------------------------------------------------------------------------
+
+MIXTURE = dict(weights=(0.8, 0.2), means=((5.0, 5.0), (-5.0, -5.0)), stds=(1.0, 1.0))
+TOY_SIGMAS = dict(variant="ncsn", schedule="geometric", num_timesteps=10, sigma_min=1.0,
+                  sigma_max=20.0)
+LANGEVIN = dict(method="annealed_langevin", n_steps_each=100, step_size=0.1,
+                langevin_form="paper", denoise=False)
+
+
+def heavy_mode_share(x) -> float:
+  """The fraction of points nearer (5, 5) than (−5, −5)."""
+  x = np.asarray(x)
+  return float(np.mean(((x - 5.0) ** 2).sum(1) < ((x + 5.0) ** 2).sum(1)))
+
+
+def _toy_init(seed: int, n: int = 1280):
+  """NCSN's toy runner: n points uniform on [−8, 8]²."""
+  return jax.random.uniform(jax.random.PRNGKey(seed), (n, 2), minval=-8.0, maxval=8.0)
+
+
+def _langevin_shares(eps_fn, data_score, seeds: int, ve) -> Dict[str, Any]:
+  annealed, plain, last = [], [], {}
+  for s in range(seeds):
+    init = _toy_init(100 + s)
+    xa = samplers.sample(eps_fn, ve, init.shape, jax.random.PRNGKey(200 + s), LANGEVIN,
+                         init=init)
+    xp = samplers.langevin(data_score, init, jax.random.PRNGKey(300 + s), 0.1, 1000,
+                           form="paper")
+    annealed.append(heavy_mode_share(xa))
+    plain.append(heavy_mode_share(xp))
+    last = {"annealed": np.asarray(xa), "plain": np.asarray(xp), "init": np.asarray(init)}
+  return {"annealed": float(np.mean(annealed)), "plain": float(np.mean(plain)),
+          "annealed_se": float(np.std(annealed, ddof=1) / math.sqrt(seeds)) if seeds > 1 else 0.0,
+          "plain_se": float(np.std(plain, ddof=1) / math.sqrt(seeds)) if seeds > 1 else 0.0,
+          "points": last}
+
+
+def _plot_langevin(path: str, points: Dict[str, np.ndarray], title: str) -> str:
+  # matplotlib takes ~1.5 s to import; only the pictures need it.
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  grid = np.linspace(-9, 9, 200)
+  gx, gy = np.meshgrid(grid, grid)
+  xy = np.stack([gx, gy], -1)
+  density = sum(w * np.exp(-0.5 * ((xy - np.asarray(m)) ** 2).sum(-1)) / (2 * np.pi)
+                for w, m in zip(MIXTURE["weights"], MIXTURE["means"]))
+  fig, axes = plt.subplots(1, 2, figsize=(9, 4.4), sharey=True)
+  for ax, key, name in ((axes[0], "plain", "Langevin dynamics"),
+                        (axes[1], "annealed", "annealed Langevin dynamics")):
+    ax.contour(gx, gy, density, levels=8, cmap="Greys", linewidths=0.6)
+    p = points[key]
+    ax.scatter(p[:, 0], p[:, 1], s=2, c="tab:blue")
+    ax.set(title=f"{name}: {heavy_mode_share(p):.3f} at (5, 5)", xlim=(-9, 9), ylim=(-9, 9))
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def ncsn_toy_exact(baseline, budget, workdir: str, seed: int = 0) -> Outcome:
+  """NCSN Fig. 3 with the exact scores: annealed Langevin over σ 20 → 1 (10 levels x 100
+  steps, ε = 0.1, NCSN's toy runner) with the noised mixture's ε, plain Langevin with
+  the data score; the share of samples in the heavy (0.8) mode, mean over seeds."""
+  del baseline, seed
+  mixture = AnalyticMixture.diagonal(MIXTURE["weights"], MIXTURE["means"], MIXTURE["stds"])
+  ve = make_process(TOY_SIGMAS)
+  eps_fn = lambda x, t: mixture.apply({}, x, ve.signal_scale(t), ve.noise_std(t))  # noqa: E731
+  score = lambda x: mixture.apply({}, x, 1.0, 0.0, method=AnalyticMixture.score)  # noqa: E731
+  r = _langevin_shares(eps_fn, score, int(budget.overrides.get("seeds", 10)), ve)
+  pic = _plot_langevin(os.path.join(workdir, "ncsn_fig3_exact.png"), r["points"],
+                       "NCSN Fig. 3, exact scores")
+  return Outcome({"annealed_share": r["annealed"], "plain_share": r["plain"]}, [pic],
+                 {k: v for k, v in r.items() if k != "points"})
+
+
+def ncsn_toy_learned(baseline, budget, workdir: str, seed: int = 0) -> Outcome:
+  """NCSN Fig. 3 with a learned score: configs/ncsn/toy_mixture.py (an MLP trained by DSM
+  on the mixture over σ 1 → 20) drives both samplers; plain Langevin uses the learned
+  score at the smallest level, σ = 1."""
+  del seed
+  config = load_config(baseline.config, {k: v for k, v in budget.overrides.items()
+                                         if k != "seeds"})
+  family, params, _ = train_and_restore(config, os.path.join(workdir, "run"))
+  eps_fn = family.eps_fn(params)
+  t0 = lambda x: jnp.zeros((x.shape[0],), jnp.int32)  # noqa: E731
+  score = lambda x: family.process.eps_to_score(eps_fn(x, t0(x)), t0(x))  # noqa: E731
+  r = _langevin_shares(eps_fn, score, int(budget.overrides.get("seeds", 10)), family.process)
+  pic = _plot_langevin(os.path.join(workdir, "ncsn_fig3_learned.png"), r["points"],
+                       "NCSN Fig. 3, learned score (DSM, MLP)")
+  return Outcome({"annealed_share": r["annealed"], "plain_share": r["plain"]}, [pic],
+                 {k: v for k, v in r.items() if k != "points"})
+
+
+# ---------------------------------------------------------------------------
+# DPM Table 1: the swiss roll's bound K
+# ---------------------------------------------------------------------------
+
+
+def dpm_swiss_roll(baseline, budget, workdir: str, seed: int = 0) -> Outcome:
+  """DPM's bound K in bits per point on ``swiss_roll_unit`` (T = 40, learned mean and
+  variance, trained on the bound): K = −(L_T + Σ L_t + L_0) of 10,000 fresh points, the
+  t = 0 term a Gaussian density. Beside it: the data's exact log-likelihood (the
+  t-integral of its density), which bounds K from above, and L_null = −log2(2πe)."""
+  overrides = dict(budget.overrides)
+  n = int(overrides.pop("num_points", 10_000))
+  config = load_config(baseline.config, overrides)
+  family, params, _ = train_and_restore(config, os.path.join(workdir, "run"))
+  x = toy.swiss_roll_unit(jax.random.PRNGKey(10_000 + seed), n)
+  terms = evaluation.calc_bpd(family.eps_fn(params), family.process, x,
+                              jax.random.PRNGKey(seed), config.diffusion.var_type,
+                              clip_x0=False, decoder="gaussian")
+  k_bits = -2.0 * np.asarray(terms["total_bpd"], np.float64)          # bits/dim x 2 dims
+  exact_bits = toy.swiss_roll_unit_log_density(np.asarray(x)) / math.log(2.0)
+  l_null = -math.log2(2 * math.pi * math.e)
+  measured = {"K_bits": float(k_bits.mean()), "K_minus_L_null": float(k_bits.mean() - l_null),
+              "exact_log_likelihood_bits": float(exact_bits.mean()),
+              "gap_to_exact_bits": float(exact_bits.mean() - k_bits.mean())}
+  pic = _plot_roll(os.path.join(workdir, "dpm_fig1_swiss_roll.png"), family, params,
+                   np.asarray(x[:2000]), seed)
+  return Outcome(measured, [pic], {"K_se": float(k_bits.std(ddof=1) / math.sqrt(n)),
+                                   "num_points": n, "L_null": l_null})
+
+
+def _plot_roll(path: str, family, params, x0: np.ndarray, seed: int) -> str:
+  """DPM Fig. 1: the forward trajectory (data -> noise) above the reverse one."""
+  import matplotlib  # pylint: disable=import-outside-toplevel  # heavy, pictures only
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  p, T = family.process, family.process.num_timesteps
+  noise = np.asarray(jax.random.normal(jax.random.PRNGKey(seed + 1), x0.shape))
+  forward = [np.asarray(p.q_sample(jnp.asarray(x0), jnp.full((len(x0),), t, jnp.int32),
+                                   jnp.asarray(noise))) for t in (0, T // 2 - 1, T - 1)]
+  _, traj = samplers.sample(family.eps_fn(params), p, x0.shape, jax.random.PRNGKey(seed + 2),
+                            family.config.sampling, x0_range=None, trajectory_every=T // 2)
+  reverse = [np.asarray(traj[0]), np.asarray(traj[1]), np.asarray(traj[-1])]
+  fig, axes = plt.subplots(2, 3, figsize=(9, 6), sharex=True, sharey=True)
+  for ax, pts, title in zip(axes[0], forward, ("t = 0 (data)", f"t = {T // 2}", f"t = {T}")):
+    ax.scatter(pts[:, 0], pts[:, 1], s=1)
+    ax.set_title(f"forward q, {title}")
+  for ax, pts, title in zip(axes[1], reverse, (f"t = {T}", f"t = {T // 2}", "t = 0")):
+    ax.scatter(pts[:, 0], pts[:, 1], s=1, c="tab:orange")
+    ax.set_title(f"reverse p, {title}")
+  for ax in axes.flat:
+    ax.set(xlim=(-3, 3), ylim=(-3, 3))
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+# ---------------------------------------------------------------------------
+# NCSNv2 techniques 1-2 from the data
+# ---------------------------------------------------------------------------
+
+
+def ncsnv2_sigmas(baseline, budget, workdir: str, seed: int = 0) -> Outcome:
+  """NCSNv2 technique 1 (σ₁ = the largest pairwise distance of the training set, [0, 1]
+  pixels) and 2 (γ with C(γ, D) = the released configs' 0.567; L from σ₁/σ_L = γ^{L−1},
+  σ_L = 0.01) computed from the data."""
+  del workdir, seed
+  config = load_config(baseline.config, budget.overrides)
+  images = make_source(config.data).arrays["images"]
+  x = images.reshape(len(images), -1).astype(np.float64) / 255.0
+  sigma1 = schedules.max_pairwise_distance(x)
+  gamma = schedules.ncsnv2_gamma(x.shape[1], overlap=0.567)
+  levels = schedules.ncsnv2_num_levels(0.01, sigma1, gamma)
+  return Outcome({"sigma_1": sigma1, "num_levels": float(levels)},
+                 details={"gamma": gamma, "num_train": len(x), "dim": x.shape[1]})
+
+
+# ---------------------------------------------------------------------------
+# Training objectives on digits: DDPM Table 1 / Improved DDPM Table 1 orderings
+# ---------------------------------------------------------------------------
+
+OBJECTIVES = {
+    "mse": {"diffusion.loss": "mse", "diffusion.var_type": "fixedlarge"},
+    "hybrid": {"diffusion.loss": "hybrid", "diffusion.var_type": "learned_range",
+               "model.out_channels": 2},
+    "kl": {"diffusion.loss": "kl", "diffusion.var_type": "learned_range",
+           "model.out_channels": 2},
+}
+
+
+def _quality(config, params, step, workdir, seed, sampling=None) -> Dict[str, float]:
+  """The classifier metric of ``config``'s eval.classifier_fid, with a sampling override."""
+  if sampling:
+    config = apply_overrides(config, {f"sampling.{k}": v for k, v in sampling.items()})
+  return evaluate(config, params, step, workdir, ["classifier_fid"], seed)
+
+
+def digits_objectives(baseline, budget, workdir: str, seed: int = 0) -> Outcome:
+  """One network and budget, three objectives (L_simple, hybrid, the bound): bits/dim on
+  the test digits and the classifier metric of respaced ancestral samples; a sample
+  grid per objective (``samples_<objective>.png``)."""
+  rows, pictures = {}, []
+  for name, change in OBJECTIVES.items():
+    config = load_config(baseline.config, dict(budget.overrides, **change))
+    family, params, step = train_and_restore(config, os.path.join(workdir, name))
+    bpd = evaluate(config, params, step, os.path.join(workdir, name), ["bpd"], seed)
+    quality = _quality(config, params, step, os.path.join(workdir, name), seed)
+    rows[name] = {"bpd": bpd["eval/bpd"], "bpd_se": bpd["eval/bpd_se"],
+                  "cfid": quality["eval/cfid"], "confident": quality["eval/confident"]}
+    samples = np.asarray(family.sample_fn(64)(params, jax.random.PRNGKey(seed)))
+    if runs.save_samples(workdir, f"samples_{name}", samples,
+                         family.to_uint8(samples)) is not None:
+      pictures.append(os.path.join(workdir, f"samples_{name}.png"))
+  b = {k: v["bpd"] for k, v in rows.items()}
+  c = {k: v["cfid"] for k, v in rows.items()}
+  measured = {"bpd_mse": b["mse"], "bpd_hybrid": b["hybrid"], "bpd_kl": b["kl"],
+              "bpd_ordering": float(b["mse"] > b["hybrid"] > b["kl"]),
+              "cfid_mse": c["mse"], "cfid_hybrid": c["hybrid"], "cfid_kl": c["kl"],
+              "quality_best_for_mse": float(c["mse"] <= min(c["hybrid"], c["kl"]))}
+  return Outcome(measured, pictures, details=rows)
+
+
+# ---------------------------------------------------------------------------
+# DDIM Table 1's pattern: quality against steps S for eta in {0, 0.5, 1}
+# ---------------------------------------------------------------------------
+
+DDIM_STEPS = (10, 20, 50, 100)
+DDIM_ETAS = (0.0, 0.5, 1.0)
+
+
+def ddim_steps(baseline, budget, workdir: str, seed: int = 0) -> Outcome:
+  """One DDPM (L_simple) on digits; the classifier metric of DDIM samples for every
+  (S, η). Claims: η = 0 is best at S = 10, and the gap to η = 1 closes by S = 100."""
+  config = load_config(baseline.config, budget.overrides)
+  _, params, step = train_and_restore(config, os.path.join(workdir, "run"))
+  table = {}
+  for eta in DDIM_ETAS:
+    for s in DDIM_STEPS:
+      q = _quality(config, params, step, os.path.join(workdir, "run"), seed,
+                   {"method": "ddim", "num_steps": s, "eta": eta})
+      table[(eta, s)] = q["eval/cfid"]
+  gap10 = table[(1.0, 10)] - table[(0.0, 10)]
+  gap100 = table[(1.0, 100)] - table[(0.0, 100)]
+  measured = {f"cfid_eta{eta:g}_S{s}": v for (eta, s), v in table.items()}
+  measured["eta0_best_at_S10"] = float(table[(0.0, 10)] <= min(table[(0.5, 10)],
+                                                               table[(1.0, 10)]))
+  measured["gap_closes_by_S100"] = float(gap100 < 0.5 * gap10)
+  pic = _plot_ddim(os.path.join(workdir, "ddim_steps.png"), table)
+  return Outcome(measured, [pic], {"gap_S10": gap10, "gap_S100": gap100})
+
+
+def _plot_ddim(path: str, table) -> str:
+  import matplotlib  # pylint: disable=import-outside-toplevel  # heavy, pictures only
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig, ax = plt.subplots(figsize=(5.5, 4))
+  for eta in DDIM_ETAS:
+    ax.plot(DDIM_STEPS, [table[(eta, s)] for s in DDIM_STEPS], marker="o", label=f"η = {eta:g}")
+  ax.set(xscale="log", xlabel="sampling steps S", ylabel="classifier Fréchet distance",
+         title="DDIM Table 1's pattern on digits")
+  ax.set_xticks(DDIM_STEPS, [str(s) for s in DDIM_STEPS])
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+# ---------------------------------------------------------------------------
+# Train and evaluate a config (GPU and paper tiers, the VAE)
+# ---------------------------------------------------------------------------
+
+
+def train_evaluate(baseline, budget, workdir: str, seed: int = 0) -> Outcome:
+  """Trains the baseline's config with the tier's overrides, then runs the evaluators
+  its metrics name (``eval/<metric>`` of bpd, fid, classifier_fid, elbo) and writes a
+  sample grid."""
+  config = load_config(baseline.config, budget.overrides)
+  family, params, step = train_and_restore(config, os.path.join(workdir, "run"))
+  metrics = evaluate(config, params, step, os.path.join(workdir, "run"), baseline.evaluators,
+                     seed)
+  samples = np.asarray(family.sample_fn(64)(params, jax.random.PRNGKey(seed)))
+  grid = runs.save_samples(workdir, "samples", samples, family.to_uint8(samples))
+  measured = {m.name: metrics.get(f"eval/{m.name}", float("nan")) for m in baseline.metrics}
+  pictures = [os.path.join(workdir, "samples.png")] if grid is not None else []
+  return Outcome(measured, pictures, {"metrics": metrics, "step": step})
+
+
+EXPERIMENTS: Dict[str, Callable[..., Outcome]] = {
+    "ncsn_toy_exact": ncsn_toy_exact, "ncsn_toy_learned": ncsn_toy_learned,
+    "ncsnv2_sigmas": ncsnv2_sigmas, "digits_objectives": digits_objectives,
+    "dpm_swiss_roll": dpm_swiss_roll,
+    "ddim_steps": ddim_steps, "train_evaluate": train_evaluate,
+}

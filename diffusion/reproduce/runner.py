@@ -1,0 +1,150 @@
+"""Running a baseline: its experiment at a tier's budget, then the table of ours against
+the paper, ``DIR/results.json``, and an exit status that says whether every metric is in
+its band."""
+
+import datetime
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Tuple
+
+import jax
+
+from diffusion import runs
+from diffusion.errors import ConfigError, did_you_mean
+from diffusion.reproduce.baselines import BASELINES
+from diffusion.reproduce.experiments import EXPERIMENTS, REPO
+from diffusion.reproduce.registry import TIERS, Baseline
+
+
+def get(name: str) -> Baseline:
+  if name not in BASELINES:
+    raise ConfigError(f"no baseline {name!r}{did_you_mean(name, BASELINES)}; "
+                      "`python -m diffusion.reproduce list` shows them.")
+  return BASELINES[name]
+
+
+def machine() -> str:
+  dev = jax.devices()[0]
+  return (f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, "
+          f"{jax.device_count()} x {dev.platform} ({dev.device_kind}), jax {jax.__version__}")
+
+
+def commit() -> str:
+  try:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                          capture_output=True, text=True, timeout=10).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return "unknown"
+
+
+def _fmt(v: Any) -> str:
+  if isinstance(v, float):
+    return "nan" if math.isnan(v) else f"{v:.4g}"
+  if isinstance(v, (tuple, list)) and len(v) == 2:
+    return f"[{_fmt(float(v[0]))}, {_fmt(float(v[1]))}]"
+  return str(v)
+
+
+def table(rows: List[Dict[str, Any]]) -> str:
+  lines = ["| metric | paper | ours | band | ok |", "|---|---|---|---|---|"]
+  for r in rows:
+    ours = r["ours"]
+    if r.get("claim"):
+      ours = "holds" if r["ok"] else "fails"
+    lines.append(f"| {r['metric']} | {r['paper']} | {_fmt(ours)} | "
+                 f"{'-' if r.get('claim') else _fmt(r['band'])} | {'yes' if r['ok'] else 'NO'} |")
+  return "\n".join(lines)
+
+
+def run(name: str, tier: str = "cpu", workdir: str = "", seed: int = 0) -> Tuple[bool, Dict]:
+  """Runs baseline ``name`` at ``tier``; prints the table, writes DIR/results.json."""
+  b = get(name)
+  if tier not in TIERS:
+    raise ConfigError(f"--tier={tier!r} is not valid; choose one of {', '.join(TIERS)}.")
+  if tier not in b.tiers:
+    raise ConfigError(f"{name} has no {tier} tier; it has {', '.join(b.tiers)}.")
+  budget = b.budget(tier)
+  workdir = workdir or os.path.join("runs", "reproduce", f"{name}_{tier}")
+  runs.check_workdir(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  start = time.time()
+  with runs.WorkdirLock(workdir):
+    outcome = EXPERIMENTS[b.experiment](b, budget, workdir, seed)
+  wall = time.time() - start
+  rows = []
+  for m in b.metrics:
+    ours = outcome.measured.get(m.name)
+    rows.append({"metric": m.name, "paper": m.paper, "ours": ours, "band": list(m.band),
+                 "ok": m.judge(ours), "why": m.why, "protocol": m.protocol, "claim": m.claim})
+  ok = all(r["ok"] for r in rows)
+  result = {"baseline": name, "paper": b.paper, "where": b.where, "dataset": b.dataset,
+            "tier": tier, "ok": ok, "rows": rows, "measured": outcome.measured,
+            "details": outcome.details, "pictures": [os.path.relpath(p, workdir)
+                                                      for p in outcome.pictures],
+            "commit": commit(), "machine": machine(), "wall_time_s": round(wall, 1),
+            "date": datetime.date.today().isoformat(),
+            "command": f"python -m diffusion.reproduce {name} --tier={tier} "
+                       f"--workdir={workdir}", "note": b.note}
+  with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
+    json.dump(result, f, indent=2, default=float)
+  print(f"{b.paper}, {b.where} ({b.dataset}), tier {tier}: {wall / 60:.1f} min on {machine()}")
+  print(table(rows))
+  for r in rows:
+    print(f"  {r['metric']}: {r['protocol']} Band: {r['why']}")
+  print(f"wrote {os.path.join(workdir, 'results.json')}"
+        + (f" and {', '.join(result['pictures'])}" if result["pictures"] else ""))
+  return ok, result
+
+
+def listing() -> str:
+  lines = ["| name | paper | where | dataset | tiers (minutes) | metrics (paper) |",
+           "|---|---|---|---|---|---|"]
+  for name, b in BASELINES.items():
+    tiers = ", ".join(f"{t} {bud.minutes:g}" + ("" if bud.runnable_here else " (not here)")
+                      for t, bud in b.tiers.items())
+    metrics = "; ".join(f"{m.name} {m.paper}" for m in b.metrics)
+    lines.append(f"| {name} | {b.paper} | {b.where} | {b.dataset} | {tiers} | {metrics} |")
+  return "\n".join(lines)
+
+
+def readme_table() -> str:
+  """The README's "Reproducing the papers" table: every entry, its expected numbers and
+  bands, the budgets and the command (tests check that the README holds it verbatim)."""
+  lines = ["| baseline | paper, where | dataset | expected (paper → our band) | budgets | command |",
+           "|---|---|---|---|---|---|"]
+  for name, b in BASELINES.items():
+    expected = "; ".join(
+        f"{m.name}: {m.paper} → " + ("holds" if m.claim else _fmt(m.band)) for m in b.metrics)
+    budgets = ", ".join(f"{t}: {bud.minutes:g} min on {bud.machine}"
+                        + ("" if bud.runnable_here else " (not run here)")
+                        for t, bud in b.tiers.items())
+    tier = next(iter(b.tiers))
+    cmd = f"`python -m diffusion.reproduce {name}" + ("" if tier == "cpu" else f" --tier={tier}") + "`"
+    lines.append(f"| `{name}` | {b.paper}, {b.where} | {b.dataset} | {expected} | {budgets} | "
+                 f"{cmd} |")
+  return "\n".join(lines)
+
+
+def main(argv) -> int:
+  import argparse  # pylint: disable=import-outside-toplevel
+  parser = argparse.ArgumentParser(prog="python -m diffusion.reproduce",
+                                   description="Paper baselines: list, or run one.")
+  parser.add_argument("name", help="'list', or a baseline's name")
+  parser.add_argument("--tier", default="cpu", help="cpu | gpu | paper")
+  parser.add_argument("--workdir", default="", help="default runs/reproduce/<name>_<tier>")
+  parser.add_argument("--seed", type=int, default=0)
+  args = parser.parse_args(argv)
+  if args.name == "list":
+    print(listing())
+    return 0
+  try:
+    ok, _ = run(args.name, args.tier, args.workdir, args.seed)
+  except ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0 if ok else 1

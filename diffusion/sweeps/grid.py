@@ -1,0 +1,185 @@
+"""Sweep definitions: lists of override dicts, composed with sweep / product / zip / chain.
+
+A point of a sweep is a dict of dotted config paths to values, the same paths as
+``--config.x=y`` (``{"optim.lr": 1e-4, "training.seed": 0}``). A config file may define
+``sweep_<name>()`` functions beside ``get_config()``, returning a list (or generator)
+of such dicts, in the spelling JAX researchers know from big_vision / XManager:
+
+  def sweep_lr_ema():
+    return product(sweep("optim.lr", [1e-4, 2e-4, 4e-4]),
+                   sweep("training.ema_decay", [0.999, 0.9999]))
+
+On the command line ``--sweep="optim.lr=1e-4,2e-4;training.seed=0,1"`` is the
+product of its axes. Point names are derived from the overrides: readable
+(``lr=0.0001_seed=0``), stable (a function of the overrides alone) and safe as
+folder names.
+"""
+
+import ast
+import builtins
+import hashlib
+import importlib.util
+import itertools
+import re
+from typing import Any, Dict, Iterable, List, Sequence
+
+import ml_collections
+
+from diffusion.errors import ConfigError, did_you_mean
+
+Point = Dict[str, Any]
+
+MAX_NAME = 100   # characters; longer names are shortened with a hash of the overrides
+
+
+def sweep(key: str, values: Iterable) -> List[Point]:
+  """One axis: ``[{key: v} for v in values]``."""
+  return [{key: v} for v in values]
+
+
+def product(*axes: Iterable[Point]) -> List[Point]:
+  """Every combination of one point from each axis (the first axis varies slowest)."""
+  out = []
+  for combo in itertools.product(*[list(a) for a in axes]):
+    merged: Point = {}
+    for part in combo:
+      _merge_into(merged, part)
+    out.append(merged)
+  return out
+
+
+def zip(*axes: Iterable[Point]) -> List[Point]:  # pylint: disable=redefined-builtin
+  """Points merged position by position; the axes must have equal lengths."""
+  lists = [list(a) for a in axes]
+  if len({len(l) for l in lists}) > 1:
+    raise ConfigError(f"sweeps.zip needs axes of equal length; got {[len(l) for l in lists]}.")
+  out = []
+  for parts in builtins.zip(*lists):
+    merged: Point = {}
+    for part in parts:
+      _merge_into(merged, part)
+    out.append(merged)
+  return out
+
+
+def chain(*sweeps: Iterable[Point]) -> List[Point]:
+  """The points of several sweeps one after another."""
+  return [dict(p) for s in sweeps for p in s]
+
+
+def _merge_into(merged: Point, part: Point) -> None:
+  for k, v in part.items():
+    if k in merged and merged[k] != v:
+      raise ConfigError(f"a sweep point sets {k} twice ({merged[k]!r} and {v!r}).")
+    merged[k] = v
+
+
+def parse_value(text: str):
+  """A command-line value: a Python literal (1e-4, 3, True, (1, 2)) or else a string."""
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def parse_grid(text: str) -> List[Point]:
+  """``"a.b=1,2;c.d=x,y"`` -> the product of its axes (values split on top-level commas)."""
+  axes = []
+  for part in filter(None, (p.strip() for p in text.split(";"))):
+    if "=" not in part:
+      raise ConfigError(f"--sweep={text!r}: {part!r} is not key=v1,v2,...; write e.g. "
+                        "--sweep=\"optim.lr=1e-4,2e-4;training.seed=0,1\".")
+    key, values = (s.strip() for s in part.split("=", 1))
+    axes.append(sweep(key, [parse_value(v) for v in _split_top_level(values)]))
+  if not axes:
+    raise ConfigError(f"--sweep={text!r} names no axis.")
+  return product(*axes)
+
+
+def _split_top_level(text: str) -> List[str]:
+  """Splits on commas outside brackets, so tuples like (1,2) stay one value."""
+  out, depth, cur = [], 0, ""
+  for ch in text:
+    depth += ch in "([{"
+    depth -= ch in ")]}"
+    if ch == "," and depth == 0:
+      out.append(cur.strip())
+      cur = ""
+    else:
+      cur += ch
+  out.append(cur.strip())
+  return [v for v in out if v]
+
+
+def load_sweep(config_file: str, spec: str) -> List[Point]:
+  """The points of ``--sweep=spec``: a ``sweep_<spec>()`` of the config file, or a grid."""
+  if "=" in spec:
+    return parse_grid(spec)
+  module_spec = importlib.util.spec_from_file_location("_sweep_config", config_file)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  names = sorted(n[len("sweep_"):] for n in dir(module) if n.startswith("sweep_"))
+  if spec not in names:
+    listed = ", ".join(names) or "none"
+    raise ConfigError(f"--sweep={spec}: {config_file} defines no sweep_{spec}()"
+                      f"{did_you_mean(spec, names)}; it defines: {listed}. A grid is "
+                      "written key=v1,v2;key2=...")
+  points = [dict(p) for p in getattr(module, f"sweep_{spec}")()]
+  if not points:
+    raise ConfigError(f"--sweep={spec}: sweep_{spec}() returned no points.")
+  return points
+
+
+def apply_overrides(config: ml_collections.ConfigDict, point: Point) -> ml_collections.ConfigDict:
+  """A copy of ``config`` with the point's dotted overrides (one-line error naming a bad key)."""
+  out = ml_collections.ConfigDict(config.to_dict())
+  for key, value in point.items():
+    node, parts = out, key.split(".")
+    for i, part in enumerate(parts):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        options = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        raise ConfigError(f"sweep key {key!r}: the config has no field "
+                          f"{'.'.join(parts[:i + 1])!r}{did_you_mean(part, options)}.")
+      if i < len(parts) - 1:
+        node = node[part]
+    if isinstance(node[parts[-1]], tuple) and isinstance(value, list):
+      value = tuple(value)
+    try:
+      node[parts[-1]] = value
+    except TypeError as e:
+      raise ConfigError(f"sweep key {key}={value!r}: {str(e).splitlines()[0]}") from None
+  return out
+
+
+def _format(value) -> str:
+  if isinstance(value, float):
+    return f"{value:g}"
+  if isinstance(value, (tuple, list)):
+    return "-".join(_format(v) for v in value)
+  return str(value)
+
+
+def point_names(points: Sequence[Point]) -> List[str]:
+  """Readable, stable, filesystem-safe names, e.g. ``lr=0.0001_seed=0``.
+
+  A key is shortened to its last component unless two keys of the sweep share it.
+  Names of more than MAX_NAME characters keep a prefix and a hash of the overrides.
+  """
+  keys = list(dict.fromkeys(k for p in points for k in p))
+  last = [k.split(".")[-1] for k in keys]
+  short = {k: (s if last.count(s) == 1 else k) for k, s in builtins.zip(keys, last)}
+  names = []
+  for p in points:
+    name = "_".join(f"{short[k]}={_format(v)}" for k, v in p.items()) or "base"
+    name = re.sub(r"[^A-Za-z0-9=._+-]+", "-", name)
+    if len(name) > MAX_NAME:
+      digest = hashlib.sha1(repr(sorted(p.items())).encode()).hexdigest()[:8]
+      name = f"{name[:MAX_NAME - 9]}-{digest}"
+    names.append(name)
+  seen = {}
+  for name, p in builtins.zip(names, points):
+    if name in seen:
+      raise ConfigError(f"the sweep has two points named {name!r} ({seen[name]} and {p}); "
+                        "every point needs its own overrides.")
+    seen[name] = p
+  return names

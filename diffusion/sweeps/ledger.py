@@ -1,0 +1,109 @@
+"""The ledger of a sweep, ``<DIR>/sweep.json``: every point's state, written atomically.
+
+  {"config": "configs/ddpm/digits.py", "sweep": "lr_ema", "common_overrides": {...},
+   "points": [{"name": "lr=0.0001_ema_decay=0.999", "overrides": {...},
+               "status": "pending" | "running" | "done" | "failed",
+               "error": "<one line>" | null, "workdir": "<DIR>/<name>",
+               "final": {...}, "best": {...}}, ...]}
+
+Running the same command again skips done points, resumes a running (interrupted) one
+from its checkpoint, and retries failed ones only when asked. A definition that changed
+under an existing DIR is refused, saying what changed; added points are appended.
+"""
+
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+from diffusion.errors import ConfigError
+
+STATUSES = ("pending", "running", "done", "failed")
+
+
+def _plain(value: Any) -> Any:
+  """JSON's view of a value (tuples become lists), for comparisons with a stored ledger."""
+  return json.loads(json.dumps(value))
+
+
+class Ledger:
+  """``<DIR>/sweep.json``. Only the process holding DIR's lock writes it."""
+
+  def __init__(self, sweep_dir: str, data: Dict[str, Any], read_only: bool = False):
+    self.path = os.path.join(sweep_dir, "sweep.json")
+    self.dir = sweep_dir
+    self.data = data
+    self.read_only = read_only   # the other processes of a multi-host sweep
+
+  @classmethod
+  def open(cls, sweep_dir: str, config_file: str, spec: str, common: Dict[str, Any],
+           names: Sequence[str], points: Sequence[Dict[str, Any]]) -> "Ledger":
+    """The ledger of DIR for this definition, created or checked against the stored one."""
+    path = os.path.join(sweep_dir, "sweep.json")
+    fresh = [{"name": n, "overrides": _plain(p), "status": "pending", "error": None,
+              "workdir": os.path.join(sweep_dir, n), "final": {}, "best": {}}
+             for n, p in zip(names, points)]
+    if not os.path.exists(path):
+      ledger = cls(sweep_dir, {"config": config_file, "sweep": spec,
+                               "common_overrides": _plain(common), "points": fresh})
+      ledger.save()
+      return ledger
+    try:
+      with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    except (OSError, ValueError) as e:
+      raise ConfigError(f"{path} is not a readable ledger ({e}); move it away to start the "
+                        "sweep afresh (its points' workdirs resume).") from None
+    changes = []
+    if os.path.normpath(data.get("config", "")) != os.path.normpath(config_file):
+      changes.append(f"the config file was {data.get('config')!r}, now {config_file!r}")
+    if data.get("common_overrides") != _plain(common):
+      changes.append(f"the --config.* overrides were {data.get('common_overrides')}, now "
+                     f"{_plain(common)}")
+    new = {p["name"]: p for p in fresh}
+    for old in data["points"]:
+      if old["name"] not in new:
+        changes.append(f"point {old['name']!r} is gone")
+      elif new[old["name"]]["overrides"] != old["overrides"]:
+        changes.append(f"point {old['name']!r} changed from {old['overrides']} to "
+                       f"{new[old['name']]['overrides']}")
+    if changes:
+      raise ConfigError(f"the sweep in {sweep_dir} was defined differently: "
+                        f"{'; '.join(changes[:3])}; use another --workdir, or move "
+                        f"{path} away to start over.")
+    known = {p["name"] for p in data["points"]}
+    data["points"] += [p for p in fresh if p["name"] not in known]   # added points
+    data["sweep"] = spec
+    ledger = cls(sweep_dir, data)
+    ledger.save()
+    return ledger
+
+  @property
+  def points(self) -> List[Dict[str, Any]]:
+    return self.data["points"]
+
+  def point(self, name: str) -> Dict[str, Any]:
+    return next(p for p in self.points if p["name"] == name)
+
+  def set(self, name: str, status: str, error: Optional[str] = None, **fields) -> None:
+    """Updates one point and rewrites the file (atomic rename)."""
+    assert status in STATUSES, status
+    p = self.point(name)
+    p.update(status=status, error=error, **fields)
+    self.save()
+
+  def save(self) -> None:
+    if self.read_only:
+      return
+    tmp = self.path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+      json.dump(self.data, f, indent=2)
+    os.replace(tmp, self.path)
+
+
+def read_ledger(sweep_dir: str) -> Dict[str, Any]:
+  """The stored ledger of a sweep folder (ConfigError if there is none)."""
+  path = os.path.join(sweep_dir, "sweep.json")
+  if not os.path.isfile(path):
+    raise ConfigError(f"{sweep_dir} has no sweep.json; point at a sweep's --workdir.")
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)

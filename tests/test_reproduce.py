@@ -1,0 +1,267 @@
+"""Paper baselines: the registry, the CPU-tier reproductions (asserted here), the
+classifier metric, and the fidelity corrections, each against an independent rule."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffusion import config as C
+from diffusion import evaluation, processes, samplers
+from diffusion.data import transforms
+from diffusion.reproduce import runner
+from diffusion.reproduce.baselines import BASELINES
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_list_and_unknown_names():
+  res = subprocess.run([sys.executable, "-m", "diffusion.reproduce", "list"], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+  assert res.returncode == 0, res.stderr[-2000:]
+  for name in BASELINES:
+    assert f"| {name} |" in res.stdout
+  res = subprocess.run([sys.executable, "-m", "diffusion.reproduce", "ncsn_fig3"], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+  assert res.returncode == 2 and "did you mean" in res.stderr
+
+
+def test_every_entry_is_complete():
+  for name, b in BASELINES.items():
+    assert b.name == name and b.metrics and b.tiers
+    for m in b.metrics:
+      assert m.why and m.protocol and m.band[0] <= m.band[1]
+    assert b.experiment in runner.EXPERIMENTS
+    if b.config:
+      assert os.path.isfile(os.path.join(REPO, b.config)), b.config
+
+
+def _check_result(workdir, name):
+  result = json.load(open(os.path.join(workdir, "results.json")))
+  assert result["baseline"] == name and result["tier"] == "cpu"
+  assert result["commit"] and result["machine"] and result["wall_time_s"] > 0
+  for picture in result["pictures"]:
+    assert os.path.isfile(os.path.join(workdir, picture))
+  return result
+
+
+def test_ncsn_fig3_with_the_exact_score(tmp_path):
+  ok, result = runner.run("ncsn_fig3_exact", "cpu", str(tmp_path))
+  assert ok, result["rows"]
+  _check_result(str(tmp_path), "ncsn_fig3_exact")
+  assert result["pictures"] == ["ncsn_fig3_exact.png"]
+
+
+@pytest.mark.slow
+def test_ncsn_fig3_with_a_learned_score(tmp_path):
+  ok, result = runner.run("ncsn_fig3_learned", "cpu", str(tmp_path))
+  assert ok, result["rows"]
+  _check_result(str(tmp_path), "ncsn_fig3_learned")
+
+
+@pytest.mark.slow
+def test_dpm_swiss_roll_bound(tmp_path):
+  ok, result = runner.run("dpm_swiss_roll", "cpu", str(tmp_path))
+  assert ok, result["rows"]
+  m = result["measured"]
+  assert m["K_bits"] <= m["exact_log_likelihood_bits"]          # a bound is a bound
+  assert m["K_minus_L_null"] == pytest.approx(m["K_bits"] + math.log2(2 * math.pi * math.e))
+
+
+@pytest.mark.slow
+def test_digits_objectives_and_ddim_pattern(tmp_path):
+  """Both on one folder: ddim_steps reuses the L_simple model digits_objectives trained."""
+  ok, result = runner.run("digits_objectives", "cpu", str(tmp_path))
+  assert ok, result["rows"]
+  ok, result = runner.run("ddim_steps", "cpu", str(tmp_path))
+  assert ok, result["rows"]
+  assert result["pictures"] == ["ddim_steps.png"]
+
+
+@pytest.mark.slow
+@pytest.mark.needs_shared_data
+def test_ncsnv2_techniques_on_mnist(shared_data, tmp_path, monkeypatch):
+  from diffusion.data import prepare_dataset  # pylint: disable=import-outside-toplevel
+  data_dir = tmp_path / "tfds"
+  prepare_dataset("mnist", manual_dir=str(shared_data / "mnist"), data_dir=str(data_dir))
+  b = BASELINES["ncsnv2_mnist_sigmas"]
+  budget = b.tiers["cpu"]
+  out = runner.EXPERIMENTS[b.experiment](
+      b, type(budget)({"data.tfds_data_dir": str(data_dir)}), str(tmp_path), 0)
+  assert abs(out.measured["sigma_1"] - 16.8758) < 1e-4
+  assert out.measured["num_levels"] == 101
+
+
+# ---- the classifier metric --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits_classifier(tmp_path_factory):
+  os.environ["DIFFUSION_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+  from diffusion import evaluators, families  # pylint: disable=import-outside-toplevel
+  from configs.ddpm import digits  # pylint: disable=import-outside-toplevel
+  config = digits.get_config()
+  config.eval.classifier_fid.num_samples = 297
+  family = families.make_family(config)
+  ev = evaluators.make_evaluators(family, str(tmp_path_factory.mktemp("w")),
+                                  ["classifier_fid"])[0]
+  ev._setup()  # pylint: disable=protected-access
+  return ev
+
+
+def test_classifier_is_accurate_and_cached(digits_classifier, tmp_path):
+  from diffusion import classifier  # pylint: disable=import-outside-toplevel
+  assert digits_classifier.real["classifier_accuracy"] > 0.9
+  files = os.listdir(os.environ["DIFFUSION_CACHE_DIR"])
+  assert len(files) == 1 and files[0].startswith("classifier_digits_8px_")
+  net = digits_classifier._net  # pylint: disable=protected-access
+  again = classifier.load_or_train("digits_8px", {}, {})       # from the cache: no data needed
+  assert again.test_accuracy == net.test_accuracy
+
+
+def test_classifier_metric_separates_data_from_noise(digits_classifier):
+  """Held-out digits score near the floor; noise and blanks far above it."""
+  from diffusion.data import make_source  # pylint: disable=import-outside-toplevel
+  ev = digits_classifier
+  test = make_source(ev.family.config.data, split="test").arrays["images"]
+  real = ev.score(test)
+  floor = real["eval/cfid_floor"]
+  assert real["eval/cfid"] == pytest.approx(floor, rel=1e-9)
+  train = make_source(ev.family.config.data).arrays["images"][:297]
+  assert ev.score(train)["eval/cfid"] < 3 * floor + 1.0
+  rng = np.random.default_rng(0)
+  noise = ev.score(rng.integers(0, 256, test.shape).astype(np.uint8))
+  assert noise["eval/cfid"] > 8 * (floor + 1.0)       # measured: 691 vs a floor of 65
+  blank = ev.score(np.zeros_like(test))
+  assert blank["eval/cfid"] > 8 * (floor + 1.0) and blank["eval/classes"] <= 1
+  assert real["eval/confident"] > 0.8 and real["eval/classes"] == 10
+
+
+def test_classifier_frechet_distance_against_float64():
+  """The evaluator's distance is the closed form on float64 feature statistics."""
+  rng = np.random.default_rng(1)
+  a = rng.normal(size=(400, 6)) @ rng.normal(size=(6, 6))
+  b = rng.normal(size=(500, 6)) * 1.3 + 0.5
+  mu1, s1 = a.mean(0), np.cov(a, rowvar=False)
+  mu2, s2 = b.mean(0), np.cov(b, rowvar=False)
+  # Tr((Σ1Σ2)^½) from the eigenvalues of Σ1^½ Σ2 Σ1^½ (symmetric, float64).
+  w, v = np.linalg.eigh(s1)
+  root = v @ np.diag(np.sqrt(np.maximum(w, 0))) @ v.T
+  tr = np.sum(np.sqrt(np.maximum(np.linalg.eigvalsh(root @ s2 @ root), 0)))
+  want = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * tr
+  got = evaluation.frechet_distance(*evaluation.feature_statistics(a),
+                                    *evaluation.feature_statistics(b))
+  assert got == pytest.approx(want, rel=1e-8)
+
+
+# ---- fidelity corrections ---------------------------------------------------------------------
+
+
+def _improved_diffusion_space_timesteps(num_timesteps, section_counts):
+  """improved-diffusion respace.py's rule, written out again from its description."""
+  size_per = num_timesteps // len(section_counts)
+  extra = num_timesteps % len(section_counts)
+  start_idx, all_steps = 0, []
+  for i, section_count in enumerate(section_counts):
+    size = size_per + (1 if i < extra else 0)
+    frac_stride = 1 if section_count <= 1 else (size - 1) / (section_count - 1)
+    cur_idx = 0.0
+    for _ in range(section_count):
+      all_steps.append(start_idx + round(cur_idx))
+      cur_idx += frac_stride
+    start_idx += size
+  return sorted(set(all_steps))
+
+
+def test_space_timesteps_matches_improved_diffusion_for_every_count():
+  for count in range(1, 1001):
+    assert list(samplers.space_timesteps(1000, str(count))) == \
+        _improved_diffusion_space_timesteps(1000, [count]), count
+  kept = samplers.space_timesteps(1000, "21")   # the .5 tie of the issue: 10 x 49.95 accumulates
+  assert 499 in kept and 500 not in kept        # to just under 499.5; round(10 * 49.95) gives 500
+  for counts in ("10,20,30", "7,3", "100,1"):
+    assert list(samplers.space_timesteps(1000, counts)) == _improved_diffusion_space_timesteps(
+        1000, [int(c) for c in counts.split(",")])
+
+
+def test_respacing_is_float64_accurate():
+  p = processes.make_process({"variant": "ddpm"})
+  kept = samplers.space_timesteps(1000, "21")
+  betas64 = np.linspace(1e-4, 0.02, 1000, dtype=np.float64)
+  ac = np.cumprod(1 - betas64)[kept]
+  want = 1 - ac / np.append(1.0, ac[:-1])
+  got = np.asarray(p.respace(kept).betas, np.float64)
+  assert np.max(np.abs(got / want - 1)) < 2e-6     # float32 storage of β; was 6.5e-4
+
+
+def test_group_norm_is_two_pass():
+  from diffusion.models.layers import GroupNorm  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(2)
+  x = (100.0 + rng.normal(size=(2, 4, 4, 64))).astype(np.float32)   # mean/std ≈ 100
+  gn = GroupNorm(num_groups=32)
+  y = np.asarray(gn.apply(gn.init(jax.random.PRNGKey(0), x), x), np.float64)
+  g = x.astype(np.float64).reshape(2, 4, 4, 32, 2)
+  want = ((g - g.mean((1, 2, 4), keepdims=True)) /
+          np.sqrt(g.var((1, 2, 4), keepdims=True) + 1e-6)).reshape(x.shape)
+  assert np.max(np.abs(y - want)) < 2e-4
+
+
+def test_ncsn_networks_see_2x_minus_1_without_dropout():
+  from configs.ncsn import cifar10, digits  # pylint: disable=import-outside-toplevel
+  from diffusion import make_eps_fn  # pylint: disable=import-outside-toplevel
+  for get in (cifar10.get_config, digits.get_config):
+    m = C.parse_config(get()).model
+    assert m.rescale_inputs and m.dropout == 0.0
+  seen = []
+
+  class Probe:
+    def apply(self, variables, x, cond, train=False, rngs=None):
+      del variables, cond, train, rngs
+      seen.append(np.asarray(x))
+      return jnp.zeros_like(x)
+
+  ve = processes.make_process({"variant": "ncsn"})
+  eps_fn = make_eps_fn(Probe(), {}, ve, {"rescale_inputs": True})
+  eps_fn(jnp.full((2, 3), 0.25), jnp.array([0, 1]))
+  np.testing.assert_allclose(seen[0], -0.5)
+
+
+def test_samples_are_truncated_like_improved_diffusion_and_score_sde():
+  x = np.array([-1.0, -0.999, 0.0, 0.3, 0.999, 1.0, 1.2])
+  truncated = transforms.to_uint8(x, centered=True, quantize="truncate")
+  np.testing.assert_array_equal(truncated, np.clip((x + 1) * 127.5, 0, 255).astype(np.uint8))
+  rounded = transforms.to_uint8(x, centered=True, quantize="round")
+  np.testing.assert_array_equal(rounded, np.floor(np.clip((x + 1) / 2, 0, 1) * 255 + 0.5))
+  assert C.SamplingConfig().quantize == "truncate"
+
+
+def test_ve_ancestral_variances_are_score_sde_predictors():
+  """fixedlarge = score_sde's reverse-diffusion step variance σ_i² − σ_{i−1}²; fixedsmall
+  = its ancestral-sampling predictor's σ_{i−1}²(σ_i² − σ_{i−1}²)/σ_i²; the mean of both is
+  x + (σ_i² − σ_{i−1}²)·score."""
+  ve = processes.make_process({"variant": "ncsn", "num_timesteps": 10})
+  s = np.geomspace(0.01, 1.0, 10)
+  t = jnp.arange(1, 10)
+  np.testing.assert_allclose(np.exp(np.asarray(ve.p_log_variance(t, "fixedlarge"))),
+                             s[1:] ** 2 - s[:-1] ** 2, rtol=1e-5)
+  np.testing.assert_allclose(np.exp(np.asarray(ve.p_log_variance(t, "fixedsmall"))),
+                             s[:-1] ** 2 * (s[1:] ** 2 - s[:-1] ** 2) / s[1:] ** 2, rtol=1e-5)
+  x = jnp.asarray(np.random.default_rng(3).normal(size=(9, 4)), jnp.float32)
+  eps = jnp.asarray(np.random.default_rng(4).normal(size=(9, 4)), jnp.float32)
+  mean, _, _ = ve.p_mean_variance(x, t, eps, "fixedlarge")
+  score = -eps / s[1:, None]
+  np.testing.assert_allclose(mean, x + (s[1:, None] ** 2 - s[:-1, None] ** 2) * score,
+                             rtol=1e-4, atol=1e-5)
+
+
+def test_dpm_configs_do_not_clip_gradients():
+  import importlib  # pylint: disable=import-outside-toplevel
+  for name in ("cifar10", "digits", "swiss_roll", "mnist"):
+    config = importlib.import_module(f"configs.dpm.{name}").get_config()
+    assert config.optim.grad_clip == 0.0, name

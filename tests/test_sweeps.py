@@ -1,0 +1,364 @@
+"""Sweeps: definitions, point names, validation, the ledger, resume after kill -9,
+vmapped populations (against sequential runs, 8 devices, jax.distributed), Ray."""
+
+import glob
+import importlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from diffusion import sweeps
+from diffusion.config import POPULATION_FIELDS, program_key
+from diffusion.errors import ConfigError
+from diffusion.metric_writers import read_metrics
+from test_training import assert_trees_equal, read_state, saved_steps, toy_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOY_FILE = "configs/ddpm/toy_mixture.py"
+
+
+def toy_file_config(**overrides):
+  """configs/ddpm/toy_mixture.py as the command line loads it, shortened."""
+  config = importlib.import_module("configs.ddpm.toy_mixture").get_config()
+  for key, value in overrides.items():
+    section, field = key.split(".")
+    config[section][field] = value
+  return config
+
+
+def run_train(*args, timeout=600, env=None):
+  return subprocess.run([sys.executable, os.path.join(REPO, "train.py"), *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=timeout,
+                        env=dict(os.environ, **(env or {})))
+
+
+# ---- definitions ----------------------------------------------------------------------------
+
+
+def test_product_zip_chain_and_the_command_line_grid():
+  a = sweeps.sweep("optim.lr", [1e-4, 2e-4])
+  b = sweeps.sweep("training.seed", [0, 1, 2])
+  assert sweeps.product(a, b) == [{"optim.lr": lr, "training.seed": s}
+                                  for lr in (1e-4, 2e-4) for s in (0, 1, 2)]
+  assert sweeps.zip(a, sweeps.sweep("training.seed", [7, 8])) == [
+      {"optim.lr": 1e-4, "training.seed": 7}, {"optim.lr": 2e-4, "training.seed": 8}]
+  assert sweeps.chain(a, b) == a + b
+  assert sweeps.parse_grid("optim.lr=1e-4,2e-4;training.seed=0,1,2") == sweeps.product(a, b)
+  assert sweeps.parse_grid("model.ch_mult=(1,2),(1,2,2);data.dataset=digits") == [
+      {"model.ch_mult": (1, 2), "data.dataset": "digits"},
+      {"model.ch_mult": (1, 2, 2), "data.dataset": "digits"}]
+  with pytest.raises(ConfigError, match="equal length"):
+    sweeps.zip(a, b)
+  with pytest.raises(ConfigError, match="sets optim.lr twice"):
+    sweeps.product(a, sweeps.sweep("optim.lr", [3e-4]))
+  with pytest.raises(ConfigError, match="is not key=v1,v2"):
+    sweeps.parse_grid("optim.lr")
+
+
+def test_point_names_are_readable_stable_and_safe():
+  points = sweeps.parse_grid("optim.lr=1e-4,2e-4;training.seed=0,1")
+  names = sweeps.point_names(points)
+  assert names == ["lr=0.0001_seed=0", "lr=0.0001_seed=1", "lr=0.0002_seed=0",
+                   "lr=0.0002_seed=1"]
+  assert sweeps.point_names(points) == names                     # a function of the overrides
+  # Keys sharing a last component keep their full path; unsafe characters are replaced.
+  clash = [{"optim.eps": 1e-8, "diffusion.eps": 0.5, "data.dataset": "lsun/cat"}]
+  assert sweeps.point_names(clash) == ["optim.eps=1e-08_diffusion.eps=0.5_dataset=lsun-cat"]
+  long = [{"model.hidden_dims": tuple(range(1, 60))}]
+  name = sweeps.point_names(long)[0]
+  assert len(name) <= sweeps.grid.MAX_NAME and "/" not in name
+  with pytest.raises(ConfigError, match="two points named"):
+    sweeps.point_names([{"optim.lr": 1e-4}, {"optim.lr": 1e-4}])
+
+
+SHIPPED = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "*", "*.py"))
+                 if "sweep_" in open(p).read())
+
+
+@pytest.mark.parametrize("path", [os.path.relpath(p, REPO) for p in SHIPPED])
+def test_every_shipped_sweep_expands_and_validates(path):
+  module = importlib.import_module(path[:-3].replace("/", "."))
+  names = [n[len("sweep_"):] for n in dir(module) if n.startswith("sweep_")]
+  assert names
+  for name in names:
+    points = sweeps.prepare(module.get_config(), path, name)
+    assert len(points) >= 2
+
+
+def test_every_point_is_validated_before_anything_trains(tmp_path):
+  with pytest.raises(ConfigError, match=r"^sweep point lr=-0.001: optim.lr=-0.001 is not valid"):
+    sweeps.run_sweep(toy_file_config(), TOY_FILE, "optim.lr=1e-3,-1e-3", str(tmp_path))
+  assert not os.listdir(tmp_path)
+  with pytest.raises(ConfigError, match="has no field 'optim.lrr'.*did you mean 'lr'"):
+    sweeps.run_sweep(toy_file_config(), TOY_FILE, "optim.lrr=1e-3", str(tmp_path))
+  with pytest.raises(ConfigError, match="defines no sweep_lr_seeds.*did you mean 'lr_seed'"):
+    sweeps.run_sweep(toy_file_config(), TOY_FILE, "lr_seeds", str(tmp_path))
+
+
+# A valid other value (or set of values) for every population field.
+POPULATION_CHANGES = [
+    {"training.seed": 5}, {"training.ema_decay": 0.5}, {"optim.lr": 3e-3},
+    {"optim.warmup_steps": 7}, {"optim.beta1": 0.5}, {"optim.beta2": 0.9}, {"optim.eps": 1e-6},
+    {"optim.grad_clip": 0.0},
+    {"optim.lr_schedule": "cosine", "optim.decay_steps": 100, "optim.min_lr": 1e-5},
+    {"optim.lr_schedule": "exponential", "optim.decay_steps": 50, "optim.decay_rate": 0.5},
+]
+
+
+def _step_program(config):
+  """The jaxpr of one train step of ``config``: constants baked in would show here."""
+  from diffusion import families, optimizers  # pylint: disable=import-outside-toplevel
+  from diffusion.data import make_source  # pylint: disable=import-outside-toplevel
+  from diffusion.train_loop import initial_state  # pylint: disable=import-outside-toplevel
+  from diffusion.train_step import train_step  # pylint: disable=import-outside-toplevel
+  family = families.make_family(config)
+  opt = optimizers.make_optimizer(config.optim)
+  source = make_source(config.data)
+  state = jax.eval_shape(lambda: initial_state(family, opt))
+  fn = lambda s: train_step(s, {}, loss_fn=family.loss_fn, optimizer=opt,  # noqa: E731
+                            get_batch=source.batch_fn(config.training.batch_size))
+  return str(jax.make_jaxpr(fn)(state))
+
+
+def test_population_fields_do_not_change_the_program():
+  """Configs that differ only in population fields have one program key and the same
+  compiled step (the values are arrays of the state); a shape change splits a group."""
+  base = toy_config()
+  program = _step_program(base)
+  changed = set()
+  for change in POPULATION_CHANGES:
+    other = toy_config(**change)
+    assert program_key(other) == program_key(base), change
+    assert _step_program(other) == program, change
+    changed |= set(change)
+  hybrid = toy_config(**{"diffusion.loss": "hybrid", "diffusion.var_type": "learned_range",
+                         "diffusion.decoder": "gaussian", "model.out_channels": 4})
+  hybrid2 = toy_config(**{"diffusion.loss": "hybrid", "diffusion.var_type": "learned_range",
+                          "diffusion.decoder": "gaussian", "model.out_channels": 4,
+                          "diffusion.hybrid_lambda": 0.1})
+  assert _step_program(hybrid) == _step_program(hybrid2)
+  changed.add("diffusion.hybrid_lambda")
+  adamw = [toy_config(**{"optim.optimizer": "adamw", "optim.weight_decay": wd})
+           for wd in (0.0, 0.1)]
+  assert _step_program(adamw[0]) == _step_program(adamw[1])
+  changed.add("optim.weight_decay")
+  assert changed == set(POPULATION_FIELDS)
+  points = [{"config": toy_config(**{"optim.lr": lr, "model.hidden_dims": dims})}
+            for lr in (1e-3, 2e-3) for dims in ((32, 32), (64,))]
+  assert [len(g) for g in sweeps.groups(points)] == [2, 2]
+
+
+# ---- the ledger ---------------------------------------------------------------------------
+
+
+def test_ledger_states_skip_retry_and_changed_definitions(tmp_path):
+  cfg = toy_file_config(**{"training.num_train_steps": 20, "training.log_every": 10,
+                           "training.checkpoint_every": 10})
+  grid = "optim.lr=1e-3,1e38;optim.warmup_steps=0"             # the second point diverges
+  sweeps.run_sweep(cfg, TOY_FILE, grid, str(tmp_path))
+  ledger = sweeps.read_ledger(str(tmp_path))
+  status = {p["name"]: (p["status"], p["error"]) for p in ledger["points"]}
+  assert status["lr=0.001_warmup_steps=0"] == ("done", None)
+  assert status["lr=1e+38_warmup_steps=0"][0] == "failed"
+  assert status["lr=1e+38_warmup_steps=0"][1].startswith("NonFiniteLossError: loss became NaN")
+  done = ledger["points"][0]
+  assert done["final"]["step"] == 20 and done["workdir"] == str(tmp_path / done["name"])
+  assert (tmp_path / "summary.md").exists() and (tmp_path / "summary.csv").exists()
+  assert (tmp_path / "loss_curves.png").exists()
+  mtime = os.path.getmtime(tmp_path / done["name"] / "metrics.jsonl")
+  sweeps.run_sweep(cfg, TOY_FILE, grid, str(tmp_path))            # skips both
+  assert os.path.getmtime(tmp_path / done["name"] / "metrics.jsonl") == mtime
+  assert sweeps.read_ledger(str(tmp_path))["points"][1]["status"] == "failed"
+  sweeps.run_sweep(cfg, TOY_FILE, grid, str(tmp_path), retry_failed=True)   # retried, fails
+  assert sweeps.read_ledger(str(tmp_path))["points"][1]["status"] == "failed"
+  # A changed definition is refused with what changed; added points are appended.
+  with pytest.raises(ConfigError, match=r"point 'lr=1e\+38_warmup_steps=0' is gone"):
+    sweeps.run_sweep(cfg, TOY_FILE, "optim.lr=1e-3;optim.warmup_steps=0", str(tmp_path))
+  with pytest.raises(ConfigError, match="overrides were"):
+    sweeps.run_sweep(cfg, TOY_FILE, grid, str(tmp_path), common_overrides={"optim.eps": 1e-6})
+  sweeps.run_sweep(cfg, TOY_FILE, "optim.lr=1e-3,1e38,2e-3;optim.warmup_steps=0",
+                   str(tmp_path))
+  points = sweeps.read_ledger(str(tmp_path))["points"]
+  assert [p["status"] for p in points] == ["done", "failed", "done"]
+
+
+@pytest.mark.slow
+def test_sequential_sweep_killed_mid_point_resumes_bit_exactly(tmp_path):
+  sweep_dir = tmp_path / "sweep"
+  args = [f"--config={TOY_FILE}", f"--workdir={sweep_dir}", "--progress=false",
+          "--sweep=training.seed=0,1,2", "--config.training.num_train_steps=300",
+          "--config.training.checkpoint_every=20", "--config.training.log_every=20"]
+  proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  second = sweep_dir / "seed=1"
+  deadline = time.time() + 300
+  while time.time() < deadline and not (saved_steps(second) and max(saved_steps(second)) >= 60):
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  ledger = sweeps.read_ledger(str(sweep_dir))
+  assert [p["status"] for p in ledger["points"]] == ["done", "running", "pending"]
+  first_mtime = os.path.getmtime(sweep_dir / "seed=0" / "metrics.jsonl")
+  res = run_train(*args)
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert "seed=0 is done, skipped" in res.stdout and "resumed from step" in res.stdout
+  assert os.path.getmtime(sweep_dir / "seed=0" / "metrics.jsonl") == first_mtime
+  ledger = sweeps.read_ledger(str(sweep_dir))
+  assert [p["status"] for p in ledger["points"]] == ["done"] * 3
+  # The interrupted point equals an uninterrupted run of the same config, bit for bit.
+  from diffusion.train_loop import train  # pylint: disable=import-outside-toplevel
+  cfg = toy_file_config(**{"training.seed": 1, "training.num_train_steps": 300,
+                           "training.checkpoint_every": 20, "training.log_every": 20})
+  train(cfg, str(tmp_path / "straight"), progress=False)
+  s1, p1, e1 = read_state(str(second), cfg)
+  s2, p2, e2 = read_state(str(tmp_path / "straight"), cfg)
+  assert s1 == s2 == 300
+  assert_trees_equal(p1, p2)
+  assert_trees_equal(e1, e2)
+  assert [r["step"] for r in read_metrics(str(second))] == list(range(20, 301, 20))
+
+
+# ---- populations ------------------------------------------------------------------------------
+
+VMAP_STEPS = {"training.num_train_steps": 40, "training.log_every": 10,
+              "training.checkpoint_every": 20}
+GRID = "optim.lr=5e-4,1e-3,2e-3,4e-3;training.seed=0,1"   # 4 learning rates x 2 seeds
+# float32, different op order under vmap: |Δparam| of 40 Adam steps measured 3e-7.
+POPULATION_ATOL = 2e-5
+
+
+@pytest.mark.slow
+def test_vmap_population_equals_sequential_points(tmp_path):
+  cfg = toy_file_config(**VMAP_STEPS)
+  sweeps.run_sweep(cfg, TOY_FILE, GRID, str(tmp_path / "vmap"), mode="vmap")
+  sweeps.run_sweep(cfg, TOY_FILE, GRID, str(tmp_path / "seq"), mode="sequential")
+  ledger = sweeps.read_ledger(str(tmp_path / "vmap"))
+  assert [p["status"] for p in ledger["points"]] == ["done"] * 8
+  for p in ledger["points"]:
+    point_cfg = sweeps.apply_overrides(cfg, p["overrides"])
+    s1, p1, e1 = read_state(str(tmp_path / "vmap" / p["name"]), point_cfg)
+    s2, p2, e2 = read_state(str(tmp_path / "seq" / p["name"]), point_cfg)
+    assert s1 == s2 == 40
+    for a, b in zip(jax.tree.leaves((p1, e1)), jax.tree.leaves((p2, e2))):
+      np.testing.assert_allclose(a, b, rtol=0, atol=POPULATION_ATOL)
+    rows_v = read_metrics(str(tmp_path / "vmap" / p["name"]))
+    rows_s = read_metrics(str(tmp_path / "seq" / p["name"]))
+    assert [r["step"] for r in rows_v] == [r["step"] for r in rows_s] == [10, 20, 30, 40]
+    assert saved_steps(tmp_path / "vmap" / p["name"]) == [20, 40]
+    np.testing.assert_allclose([r["lr"] for r in rows_v], [r["lr"] for r in rows_s], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_vmap_on_8_devices_equals_1_device(tmp_path):
+  script = f"""
+import json, sys
+sys.path.insert(0, {REPO!r}); sys.path.insert(0, {os.path.join(REPO, 'tests')!r})
+import jax, numpy as np
+assert jax.device_count() == 8
+from test_sweeps import toy_file_config, VMAP_STEPS, GRID, TOY_FILE
+from test_training import read_state
+from diffusion import sweeps
+from diffusion.train_loop import train_population
+cfg = toy_file_config(**VMAP_STEPS)
+points = sweeps.prepare(cfg, TOY_FILE, GRID)
+cfgs = [p["config"] for p in points]
+train_population(cfgs, [{str(tmp_path)!r} + "/d8/" + p["name"] for p in points], progress=False)
+train_population(cfgs, [{str(tmp_path)!r} + "/d1/" + p["name"] for p in points], progress=False,
+                 devices=jax.devices()[:1])
+err = 0.0
+for p in points:
+  _, a, _ = read_state({str(tmp_path)!r} + "/d8/" + p["name"], p["config"])
+  _, b, _ = read_state({str(tmp_path)!r} + "/d1/" + p["name"], p["config"])
+  err = max(err, max(float(np.max(np.abs(x - y))) for x, y in zip(jax.tree.leaves(a),
+                                                                   jax.tree.leaves(b))))
+print(json.dumps({{"max_param_diff": err}}))
+"""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
+  res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                       cwd=REPO, timeout=600)
+  assert res.returncode == 0, res.stderr[-3000:]
+  assert json.loads(res.stdout.strip().splitlines()[-1])["max_param_diff"] < 1e-5
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_jax_distributed_two_processes_match_one(tmp_path):
+  """Two processes joined by jax.distributed (coordinator on 127.0.0.1, one CPU device
+  each) train a single run and a population to the parameters of one process with two
+  devices: the multi-host path."""
+  steps = [f"--config={TOY_FILE}", "--config.training.num_train_steps=40",
+           "--config.training.log_every=10", "--config.training.checkpoint_every=20",
+           "--config.training.batch_size=32", "--progress=false"]
+  single = "--sweep=optim.lr=1e-3,2e-3;training.seed=3"
+  cases = {"run": [], "population": [single, "--sweep_mode=vmap"]}
+  for name, extra in cases.items():
+    port = _free_port()
+    procs = [subprocess.Popen(
+        [sys.executable, "train.py", *steps, *extra, f"--workdir={tmp_path / 'two' / name}",
+         "--distributed", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+         f"--process_id={i}"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=dict(os.environ, JAX_PLATFORMS="cpu",
+                            XLA_FLAGS="--xla_force_host_platform_device_count=1"))
+             for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    assert "devices: 2 x cpu" in outs[0][0] and "2 process(es)" in outs[0][0]
+    res = run_train(*steps, *extra, f"--workdir={tmp_path / 'one' / name}",
+                    env=dict(JAX_PLATFORMS="cpu",
+                             XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+    assert res.returncode == 0, res.stderr[-2000:]
+  cfg = toy_file_config(**{"training.batch_size": 32})
+  grid = sweeps.parse_grid(single[len("--sweep="):])
+  pairs = [("run", cfg)] + [(os.path.join("population", n), sweeps.apply_overrides(cfg, p))
+                            for n, p in zip(sweeps.point_names(grid), grid)]
+  for rel, point_cfg in pairs:
+    s1, p1, e1 = read_state(str(tmp_path / "two" / rel), point_cfg)
+    s2, p2, e2 = read_state(str(tmp_path / "one" / rel), point_cfg)
+    assert s1 == s2 == 40, rel
+    for a, b in zip(jax.tree.leaves((p1, e1)), jax.tree.leaves((p2, e2))):
+      np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+  assert [p["status"] for p in sweeps.read_ledger(str(tmp_path / "two" / "population"))[
+      "points"]] == ["done", "done"]
+
+
+# ---- Ray ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ray_sweep_runs_three_points_and_retries_a_killed_task(tmp_path):
+  pytest.importorskip("ray")
+  sweep_dir = tmp_path / "ray"
+  args = [f"--config={TOY_FILE}", f"--workdir={sweep_dir}", "--progress=false",
+          "--sweep=training.seed=0,1,2", "--sweep_mode=ray",
+          "--config.training.num_train_steps=600", "--config.training.checkpoint_every=50",
+          "--config.training.log_every=50"]
+  proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  victim = sweep_dir / "seed=0"
+  deadline = time.time() + 300
+  while time.time() < deadline and not (saved_steps(victim) and 50 <= max(saved_steps(victim)) < 600):
+    time.sleep(0.05)
+  holder = open(victim / ".lock").read().split()
+  assert holder[0] == "pid", holder
+  os.kill(int(holder[1]), signal.SIGKILL)          # the worker running the point dies
+  out, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-3000:]
+  points = sweeps.read_ledger(str(sweep_dir))["points"]
+  assert [p["status"] for p in points] == ["done"] * 3, points
+  assert all(p["final"]["step"] == 600 for p in points)
+  assert [r["step"] for r in read_metrics(str(victim))] == list(range(50, 601, 50))
+  assert "resumed from step" in out + err           # the retried task resumed the point
