@@ -654,7 +654,8 @@ class VAEConfig(Section):
                          choices=VAE_OBJECTIVES)
   num_samples: int = field(1, "reparameterized samples of q(z|x) per example (k)",
                            rule=AT_LEAST_1)
-  kl_weight: float = field(1.0, "weight of the KL term of the ELBO (beta-VAE; 1 = the ELBO)",
+  kl_weight: float = field(1.0, "weight of the KL term of the ELBO (beta-VAE; 1 = the ELBO; "
+                           "objective=elbo only)",
                            rule=NONNEGATIVE)
 
   def check(self):

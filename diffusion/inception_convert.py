@@ -2,6 +2,12 @@
 
   python -m diffusion.inception_convert pt_inception-2015-12-05-6726825d.pth inception_fid.npz
 
+The source must be pytorch-fid's release file, the weights every FID in the papers'
+tables was computed with (through TF's inception-2015-12-05): its SHA-256 must start
+with 6726825d, the hash its file name carries (the torch.hub convention, which
+``torch.hub`` checks the same way). ``--any_weights`` converts another file anyway
+(its FIDs are then not comparable with published ones).
+
 Uses ``torch.load(..., weights_only=True)`` when PyTorch is installed and
 otherwise a built-in reader of the PyTorch checkpoint formats (zip and legacy)
 that only rebuilds plain tensors: a restricted unpickler that never imports or
@@ -11,6 +17,7 @@ runs code from the file. The result is checked against the network's shapes
 
 import collections
 import dataclasses
+import hashlib
 import io
 import pickle
 import sys
@@ -190,8 +197,28 @@ def load_state_dict(path: str) -> Dict[str, np.ndarray]:
   return read_torch_checkpoint(path)
 
 
-def convert(src: str, dst: str) -> Dict[str, np.ndarray]:
-  """Converts pytorch-fid's .pth to our .npz and checks it against the network's shapes."""
+EXPECTED_SHA256_PREFIX = "6726825d"   # pt_inception-2015-12-05-6726825d.pth (pytorch-fid)
+
+
+def sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def convert(src: str, dst: str, any_weights: bool = False) -> Dict[str, np.ndarray]:
+  """Converts pytorch-fid's .pth to our .npz and checks it against the network's shapes.
+
+  Raises ValueError when the file's SHA-256 does not start with
+  :data:`EXPECTED_SHA256_PREFIX` (unless ``any_weights``)."""
+  digest = sha256(src)
+  if not any_weights and not digest.startswith(EXPECTED_SHA256_PREFIX):
+    raise ValueError(f"its SHA-256 is {digest[:16]}..., not pytorch-fid's "
+                     f"pt_inception-2015-12-05 weights ({EXPECTED_SHA256_PREFIX}...); "
+                     "FIDs from other weights are not comparable with the papers' "
+                     "(pass --any_weights to convert it anyway)")
   arrays = state_dict_to_arrays(load_state_dict(src))
   np.savez(dst, **arrays)
   load_variables(dst if dst.endswith(".npz") else dst + ".npz")  # validates names/shapes
@@ -199,12 +226,14 @@ def convert(src: str, dst: str) -> Dict[str, np.ndarray]:
 
 
 def main(argv: Sequence[str]) -> int:
-  usage = "usage: python -m diffusion.inception_convert SRC.pth DST.npz"
+  usage = "usage: python -m diffusion.inception_convert SRC.pth DST.npz [--any_weights]"
+  any_weights = "--any_weights" in argv
+  argv = [a for a in argv if a != "--any_weights"]
   if len(argv) != 2:
     print(usage, file=sys.stderr)
     return 2
   try:
-    arrays = convert(argv[0], argv[1])
+    arrays = convert(argv[0], argv[1], any_weights=any_weights)
   except (OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
     print(f"error: cannot convert {argv[0]!r}: {e}", file=sys.stderr)
     return 1

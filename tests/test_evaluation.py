@@ -370,8 +370,12 @@ def test_convert_cli_end_to_end(tmp_path, monkeypatch):
       zf.writestr("archive/data.pkl", buf.getvalue())
       for st in storages:
         zf.writestr(f"archive/data/{st.key}", st.data.tobytes())
+  # Not the released file: refused by its SHA-256, converted with --any_weights.
+  assert not inception_convert.sha256(str(src)).startswith(
+      inception_convert.EXPECTED_SHA256_PREFIX)
+  assert inception_convert.main([str(src), str(dst)]) == 1 and not dst.exists()
   if importlib.util.find_spec("torch") is None:  # else torch.load reads it instead
-    assert inception_convert.main([str(src), str(dst)]) == 0
+    assert inception_convert.main([str(src), str(dst), "--any_weights"]) == 0
     v = inception.load_inception(str(dst)).variables
     np.testing.assert_array_equal(np.asarray(v["params"]["Mixed_7b"]["branch3x3_2a"]["conv"]["kernel"]),
                                   sd["Mixed_7b.branch3x3_2a.conv.weight"].transpose(2, 3, 1, 0))

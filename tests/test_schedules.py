@@ -217,6 +217,9 @@ def test_technique1_and_sigmas_for_data():
   x = rng.uniform(0, 1, size=(37, 4, 4, 1))
   ref = pdist(x.reshape(37, -1)).max()
   np.testing.assert_allclose(S.max_pairwise_distance(x, chunk=5), ref, rtol=1e-10)
+  # Norms spread over two decades: the norm-ordered pruning skips most rows, exactly.
+  y = rng.normal(size=(400, 16)) * np.geomspace(0.01, 1.0, 400)[:, None]
+  np.testing.assert_allclose(S.max_pairwise_distance(y, chunk=7), pdist(y).max(), rtol=1e-12)
   s = S.ncsnv2_sigmas_for_data(x, sigma_min=0.01, overlap=0.5)
   np.testing.assert_allclose([s[0], s[-1]], [0.01, ref], rtol=1e-10)
   gamma = S.ncsnv2_gamma(16, 0.5)

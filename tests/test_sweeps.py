@@ -12,10 +12,11 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffusion import sweeps
+from diffusion import families, sweeps
 from diffusion.config import POPULATION_FIELDS, program_key
 from diffusion.errors import ConfigError
 from diffusion.metric_writers import read_metrics
@@ -150,6 +151,20 @@ def test_population_fields_do_not_change_the_program():
            for wd in (0.0, 0.1)]
   assert _step_program(adamw[0]) == _step_program(adamw[1])
   changed.add("optim.weight_decay")
+  from configs.vae import digits as vae_digits  # pylint: disable=import-outside-toplevel
+  vae = [vae_digits.get_config() for _ in range(2)]
+  vae[1].vae.kl_weight = 4.0
+  assert program_key(vae[0]) == program_key(vae[1])
+  jaxprs = []
+  for cfg in vae:                      # the loss reads kl_weight from the state's hparams
+    fam = families.make_family(cfg)
+    assert "kl_weight" in fam.loss_hparams()
+    x = jax.ShapeDtypeStruct((4, *fam.example_shape), jnp.float32)
+    jaxprs.append(str(jax.make_jaxpr(fam.loss_fn)(
+        fam.abstract_params(), x, jax.random.PRNGKey(0),
+        {k: jnp.float32(v) for k, v in fam.loss_hparams().items()})))
+  assert jaxprs[0] == jaxprs[1]
+  changed.add("vae.kl_weight")
   assert changed == set(POPULATION_FIELDS)
   points = [{"config": toy_config(**{"optim.lr": lr, "model.hidden_dims": dims})}
             for lr in (1e-3, 2e-3) for dims in ((32, 32), (64,))]
@@ -265,7 +280,7 @@ import jax, numpy as np
 assert jax.device_count() == 8
 from test_sweeps import toy_file_config, VMAP_STEPS, GRID, TOY_FILE
 from test_training import read_state
-from diffusion import sweeps
+from diffusion import families, sweeps
 from diffusion.train_loop import train_population
 cfg = toy_file_config(**VMAP_STEPS)
 points = sweeps.prepare(cfg, TOY_FILE, GRID)

@@ -167,14 +167,15 @@ def test_disk_full_is_one_line_and_the_run_resumes_after_space_is_freed(small_tm
   workdir = small_tmpfs / "run"
   args = TOY + [f"--workdir={workdir}", "--config.training.num_train_steps=400",
                 "--config.training.log_every=10", "--config.training.checkpoint_every=50"]
+  filler = small_tmpfs / "filler"
+  filler.touch()            # before the run: its checkpoints may fill the disk on their own
   proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
   deadline = time.time() + 200
   while time.time() < deadline and not saved_steps(workdir):
     time.sleep(0.05)
   assert saved_steps(workdir), "no first checkpoint"
-  filler = small_tmpfs / "filler"
-  with open(filler, "wb") as f:                     # take every free byte of the disk
+  with open(filler, "ab") as f:                     # take every free byte of the disk
     try:
       while True:
         f.write(b"\0" * 65536)

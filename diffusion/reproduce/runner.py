@@ -28,10 +28,21 @@ def get(name: str) -> Baseline:
   return BASELINES[name]
 
 
+def _cpu_name() -> str:
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
 def machine() -> str:
   dev = jax.devices()[0]
-  return (f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, "
-          f"{jax.device_count()} x {dev.platform} ({dev.device_kind}), jax {jax.__version__}")
+  return (f"{_cpu_name()}, {os.cpu_count()} CPUs, {jax.device_count()} x {dev.platform} "
+          f"({dev.device_kind}), jax {jax.__version__}")
 
 
 def commit() -> str:
@@ -44,7 +55,7 @@ def commit() -> str:
 
 def _fmt(v: Any) -> str:
   if isinstance(v, float):
-    return "nan" if math.isnan(v) else f"{v:.4g}"
+    return "nan" if math.isnan(v) else f"{v:.6g}"
   if isinstance(v, (tuple, list)) and len(v) == 2:
     return f"[{_fmt(float(v[0]))}, {_fmt(float(v[1]))}]"
   return str(v)
