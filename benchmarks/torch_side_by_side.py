@@ -26,7 +26,6 @@ side is timed, after a line saying how to install them.
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -45,6 +44,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 from configs.ddpm import cifar10  # noqa: E402
 from diffusion import families, optimizers, sharding  # noqa: E402
 from diffusion.data import preprocess  # noqa: E402
+from diffusion.reproduce.runner import cpu_name  # noqa: E402
 from diffusion.train_step import create_train_state, scan_steps, train_step  # noqa: E402
 
 # The versions this benchmark was checked with (for the install hint).
@@ -59,17 +59,6 @@ def parse_args(argv=None):
   p.add_argument("--steps", type=int, default=5, help="Timed steps per side per round.")
   p.add_argument("--repeats", type=int, default=3, help="Rounds; the median is reported.")
   return p.parse_args(argv)
-
-
-def cpu_name() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 class JaxSide:

@@ -117,7 +117,7 @@ def train(config, workdir: str, *, progress: bool = True, devices=None) -> dict:
 POPULATION_STRATEGIES = ("auto", "vmap", "map")
 
 
-def population_strategy(strategy: str, config, platform: str) -> str:
+def population_strategy(strategy: str) -> str:
   """``vmap`` or ``map`` for a population; ``auto`` is vmap.
 
   vmap batches the members' computations into one program (the speed of a population
@@ -132,7 +132,6 @@ def population_strategy(strategy: str, config, platform: str) -> str:
   if strategy not in POPULATION_STRATEGIES:
     raise ConfigError(f"--population_strategy={strategy!r} is not valid; choose one of "
                       f"{', '.join(repr(s) for s in POPULATION_STRATEGIES)}.")
-  del config, platform   # the same choice everywhere; see the CPU note above
   return "vmap" if strategy == "auto" else strategy
 
 
@@ -184,7 +183,7 @@ def train_population(configs: Sequence, workdirs: Sequence[str], *, names=None,
     if pop > 1 and platform == "cpu" and cfgs[0].model.name == "unet":
       logging.warning("a population of U-Nets on CPU runs slower per member than one run "
                       "(XLA:CPU grouped convolutions); --sweep_mode=sequential is faster.")
-    run = _Run(members, source, mesh, is_chief, population_strategy(strategy, cfgs[0], platform))
+    run = _Run(members, source, mesh, is_chief, population_strategy(strategy))
     try:
       return run.train(progress)
     except KeyboardInterrupt:

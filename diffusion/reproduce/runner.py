@@ -28,7 +28,8 @@ def get(name: str) -> Baseline:
   return BASELINES[name]
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+  """The CPU's model name (/proc/cpuinfo), else what ``platform`` knows."""
   try:
     with open("/proc/cpuinfo", encoding="utf-8") as f:
       for line in f:
@@ -41,7 +42,7 @@ def _cpu_name() -> str:
 
 def machine() -> str:
   dev = jax.devices()[0]
-  return (f"{_cpu_name()}, {os.cpu_count()} CPUs, {jax.device_count()} x {dev.platform} "
+  return (f"{cpu_name()}, {os.cpu_count()} CPUs, {jax.device_count()} x {dev.platform} "
           f"({dev.device_kind}), jax {jax.__version__}")
 
 
