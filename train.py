@@ -27,7 +27,7 @@ import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from diffusion import cli, compile_cache, sweeps  # noqa: E402
+from diffusion import cli, compile_cache, sweeps, xla_cpu  # noqa: E402
 from diffusion.errors import ConfigError  # noqa: E402
 from diffusion.train_loop import NonFiniteLossError, train  # noqa: E402
 
@@ -82,6 +82,7 @@ def main(argv):
   signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on: KeyboardInterrupt
   cli.quiet_logs()
   compile_cache.enable()
+  xla_cpu.configure()
   if _DISTRIBUTED.value:
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)

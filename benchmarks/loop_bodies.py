@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from diffusion import families, optimizers  # noqa: E402
+from diffusion import families, optimizers, xla_cpu  # noqa: E402
 from diffusion.data import make_source  # noqa: E402
 from diffusion.reproduce.experiments import load_config  # noqa: E402
 from diffusion.train_loop import _population_step, _stack, initial_state  # noqa: E402
@@ -62,6 +62,7 @@ def measure(path: str, population: int, calls: int):
 
 
 def main():
+  xla_cpu.configure()  # before the first computation (diffusion/xla_cpu.py)
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--configs", default="configs/ddpm/digits.py,configs/ddpm/toy_mixture.py")
   ap.add_argument("--population", type=int, default=2)

@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from diffusion import make_model, make_process, sample  # noqa: E402
+from diffusion import make_model, make_process, sample, xla_cpu  # noqa: E402
 from diffusion.model_fn import make_eps_fn  # noqa: E402
 
 
@@ -40,6 +40,7 @@ def _time_run(fn, repeats):
 
 
 def main():
+  xla_cpu.configure()  # before the first computation (diffusion/xla_cpu.py)
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--config", default="configs.ddpm.cifar10", help="config module")
   ap.add_argument("--batch_size", type=int, default=4)

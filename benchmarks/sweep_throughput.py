@@ -26,7 +26,7 @@ import jax  # noqa: E402
 
 from ml_collections import config_flags  # noqa: E402,F401 - config files import it
 
-from diffusion import families, optimizers, sweeps  # noqa: E402
+from diffusion import families, optimizers, sweeps, xla_cpu  # noqa: E402
 from diffusion.data import make_source  # noqa: E402
 from diffusion.sweeps.grid import load_sweep  # noqa: E402
 from diffusion.train_loop import initial_state  # noqa: E402
@@ -70,6 +70,7 @@ def population_memory(config, sizes):
 
 
 def main():
+  xla_cpu.configure()  # before the first computation (diffusion/xla_cpu.py)
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--config", default="configs/ddpm/toy_mixture.py")
   ap.add_argument("--sweep", default="lr_seed")

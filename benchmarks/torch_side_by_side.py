@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 from configs.ddpm import cifar10  # noqa: E402
-from diffusion import families, optimizers, sharding  # noqa: E402
+from diffusion import families, optimizers, sharding, xla_cpu  # noqa: E402
 from diffusion.data import preprocess  # noqa: E402
 from diffusion.reproduce.runner import cpu_name  # noqa: E402
 from diffusion.train_step import create_train_state, scan_steps, train_step  # noqa: E402
@@ -198,6 +198,7 @@ def same_shapes(a, b) -> bool:
 
 def main(argv=None):
   args = parse_args(argv)
+  conv_flag = xla_cpu.configure()  # before the first computation (diffusion/xla_cpu.py)
   try:
     import diffusers
     import torch
@@ -220,7 +221,8 @@ def main(argv=None):
                            cifar10.get_config().training.ema_decay))
 
   print(f"CPU: {cpu_name()} ({os.cpu_count()} logical cores); jax {jax.__version__} "
-        f"({jax.devices()[0].platform}), flax {flax.__version__}"
+        f"({jax.devices()[0].platform}, convolutions on "
+        f"{'Eigen (diffusion.xla_cpu)' if conv_flag else 'XLA default'}), flax {flax.__version__}"
         + (f", torch {torch.__version__} ({torch.get_num_threads()} threads), "
            f"diffusers {diffusers.__version__}" if torch is not None else ""))
   for s in sides:

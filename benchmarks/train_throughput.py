@@ -25,7 +25,7 @@ from absl import app, flags  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from diffusion import families, optimizers, sharding  # noqa: E402
+from diffusion import families, optimizers, sharding, xla_cpu  # noqa: E402
 from diffusion.data import preprocess  # noqa: E402
 from diffusion.train_step import create_train_state, scan_steps, train_step  # noqa: E402
 
@@ -49,6 +49,7 @@ def synthetic_batches(batch_size: int):
 
 
 def main(argv):
+  xla_cpu.configure()  # before the first computation (diffusion/xla_cpu.py)
   del argv
   config = _CONFIG.value
   if _DTYPE.value:

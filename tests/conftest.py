@@ -11,10 +11,12 @@ import pathlib
 
 import pytest
 
-from diffusion import compile_cache
+from diffusion import compile_cache, xla_cpu
 
 # Tests compile many of the same programs (and the CLIs they start do too): share them.
 compile_cache.enable()
+# The project's CPU kernel choice (diffusion/xla_cpu.py), so tests run what users run.
+xla_cpu.configure()
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
