@@ -71,21 +71,33 @@ class GroupNorm(nn.Module):
   cancellation when |mean| >> std (a relative error of 3e-2 in the output at mean/std
   ≈ 100 in float32); subtracting the mean first keeps it exact to rounding. Parameters
   ``scale`` (ones) and ``bias`` (zeros) [C], as Flax's.
+
+  Each group statistic is reduced over the spatial axes first (to [B, C], the
+  channel axis staying minor) and then over the group's C/G channels: XLA:CPU runs
+  this 3x faster than one reduction over a [B, H, W, G, C/G] view, forward and
+  backward (BENCHMARKS.md, GroupNorm); the result is the same to float32 rounding.
   """
   num_groups: int = 32
   epsilon: float = 1e-6
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    c = x.shape[-1]
-    g = x.reshape(*x.shape[:-1], self.num_groups, c // self.num_groups)
-    axes = tuple(range(1, g.ndim - 2)) + (g.ndim - 1,)
-    mean = jnp.mean(g, axis=axes, keepdims=True)
-    var = jnp.mean(jnp.square(g - mean), axis=axes, keepdims=True)
-    y = ((g - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
+    b, c = x.shape[0], x.shape[-1]
+    per_group = c // self.num_groups
+    spatial = tuple(range(1, x.ndim - 1))
+    count = math.prod(x.shape[1:-1]) * per_group        # elements per (example, group)
+    stat_shape = (b,) + (1,) * len(spatial) + (c,)
+
+    def group_mean(v):   # [B, ..., C] -> each group's mean, broadcast to [B, 1.., C]
+      per_channel = jnp.sum(v, axis=spatial)                                   # [B, C]
+      groups = jnp.sum(per_channel.reshape(b, self.num_groups, per_group), -1) / count
+      return jnp.repeat(groups, per_group, axis=-1).reshape(stat_shape)
+
+    centered = x - group_mean(x)
+    rstd = jax.lax.rsqrt(group_mean(jnp.square(centered)) + self.epsilon)
     scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
-    return y * scale + bias
+    return centered * (rstd * scale) + bias
 
 
 class Normalize(nn.Module):
