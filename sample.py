@@ -32,7 +32,8 @@ from ml_collections import config_flags  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from configs import base  # noqa: E402
-from diffusion import cli, compile_cache, config_check, evaluators, families, images, runs  # noqa: E402
+from diffusion import (cli, compile_cache, config_check, evaluators, families, images,  # noqa: E402
+                       runs, xla_cpu)
 from diffusion import sharding  # noqa: E402
 from diffusion import vae_pictures  # noqa: E402
 from diffusion.errors import ConfigError  # noqa: E402
@@ -78,6 +79,7 @@ def main(argv):
   signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on: KeyboardInterrupt
   cli.quiet_logs()
   compile_cache.enable()
+  xla_cpu.configure()
   cli.run_main(run, ConfigError)
 
 
@@ -175,6 +177,14 @@ def run():
     print(f"{len(imgs)} samples vs the {cfg.data.dataset}/{cfg.data.split} statistics "
           "(FID Inception, pytorch-fid weights): " +
           "  ".join(f"{k[5:]}={v:.4f}" for k, v in stats.items()), flush=True)
+  if "classifier_fid" in evals:
+    evals["classifier_fid"].score(imgs)
+    r = evals["classifier_fid"].last
+    print(f"{r['num_samples']} samples, {cfg.data.dataset} classifier (test accuracy "
+          f"{r['classifier_accuracy']:.3f}): cfid {r['cfid']:.2f} (floor, {r['floor_num_images']} "
+          f"test images: {r['cfid_floor']:.2f}); confident {r['confident']:.1%} over "
+          f"{r['classes']:.0f} classes (real test images: {r['confident_real']:.1%} over "
+          f"{r['classes_real']:.0f})", flush=True)
 
 
 if __name__ == "__main__":

@@ -78,14 +78,12 @@ LONG = os.environ.get("DIFFUSION_LONG_TESTS") == "1"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not LONG, reason="trains three digits U-Nets (~25 min on 2 CPU cores, "
+@pytest.mark.skipif(not LONG, reason="trains four digits U-Nets (~50 min on 2 CPU cores, "
                     "beyond the suite's budget); run with DIFFUSION_LONG_TESTS=1")
 def test_digits_objectives_and_ddim_pattern(tmp_path):
-  """ddim_steps reuses the L_simple model digits_objectives trained (the same config)."""
+  """Both digits entries from scratch, as `python -m diffusion.reproduce` runs them."""
   ok, result = runner.run("digits_objectives", "cpu", str(tmp_path / "objectives"))
   assert ok, result["rows"]
-  os.makedirs(tmp_path / "ddim")
-  os.symlink(tmp_path / "objectives" / "mse", tmp_path / "ddim" / "run")
   ok, result = runner.run("ddim_steps", "cpu", str(tmp_path / "ddim"))
   assert ok, result["rows"]
   assert result["pictures"] == ["ddim_steps.png"]
@@ -218,6 +216,30 @@ def test_group_norm_is_two_pass():
   want = ((g - g.mean((1, 2, 4), keepdims=True)) /
           np.sqrt(g.var((1, 2, 4), keepdims=True) + 1e-6)).reshape(x.shape)
   assert np.max(np.abs(y - want)) < 2e-4
+
+
+def test_group_norm_gradients_match_the_closed_form():
+  """Forward with learned scale/bias and the input gradient against float64 numpy:
+  dx = rstd (dx̂ − mean(dx̂) − x̂ mean(dx̂ x̂)) per (example, group), dx̂ = dy scale."""
+  from diffusion.models.layers import GroupNorm  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(3)
+  x = (3.0 * rng.normal(size=(2, 5, 3, 64)) + 1.0).astype(np.float32)
+  dy = rng.normal(size=x.shape).astype(np.float32)
+  scale = rng.uniform(0.5, 1.5, 64).astype(np.float32)
+  bias = rng.normal(size=64).astype(np.float32)
+  gn = GroupNorm(num_groups=16)
+  params = {"params": {"scale": scale, "bias": bias}}
+  y, vjp = jax.vjp(lambda v: gn.apply(params, v), x)
+  dx = np.asarray(vjp(dy)[0], np.float64)
+  g = x.astype(np.float64).reshape(2, 5, 3, 16, 4)
+  axes = (1, 2, 4)
+  rstd = 1.0 / np.sqrt(g.var(axes, keepdims=True) + 1e-6)
+  xhat = (g - g.mean(axes, keepdims=True)) * rstd
+  np.testing.assert_allclose(np.asarray(y), xhat.reshape(x.shape) * scale + bias, atol=2e-5)
+  dxhat = (dy.astype(np.float64) * scale).reshape(g.shape)
+  want = rstd * (dxhat - dxhat.mean(axes, keepdims=True)
+                 - xhat * (dxhat * xhat).mean(axes, keepdims=True))
+  np.testing.assert_allclose(dx, want.reshape(x.shape), atol=2e-5)
 
 
 def test_ncsn_networks_see_2x_minus_1_without_dropout():
