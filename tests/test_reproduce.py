@@ -206,6 +206,27 @@ def test_respacing_is_float64_accurate():
   assert np.max(np.abs(got / want - 1)) < 2e-6     # float32 storage of β; was 6.5e-4
 
 
+def test_kept_evaluations_are_reused_only_for_the_same_protocol(tmp_path):
+  """A rerun reads a kept evaluation back; another sampler or step measures afresh."""
+  from diffusion.reproduce import experiments  # pylint: disable=import-outside-toplevel
+  config = experiments.load_config("configs/ddpm/quickstart.py")
+  calls = []
+
+  def measure():
+    calls.append(1)
+    return {"eval/cfid": float(len(calls))}
+
+  def once(cfg, step=100):
+    return experiments._measured_once(str(tmp_path), "q", cfg, step, 0, measure)
+
+  assert once(config) == {"eval/cfid": 1.0}
+  assert once(config) == {"eval/cfid": 1.0} and len(calls) == 1     # read back
+  ddim10 = experiments._with_sampling(config, num_steps=10)
+  assert once(ddim10) == {"eval/cfid": 2.0}                          # another protocol
+  assert once(config, step=200) == {"eval/cfid": 3.0}                # another checkpoint
+  assert len(list(tmp_path.glob("q_*.json"))) == 3
+
+
 def test_group_norm_is_two_pass():
   from diffusion.models.layers import GroupNorm  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(2)

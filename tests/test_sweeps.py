@@ -116,7 +116,7 @@ POPULATION_CHANGES = [
 
 def _step_program(config):
   """The jaxpr of one train step of ``config``: constants baked in would show here."""
-  from diffusion import families, optimizers  # pylint: disable=import-outside-toplevel
+  from diffusion import optimizers  # pylint: disable=import-outside-toplevel
   from diffusion.data import make_source  # pylint: disable=import-outside-toplevel
   from diffusion.train_loop import initial_state  # pylint: disable=import-outside-toplevel
   from diffusion.train_step import train_step  # pylint: disable=import-outside-toplevel
@@ -280,7 +280,7 @@ import jax, numpy as np
 assert jax.device_count() == 8
 from test_sweeps import toy_file_config, VMAP_STEPS, GRID, TOY_FILE
 from test_training import read_state
-from diffusion import families, sweeps
+from diffusion import sweeps
 from diffusion.train_loop import train_population
 cfg = toy_file_config(**VMAP_STEPS)
 points = sweeps.prepare(cfg, TOY_FILE, GRID)

@@ -6,6 +6,7 @@ pictures it drew (PNG files in ``workdir``) and details for results.json.
 """
 
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import math
@@ -247,22 +248,30 @@ OBJECTIVES = {
 }
 
 
-def _quality(config, params, step, workdir, seed, sampling=None) -> Dict[str, float]:
-  """The classifier metric of ``config``'s eval.classifier_fid, with a sampling override."""
-  if sampling:
-    config = apply_overrides(config, {f"sampling.{k}": v for k, v in sampling.items()})
+def _with_sampling(config, **sampling) -> ml_collections.ConfigDict:
+  """``config`` with ``sampling.<key>`` overrides (a protocol's sampler)."""
+  return apply_overrides(config, {f"sampling.{k}": v for k, v in sampling.items()})
+
+
+def _quality(config, params, step, workdir, seed) -> Dict[str, float]:
+  """The classifier metric of ``config``'s eval.classifier_fid with its sampler."""
   return evaluate(config, params, step, workdir, ["classifier_fid"], seed)
 
 
-def _measured_once(path: str, measure: Callable[[], Dict[str, float]]) -> Dict[str, float]:
-  """``measure()``, kept in ``path`` so that a rerun after an interruption skips the
-  evaluations already done (the file name carries the step and seed it belongs to)."""
+def _measured_once(directory: str, what: str, config, step: int, seed: int,
+                   measure: Callable[[], Dict[str, float]]) -> Dict[str, float]:
+  """``measure()`` of ``config`` at ``step``, kept as ``directory/<what>_<step>_seed<seed>_
+  <digest>.json`` so that a rerun after an interruption skips the evaluations already
+  done. The digest is of the resolved config, sampler included: a changed protocol is
+  measured afresh, never read from an older file."""
+  digest = hashlib.sha256(runs.config_json(config).encode()).hexdigest()[:12]
+  path = os.path.join(directory, f"{what}_{step}_seed{seed}_{digest}.json")
   if os.path.exists(path):
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
       return json.load(f)
   row = measure()
   tmp = path + ".tmp"
-  with open(tmp, "w") as f:
+  with open(tmp, "w", encoding="utf-8") as f:
     json.dump(row, f)
   os.replace(tmp, path)
   return row
@@ -281,13 +290,13 @@ def digits_objectives(baseline, budget, workdir: str, seed: int = 0) -> Outcome:
     run_dir = os.path.join(workdir, name)
     family, params, step = train_and_restore(config, run_dir)
 
-    def kept(what, measure, run_dir=run_dir, step=step):
-      return _measured_once(os.path.join(run_dir, f"{what}_{step}_seed{seed}.json"), measure)
-
-    bpd = kept("bpd", lambda: evaluate(config, params, step, run_dir, ["bpd"], seed))
-    full = kept("quality_full", lambda: _quality(config, params, step, run_dir, seed,
-                                                 {"method": "ancestral", "num_steps": 0}))
-    respaced = kept("quality_respaced", lambda: _quality(config, params, step, run_dir, seed))
+    full_chain = _with_sampling(config, method="ancestral", num_steps=0)
+    bpd = _measured_once(run_dir, "bpd", config, step, seed, lambda: evaluate(
+        config, params, step, run_dir, ["bpd"], seed))
+    full = _measured_once(run_dir, "quality_full", full_chain, step, seed, lambda: _quality(
+        full_chain, params, step, run_dir, seed))
+    respaced = _measured_once(run_dir, "quality_respaced", config, step, seed, lambda: _quality(
+        config, params, step, run_dir, seed))
     rows[name] = {"bpd": bpd["eval/bpd"], "bpd_se": bpd["eval/bpd_se"],
                   "cfid": full["eval/cfid"], "confident": full["eval/confident"],
                   "cfid_respaced": respaced["eval/cfid"],
@@ -325,10 +334,9 @@ def ddim_steps(baseline, budget, workdir: str, seed: int = 0) -> Outcome:
   table = {}
   for eta in DDIM_ETAS:
     for s in DDIM_STEPS:
-      row = _measured_once(
-          os.path.join(workdir, f"ddim_eta{eta:g}_S{s}_{step}_seed{seed}.json"),
-          lambda eta=eta, s=s: _quality(config, params, step, os.path.join(workdir, "run"),
-                                        seed, {"method": "ddim", "num_steps": s, "eta": eta}))
+      ddim = _with_sampling(config, method="ddim", num_steps=s, eta=eta)
+      row = _measured_once(workdir, f"ddim_eta{eta:g}_S{s}", ddim, step, seed, lambda: _quality(
+          ddim, params, step, os.path.join(workdir, "run"), seed))
       table[(eta, s)] = row["eval/cfid"]
   gap10 = table[(1.0, 10)] - table[(0.0, 10)]
   gap100 = table[(1.0, 100)] - table[(0.0, 100)]
