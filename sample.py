@@ -32,10 +32,12 @@ from ml_collections import config_flags  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from configs import base  # noqa: E402
-from diffusion import (cli, compile_cache, config_check, evaluators, families, images,  # noqa: E402
-                       runs, xla_cpu)
-from diffusion import sharding  # noqa: E402
-from diffusion import vae_pictures  # noqa: E402
+from diffusion import cli, compile_cache, families  # noqa: E402                        runs, xla_cpu
+from diffusion.config import checks as config_check
+from diffusion import evals as evaluators
+from diffusion.io import images
+from diffusion.train import sharding  # noqa: E402
+from diffusion.families import vae_pictures  # noqa: E402
 from diffusion.errors import ConfigError  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")

@@ -29,7 +29,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from diffusion import cli, compile_cache, sweeps, xla_cpu  # noqa: E402
 from diffusion.errors import ConfigError  # noqa: E402
-from diffusion.train_loop import NonFiniteLossError, train  # noqa: E402
+from diffusion.train.loop import NonFiniteLossError, train  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config()).",
                                           lock_config=True)

@@ -23,7 +23,7 @@ What the levers are (jax 0.10.2's XLA:CPU):
 * ``onednn``: oneDNN (the library PyTorch's CPU convolutions use) for dots and
   elementwise fusions.
 * ``two_devices``: one host device per core, the batch sharded across them (the
-  data-parallel path of ``diffusion.sharding``, gradients all-reduced).
+  data-parallel path of ``diffusion.train.sharding``, gradients all-reduced).
 * ``two_devices_eigen_conv``: both of the above.
 * ``single_thread_eigen``: Eigen's intra-op thread pool off (a check that the
   default uses both cores).

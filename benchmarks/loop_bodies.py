@@ -26,11 +26,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from diffusion import families, optimizers, xla_cpu  # noqa: E402
+from diffusion import families, xla_cpu  # noqa: E402
+from diffusion.train import optim as optimizers
 from diffusion.data import make_source  # noqa: E402
 from diffusion.reproduce.experiments import load_config  # noqa: E402
-from diffusion.train_loop import _population_step, _stack, initial_state  # noqa: E402
-from diffusion.train_step import scan_steps, train_step  # noqa: E402
+from diffusion.train.loop import _population_step, _stack, initial_state  # noqa: E402
+from diffusion.train.step import scan_steps, train_step  # noqa: E402
 
 
 def _time(fn, state, data, calls):

@@ -26,11 +26,12 @@ import jax  # noqa: E402
 
 from ml_collections import config_flags  # noqa: E402,F401 - config files import it
 
-from diffusion import families, optimizers, sweeps, xla_cpu  # noqa: E402
+from diffusion import families, sweeps, xla_cpu  # noqa: E402
+from diffusion.train import optim as optimizers
 from diffusion.data import make_source  # noqa: E402
 from diffusion.sweeps.grid import load_sweep  # noqa: E402
-from diffusion.train_loop import initial_state  # noqa: E402
-from diffusion.train_step import scan_steps, train_step  # noqa: E402
+from diffusion.train.loop import initial_state  # noqa: E402
+from diffusion.train.step import scan_steps, train_step  # noqa: E402
 
 
 def load_config(path):

@@ -42,10 +42,12 @@ import numpy as np  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 from configs.ddpm import cifar10  # noqa: E402
-from diffusion import families, optimizers, sharding, xla_cpu  # noqa: E402
+from diffusion import families, xla_cpu  # noqa: E402
+from diffusion.train import optim as optimizers
+from diffusion.train import sharding
 from diffusion.data import preprocess  # noqa: E402
 from diffusion.reproduce.runner import cpu_name  # noqa: E402
-from diffusion.train_step import create_train_state, scan_steps, train_step  # noqa: E402
+from diffusion.train.step import create_train_state, scan_steps, train_step  # noqa: E402
 
 # The versions this benchmark was checked with (for the install hint).
 TORCH_VERSION = "2.13.0"

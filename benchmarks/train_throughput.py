@@ -25,9 +25,11 @@ from absl import app, flags  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from diffusion import families, optimizers, sharding, xla_cpu  # noqa: E402
+from diffusion import families, xla_cpu  # noqa: E402
+from diffusion.train import optim as optimizers
+from diffusion.train import sharding
 from diffusion.data import preprocess  # noqa: E402
-from diffusion.train_step import create_train_state, scan_steps, train_step  # noqa: E402
+from diffusion.train.step import create_train_state, scan_steps, train_step  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/ddpm/cifar10.py", "Config file.")
 _BATCHES = flags.DEFINE_list("batch_sizes", ["8", "16"], "Global batch sizes to time.")

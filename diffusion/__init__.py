@@ -19,12 +19,12 @@ from diffusion.config import parse_config
 from diffusion.data import make_source
 from diffusion.errors import ConfigError
 from diffusion.families import make_family
-from diffusion.losses import training_losses
-from diffusion.model_fn import make_eps_fn
+from diffusion.core.losses import training_losses
+from diffusion.core.model_fn import make_eps_fn
 from diffusion.models import make_model
-from diffusion.processes import VEProcess, VPProcess, make_process
+from diffusion.core.processes import VEProcess, VPProcess, make_process
 from diffusion.samplers import sample
-from diffusion.train_loop import train
+from diffusion.train.loop import train
 
 __all__ = [
     "ConfigError", "VEProcess", "VPProcess", "make_eps_fn", "make_family", "make_model",

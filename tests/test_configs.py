@@ -8,10 +8,10 @@ import jax
 import numpy as np
 import pytest
 
-from diffusion import config_check
+from diffusion.config import checks as config_check
 from diffusion.families import make_family
 from diffusion.models import make_model
-from diffusion.processes import VEProcess, VPProcess, make_process
+from diffusion.core.processes import VEProcess, VPProcess, make_process
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(

@@ -18,9 +18,9 @@ import pytest
 import diffusion
 from configs import base
 from diffusion import config as C
-from diffusion import optimizers
+from diffusion.train import optim as optimizers
 from diffusion.errors import ConfigError
-from diffusion.train_step import create_train_state, scan_steps, train_step
+from diffusion.train.step import create_train_state, scan_steps, train_step
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "diffusion"

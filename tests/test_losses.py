@@ -10,9 +10,9 @@ import pytest
 from scipy import integrate, special
 
 from configs.base import get_config
-from diffusion import losses as Lo
-from diffusion import processes as P
-from diffusion import schedules as S
+from diffusion.core import losses as Lo
+from diffusion.core import processes as P
+from diffusion.core import schedules as S
 from diffusion.errors import ConfigError
 
 LN2 = math.log(2.0)

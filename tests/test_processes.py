@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from configs.base import get_config
-from diffusion import processes as P
-from diffusion import schedules as S
+from diffusion.core import processes as P
+from diffusion.core import schedules as S
 from diffusion.errors import ConfigError
 
 LINEAR = S.get_beta_schedule("linear", 1000)       # float64, tested in test_schedules

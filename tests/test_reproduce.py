@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from diffusion import config as C
-from diffusion import evaluation, processes, samplers
+from diffusion import samplers
+from diffusion.evals import metrics as evaluation
+from diffusion.core import processes
 from diffusion.data import transforms
 from diffusion.reproduce import runner
 from diffusion.reproduce.baselines import BASELINES
@@ -110,7 +112,8 @@ def test_ncsnv2_techniques_on_mnist(shared_data, tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def digits_classifier(tmp_path_factory):
   os.environ["DIFFUSION_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
-  from diffusion import evaluators, families  # pylint: disable=import-outside-toplevel
+  from diffusion import families  # pylint: disable=import-outside-toplevel
+  from diffusion import evals as evaluators
   from configs.ddpm import digits  # pylint: disable=import-outside-toplevel
   config = digits.get_config()
   config.eval.classifier_fid.num_samples = 297
@@ -122,7 +125,7 @@ def digits_classifier(tmp_path_factory):
 
 
 def test_classifier_is_accurate_and_cached(digits_classifier, tmp_path):
-  from diffusion import classifier  # pylint: disable=import-outside-toplevel
+  from diffusion.evals import classifier  # pylint: disable=import-outside-toplevel
   assert digits_classifier.real["classifier_accuracy"] > 0.9
   files = os.listdir(os.environ["DIFFUSION_CACHE_DIR"])
   assert len(files) == 1 and files[0].startswith("classifier_digits_8px_")

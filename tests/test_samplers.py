@@ -19,7 +19,8 @@ import pytest
 import jax
 import jax.numpy as jnp
 
-from diffusion import processes, samplers
+from diffusion import samplers
+from diffusion.core import processes
 from diffusion.errors import ConfigError
 
 N = 4096          # samples per run

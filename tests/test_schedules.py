@@ -11,7 +11,7 @@ import pytest
 from scipy import integrate, special
 from scipy.spatial.distance import pdist
 
-from diffusion import schedules as S
+from diffusion.core import schedules as S
 from diffusion.errors import ConfigError
 
 

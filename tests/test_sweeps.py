@@ -19,7 +19,7 @@ import pytest
 from diffusion import families, sweeps
 from diffusion.config import POPULATION_FIELDS, program_key
 from diffusion.errors import ConfigError
-from diffusion.metric_writers import read_metrics
+from diffusion.io.metric_writers import read_metrics
 from test_training import assert_trees_equal, read_state, saved_steps, toy_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -116,10 +116,10 @@ POPULATION_CHANGES = [
 
 def _step_program(config):
   """The jaxpr of one train step of ``config``: constants baked in would show here."""
-  from diffusion import optimizers  # pylint: disable=import-outside-toplevel
+  from diffusion.train import optim as optimizers  # pylint: disable=import-outside-toplevel
   from diffusion.data import make_source  # pylint: disable=import-outside-toplevel
-  from diffusion.train_loop import initial_state  # pylint: disable=import-outside-toplevel
-  from diffusion.train_step import train_step  # pylint: disable=import-outside-toplevel
+  from diffusion.train.loop import initial_state  # pylint: disable=import-outside-toplevel
+  from diffusion.train.step import train_step  # pylint: disable=import-outside-toplevel
   family = families.make_family(config)
   opt = optimizers.make_optimizer(config.optim)
   source = make_source(config.data)
@@ -229,7 +229,7 @@ def test_sequential_sweep_killed_mid_point_resumes_bit_exactly(tmp_path):
   ledger = sweeps.read_ledger(str(sweep_dir))
   assert [p["status"] for p in ledger["points"]] == ["done"] * 3
   # The interrupted point equals an uninterrupted run of the same config, bit for bit.
-  from diffusion.train_loop import train  # pylint: disable=import-outside-toplevel
+  from diffusion.train.loop import train  # pylint: disable=import-outside-toplevel
   cfg = toy_file_config(**{"training.seed": 1, "training.num_train_steps": 300,
                            "training.checkpoint_every": 20, "training.log_every": 20})
   train(cfg, str(tmp_path / "straight"), progress=False)
@@ -281,7 +281,7 @@ assert jax.device_count() == 8
 from test_sweeps import toy_file_config, VMAP_STEPS, GRID, TOY_FILE
 from test_training import read_state
 from diffusion import sweeps
-from diffusion.train_loop import train_population
+from diffusion.train.loop import train_population
 cfg = toy_file_config(**VMAP_STEPS)
 points = sweeps.prepare(cfg, TOY_FILE, GRID)
 cfgs = [p["config"] for p in points]

@@ -14,9 +14,12 @@ import numpy as np
 import pytest
 
 from configs import base
-from diffusion import checkpoints, config_check, families, optimizers
+from diffusion import families
+from diffusion.io import checkpoints
+from diffusion.config import checks as config_check
+from diffusion.train import optim as optimizers
 from diffusion.errors import ConfigError
-from diffusion.train_loop import NonFiniteLossError, initial_state, train
+from diffusion.train.loop import NonFiniteLossError, initial_state, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -98,7 +101,7 @@ def test_kill9_then_resume_is_bit_identical(tmp_path):
   metrics.jsonl / TensorBoard hold every logged step once (the killed run's rows after
   its last checkpoint are dropped; its TensorBoard scalars were flushed up to the kill)."""
   from test_workdir import read_tensorboard_scalars  # pylint: disable=import-outside-toplevel
-  from diffusion.metric_writers import read_metrics  # pylint: disable=import-outside-toplevel
+  from diffusion.io.metric_writers import read_metrics  # pylint: disable=import-outside-toplevel
   steps = ["--config.training.num_train_steps=400", "--config.training.checkpoint_every=100",
            "--config.training.log_every=20"]
   straight = tmp_path / "straight"
@@ -220,7 +223,7 @@ sys.path.insert(0, {os.path.join(REPO, 'tests')!r})
 import jax, numpy as np
 assert jax.device_count() == 8, jax.devices()
 from test_training import toy_config, read_state
-from diffusion.train_loop import train
+from diffusion.train.loop import train
 config = toy_config(**{{"training.batch_size": 32}})
 f8 = train(config, {str(tmp_path / 'd8')!r}, progress=False)
 f1 = train(config, {str(tmp_path / 'd1')!r}, progress=False, devices=jax.devices()[:1])

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from configs.vae import digits as vae_digits
-from diffusion import config_check, families, vae
+from diffusion import families
+from diffusion.config import checks as config_check
+from diffusion.families import vae
 from diffusion.errors import ConfigError
 from test_training import assert_trees_equal, read_state
 
@@ -171,7 +173,7 @@ def test_vae_config_errors_are_one_line():
 
 
 def test_vae_trains_and_resumes_bit_exactly(tmp_path):
-  from diffusion.train_loop import train  # pylint: disable=import-outside-toplevel
+  from diffusion.train.loop import train  # pylint: disable=import-outside-toplevel
   config = tiny_config()
   final = train(config, str(tmp_path / "straight"), progress=False)
   assert final["step"] == 40 and np.isfinite(final["loss"]) and final["kl"] > 0

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from configs import base
-from diffusion import config_check, metric_writers
+from diffusion.config import checks as config_check
+from diffusion.io import metric_writers
 from diffusion.errors import ConfigError, WorkdirError
-from diffusion.train_loop import train
+from diffusion.train.loop import train
 from test_training import saved_steps, toy_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,7 +84,7 @@ def test_two_processes_on_one_workdir_one_trains_the_other_exits(tmp_path):
 
 
 def test_lock_is_released_when_the_holder_ends(tmp_path):
-  from diffusion.runs import WorkdirLock  # pylint: disable=import-outside-toplevel
+  from diffusion.io.workdir import WorkdirLock  # pylint: disable=import-outside-toplevel
   lock = WorkdirLock(str(tmp_path)).acquire()
   with pytest.raises(WorkdirError, match=rf"is in use by pid {os.getpid()} on host"):
     WorkdirLock(str(tmp_path)).acquire()
@@ -91,7 +92,7 @@ def test_lock_is_released_when_the_holder_ends(tmp_path):
   WorkdirLock(str(tmp_path)).acquire().release()
   # A holder killed with SIGKILL releases it too (the kernel drops the flock).
   holder = subprocess.Popen([sys.executable, "-c", (
-      "import sys, time; sys.path.insert(0, %r); from diffusion.runs import WorkdirLock; "
+      "import sys, time; sys.path.insert(0, %r); from diffusion.io.workdir import WorkdirLock; "
       "WorkdirLock(%r).acquire(); print('held', flush=True); time.sleep(60)")
       % (REPO, str(tmp_path))], stdout=subprocess.PIPE, text=True)
   assert holder.stdout.readline().strip() == "held"
@@ -353,7 +354,7 @@ def test_sample_cli_numeric_flags(toy_run, tmp_path, flag, start):
 
 
 def test_nan_in_a_fresh_run_does_not_claim_a_checkpoint(tmp_path):
-  from diffusion.train_loop import NonFiniteLossError  # pylint: disable=import-outside-toplevel
+  from diffusion.train.loop import NonFiniteLossError  # pylint: disable=import-outside-toplevel
   bad = toy_config(**{"optim.lr": 1e38, "optim.warmup_steps": 0})
   with pytest.raises(NonFiniteLossError, match="no checkpoint had been written yet"):
     train(bad, str(tmp_path / "run"), progress=False)

@@ -9,12 +9,12 @@ step; for large sets ``data`` is a host batch from ``source.iterator(...)``. See
 :mod:`diffusion.data.sources` for the batch-order rules, and
 ``python -m diffusion.data --help`` for offline preparation of tfds datasets.
 
-Dataset names (``data.dataset``) and their sizes are in :mod:`diffusion.catalog`.
+Dataset names (``data.dataset``) and their sizes are in :mod:`diffusion.config.catalog`.
 Importing this package is light: tensorflow / tensorflow_datasets load only
 when a tfds dataset is opened or prepared.
 """
 
-from diffusion.catalog import DatasetInfo, dataset_info
+from diffusion.config.catalog import DatasetInfo, dataset_info
 from diffusion.data.prepare import prepare_dataset
 from diffusion.data.sources import (
     DATASETS,

@@ -12,7 +12,7 @@ import argparse
 import sys
 import time
 
-from diffusion import catalog
+from diffusion.config import catalog
 from diffusion.data import files, prepare
 from diffusion.errors import ConfigError
 

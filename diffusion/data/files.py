@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from diffusion.catalog import DIGITS_NUM_TRAIN, DIGITS_SIZES
+from diffusion.config.catalog import DIGITS_NUM_TRAIN, DIGITS_SIZES
 from diffusion.data import transforms
 from diffusion.errors import ConfigError
 

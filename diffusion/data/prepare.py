@@ -18,7 +18,7 @@ Without ``--manual_dir`` the same command downloads (needs network access).
 import pathlib
 from typing import Optional
 
-from diffusion import catalog
+from diffusion.config import catalog
 from diffusion.data import tfds_sources
 
 

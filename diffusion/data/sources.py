@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffusion import catalog
+from diffusion.config import catalog
 from diffusion.config import DataConfig
 from diffusion.data import files
 from diffusion.data import tfds_sources

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import jax.numpy as jnp
 
-from diffusion import config_check
+from diffusion.config import checks as config_check
 from diffusion.config import NETWORKS, DataConfig, ModelConfig
 from diffusion.errors import ConfigError
 from diffusion.data import mixture_params

@@ -18,12 +18,16 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from diffusion import evaluation, evaluators, families, runs, samplers, schedules
+from diffusion import families, samplers
+from diffusion.evals import metrics as evaluation
+from diffusion import evals as evaluators
+from diffusion.io import workdir as runs
+from diffusion.core import schedules
 from diffusion.data import make_source, toy
 from diffusion.models.analytic import AnalyticMixture
-from diffusion.processes import make_process
+from diffusion.core.processes import make_process
 from diffusion.sweeps.grid import apply_overrides
-from diffusion.train_loop import train
+from diffusion.train.loop import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

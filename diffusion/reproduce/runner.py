@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Tuple
 
 import jax
 
-from diffusion import runs
+from diffusion.io import workdir as runs
 from diffusion.errors import ConfigError, did_you_mean
 from diffusion.reproduce.baselines import BASELINES
 from diffusion.reproduce.experiments import EXPERIMENTS, REPO

@@ -17,7 +17,7 @@ import ray
 
 from diffusion.sweeps.ledger import Ledger
 from diffusion.sweeps.runner import finish, one_line
-from diffusion.train_loop import train
+from diffusion.train.loop import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

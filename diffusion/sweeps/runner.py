@@ -27,13 +27,14 @@ from typing import Any, Dict, List, Optional, Sequence
 import jax
 from jax.experimental import multihost_utils
 
-from diffusion import config_check, runs
+from diffusion.config import checks as config_check
+from diffusion.io import workdir as runs
 from diffusion.config import program_key
 from diffusion.errors import ConfigError
 from diffusion.sweeps.grid import apply_overrides, load_sweep, point_names
 from diffusion.sweeps.ledger import Ledger, read_ledger
 from diffusion.sweeps.summary import point_metrics, summarize
-from diffusion.train_loop import train, train_population
+from diffusion.train.loop import train, train_population
 
 MODES = ("sequential", "vmap", "ray")
 

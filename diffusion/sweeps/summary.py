@@ -16,7 +16,7 @@ import os
 import re
 from typing import Any, Dict, List, Tuple
 
-from diffusion.metric_writers import read_metrics
+from diffusion.io.metric_writers import read_metrics
 from diffusion.sweeps.ledger import read_ledger
 
 # Evaluation metrics where larger is better; every other eval/* metric is minimised.

@@ -31,7 +31,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffusion import catalog, classifier, config_check, evaluation, inception, vae
+from diffusion.config import catalog
+from diffusion.evals import classifier
+from diffusion.config import checks as config_check
+from diffusion.evals import metrics as evaluation
+from diffusion.evals import inception
+from diffusion.families import vae
 from diffusion.config import (BpdEvalConfig, ClassifierFidEvalConfig, ElboEvalConfig,
                               FidEvalConfig)
 from diffusion.data import fixed_binarization, make_source
@@ -190,7 +195,7 @@ CLASSIFIED_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar10_s
 class ClassifierFrechet:
   """Sample quality for small data (``eval.classifier_fid``).
 
-  Features of :mod:`diffusion.classifier`'s network, trained on the training split:
+  Features of :mod:`diffusion.evals.classifier`'s network, trained on the training split:
   cfid = Fréchet distance of ``num_samples`` samples against the training split's
   features; cfid_floor = the same for as many test images (at most the split), the
   best a model of the data can expect at that sample count; the classifier's test

@@ -1,7 +1,7 @@
 """Noise schedules in float64 numpy: β schedules (VP) and σ ladders (VE).
 
 Everything here is plain numpy float64 so that cumulative products and logs
-are exact to ~1e-16; :mod:`diffusion.processes` casts the results to float32
+are exact to ~1e-16; :mod:`diffusion.core.processes` casts the results to float32
 JAX arrays once. No JAX is imported here.
 
 Contents

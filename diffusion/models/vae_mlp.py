@@ -8,7 +8,7 @@
 The decoder mirrors the encoder's hidden widths. Computation runs in ``dtype``
 (float32 or bfloat16) with float32 parameters, and both outputs are float32 (the
 log-variance and logits feed exponentials and log-sigmoids). The ELBO, the
-reparameterization and the importance-weighted bound are in :mod:`diffusion.vae`.
+reparameterization and the importance-weighted bound are in :mod:`diffusion.families.vae`.
 """
 
 from typing import Any, Sequence, Tuple

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from diffusion import images
+from diffusion.io import images
 from diffusion.data import fixed_binarization, make_source, to_uint8
 
 

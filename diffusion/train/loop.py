@@ -27,13 +27,18 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
-from diffusion import config_check, evaluators, families, metric_writers, optimizers, runs
-from diffusion import sharding
-from diffusion.checkpoints import Checkpointer
+from diffusion import families
+from diffusion.config import checks as config_check
+from diffusion import evals as evaluators
+from diffusion.io import metric_writers
+from diffusion.train import optim as optimizers
+from diffusion.io import workdir as runs
+from diffusion.train import sharding
+from diffusion.io.checkpoints import Checkpointer
 from diffusion.config import program_key
 from diffusion.data import make_source
 from diffusion.errors import ConfigError, WorkdirError
-from diffusion.train_step import (TrainState, create_train_state, scan_steps, train_hparams,
+from diffusion.train.step import (TrainState, create_train_state, scan_steps, train_hparams,
                                   train_step)
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """The workdir of a run: its resolved config, its checkpoints' EMA parameters, its samples.
 
 A run is a config plus a workdir. Everything that reads or writes a workdir goes
-through here or through :mod:`diffusion.checkpoints` / :mod:`diffusion.metric_writers`:
+through here or through :mod:`diffusion.io.checkpoints` / :mod:`diffusion.io.metric_writers`:
 
   <workdir>/config.json            the resolved config (every field, defaults included)
   <workdir>/config.<time>.json     the previous one, when a resume changed the config
@@ -27,8 +27,8 @@ from typing import Any, Optional, Tuple
 import ml_collections
 import numpy as np
 
-from diffusion import images
-from diffusion.checkpoints import Checkpointer
+from diffusion.io import images
+from diffusion.io.checkpoints import Checkpointer
 from diffusion.config import parse_config, to_config_dict
 from diffusion.errors import ConfigError, WorkdirError
 

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffusion import schedules
+from diffusion.core import schedules
 from diffusion.config import VAR_TYPES, DiffusionConfig
 from diffusion.errors import ConfigError, check_choice
 

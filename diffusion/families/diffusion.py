@@ -11,7 +11,7 @@ family only through this small interface, so the loop is not welded to diffusion
   to_uint8(samples) -> uint8 images (or None for points)
 
 :class:`DiffusionFamily` is DPM, NCSN and DDPM: process + ε-model + loss + sampler;
-:class:`diffusion.vae.VAEFamily` is the VAE: encoder + decoder + ELBO.
+:class:`diffusion.families.vae.VAEFamily` is the VAE: encoder + decoder + ELBO.
 """
 
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -23,11 +23,10 @@ import numpy as np
 from diffusion import samplers
 from diffusion.config import DiffusionRunConfig, parse_config
 from diffusion.data import data_range, to_uint8
-from diffusion.losses import training_losses
-from diffusion.model_fn import make_eps_fn
+from diffusion.core.losses import training_losses
+from diffusion.core.model_fn import make_eps_fn
 from diffusion.models import make_model
-from diffusion.processes import make_process
-from diffusion.vae import VAEFamily
+from diffusion.core.processes import make_process
 
 
 class DiffusionFamily:
@@ -60,7 +59,7 @@ class DiffusionFamily:
   def loss_fn(self, params, batch: jax.Array, key: jax.Array,
               hparams: Dict[str, jax.Array]) -> Tuple[jax.Array, Dict[str, jax.Array]]:
     """Mean training loss of a batch: t ~ U{0..T−1}, ε ~ N(0, I), then
-    :func:`diffusion.losses.training_losses`; metrics: mse (and vb)."""
+    :func:`diffusion.core.losses.training_losses`; metrics: mse (and vb)."""
     k_t, k_noise, k_dropout = jax.random.split(key, 3)
     t = jax.random.randint(k_t, (batch.shape[0],), 0, self.process.num_timesteps,
                            dtype=jnp.int32)
@@ -97,27 +96,3 @@ class DiffusionFamily:
     if self.config.data.is_toy:
       return None
     return to_uint8(samples, self.config.data.centered, quantize=self.config.sampling.quantize)
-
-
-FAMILIES = {"diffusion": DiffusionFamily, "vae": VAEFamily}
-
-
-def make_family(config):
-  """The model family of a whole config (ConfigDict, dict or typed)."""
-  config = parse_config(config)
-  return FAMILIES[config.family](config)
-
-
-def draw(sample_fn: Callable, params, num: int, batch: int, key: jax.Array,
-         on_chunk: Optional[Callable[[int], None]] = None) -> np.ndarray:
-  """``num`` samples from a ``sample_fn`` of ``batch`` per call, as host numpy.
-
-  Call i uses ``fold_in(key, i)``, so the first n samples do not depend on ``num``.
-  ``on_chunk(count)`` is called after each call (e.g. a progress bar).
-  """
-  chunks = []
-  for i in range(-(-int(num) // int(batch))):
-    chunks.append(np.asarray(sample_fn(params, jax.random.fold_in(key, i))))
-    if on_chunk is not None:
-      on_chunk(min(batch, num - i * batch))
-  return np.concatenate(chunks)[:num]

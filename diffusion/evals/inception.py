@@ -27,9 +27,9 @@ Getting the weights (no network access is needed at run time):
 1. Download pytorch-fid's converted FID weights
    https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth
    (about 92 MB; pytorch-fid's ``FID_WEIGHTS_URL``).
-2. Convert them once to an .npz this module reads (:mod:`diffusion.inception_convert`)::
+2. Convert them once to an .npz this module reads (:mod:`diffusion.evals.inception_convert`)::
 
-     python -m diffusion.inception_convert pt_inception-2015-12-05-6726825d.pth inception_fid.npz
+     python -m diffusion.evals.inception_convert pt_inception-2015-12-05-6726825d.pth inception_fid.npz
 
 3. Point the config at it: ``--config.eval.fid.inception_weights=/path/inception_fid.npz``.
 
@@ -288,12 +288,12 @@ def load_variables(path: str) -> Dict[str, Any]:
     raise ConfigError(
         "eval.fid.inception_weights is empty; FID/IS/KID need the FID Inception weights: "
         "download pt_inception-2015-12-05-6726825d.pth (pytorch-fid) and run "
-        "'python -m diffusion.inception_convert <pth> <npz>', then set "
+        "'python -m diffusion.evals.inception_convert <pth> <npz>', then set "
         "--config.eval.fid.inception_weights=<npz>.")
   if not os.path.isfile(path):
     raise ConfigError(
         f"eval.fid.inception_weights={path!r} does not exist; create it with "
-        "'python -m diffusion.inception_convert pt_inception-2015-12-05-6726825d.pth "
+        "'python -m diffusion.evals.inception_convert pt_inception-2015-12-05-6726825d.pth "
         f"{path}' (see diffusion/inception_convert.py).")
   try:
     with np.load(path, allow_pickle=False) as f:
@@ -320,7 +320,7 @@ def load_variables_from_arrays(arrays: Mapping[str, np.ndarray],
       if name not in arrays:
         raise ConfigError(
             f"eval.fid.inception_weights={source!r} lacks array {name!r}; re-create it with "
-            "'python -m diffusion.inception_convert'.")
+            "'python -m diffusion.evals.inception_convert'.")
       a = np.asarray(arrays[name])
       if tuple(a.shape) != tuple(spec.shape):
         raise ConfigError(

@@ -47,7 +47,7 @@ import numpy as np
 
 from diffusion.config import SamplingConfig
 from diffusion.errors import ConfigError
-from diffusion.model_fn import as_prediction
+from diffusion.core.model_fn import as_prediction
 
 Array = jax.Array
 

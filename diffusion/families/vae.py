@@ -28,8 +28,8 @@ import numpy as np
 
 from diffusion.config import VAERunConfig, parse_config
 from diffusion.data import to_uint8
-from diffusion.losses import normal_kl
-from diffusion.models.vae import VAE
+from diffusion.core.losses import normal_kl
+from diffusion.models.vae_mlp import VAE
 
 Array = jax.Array
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}

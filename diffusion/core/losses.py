@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from diffusion.config import DECODERS, LOSS_WEIGHTINGS, DiffusionConfig
 from diffusion.errors import ConfigError, check_choice
-from diffusion.model_fn import as_prediction
+from diffusion.core.model_fn import as_prediction
 
 Array = jax.Array
 _LN2 = math.log(2.0)

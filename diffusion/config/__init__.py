@@ -23,7 +23,7 @@ dataclass, through :meth:`Section.parse`: missing fields take their defaults her
 an unknown key fails at once with one line naming it and the closest valid name,
 and every value is checked (type, allowed values, range, finiteness) with an error
 that names the field. Rules that involve several sections live in
-:mod:`diffusion.config_check`.
+:mod:`diffusion.config.checks`.
 
 ``default_config(variant)`` builds the whole default config of a variant (the
 dataclass defaults plus the variant's paper choices in ``VARIANT_PRESETS``);
@@ -40,7 +40,8 @@ from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Tuple
 import ml_collections
 import numpy as np
 
-from diffusion import catalog, schedules
+from diffusion.config import catalog
+from diffusion.core import schedules
 from diffusion.errors import ConfigError, check_choice, did_you_mean
 
 # ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@ Bits/dim (DDPM's ``calc_bpd_loop``, Ho et al. 2020 §4.3 / eq. 5):
   total = Σ_t term_t + L_T (prior KL, ``process.prior_bpd``), all in bits/dim.
   VP processes only (DDPM/DPM: data in [−1, 1] on an 8-bit grid).
 
-Sample quality (numpy float64; features from ``diffusion.inception``):
+Sample quality (numpy float64; features from ``diffusion.evals.inception``):
   FID = ‖μ₁ − μ₂‖² + tr(Σ₁ + Σ₂ − 2 (Σ₁Σ₂)^{1/2})   (scipy.linalg.sqrtm, as pytorch-fid)
   IS  = exp(E_x KL(p(y|x) ‖ p(y))) per split, mean ± std over splits (10 by default),
         p(y|x) = softmax of the 1008-way logits without the fc bias (the original
@@ -39,11 +39,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffusion import losses
+from diffusion.core import losses
 from diffusion.config import VAR_TYPES
 from diffusion.data import preprocess
 from diffusion.errors import ConfigError, check_choice
-from diffusion.model_fn import as_prediction
+from diffusion.core.model_fn import as_prediction
 from diffusion.samplers import split_fn
 
 Array = jax.Array

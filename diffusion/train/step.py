@@ -11,7 +11,7 @@ the keyword arguments with ``functools.partial`` and jits it):
   ema <- decay · ema + (1 − decay) · params       (copy at step 0, TF DDPM)
 
 Nothing in it reads a config: the model family supplies ``loss_fn``, the data
-source ``get_batch``, :mod:`diffusion.optimizers` the optimizer. Every value a
+source ``get_batch``, :mod:`diffusion.train.optim` the optimizer. Every value a
 population of runs may vary (seed, EMA decay, loss weights in ``state.hparams``;
 learning rate, β's, clipping in ``state.opt_state``) is an array in the state, so
 ``jax.vmap(train_step)`` trains several runs as one program.
@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from diffusion import optimizers
+from diffusion.train import optim as optimizers
 
 LossFn = Callable[[Any, jax.Array, jax.Array, Dict[str, jax.Array]],
                   Tuple[jax.Array, Dict[str, jax.Array]]]
@@ -90,12 +90,12 @@ def train_step(state: TrainState, data: Any, *, loss_fn: LossFn,
     state: the current :class:`TrainState`.
     data: what ``get_batch`` draws from (device arrays, or one host batch).
     loss_fn: ``(params, batch, key, hparams) -> (mean loss, metrics)``.
-    optimizer: an optax transformation (:func:`diffusion.optimizers.make_optimizer`).
+    optimizer: an optax transformation (:func:`diffusion.train.optim.make_optimizer`).
     get_batch: ``(data, key) -> batch``, pure and jittable.
     batch_sharding: optional sharding of the batch (data parallelism over a mesh).
   Returns:
     (state, metrics): metrics has the loss_fn's metrics plus loss, grad_norm and,
-    for :func:`diffusion.optimizers.make_optimizer`, the step's learning rate lr.
+    for :func:`diffusion.train.optim.make_optimizer`, the step's learning rate lr.
   """
   data_key, loss_key = step_keys(state.hparams["seed"], state.step)
   batch = get_batch(data, data_key)
