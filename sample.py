@@ -32,12 +32,12 @@ from ml_collections import config_flags  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from configs import base  # noqa: E402
-from diffusion import cli, compile_cache, families  # noqa: E402                        runs, xla_cpu
-from diffusion.config import checks as config_check
-from diffusion import evals as evaluators
-from diffusion.io import images
-from diffusion.train import sharding  # noqa: E402
+from diffusion import cli, compile_cache, evals, families, xla_cpu  # noqa: E402
+from diffusion.config import checks as config_check  # noqa: E402
 from diffusion.families import vae_pictures  # noqa: E402
+from diffusion.io import images  # noqa: E402
+from diffusion.io import workdir as runs  # noqa: E402
+from diffusion.train import sharding  # noqa: E402
 from diffusion.errors import ConfigError  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
@@ -120,8 +120,9 @@ def run():
   # Build the evaluators first: a missing weights file fails now, not after sampling.
   requested = list(dict.fromkeys(
       [name for name, on in (("bpd", _BPD.value), ("fid", _FID.value)) if on] + _EVAL.value))
-  evals = {ev.name: ev for ev in evaluators.make_evaluators(family, workdir, requested,
-                                                             seed=_SEED.value)}
+  out = _OUT.value or os.path.join(workdir, "samples_{step}_" + (
+      cfg.sampling.method if cfg.family == "diffusion" else cfg.sampling.output))
+  evaluators = evals.make_evaluators(family, workdir, requested, seed=_SEED.value)
   params, step = runs.restore_ema_params(workdir, family, _STEP.value)
   mesh = sharding.make_mesh(jax.local_devices())
   params = sharding.replicate(params, mesh)
@@ -141,7 +142,7 @@ def run():
   print(f"sampled {len(x)} with {method} from step {step} in {seconds:.1f}s "
         f"({len(x) / seconds:.2f} samples/s)", flush=True)
 
-  out = _OUT.value or os.path.join(workdir, f"samples_{step}_{method}")
+  out = out.format(step=step)
   os.makedirs(out, exist_ok=True)
   imgs = family.to_uint8(x)
   if imgs is not None:
@@ -156,37 +157,10 @@ def run():
     written = vae_pictures.write_pictures(family, params, out,
                                           jax.random.fold_in(jax.random.PRNGKey(_SEED.value), 1))
     print(f"wrote {', '.join(os.path.basename(w) for w in written)} to {out}", flush=True)
-  if "elbo" in evals:
-    evals["elbo"].workdir = out
-    evals["elbo"].run(params, step)
-    r = evals["elbo"].last
-    print(f"{r['split']} ({r['num_examples']} images, binarization {r['binarization']}): "
-          f"log p(x) >= {r['log_px_nats']:.3f} +- {r['log_px_se']:.3f} nats "
-          f"({r['log_px_bpd']:.4f} bits/dim; importance sampling, k = {r['iw_samples']}), ELBO "
-          f"{r['elbo_nats']:.3f} +- {r['elbo_se']:.3f} nats ({r['elbo_bpd']:.4f} bits/dim); "
-          f"written to {out}/likelihood_{step}.json", flush=True)
-  if "bpd" in evals:
-    ev = evals["bpd"]
-    ev.run(params, step)
-    r = ev.last
-    print(f"bits/dim on {r['num_examples']} {cfg.data.dataset}/{cfg.data.eval_split} "
-          f"examples: {r['bpd']:.4f} +- {r['bpd_se']:.4f} (prior term {r['prior_bpd']:.2e}; "
-          "full T-term bound, EMA params, x0 clipped as DDPM)", flush=True)
-    np.savez(os.path.join(out, "bpd.npz"), terms_bpd=r["terms_bpd"], bpd=r["bpd"],
-             bpd_se=r["bpd_se"])
-  if "fid" in evals:
-    stats = evals["fid"].score(imgs)
-    print(f"{len(imgs)} samples vs the {cfg.data.dataset}/{cfg.data.split} statistics "
-          "(FID Inception, pytorch-fid weights): " +
-          "  ".join(f"{k[5:]}={v:.4f}" for k, v in stats.items()), flush=True)
-  if "classifier_fid" in evals:
-    evals["classifier_fid"].score(imgs)
-    r = evals["classifier_fid"].last
-    print(f"{r['num_samples']} samples, {cfg.data.dataset} classifier (test accuracy "
-          f"{r['classifier_accuracy']:.3f}): cfid {r['cfid']:.2f} (floor, {r['floor_num_images']} "
-          f"test images: {r['cfid_floor']:.2f}); confident {r['confident']:.1%} over "
-          f"{r['classes']:.0f} classes (real test images: {r['confident_real']:.1%} over "
-          f"{r['classes_real']:.0f})", flush=True)
+  for ev in evaluators:
+    ev.output_dir = out
+    ev.run(params, step, samples=imgs if ev.SCORES_SAMPLES else None)
+    print(ev.summary(), flush=True)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from diffusion import make_model, make_process, sample, xla_cpu  # noqa: E402
-from diffusion.core.model_fn import make_eps_fn  # noqa: E402
+from diffusion import make_eps_fn, make_model, make_process, sample, xla_cpu  # noqa: E402
 
 
 def _time_run(fn, repeats):

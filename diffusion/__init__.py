@@ -1,8 +1,11 @@
 """Diffusion generative models in JAX: DPM, NCSN and DDPM on one mathematical core.
 
-Public API (see README "Python API"):
+Public API (README "Python API"; every function that takes a config section
+accepts a ConfigDict, a plain dict or the typed dataclass of :mod:`diffusion.config`):
+  load(workdir, step=-1) -> Run   a run's config and EMA params; run.eps(x_t, t),
+                                  run.sample(num, seed=, **sampling), run.encode/decode
   make_process(config.diffusion)  -> VP or VE process (a JAX pytree)
-  make_model(config.model)        -> Flax module predicting eps (or eps and variance)
+  make_model(config.model)        -> Flax network predicting eps (or eps and variance)
   make_eps_fn(module, params, process, config.model) -> eps_fn(x_t, t)
   training_losses(process, eps_fn, x0, t, noise, config.diffusion) -> per-example losses
   sample(eps_fn, process, shape, key, config.sampling) -> samples
@@ -10,23 +13,19 @@ Public API (see README "Python API"):
   make_family(config)             -> the model family: init, loss_fn, sample_fn
   train(config, workdir)          -> trains or resumes a run
 
-Every function that takes a config section accepts a ConfigDict, a plain dict or
-the typed dataclass of :mod:`diffusion.config`. Importing this package does not
-import TensorFlow.
+Importing this package does not import TensorFlow.
 """
 
+from diffusion.api import (Run, load, make_eps_fn, make_family, make_model, make_process,
+                           sample, training_losses)
 from diffusion.config import parse_config
+from diffusion.core.processes import VEProcess, VPProcess
 from diffusion.data import make_source
 from diffusion.errors import ConfigError
-from diffusion.families import make_family
-from diffusion.core.losses import training_losses
-from diffusion.core.model_fn import make_eps_fn
-from diffusion.models import make_model
-from diffusion.core.processes import VEProcess, VPProcess, make_process
-from diffusion.samplers import sample
 from diffusion.train.loop import train
 
 __all__ = [
-    "ConfigError", "VEProcess", "VPProcess", "make_eps_fn", "make_family", "make_model",
-    "make_process", "make_source", "parse_config", "sample", "train", "training_losses",
+    "ConfigError", "Run", "VEProcess", "VPProcess", "load", "make_eps_fn", "make_family",
+    "make_model", "make_process", "make_source", "parse_config", "sample", "train",
+    "training_losses",
 ]

@@ -34,7 +34,7 @@ def shared_data():
 def vp():
   """DDPM's process: linear beta 1e-4 -> 0.02, T=1000 (configs/base.py defaults)."""
   from configs.base import get_config
-  from diffusion.core.processes import make_process
+  from diffusion import make_process
   return make_process(get_config("ddpm").diffusion)
 
 
@@ -42,5 +42,5 @@ def vp():
 def ve():
   """NCSN's process: geometric sigma 0.01 -> 1, L=10."""
   from configs.base import get_config
-  from diffusion.core.processes import make_process
+  from diffusion import make_process
   return make_process(get_config("ncsn").diffusion)

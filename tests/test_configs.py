@@ -10,8 +10,8 @@ import pytest
 
 from diffusion.config import checks as config_check
 from diffusion.families import make_family
-from diffusion.models import make_model
-from diffusion.core.processes import VEProcess, VPProcess, make_process
+from diffusion import make_model, make_process
+from diffusion.core.processes import VEProcess, VPProcess
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(

@@ -221,7 +221,7 @@ def test_package_builds_a_wheel_with_both_packages(tmp_path):
   assert res.returncode == 0, res.stderr[-2000:]
   wheel = next(tmp_path.glob("diffusion-*.whl"))
   names = zipfile.ZipFile(wheel).namelist()
-  assert "diffusion/config.py" in names and "configs/base.py" in names
+  assert "diffusion/config/__init__.py" in names and "configs/base.py" in names
   assert "diffusion/models/unet.py" in names and "diffusion/data/sources.py" in names
 
 

@@ -13,6 +13,8 @@ import zipfile
 import numpy as np
 import pytest
 
+import diffusion
+
 import jax
 import jax.numpy as jnp
 
@@ -20,7 +22,6 @@ from diffusion.evals import metrics as evaluation
 from diffusion.evals import inception
 from diffusion.evals import inception_convert
 from diffusion.io import torch_pickle
-from diffusion.core import processes
 from diffusion.errors import ConfigError
 
 # ---------------------------------------------------------------------------
@@ -484,7 +485,7 @@ def _phi(x):
 def tiny_bpd():
   """T = 20 linear schedule, 8x8x1 data on the 8-bit grid, eps = a random linear map."""
   T, B = 20, 4
-  process = processes.make_process(dict(variant="ddpm", schedule="linear", num_timesteps=T))
+  process = diffusion.make_process(dict(variant="ddpm", schedule="linear", num_timesteps=T))
   rng = np.random.default_rng(7)
   W = (0.1 * rng.standard_normal((64, 64))).astype(np.float32)
   x0 = (rng.integers(0, 256, (B, 8, 8, 1)) / 127.5 - 1.0).astype(np.float32)
@@ -552,7 +553,7 @@ def test_bpd_learned_variance_and_errors(tiny_bpd):
                              np.asarray(tiny_bpd["out"]["terms_bpd"])[:, 1:], rtol=1e-5)
   agg = evaluation.evaluate_bpd(eps_fn, p, [x0[:2], x0[2:]], key)
   assert np.isfinite(agg["bpd"]) and agg["num_examples"] == 4 and agg["terms_bpd"].shape == (20,)
-  ve = processes.make_process(dict(variant="ncsn"))
+  ve = diffusion.make_process(dict(variant="ncsn"))
   with pytest.raises(ConfigError, match="bits/dim applies to VP"):
     evaluation.calc_bpd(eps_fn, ve, x0, key)
   with pytest.raises(ConfigError, match="learned_range"):

@@ -7,11 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+import diffusion
 from scipy import integrate, special
 
 from configs.base import get_config
 from diffusion.core import losses as Lo
-from diffusion.core import processes as P
 from diffusion.core import schedules as S
 from diffusion.errors import ConfigError
 
@@ -135,7 +136,7 @@ def test_ncsn_dsm_identity(ve):
   dsm = 0.5 * ((s_theta + (x_tilde - x) / sigma ** 2) ** 2).reshape(B, -1).sum(1) * \
       sigma[:, 0, 0, 0] ** 2
   eps_fn = lambda x_t, tt: jnp.asarray(eps_hat, jnp.float32)  # noqa: E731
-  out = Lo.training_losses(ve, eps_fn, jnp.asarray(x, jnp.float32), jnp.asarray(t),
+  out = diffusion.training_losses(ve, eps_fn, jnp.asarray(x, jnp.float32), jnp.asarray(t),
                            jnp.asarray(z, jnp.float32), get_config("ncsn").diffusion)
   np.testing.assert_allclose(D / 2 * out["loss"], dsm, rtol=1e-5)
   np.testing.assert_allclose(out["loss"], out["mse"], rtol=0)
@@ -157,7 +158,7 @@ def test_loss_weights(vp):
                              rtol=1e-4)
   x0 = jnp.zeros((3, 2))
   noise = jnp.ones((3, 2))
-  out = Lo.training_losses(vp, lambda x, tt: jnp.zeros_like(x), x0, t, noise,
+  out = diffusion.training_losses(vp, lambda x, tt: jnp.zeros_like(x), x0, t, noise,
                            cfg(loss_weighting="snr"))
   np.testing.assert_allclose(out["loss"], snr, rtol=1e-4)   # mse = 1 per example
   np.testing.assert_allclose(out["mse"], 1.0)
@@ -172,30 +173,30 @@ def test_loss_weights(vp):
 def test_bad_loss_config(vp, kw, field):
   x = jnp.zeros((1, 2))
   with pytest.raises(ConfigError) as info:
-    Lo.training_losses(vp, lambda a, b: (a, a), x, jnp.array([1]), x, cfg(**kw))
+    diffusion.training_losses(vp, lambda a, b: (a, a), x, jnp.array([1]), x, cfg(**kw))
   assert str(info.value).startswith(field) and "\n" not in str(info.value)
 
 
 def test_bound_loss_on_ve_is_config_error(ve):
   x = jnp.zeros((1, 2))
   with pytest.raises(ConfigError, match="^diffusion.loss='kl'"):
-    Lo.training_losses(ve, lambda a, b: (a, a), x, jnp.array([1]), x,
+    diffusion.training_losses(ve, lambda a, b: (a, a), x, jnp.array([1]), x,
                        cfg(loss="kl", var_type="learned_range"))
 
 
 def test_hybrid_and_kl_scaling_item21():
   # improved-diffusion: vb (bits/dim) × T/1000 in the hybrid; kl loss = T·vb.
-  proc = P.make_process({"variant": "ddpm", "schedule": "cosine", "num_timesteps": 4000})
+  proc = diffusion.make_process({"variant": "ddpm", "schedule": "cosine", "num_timesteps": 4000})
   rng = np.random.default_rng(3)
   x0 = jnp.asarray(np.round(rng.uniform(0, 255, size=(2, 2, 2, 1))) / 127.5 - 1, jnp.float32)
   noise = jnp.asarray(rng.normal(size=x0.shape), jnp.float32)
   t = jnp.array([5, 2000])
   eps_fn = lambda x, tt: (0.9 * noise, jnp.full_like(x, 0.3))  # noqa: E731
-  h = Lo.training_losses(proc, eps_fn, x0, t, noise, cfg(loss="hybrid", var_type="learned_range"))
+  h = diffusion.training_losses(proc, eps_fn, x0, t, noise, cfg(loss="hybrid", var_type="learned_range"))
   np.testing.assert_allclose(h["loss"] - h["mse"], 4.0 * h["vb"], rtol=1e-5)
   np.testing.assert_allclose(h["mse"], 0.01 * np.mean(np.asarray(noise) ** 2, (1, 2, 3)),
                              rtol=1e-4)
-  k = Lo.training_losses(proc, eps_fn, x0, t, noise, cfg(loss="kl", var_type="learned_range"))
+  k = diffusion.training_losses(proc, eps_fn, x0, t, noise, cfg(loss="kl", var_type="learned_range"))
   np.testing.assert_allclose(k["loss"], 4000 * k["vb"], rtol=1e-6)
   np.testing.assert_allclose(k["vb"], h["vb"], rtol=1e-6)
 
@@ -205,7 +206,7 @@ def test_hybrid_and_kl_scaling_item21():
 
 def test_hybrid_stop_gradient_finite_differences():
   with jax.enable_x64(True):
-    proc = P.make_process({"variant": "ddpm", "schedule": "linear", "num_timesteps": 100})
+    proc = diffusion.make_process({"variant": "ddpm", "schedule": "linear", "num_timesteps": 100})
     proc = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), proc)
     rng = np.random.default_rng(4)
     shape = (3, 2, 2, 1)
@@ -217,7 +218,7 @@ def test_hybrid_stop_gradient_finite_differences():
     hybrid = cfg(loss="hybrid", var_type="learned_range")
 
     def parts(eps, v, config):
-      out = Lo.training_losses(proc, lambda x, tt: (eps, v), x0, t, noise, config)
+      out = diffusion.training_losses(proc, lambda x, tt: (eps, v), x0, t, noise, config)
       return jnp.sum(out["loss"]), jnp.sum(out["loss"] - out["mse"])
 
     total = jax.jit(lambda e, v: parts(e, v, hybrid)[0])
@@ -261,7 +262,7 @@ def test_training_losses_jit_vmap(vp):
   t = jax.random.randint(key[2], (K, B), 0, 1000)
   eps_fn = lambda x, tt: (0.5 * x, jnp.tanh(x))  # noqa: E731
   c = cfg(loss="hybrid", var_type="learned_range", clip_x0=True)
-  f = lambda a, tt, n: Lo.training_losses(vp, eps_fn, a, tt, n, c)  # noqa: E731
+  f = lambda a, tt, n: diffusion.training_losses(vp, eps_fn, a, tt, n, c)  # noqa: E731
   batched = jax.jit(jax.vmap(f))(x0, t, noise)
   for k in range(K):
     single = f(x0[k], t[k], noise[k])
@@ -271,7 +272,7 @@ def test_training_losses_jit_vmap(vp):
 
 def test_gaussian_decoder_for_continuous_data():
   """decoder='gaussian': the t=0 term is -log N(x0; mu_theta, sigma^2) / ln 2 per dim."""
-  process = P.make_process({"variant": "ddpm", "schedule": "linear", "num_timesteps": 10})
+  process = diffusion.make_process({"variant": "ddpm", "schedule": "linear", "num_timesteps": 10})
   rng = np.random.default_rng(3)
   x0 = rng.normal(size=(3, 2)).astype(np.float32) * 2.0
   eps = rng.normal(size=(3, 2)).astype(np.float32)

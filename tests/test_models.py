@@ -16,7 +16,8 @@ from scipy.special import logsumexp
 
 from configs.base import get_config
 from diffusion.errors import ConfigError
-from diffusion.models import MLP, AnalyticMixture, UNet, make_model, timestep_embedding
+from diffusion import make_model
+from diffusion.models import MLP, AnalyticMixture, UNet, timestep_embedding
 
 
 def _model_cfg(**changes):

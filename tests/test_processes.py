@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import diffusion
+
 from configs.base import get_config
 from diffusion.core import processes as P
 from diffusion.core import schedules as S
@@ -33,11 +35,11 @@ def np_marginal(kind, t):
 def test_make_process_variants():
   for variant, cls, T in (("ddpm", P.VPProcess, 1000), ("dpm", P.VPProcess, 1000),
                           ("ncsn", P.VEProcess, 10)):
-    p = P.make_process(get_config(variant).diffusion)
+    p = diffusion.make_process(get_config(variant).diffusion)
     assert isinstance(p, cls) and p.num_timesteps == T
     arrays = jax.tree_util.tree_leaves(p)
     assert arrays and all(a.dtype == jnp.float32 and a.shape == (T,) for a in arrays)
-  p = P.make_process(get_config("dpm").diffusion)
+  p = diffusion.make_process(get_config("dpm").diffusion)
   np.testing.assert_allclose(p.betas, S.get_beta_schedule("dpm", 1000), rtol=1e-6)
 
 
@@ -49,9 +51,9 @@ def test_exposed_arrays(vp, ve):
 
 
 def test_partial_and_dict_configs():
-  p = P.make_process({"variant": "ncsn", "sigma_max": 50.0, "num_timesteps": 232})
+  p = diffusion.make_process({"variant": "ncsn", "sigma_max": 50.0, "num_timesteps": 232})
   np.testing.assert_allclose(p.sigmas[jnp.array([0, -1])], [0.01, 50.0], rtol=1e-6)
-  p = P.make_process({"variant": "ddpm", "schedule": "cosine", "num_timesteps": 4000})
+  p = diffusion.make_process({"variant": "ddpm", "schedule": "cosine", "num_timesteps": 4000})
   assert p.num_timesteps == 4000
 
 
@@ -68,7 +70,7 @@ def test_bad_config_raises(overrides, field):
   cfg = dict(variant="ddpm", schedule="linear", num_timesteps=1000)
   cfg.update(overrides)
   with pytest.raises(ConfigError) as info:
-    P.make_process(cfg)
+    diffusion.make_process(cfg)
   assert str(info.value).startswith(field) and "\n" not in str(info.value)
 
 
@@ -116,7 +118,7 @@ def test_prior_bpd_item9(vp, ve):
 
 
 def test_prior_sample(vp):
-  ve50 = P.make_process({"variant": "ncsn", "sigma_max": 50.0, "num_timesteps": 20})
+  ve50 = diffusion.make_process({"variant": "ncsn", "sigma_max": 50.0, "num_timesteps": 20})
   n = 20000
   for p, std in ((vp, 1.0), (ve50, 50.0)):
     x = p.prior_sample(jax.random.PRNGKey(0), (n,))

@@ -12,10 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import diffusion
+
 from diffusion import config as C
 from diffusion import samplers
 from diffusion.evals import metrics as evaluation
-from diffusion.core import processes
 from diffusion.data import transforms
 from diffusion.reproduce import runner
 from diffusion.reproduce.baselines import BASELINES
@@ -200,7 +201,7 @@ def test_space_timesteps_matches_improved_diffusion_for_every_count():
 
 
 def test_respacing_is_float64_accurate():
-  p = processes.make_process({"variant": "ddpm"})
+  p = diffusion.make_process({"variant": "ddpm"})
   kept = samplers.space_timesteps(1000, "21")
   betas64 = np.linspace(1e-4, 0.02, 1000, dtype=np.float64)
   ac = np.cumprod(1 - betas64)[kept]
@@ -280,7 +281,7 @@ def test_ncsn_networks_see_2x_minus_1_without_dropout():
       seen.append(np.asarray(x))
       return jnp.zeros_like(x)
 
-  ve = processes.make_process({"variant": "ncsn"})
+  ve = diffusion.make_process({"variant": "ncsn"})
   eps_fn = make_eps_fn(Probe(), {}, ve, {"rescale_inputs": True})
   eps_fn(jnp.full((2, 3), 0.25), jnp.array([0, 1]))
   np.testing.assert_allclose(seen[0], -0.5)
@@ -299,7 +300,7 @@ def test_ve_ancestral_variances_are_score_sde_predictors():
   """fixedlarge = score_sde's reverse-diffusion step variance σ_i² − σ_{i−1}²; fixedsmall
   = its ancestral-sampling predictor's σ_{i−1}²(σ_i² − σ_{i−1}²)/σ_i²; the mean of both is
   x + (σ_i² − σ_{i−1}²)·score."""
-  ve = processes.make_process({"variant": "ncsn", "num_timesteps": 10})
+  ve = diffusion.make_process({"variant": "ncsn", "num_timesteps": 10})
   s = np.geomspace(0.01, 1.0, 10)
   t = jnp.arange(1, 10)
   np.testing.assert_allclose(np.exp(np.asarray(ve.p_log_variance(t, "fixedlarge"))),

@@ -16,11 +16,12 @@ P(|Z| > 4.5) = 6.8e-6 per dimension, ~1e-4 over 16; the seeds are fixed anyway).
 import numpy as np
 import pytest
 
+import diffusion
+
 import jax
 import jax.numpy as jnp
 
 from diffusion import samplers
-from diffusion.core import processes
 from diffusion.errors import ConfigError
 
 N = 4096          # samples per run
@@ -32,7 +33,7 @@ TOL_SE = 4.5
 
 @pytest.fixture(scope="module")
 def vp():
-  return processes.make_process(dict(variant="ddpm", schedule="linear", num_timesteps=1000))
+  return diffusion.make_process(dict(variant="ddpm", schedule="linear", num_timesteps=1000))
 
 
 def gaussian_eps_fn(process, mu=MU_DATA, s=S_DATA):
@@ -113,7 +114,7 @@ def _cfg(**kw):
 
 @pytest.mark.parametrize("var_type", ["fixedlarge", "fixedsmall"])
 def test_ancestral_reproduces_gaussian_moments(vp, var_type):
-  x = samplers.sample(gaussian_eps_fn(vp), vp, (N, D), jax.random.PRNGKey(1),
+  x = diffusion.sample(gaussian_eps_fn(vp), vp, (N, D), jax.random.PRNGKey(1),
                       _cfg(var_type=var_type), x0_range=None)
   # Against the truth N(μ, s²): with 1000 steps the exact law of the chain has
   # |std/s − 1| < 0.3% (fixedlarge) / 1.1% (fixedsmall, under-dispersed), well
@@ -132,7 +133,7 @@ def test_respaced_ancestral_matches_its_exact_law(vp):
   # The respaced process keeps ᾱ at the kept steps (Improved DDPM respacing).
   rp = vp.respace(kept)
   np.testing.assert_allclose(np.asarray(rp.alphas_cumprod), ab[kept], rtol=2e-5)
-  x = samplers.sample(gaussian_eps_fn(vp), vp, (N, D), jax.random.PRNGKey(2),
+  x = diffusion.sample(gaussian_eps_fn(vp), vp, (N, D), jax.random.PRNGKey(2),
                       _cfg(num_steps=100), x0_range=None)
   m_exact, sd_exact = _propagate_ancestral(respaced_betas, "fixedlarge")
   _assert_moments(x, m_exact, sd_exact, "respaced 100")
@@ -146,12 +147,12 @@ def test_learned_range_endpoints_equal_fixed_variances(vp):
   base = gaussian_eps_fn(vp)
   for v, var_type in [(1.0, "fixedlarge"), (-1.0, "fixedsmall")]:
     learned = lambda x, t, v=v: (base(x, t), jnp.full_like(x, v))  # noqa: E731
-    a = samplers.sample(learned, vp, shape, key, _cfg(num_steps=50), x0_range=None)
-    b = samplers.sample(base, vp, shape, key, _cfg(num_steps=50, var_type=var_type),
+    a = diffusion.sample(learned, vp, shape, key, _cfg(num_steps=50), x0_range=None)
+    b = diffusion.sample(base, vp, shape, key, _cfg(num_steps=50, var_type=var_type),
                         x0_range=None)
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
   with pytest.raises(ConfigError, match="sampling.var_type"):
-    samplers.sample(base, vp, shape, key, _cfg(num_steps=50, var_type="learned_range"))
+    diffusion.sample(base, vp, shape, key, _cfg(num_steps=50, var_type="learned_range"))
 
 
 # ---- DDIM ----------------------------------------------------------------------------
@@ -168,7 +169,7 @@ def test_ddim_converges_to_true_moments(vp):
   betas = np.asarray(vp.betas, np.float64)
   errs = {}
   for steps in (20, 50, 200):
-    x = samplers.sample(gaussian_eps_fn(vp), vp, (N, D), jax.random.PRNGKey(4),
+    x = diffusion.sample(gaussian_eps_fn(vp), vp, (N, D), jax.random.PRNGKey(4),
                         dict(method="ddim", num_steps=steps, eta=0.0, clip_x0=False),
                         x0_range=None)
     tau = samplers.ddim_timesteps(1000, steps, "uniform")
@@ -189,12 +190,12 @@ def test_ddim_converges_to_true_moments(vp):
 def test_ddim_eta0_is_deterministic_given_init(vp):
   init = jax.random.normal(jax.random.PRNGKey(5), (64, D))
   cfg = dict(method="ddim", num_steps=20, eta=0.0, clip_x0=True)
-  a = samplers.sample(gaussian_eps_fn(vp), vp, (64, D), jax.random.PRNGKey(6), cfg, init=init)
-  b = samplers.sample(gaussian_eps_fn(vp), vp, (64, D), jax.random.PRNGKey(7), cfg, init=init)
+  a = diffusion.sample(gaussian_eps_fn(vp), vp, (64, D), jax.random.PRNGKey(6), cfg, init=init)
+  b = diffusion.sample(gaussian_eps_fn(vp), vp, (64, D), jax.random.PRNGKey(7), cfg, init=init)
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   cfg1 = dict(cfg, eta=1.0)
-  c = samplers.sample(gaussian_eps_fn(vp), vp, (64, D), jax.random.PRNGKey(6), cfg1, init=init)
-  d = samplers.sample(gaussian_eps_fn(vp), vp, (64, D), jax.random.PRNGKey(7), cfg1, init=init)
+  c = diffusion.sample(gaussian_eps_fn(vp), vp, (64, D), jax.random.PRNGKey(6), cfg1, init=init)
+  d = diffusion.sample(gaussian_eps_fn(vp), vp, (64, D), jax.random.PRNGKey(7), cfg1, init=init)
   assert np.abs(np.asarray(c) - np.asarray(d)).max() > 1e-3
 
 
@@ -254,7 +255,7 @@ def _share_in_main_mode(x):
 
 @pytest.fixture(scope="module")
 def toy():
-  ve = processes.make_process(dict(variant="ncsn", schedule="geometric", num_timesteps=10,
+  ve = diffusion.make_process(dict(variant="ncsn", schedule="geometric", num_timesteps=10,
                                    sigma_min=1.0, sigma_max=20.0))
   init = jax.random.uniform(jax.random.PRNGKey(8), (1280, 2), minval=-8.0, maxval=8.0)
   return ve, init
@@ -285,7 +286,7 @@ def test_annealed_langevin_recovers_mixture_weights(toy):
   cfg = dict(method="annealed_langevin", n_steps_each=100, step_size=0.1,
              langevin_form="paper", denoise=False)
   for eps_fn in (eps_code, eps_exact):
-    x = samplers.sample(eps_fn, ve, init.shape, jax.random.PRNGKey(9), cfg, init=init)
+    x = diffusion.sample(eps_fn, ve, init.shape, jax.random.PRNGKey(9), cfg, init=init)
     share = _share_in_main_mode(x)
     assert 0.75 <= share <= 0.83, share
 
@@ -294,7 +295,7 @@ def test_plain_langevin_misses_mixture_weights(toy):
   """docs/checkable_values.md item 29: plain Langevin (exact data score, ε = 0.1, 1000 steps) ≈ 0.5."""
   _, init = toy
   score = lambda x: _mixture_score(x, jnp.ones((x.shape[0], 1)))  # noqa: E731
-  x = samplers.langevin(score, init, jax.random.PRNGKey(10), 0.1, 1000, form="paper")
+  x = samplers.langevin_dynamics(score, init, jax.random.PRNGKey(10), 0.1, 1000, form="paper")
   share = _share_in_main_mode(x)
   assert 0.45 <= share <= 0.55, share
 
@@ -307,7 +308,7 @@ def test_langevin_forms_and_denoise_follow_exact_gaussian_law(form):
   α = ε σ_i²/σ_min², v = 1 + σ_i²; denoise: x ← x (1 − σ_min²/v_min).
   The two forms give variances 2.54 vs 3.19 (> 6 SE apart) after 5 steps per level.
   """
-  ve = processes.make_process(dict(variant="ncsn", num_timesteps=3, sigma_min=0.5,
+  ve = diffusion.make_process(dict(variant="ncsn", num_timesteps=3, sigma_min=0.5,
                                    sigma_max=2.0))
   eps_fn = lambda x, t: ve.noise_std(t)[:, None] * x / (1.0 + ve.noise_std(t)[:, None] ** 2)  # noqa: E731,E501
   eps_size, k = 0.05, 5
@@ -325,7 +326,7 @@ def test_langevin_forms_and_denoise_follow_exact_gaussian_law(form):
   cfg = dict(method="annealed_langevin", n_steps_each=k, step_size=eps_size,
              langevin_form=form, denoise=False)
   for denoise in (False, True):
-    x = samplers.sample(eps_fn, ve, (N, d), jax.random.PRNGKey(11), dict(cfg, denoise=denoise))
+    x = diffusion.sample(eps_fn, ve, (N, d), jax.random.PRNGKey(11), dict(cfg, denoise=denoise))
     want = exact[form][int(denoise)]
     got = np.asarray(x, np.float64).var(0)
     se = want * np.sqrt(2.0 / N)
@@ -338,35 +339,35 @@ def test_langevin_forms_and_denoise_follow_exact_gaussian_law(form):
 
 
 def test_trajectory_and_init_options(vp):
-  small = processes.make_process(dict(variant="ddpm", num_timesteps=20))
+  small = diffusion.make_process(dict(variant="ddpm", num_timesteps=20))
   init = jax.random.normal(jax.random.PRNGKey(12), (8, D))
   cfg = _cfg(var_type="fixedsmall")
-  x, traj = samplers.sample(gaussian_eps_fn(small), small, (8, D), jax.random.PRNGKey(13),
+  x, traj = diffusion.sample(gaussian_eps_fn(small), small, (8, D), jax.random.PRNGKey(13),
                             cfg, init=init, x0_range=None, trajectory_every=5)
   assert traj.shape == (5, 8, D)  # x_T and the state after 5, 10, 15, 20 steps
   np.testing.assert_array_equal(np.asarray(traj[0]), np.asarray(init))
   np.testing.assert_array_equal(np.asarray(traj[-1]), np.asarray(x))
-  x2 = samplers.sample(gaussian_eps_fn(small), small, (8, D), jax.random.PRNGKey(13), cfg,
+  x2 = diffusion.sample(gaussian_eps_fn(small), small, (8, D), jax.random.PRNGKey(13), cfg,
                        init=init, x0_range=None)
   np.testing.assert_allclose(np.asarray(x2), np.asarray(x), atol=1e-6)
   # N not divisible by k: the remainder still runs; 20 // 6 + 1 = 4 states.
-  x3, traj3 = samplers.sample(gaussian_eps_fn(small), small, (8, D), jax.random.PRNGKey(13),
+  x3, traj3 = diffusion.sample(gaussian_eps_fn(small), small, (8, D), jax.random.PRNGKey(13),
                               cfg, init=init, x0_range=None, trajectory_every=6)
   assert traj3.shape == (4, 8, D)
   np.testing.assert_allclose(np.asarray(x3), np.asarray(x), atol=1e-6)
   # init='uniform' draws x_T ~ U[0, 1] (NCSN's choice).
-  _, tu = samplers.sample(gaussian_eps_fn(small), small, (8, D), jax.random.PRNGKey(14),
+  _, tu = diffusion.sample(gaussian_eps_fn(small), small, (8, D), jax.random.PRNGKey(14),
                           _cfg(init="uniform"), trajectory_every=20)
   assert float(tu[0].min()) >= 0.0 and float(tu[0].max()) <= 1.0
   # Clipping keeps x̂₀ in x0_range, so samples end inside it.
-  xc = samplers.sample(lambda x, t: jnp.zeros_like(x) - 3.0, small, (8, D),
+  xc = diffusion.sample(lambda x, t: jnp.zeros_like(x) - 3.0, small, (8, D),
                        jax.random.PRNGKey(15), _cfg(clip_x0=True))
   assert float(jnp.abs(xc).max()) <= 1.0 + 1e-5
 
 
 def test_partial_eps_fn_matches_closure(vp):
   """Parameters passed through jax.tree_util.Partial are jit arguments, same result."""
-  small = processes.make_process(dict(variant="ddpm", num_timesteps=20))
+  small = diffusion.make_process(dict(variant="ddpm", num_timesteps=20))
   w = jax.random.normal(jax.random.PRNGKey(16), (D, D)) * 0.1
 
   def linear_eps(w, x, t):
@@ -374,8 +375,8 @@ def test_partial_eps_fn_matches_closure(vp):
 
   cfg = dict(method="ddim", num_steps=10, eta=0.5)
   key = jax.random.PRNGKey(17)
-  a = samplers.sample(jax.tree_util.Partial(linear_eps, w), small, (4, D), key, cfg)
-  b = samplers.sample(lambda x, t: linear_eps(w, x, t), small, (4, D), key, cfg)
+  a = diffusion.sample(jax.tree_util.Partial(linear_eps, w), small, (4, D), key, cfg)
+  b = diffusion.sample(lambda x, t: linear_eps(w, x, t), small, (4, D), key, cfg)
   np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
@@ -397,7 +398,7 @@ def test_partial_eps_fn_matches_closure(vp):
 ])
 def test_invalid_sampling_config_is_one_line_config_error(vp, cfg, field):
   with pytest.raises(ConfigError) as e:
-    samplers.sample(gaussian_eps_fn(vp), vp, (2, D), jax.random.PRNGKey(0), cfg)
+    diffusion.sample(gaussian_eps_fn(vp), vp, (2, D), jax.random.PRNGKey(0), cfg)
   msg = str(e.value)
   assert field in msg and "\n" not in msg
 
@@ -411,6 +412,11 @@ def test_base_config_sampling_section_is_valid():
   assert SamplingConfig.parse(base.get_config("ncsn").sampling).method == "annealed_langevin"
 
 
-def test_sample_is_exported_from_the_package():
-  import diffusion  # pylint: disable=import-outside-toplevel
-  assert diffusion.sample is samplers.sample
+def test_public_sample_parses_then_runs_the_registry_sampler(vp):
+  """diffusion.sample (dict settings) equals samplers.sample (typed settings)."""
+  from diffusion.config import SamplingConfig  # pylint: disable=import-outside-toplevel
+  settings = dict(method="ddim", num_steps=10)
+  key = jax.random.PRNGKey(0)
+  a = diffusion.sample(gaussian_eps_fn(vp), vp, (4, D), key, settings)
+  b = samplers.sample(gaussian_eps_fn(vp), vp, (4, D), key, SamplingConfig.parse(settings))
+  np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

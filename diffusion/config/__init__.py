@@ -40,8 +40,10 @@ from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Tuple
 import ml_collections
 import numpy as np
 
+from diffusion import samplers
 from diffusion.config import catalog
-from diffusion.core import schedules
+from diffusion.core import losses, processes, schedules
+from diffusion.samplers import ddim, langevin
 from diffusion.errors import ConfigError, check_choice, did_you_mean
 
 # ---------------------------------------------------------------------------
@@ -51,18 +53,19 @@ from diffusion.errors import ConfigError, check_choice, did_you_mean
 FAMILIES = ("diffusion", "vae")
 VARIANTS = ("ddpm", "ncsn", "dpm")                 # ddpm, dpm: VP process; ncsn: VE
 PROCESS_OF_VARIANT = {"ddpm": "vp", "dpm": "vp", "ncsn": "ve"}
-DIFFUSION_LOSSES = ("mse", "hybrid", "kl")
-VAR_TYPES = ("fixedlarge", "fixedsmall", "learned_range")
-LOSS_WEIGHTINGS = ("none", "snr", "min_snr_5")
-DECODERS = ("discretized", "gaussian")
+# Lists owned by the modules that implement them (the config only offers them).
+DIFFUSION_LOSSES = losses.DIFFUSION_LOSSES
+VAR_TYPES = processes.VAR_TYPES
+LOSS_WEIGHTINGS = losses.LOSS_WEIGHTINGS
+DECODERS = losses.DECODERS
 NETWORKS = ("unet", "mlp", "analytic")
 DTYPES = ("float32", "bfloat16")
 NOISE_INPUTS = ("index", "log_sigma")
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
 LR_SCHEDULES = ("constant", "exponential", "cosine")
-SAMPLERS = ("ancestral", "ddim", "annealed_langevin")
-SKIP_TYPES = ("uniform", "quad")
-LANGEVIN_FORMS = ("code", "paper")
+SAMPLERS = tuple(samplers.SAMPLERS)               # the sampler registry's names
+SKIP_TYPES = ddim.SKIP_TYPES
+LANGEVIN_FORMS = langevin.LANGEVIN_FORMS
 SAMPLER_INITS = ("prior", "uniform")
 BINARIZATIONS = ("none", "dynamic")
 QUANTIZATIONS = ("truncate", "round")
@@ -552,7 +555,7 @@ class TrainingConfig(Section):
 class SamplingConfig(Section):
   """How samples are drawn (defaults: DDPM's ancestral sampler with fixedlarge variance)."""
   PATH: ClassVar[str] = "sampling"
-  method: str = field("ancestral", "ancestral, ddim or annealed_langevin", choices=SAMPLERS)
+  method: str = field("ancestral", f"{', '.join(SAMPLERS)} (README: Sampling)", choices=SAMPLERS)
   num_steps: int = field(0, "levels visited (0 = all; ancestral < T respaces, ddim: S)",
                          rule=NONNEGATIVE)
   skip_type: str = field("uniform", "DDIM step selection: uniform or quad", choices=SKIP_TYPES)

@@ -21,9 +21,13 @@ from typing import Callable, Dict, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
-from diffusion.config import DECODERS, LOSS_WEIGHTINGS, DiffusionConfig
 from diffusion.errors import ConfigError, check_choice
 from diffusion.core.model_fn import as_prediction
+
+# What this module implements (config.diffusion takes these lists).
+DIFFUSION_LOSSES = ("mse", "hybrid", "kl")
+LOSS_WEIGHTINGS = ("none", "snr", "min_snr_5")
+DECODERS = ("discretized", "gaussian")
 
 Array = jax.Array
 _LN2 = math.log(2.0)
@@ -134,8 +138,10 @@ def vb_terms_bpd(process, x0: Array, x_t: Array, t: Array, eps_pred: Array,
   return jnp.where(t == 0, nll, kl)
 
 
-def training_losses(process, eps_fn: Callable, x0: Array, t: Array, noise: Array,
-                    diffusion_cfg=None, *, hybrid_lambda=None) -> Dict[str, Array]:
+def training_losses(process, eps_fn: Callable, x0: Array, t: Array, noise: Array, *,
+                    loss: str = "mse", var_type: str = "fixedlarge", hybrid_lambda=0.001,
+                    loss_weighting: str = "none", clip_x0: bool = False,
+                    decoder: str = "discretized") -> Dict[str, Array]:
   """Per-example training losses for one batch.
 
   x_t = q_sample(x₀, t, noise); out = eps_fn(x_t, t) is ε̂ or (ε̂, v).
@@ -149,38 +155,39 @@ def training_losses(process, eps_fn: Callable, x0: Array, t: Array, noise: Array
   Args:
     process: VP or VE process; eps_fn: (x_t [B, ...], t [B]) -> ε̂ or (ε̂, v).
     x0: [B, ...] data; t: int32 [B]; noise: x0-shaped N(0, I).
-    diffusion_cfg: ``config.diffusion`` (reads loss, var_type, hybrid_lambda,
-      loss_weighting, clip_x0 (clip x̂₀ to [−1, 1] inside vb_t), decoder).
-    hybrid_lambda: optional (traced) λ that replaces ``diffusion_cfg.hybrid_lambda``,
-      so a population of runs can differ in it.
+    loss: mse | hybrid | kl; var_type: the reverse variance (fixedlarge,
+      fixedsmall, learned_range); loss_weighting: none | snr | min_snr_5;
+      clip_x0: clip x̂₀ to [−1, 1] inside vb_t; decoder: the t = 0 term
+      (discretized | gaussian) — the fields of ``config.diffusion``.
+    hybrid_lambda: λ of the hybrid loss, a float or a traced scalar (so a
+      population of runs can differ in it).
   Returns:
     dict of [B] float32: "loss" (minimised), "mse" (unweighted), and "vb"
     (bits/dim, for hybrid and kl).
   Raises:
-    ConfigError: an invalid config, or a bound loss on the VE process.
+    ConfigError: an invalid choice, or a bound loss on the VE process.
   """
-  d = DiffusionConfig.parse(diffusion_cfg)
-  if d.loss != "mse" and not process.has_likelihood_bound:
-    raise ConfigError(f"diffusion.loss={d.loss!r} is not valid for the VE (ncsn) process; "
+  check_choice("diffusion.loss", loss, DIFFUSION_LOSSES)
+  if loss != "mse" and not process.has_likelihood_bound:
+    raise ConfigError(f"diffusion.loss={loss!r} is not valid for the VE (ncsn) process; "
                       "choose 'mse' (denoising score matching).")
   x_t = process.q_sample(x0, t, noise)
-  eps_pred, v = as_prediction(eps_fn(x_t, t), d.var_type, "diffusion.var_type")
+  eps_pred, v = as_prediction(eps_fn(x_t, t), var_type, "diffusion.var_type")
   mse = eps_mse(eps_pred, noise)
   out = {"mse": mse}
-  weighted = loss_weights(process, t, d.loss_weighting) * mse
-  if d.loss == "mse":
+  weighted = loss_weights(process, t, loss_weighting) * mse
+  if loss == "mse":
     out["loss"] = weighted
     return out
-  clip_range = (-1.0, 1.0) if d.clip_x0 else None
+  clip_range = (-1.0, 1.0) if clip_x0 else None
   T = process.num_timesteps
-  if d.loss == "hybrid":
-    lam = d.hybrid_lambda if hybrid_lambda is None else hybrid_lambda
-    vb = vb_terms_bpd(process, x0, x_t, t, jax.lax.stop_gradient(eps_pred), d.var_type, v,
-                      clip_range, d.decoder)
+  if loss == "hybrid":
+    vb = vb_terms_bpd(process, x0, x_t, t, jax.lax.stop_gradient(eps_pred), var_type, v,
+                      clip_range, decoder)
     out["vb"] = vb
-    out["loss"] = weighted + lam * T * vb
+    out["loss"] = weighted + hybrid_lambda * T * vb
   else:  # kl
-    vb = vb_terms_bpd(process, x0, x_t, t, eps_pred, d.var_type, v, clip_range, d.decoder)
+    vb = vb_terms_bpd(process, x0, x_t, t, eps_pred, var_type, v, clip_range, decoder)
     out["vb"] = vb
     out["loss"] = T * vb
   return out

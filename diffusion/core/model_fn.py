@@ -5,7 +5,7 @@ the one place where they meet. Training, samplers and evaluation only ever see
 ``eps_fn(x_t, t)``, which returns ε̂, or the pair ``(ε̂, v)`` for learned-variance
 models; :func:`as_prediction` reads either as one type, :class:`EpsPrediction`.
 
-Noise-level input (``config.model.cond``):
+Noise-level input (``cond``; ``config.model.cond``):
   * ``index``: the network embeds the level index t as a float (DDPM; also
     score_sde's DDPM-architecture SMLD models, which embed the sigma index).
   * ``log_sigma``: the network embeds log sigma_t (VE only; NCSN++-style).
@@ -30,7 +30,6 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from diffusion.config import ModelConfig
 from diffusion.errors import ConfigError
 
 EpsFn = Callable[[jax.Array, jax.Array], Any]
@@ -78,24 +77,28 @@ def model_cond(process, t: jax.Array, cond: str = "index") -> jax.Array:
   return jnp.log(process.noise_std(t))
 
 
-def make_eps_fn(module, params, process, model_cfg=None, *, train: bool = False,
+def make_eps_fn(module, params, process, *, cond: str = "index",
+                rescale_inputs: bool = False, scale_by_sigma: bool = False,
+                analytic: bool = False, train: bool = False,
                 dropout_rng: jax.Array | None = None) -> EpsFn:
   """Returns ``eps_fn(x_t, t)`` for a network ``module`` with ``params``.
 
   Args:
-    module: a Flax module from :func:`diffusion.make_model`.
+    module: a Flax network (called ``apply({'params': p}, x, cond, train=, rngs=)``).
     params: its parameter pytree (ignored by the parameter-free analytic model).
-    process: a VP or VE process from :func:`diffusion.make_process`.
-    model_cfg: ``config.model`` (reads ``name``, ``cond``, ``scale_by_sigma``).
+    process: a VP or VE process.
+    cond, rescale_inputs, scale_by_sigma: the network's noise-level input, its 2x − 1
+      input scaling and its output reading (module docstring; ``config.model``).
+    analytic: ``module`` is the exact mixture model, called with the process's
+      signal scale and noise std instead of a noise-level input.
     train: enables dropout; then ``dropout_rng`` is required.
 
   The returned function maps x_t [B, ...] and t int32 [B] to ε̂ with x_t's
   shape, or to ``(ε̂, v)`` when the network has twice the data channels.
   """
-  m = ModelConfig.parse(model_cfg)
   if train and dropout_rng is None:
     raise ValueError("make_eps_fn(train=True) needs dropout_rng (a PRNG key for dropout).")
-  if m.name == "analytic":
+  if analytic:
     def analytic_eps(x_t, t):
       return module.apply({}, x_t, process.signal_scale(t), process.noise_std(t))
     return analytic_eps
@@ -103,11 +106,11 @@ def make_eps_fn(module, params, process, model_cfg=None, *, train: bool = False,
   rngs = {"dropout": dropout_rng} if train else {}
 
   def eps_fn(x_t, t):
-    x_in = 2.0 * x_t - 1.0 if m.rescale_inputs else x_t   # NCSN: [0, 1] data seen as [-1, 1]
-    out = module.apply({"params": params}, x_in, model_cond(process, t, m.cond),
+    x_in = 2.0 * x_t - 1.0 if rescale_inputs else x_t   # NCSN: [0, 1] data seen as [-1, 1]
+    out = module.apply({"params": params}, x_in, model_cond(process, t, cond),
                        train=train, rngs=rngs)
     eps, v = split_channels(out, x_t.shape[-1])
-    if m.scale_by_sigma:
+    if scale_by_sigma:
       sigma = process.noise_std(t).reshape((-1,) + (1,) * (x_t.ndim - 1))
       eps = process.score_to_eps(eps / sigma, t)
     return eps if v is None else (eps, v)

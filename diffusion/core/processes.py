@@ -22,10 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffusion.core import schedules
-from diffusion.config import VAR_TYPES, DiffusionConfig
 from diffusion.errors import ConfigError, check_choice
 
 Array = jax.Array
+
+# Reverse-process variances this module implements (p_log_variance).
+VAR_TYPES = ("fixedlarge", "fixedsmall", "learned_range")
 
 
 def _gather(table: Array, t: Array, ndim: int) -> Array:
@@ -322,21 +324,17 @@ class VEProcess(_ProcessMethods):
 Process = Union[VPProcess, VEProcess]
 
 
-def make_process(diffusion_cfg=None) -> Process:
-  """Builds the process that ``config.diffusion`` names.
+def make_process(kind: str, *, schedule: str, num_timesteps: int, beta_start: float = 1e-4,
+                 beta_end: float = 0.02, cosine_s: float = 0.008, sigma_min: float = 0.01,
+                 sigma_max: float = 1.0) -> Process:
+  """The VP (``kind='vp'``: DDPM, DPM) or VE (``'ve'``: NCSN) process of a schedule.
 
-  Args:
-    diffusion_cfg: ``config.diffusion`` (ConfigDict, dict or DiffusionConfig). Reads
-      variant (ddpm | dpm -> VP; ncsn -> VE), schedule, num_timesteps, beta_start,
-      beta_end, cosine_s (VP), sigma_min, sigma_max (VE); fields left out take the
-      variant's defaults (:class:`diffusion.config.DiffusionConfig`).
-
-  Raises:
-    ConfigError: an unknown key or an invalid value (one line naming the field).
+  VP: β from ``schedules.get_beta_schedule(schedule, num_timesteps, beta_start,
+  beta_end, cosine_s)``; VE: the geometric ladder σ_min -> σ_max of num_timesteps
+  levels (ascending). ``diffusion.make_process(config.diffusion)`` reads these from
+  a config section.
   """
-  d = DiffusionConfig.parse(diffusion_cfg)
-  if d.process_kind == "vp":
+  if kind == "vp":
     return VPProcess.from_betas(schedules.get_beta_schedule(
-        d.schedule, d.num_timesteps, d.beta_start, d.beta_end, d.cosine_s))
-  return VEProcess.from_sigmas(schedules.geometric_sigmas(d.sigma_min, d.sigma_max,
-                                                          d.num_timesteps))
+        schedule, num_timesteps, beta_start, beta_end, cosine_s))
+  return VEProcess.from_sigmas(schedules.geometric_sigmas(sigma_min, sigma_max, num_timesteps))

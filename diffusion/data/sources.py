@@ -363,9 +363,8 @@ def _make_tfds_stream(d: DataConfig, split: str) -> ImageSource:
       binarize=d.binarize == "dynamic", read=read, threads=STREAM_THREADS)
 
 
-def mixture_params(data_cfg) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(weights [K], means [K, D], stds [K]) float64 from data.mixture_* (checked)."""
-  d = DataConfig.parse(data_cfg)
+def mixture_params(d: DataConfig) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(weights [K], means [K, D], stds [K]) float64 from the typed data.mixture_*."""
   return (np.asarray(d.mixture_weights, np.float64), np.asarray(d.mixture_means, np.float64),
           np.asarray(d.mixture_stds, np.float64))
 

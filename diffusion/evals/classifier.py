@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from diffusion.io import atomic
+
 NUM_CLASSES = 10
 FEATURES = 128
 
@@ -169,7 +171,6 @@ def load_or_train(dataset: str, train_split: Dict[str, np.ndarray],
   params = train(train_split["images"], train_split["labels"], recipe)
   acc = accuracy(params, test_split["images"], test_split["labels"])
   os.makedirs(cache_dir(), exist_ok=True)
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, __test_accuracy__=np.float64(acc), **_flatten(jax.device_get(params)))
-  os.replace(tmp, path)   # atomic: a crash never leaves a half-written cache
+  atomic.write_npz(path, __test_accuracy__=np.float64(acc),
+                   **_flatten(jax.device_get(params)))   # never a half-written cache
   return Classifier(params, acc, name)

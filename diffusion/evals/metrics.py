@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffusion.io import atomic
 from diffusion.core import losses
 from diffusion.config import VAR_TYPES
 from diffusion.data import preprocess
@@ -257,9 +258,7 @@ def reference_stats(cache_dir: str, dataset: str, num_examples: int,
   if keep_features:
     out["features"] = feats.astype(np.float32)
   os.makedirs(cache_dir, exist_ok=True)
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, **out)
-  os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache
+  atomic.write_npz(path, **out)  # a crash never leaves a half-written cache
   return out
 
 

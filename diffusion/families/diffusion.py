@@ -21,22 +21,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffusion import samplers
-from diffusion.config import DiffusionRunConfig, parse_config
-from diffusion.data import data_range, to_uint8
+from diffusion.config import DiffusionRunConfig
 from diffusion.core.losses import training_losses
-from diffusion.core.model_fn import make_eps_fn
-from diffusion.models import make_model
-from diffusion.core.processes import make_process
+from diffusion.data import data_range, to_uint8
+from diffusion.families import builders
 
 
 class DiffusionFamily:
   """A diffusion model of a whole config: its process, network, loss and sampler."""
 
-  def __init__(self, config):
-    self.config: DiffusionRunConfig = parse_config(config)
-    c = self.config
-    self.process = make_process(c.diffusion)
-    self.module = make_model(c.model, data_cfg=c.data)
+  def __init__(self, config: DiffusionRunConfig):
+    self.config = c = config
+    self.process = builders.make_process(c.diffusion)
+    self.module = builders.make_model(c.model, c.data)
+    self.loss_options = builders.loss_options(c.diffusion)
     self.example_shape: Tuple[int, ...] = c.data.example_shape
     # x0_hat is clipped to the data range of images; toy points are unbounded.
     self.x_range: Optional[Tuple[float, float]] = (
@@ -64,30 +62,40 @@ class DiffusionFamily:
     t = jax.random.randint(k_t, (batch.shape[0],), 0, self.process.num_timesteps,
                            dtype=jnp.int32)
     noise = jax.random.normal(k_noise, batch.shape, jnp.float32)
-    eps_fn = make_eps_fn(self.module, params, self.process, self.config.model, train=True,
-                         dropout_rng=k_dropout)
-    terms = training_losses(self.process, eps_fn, batch, t, noise, self.config.diffusion,
-                            hybrid_lambda=hparams.get("hybrid_lambda"))
+    eps_fn = builders.make_eps_fn(self.module, params, self.process, self.config.model,
+                                  train=True, dropout_rng=k_dropout)
+    options = dict(self.loss_options, hybrid_lambda=hparams.get(
+        "hybrid_lambda", self.loss_options["hybrid_lambda"]))
+    terms = training_losses(self.process, eps_fn, batch, t, noise, **options)
     metrics = {k: jnp.mean(v) for k, v in terms.items() if k != "loss"}
     return jnp.mean(terms["loss"]), metrics
 
   def eps_fn(self, params) -> Callable:
     """``eps_fn(x_t, t)`` of the network with ``params`` (inference: no dropout)."""
-    return make_eps_fn(self.module, params, self.process, self.config.model)
+    return builders.make_eps_fn(self.module, params, self.process, self.config.model)
 
-  def sample_fn(self, num: int, sampling_cfg=None,
+  def sample_fn(self, num: int, settings=None,
                 out_sharding: Optional[jax.sharding.Sharding] = None) -> Callable:
     """Jitted ``(params, key) -> samples [num, *example_shape]`` (model space).
 
-    The chain's coefficient tables are computed here, once; ``sampling_cfg``
-    defaults to the config's sampling section. ``out_sharding`` (the batch split
-    over a mesh) lets XLA shard the whole chain over devices.
+    ``settings``: a typed sampling section (default: the config's). A chain
+    sampler's coefficient tables are computed here, once. ``out_sharding`` (the
+    batch split over a mesh) lets XLA shard the whole chain over devices.
     """
-    plan = samplers.make_plan(self.process, sampling_cfg or self.config.sampling)
+    settings = settings or self.config.sampling
     shape = (int(num), *self.example_shape)
+    sampler = samplers.SAMPLERS[settings.method]
+    if hasattr(sampler, "make_plan"):
+      plan = samplers.make_plan(self.process, settings)
 
-    def sample(params, key):
-      return samplers.run_plan(plan, self.eps_fn(params), shape, key, x0_range=self.x_range)
+      def sample(params, key):
+        return samplers.run_plan(plan, self.eps_fn(params), shape, key, x0_range=self.x_range)
+    else:
+      samplers.check_num_steps(settings, self.process.num_timesteps)
+
+      def sample(params, key):
+        return samplers.sample(self.eps_fn(params), self.process, shape, key, settings,
+                               x0_range=self.x_range)
 
     return jax.jit(sample, out_shardings=out_sharding)
 

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffusion.config import VAERunConfig, parse_config
+from diffusion.config import VAERunConfig
 from diffusion.data import to_uint8
 from diffusion.core.losses import normal_kl
 from diffusion.models.vae_mlp import VAE
@@ -103,9 +103,8 @@ def iw_log_likelihood(encode: Callable, decode: Callable, x: Array, key: Array,
 class VAEFamily:
   """The VAE of a whole config: what the loop, sampling and evaluators need of it."""
 
-  def __init__(self, config):
-    self.config: VAERunConfig = parse_config(config)
-    c = self.config
+  def __init__(self, config: VAERunConfig):
+    self.config = c = config
     self.example_shape: Tuple[int, ...] = c.data.example_shape
     self.module = VAE(data_shape=self.example_shape, latent_dim=c.model.latent_dim,
                       hidden_dims=c.model.hidden_dims, activation=c.model.activation,
@@ -144,11 +143,11 @@ class VAEFamily:
     return loss, {"recon": -jnp.mean(terms["recon"]), "kl": jnp.mean(terms["kl"]),
                   "elbo": elbo, "elbo_bpd": -elbo / (self.num_dims * math.log(2.0))}
 
-  def sample_fn(self, num: int, sampling_cfg=None,
+  def sample_fn(self, num: int, settings=None,
                 out_sharding: Optional[jax.sharding.Sharding] = None) -> Callable:
     """Jitted ``(params, key) -> samples [num, *example_shape]`` in [0, 1]: the decoded
     means of z ~ N(0, I), or Bernoulli draws from them (``sampling.output``)."""
-    output = (sampling_cfg or self.config.sampling).output
+    output = (settings or self.config.sampling).output
     latent = self.config.model.latent_dim
 
     def sample(params, key):

@@ -20,6 +20,8 @@ from typing import Optional
 import numpy as np
 from tensorboardX import SummaryWriter
 
+from diffusion.io import atomic
+
 
 def truncate_metrics(workdir: str, last_step: int) -> int:
   """Drops the rows of ``metrics.jsonl`` after ``last_step`` (atomic); returns how many.
@@ -42,10 +44,7 @@ def truncate_metrics(workdir: str, last_step: int) -> int:
       else:
         dropped += 1
   if dropped:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.writelines(kept)
-    os.replace(tmp, path)
+    atomic.write_with(path, lambda f: f.writelines(kept))
   return dropped
 
 

@@ -27,6 +27,7 @@ from typing import Any, Optional, Tuple
 import ml_collections
 import numpy as np
 
+from diffusion.io import atomic
 from diffusion.io import images
 from diffusion.io.checkpoints import Checkpointer
 from diffusion.config import parse_config, to_config_dict
@@ -142,10 +143,7 @@ def write_config(config, workdir: str) -> None:
     os.replace(path, os.path.join(workdir, f"config.{int(time.time())}.json"))
     log.warning("config differs from the one this workdir was started with; "
                 "the old one is kept beside config.json")
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, path)
+  atomic.write_text(path, text)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:

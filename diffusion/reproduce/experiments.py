@@ -18,14 +18,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from diffusion import families, samplers
+from diffusion.io import atomic
+from diffusion import api, families, samplers
 from diffusion.evals import metrics as evaluation
 from diffusion import evals as evaluators
 from diffusion.io import workdir as runs
 from diffusion.core import schedules
 from diffusion.data import make_source, toy
 from diffusion.models.analytic import AnalyticMixture
-from diffusion.core.processes import make_process
 from diffusion.sweeps.grid import apply_overrides
 from diffusion.train.loop import train
 
@@ -91,9 +91,9 @@ def _langevin_shares(eps_fn, data_score, seeds: int, ve) -> Dict[str, Any]:
   annealed, plain, last = [], [], {}
   for s in range(seeds):
     init = _toy_init(100 + s)
-    xa = samplers.sample(eps_fn, ve, init.shape, jax.random.PRNGKey(200 + s), LANGEVIN,
+    xa = api.sample(eps_fn, ve, init.shape, jax.random.PRNGKey(200 + s), LANGEVIN,
                          init=init)
-    xp = samplers.langevin(data_score, init, jax.random.PRNGKey(300 + s), 0.1, 1000,
+    xp = samplers.langevin_dynamics(data_score, init, jax.random.PRNGKey(300 + s), 0.1, 1000,
                            form="paper")
     annealed.append(heavy_mode_share(xa))
     plain.append(heavy_mode_share(xp))
@@ -134,7 +134,7 @@ def ncsn_toy_exact(baseline, budget, workdir: str, seed: int = 0) -> Outcome:
   the data score; the share of samples in the heavy (0.8) mode, mean over seeds."""
   del baseline, seed
   mixture = AnalyticMixture.diagonal(MIXTURE["weights"], MIXTURE["means"], MIXTURE["stds"])
-  ve = make_process(TOY_SIGMAS)
+  ve = api.make_process(TOY_SIGMAS)
   eps_fn = lambda x, t: mixture.apply({}, x, ve.signal_scale(t), ve.noise_std(t))  # noqa: E731
   score = lambda x: mixture.apply({}, x, 1.0, 0.0, method=AnalyticMixture.score)  # noqa: E731
   r = _langevin_shares(eps_fn, score, int(budget.overrides.get("seeds", 10)), ve)
@@ -201,7 +201,7 @@ def _plot_roll(path: str, family, params, x0: np.ndarray, seed: int) -> str:
   noise = np.asarray(jax.random.normal(jax.random.PRNGKey(seed + 1), x0.shape))
   forward = [np.asarray(p.q_sample(jnp.asarray(x0), jnp.full((len(x0),), t, jnp.int32),
                                    jnp.asarray(noise))) for t in (0, T // 2 - 1, T - 1)]
-  _, traj = samplers.sample(family.eps_fn(params), p, x0.shape, jax.random.PRNGKey(seed + 2),
+  _, traj = api.sample(family.eps_fn(params), p, x0.shape, jax.random.PRNGKey(seed + 2),
                             family.config.sampling, x0_range=None, trajectory_every=T // 2)
   reverse = [np.asarray(traj[0]), np.asarray(traj[1]), np.asarray(traj[-1])]
   fig, axes = plt.subplots(2, 3, figsize=(9, 6), sharex=True, sharey=True)
@@ -274,10 +274,7 @@ def _measured_once(directory: str, what: str, config, step: int, seed: int,
     with open(path, encoding="utf-8") as f:
       return json.load(f)
   row = measure()
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(row, f)
-  os.replace(tmp, path)
+  atomic.write_json(path, row)
   return row
 
 

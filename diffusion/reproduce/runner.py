@@ -3,7 +3,6 @@ the paper, ``DIR/results.json``, and an exit status that says whether every metr
 its band."""
 
 import datetime
-import json
 import math
 import os
 import platform
@@ -14,6 +13,7 @@ from typing import Any, Dict, List, Tuple
 
 import jax
 
+from diffusion.io import atomic
 from diffusion.io import workdir as runs
 from diffusion.errors import ConfigError, did_you_mean
 from diffusion.reproduce.baselines import BASELINES
@@ -102,8 +102,7 @@ def run(name: str, tier: str = "cpu", workdir: str = "", seed: int = 0) -> Tuple
             "date": datetime.date.today().isoformat(),
             "command": f"python -m diffusion.reproduce {name} --tier={tier} "
                        f"--workdir={workdir}", "note": b.note}
-  with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
-    json.dump(result, f, indent=2, default=float)
+  atomic.write_json(os.path.join(workdir, "results.json"), result)
   print(f"{b.paper}, {b.where} ({b.dataset}), tier {tier}: {wall / 60:.1f} min on {machine()}")
   print(table(rows))
   for r in rows:

@@ -15,6 +15,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
+from diffusion.io import atomic
 from diffusion.errors import ConfigError
 
 STATUSES = ("pending", "running", "done", "failed")
@@ -94,10 +95,7 @@ class Ledger:
   def save(self) -> None:
     if self.read_only:
       return
-    tmp = self.path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      json.dump(self.data, f, indent=2)
-    os.replace(tmp, self.path)
+    atomic.write_json(self.path, self.data)
 
 
 def read_ledger(sweep_dir: str) -> Dict[str, Any]:

@@ -16,12 +16,13 @@ import os
 import re
 from typing import Any, Dict, List, Tuple
 
+from diffusion import evals
 from diffusion.io.metric_writers import read_metrics
 from diffusion.sweeps.ledger import read_ledger
 
-# Evaluation metrics where larger is better; every other eval/* metric is minimised.
-MAXIMISED = ("eval/is_mean", "eval/accuracy", "eval/classifier_accuracy", "eval/log_px",
-             "eval/elbo")
+# Evaluation metrics where larger is better, as each evaluator declares them; every
+# other eval/* metric is minimised.
+MAXIMISED = evals.maximised_metrics()
 
 
 def point_metrics(workdir: str) -> Tuple[Dict[str, float], Dict[str, float]]:

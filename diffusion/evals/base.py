@@ -1,0 +1,61 @@
+"""What every evaluator shares: the interface, its randomness, its result files.
+
+An evaluator is built from its own config section (``config.eval.<name>``), the
+model family, the run's workdir (caches) and a seed; then
+
+  run(params, step, samples=None) -> {"eval/<metric>": float}
+  summary() -> str           one console line describing the latest result
+  last                       the latest full result (dict), also written to files
+
+Evaluators that score samples (``SCORES_SAMPLES = True``) draw their own with the
+family's sampler, or score the uint8 ``samples`` given (``sample.py`` passes the
+ones it drew). ``MAXIMISED`` names the metrics where larger is better (sweep
+summaries read it). Files go to ``output_dir`` (default: the workdir).
+"""
+
+import json
+import os
+from typing import Dict, Optional, Tuple
+
+import jax
+import numpy as np
+
+from diffusion.io import atomic
+
+
+def eval_key(seed: int, salt: int, step: int) -> jax.Array:
+  """Evaluation randomness: a pure function of (training.seed, evaluator, step)."""
+  return jax.random.fold_in(jax.random.PRNGKey(seed + salt), step)
+
+
+class Evaluator:
+  """Base of the evaluators: holds the section, family, workdir, seed and results."""
+  name = ""
+  SCORES_SAMPLES = False
+  MAXIMISED: Tuple[str, ...] = ()
+
+  def __init__(self, cfg, family, workdir: str = "", seed: int = 0,
+               output_dir: Optional[str] = None):
+    self.cfg, self.family, self.workdir, self.seed = cfg, family, workdir, seed
+    self.output_dir = output_dir or workdir
+    self.last: Optional[dict] = None
+
+  @property
+  def every(self) -> int:
+    return self.cfg.every
+
+  def run(self, params, step: int, samples: Optional[np.ndarray] = None) -> Dict[str, float]:
+    raise NotImplementedError
+
+  def summary(self) -> str:
+    """One line for the console about :attr:`last`."""
+    return f"{self.name}: " + "  ".join(f"{k}={v:.4g}" for k, v in (self.last or {}).items()
+                                        if isinstance(v, (int, float)))
+
+  def write_json(self, name: str, result: dict) -> Optional[str]:
+    """Writes ``result`` as ``<output_dir>/<name>`` (atomically); returns the path."""
+    if not self.output_dir:
+      return None
+    path = os.path.join(self.output_dir, name)
+    atomic.write_text(path, json.dumps(result, indent=2, sort_keys=True, default=float))
+    return path

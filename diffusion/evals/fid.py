@@ -1,0 +1,73 @@
+"""FID / IS / KID (``eval.fid``) in the FID Inception network's features.
+
+Samples against ``min(num_samples, N_train)`` training images, whose statistics
+are computed once and cached in the workdir (the training data is read only then).
+Writes ``fid_<step>.json`` to the output folder.
+"""
+
+from typing import Dict, Optional
+
+import numpy as np
+
+from diffusion.config import catalog, checks
+from diffusion.data import make_source
+from diffusion.evals import inception, metrics
+from diffusion.evals.base import Evaluator, eval_key
+from diffusion.families import draw
+
+
+class FrechetInception(Evaluator):
+  """FID / IS / KID (``eval.fid``) against the training split, in FID Inception features.
+
+  Reference statistics of ``min(num_samples, N_train)`` training images are
+  computed once and cached in the workdir; the training data is read only then.
+  """
+  name = "fid"
+  SCORES_SAMPLES = True
+  MAXIMISED = ("eval/is_mean",)
+
+  def __init__(self, cfg, family, workdir: str = "", seed: int = 0,
+               output_dir: Optional[str] = None):
+    checks.check_fid_applies(family.config)
+    super().__init__(cfg, family, workdir, seed, output_dir)
+    self.net = inception.load_inception(cfg.inception_weights)  # ConfigError if missing
+    self._sample_fn = None
+
+  def score(self, images_uint8: np.ndarray) -> Dict[str, float]:
+    """FID, IS and KID of uint8 images [N, H, W, C] against the training split."""
+    data = self.family.config.data
+    info = catalog.dataset_info(data.dataset)
+    known = info.num_examples.get(data.split)
+    train = None
+    if known is None:  # e.g. npz: the count needs the file
+      train = make_source(data, split=data.split)
+      known = train.num_examples
+    n_ref = min(known, self.cfg.num_samples)
+
+    def reference_features():
+      source = train if train is not None else make_source(data, split=data.split)
+      return self.net.features(metrics.source_images(source, n_ref))["pool"]
+
+    ref = metrics.reference_stats(
+        self.workdir, f"{data.dataset}_{data.split}_{data.image_size}px", n_ref,
+        reference_features, keep_features=True)
+    stats = metrics.sample_quality_metrics(self.net.features(images_uint8), ref)
+    self.last = dict(stats, num_samples=len(images_uint8))
+    return {f"eval/{k}": v for k, v in stats.items()}
+
+  def run(self, params, step: int, samples: Optional[np.ndarray] = None) -> Dict[str, float]:
+    """Scores the uint8 ``samples`` given, or ``num_samples`` drawn here."""
+    if samples is None:
+      if self._sample_fn is None:
+        self._sample_fn = self.family.sample_fn(self.cfg.batch_size)
+      samples = self.family.to_uint8(draw(self._sample_fn, params, self.cfg.num_samples,
+                                          self.cfg.batch_size, eval_key(self.seed, 3, step)))
+    out = self.score(samples)
+    self.write_json(f"fid_{step}.json", self.last)
+    return out
+
+  def summary(self) -> str:
+    data = self.family.config.data
+    return (f"{self.last['num_samples']} samples vs the {data.dataset}/{data.split} statistics "
+            "(FID Inception, pytorch-fid weights): " +
+            "  ".join(f"{k}={v:.4f}" for k, v in self.last.items() if k != "num_samples"))
