@@ -40,7 +40,7 @@ from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Tuple
 import ml_collections
 import numpy as np
 
-from diffusion import samplers
+from diffusion import samplers, trees
 from diffusion.config import catalog
 from diffusion.core import losses, processes, schedules
 from diffusion.samplers import ddim, langevin
@@ -63,7 +63,7 @@ DTYPES = ("float32", "bfloat16")
 NOISE_INPUTS = ("index", "log_sigma")
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
 LR_SCHEDULES = ("constant", "exponential", "cosine")
-SAMPLERS = tuple(samplers.SAMPLERS)               # the sampler registry's names
+SAMPLERS = samplers.SAMPLERS                     # the sampler registry (its keys)
 SKIP_TYPES = ddim.SKIP_TYPES
 LANGEVIN_FORMS = langevin.LANGEVIN_FORMS
 SAMPLER_INITS = ("prior", "uniform")
@@ -229,6 +229,12 @@ class Section:
     return cls()
 
   @classmethod
+  def rebase(cls, base: "Section", values: Mapping[str, Any]) -> "Section":
+    """``base`` adjusted to ``values`` (a hook: a changed dataset brings its own size)."""
+    del values
+    return base
+
+  @classmethod
   def parse(cls, cfg=None, base: Optional["Section"] = None):
     """The section from a ConfigDict, a dict, an instance or None (all defaults).
 
@@ -247,7 +253,7 @@ class Section:
         raise ConfigError(
             f"{cls._path(key)} is not a config field{did_you_mean(key, names)}; the "
             f"{cls.PATH or 'top level'} section has: {', '.join(names)}.")
-    base = cls.base_for(values) if base is None else base
+    base = cls.base_for(values) if base is None else cls.rebase(base, values)
     sub = {}
     for f in dataclasses.fields(cls):
       kind = _hints(cls)[f.name]
@@ -426,6 +432,16 @@ class DataConfig(Section):
       means = values.get("mixture_means", cls.mixture_means)
       native["num_channels"] = len(means[0]) if len(means) else 2
     return cls(dataset=info.name, **native)
+
+  @classmethod
+  def rebase(cls, base, values):
+    """A data section that names another dataset than its base takes that dataset's own
+    image size and channel count for what it leaves out, whichever entry point parses it."""
+    if "dataset" not in values or values["dataset"] == base.dataset:
+      return base
+    native = cls.base_for(values)
+    keep = {k: getattr(native, k) for k in ("image_size", "num_channels")}
+    return dataclasses.replace(base, dataset=native.dataset, **keep)
 
   def check(self):
     info = catalog.dataset_info(self.dataset)
@@ -784,18 +800,8 @@ POPULATION_FIELDS = (
 def program_key(config) -> Dict[str, Any]:
   """The config with :data:`POPULATION_FIELDS` removed: runs with equal keys share a
   compiled train step (and loop cadences), so they may form one population."""
-  flat = _flatten(parse_config(config).to_dict())
+  flat = trees.flatten(parse_config(config).to_dict(), sep=".")
   return {k: v for k, v in flat.items() if k not in POPULATION_FIELDS}
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
 
 
 def default_config(variant: str = "ddpm"):

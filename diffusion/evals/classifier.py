@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from diffusion import trees
 from diffusion.io import atomic
 
 NUM_CLASSES = 10
@@ -132,27 +133,6 @@ def accuracy(params, images: np.ndarray, labels: np.ndarray) -> float:
   return float(np.mean(np.argmax(c.probs(np.asarray(images, np.float32) / 255.0), 1) == labels))
 
 
-def _flatten(tree: Dict, prefix: str = "") -> Dict[str, np.ndarray]:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}/"))
-    else:
-      out[f"{prefix}{k}"] = np.asarray(v)
-  return out
-
-
-def _unflatten(flat: Dict[str, np.ndarray]) -> Dict:
-  out: Dict = {}
-  for name, v in flat.items():
-    node = out
-    parts = name.split("/")
-    for p in parts[:-1]:
-      node = node.setdefault(p, {})
-    node[parts[-1]] = jnp.asarray(v)
-  return out
-
-
 def load_or_train(dataset: str, train_split: Dict[str, np.ndarray],
                   test_split: Dict[str, np.ndarray], recipe: Recipe = Recipe()) -> Classifier:
   """The cached classifier of ``dataset`` (train it on the first use).
@@ -167,10 +147,10 @@ def load_or_train(dataset: str, train_split: Dict[str, np.ndarray],
     with np.load(path, allow_pickle=False) as f:
       arrays = {k: f[k] for k in f.files}
     acc = float(arrays.pop("__test_accuracy__"))
-    return Classifier(_unflatten(arrays), acc, name)
+    return Classifier(trees.unflatten(arrays, leaf=jnp.asarray), acc, name)
   params = train(train_split["images"], train_split["labels"], recipe)
   acc = accuracy(params, test_split["images"], test_split["labels"])
   os.makedirs(cache_dir(), exist_ok=True)
   atomic.write_npz(path, __test_accuracy__=np.float64(acc),
-                   **_flatten(jax.device_get(params)))   # never a half-written cache
+                   **trees.flatten(jax.device_get(params), leaf=np.asarray))   # never a half-written cache
   return Classifier(params, acc, name)
