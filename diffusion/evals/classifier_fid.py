@@ -10,8 +10,7 @@ import numpy as np
 from diffusion.data import make_source
 from diffusion.errors import ConfigError
 from diffusion.evals import classifier, metrics
-from diffusion.evals.base import Evaluator, eval_key
-from diffusion.families import draw
+from diffusion.evals.base import Evaluator
 
 CLASSIFIED_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar10_sample")
 
@@ -39,7 +38,6 @@ class ClassifierFrechet(Evaluator):
                         f"({', '.join(CLASSIFIED_DATASETS)}); data.dataset={data.dataset!r}.")
     super().__init__(cfg, family, workdir, seed, output_dir)
     self._net = self._ref = None
-    self._sample_fn = None
     self.real: Dict[str, float] = {}
 
   def _setup(self):
@@ -76,12 +74,7 @@ class ClassifierFrechet(Evaluator):
 
   def run(self, params, step: int, samples: Optional[np.ndarray] = None) -> Dict[str, float]:
     """Scores the uint8 ``samples`` given, or ``num_samples`` drawn here."""
-    if samples is None:
-      if self._sample_fn is None:
-        self._sample_fn = self.family.sample_fn(self.cfg.batch_size)
-      samples = self.family.to_uint8(draw(self._sample_fn, params, self.cfg.num_samples,
-                                          self.cfg.batch_size, eval_key(self.seed, 5, step)))
-    out = self.score(samples)
+    out = self.score(self.samples(params, step, samples, salt=5))
     self.write_json(f"classifier_fid_{step}.json", self.last)
     return out
 
