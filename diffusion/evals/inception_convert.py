@@ -17,6 +17,7 @@ from the file. The result is checked against the network's shapes
 import hashlib
 import pickle
 import sys
+import zipfile
 from typing import Any, Dict, Mapping, Sequence
 
 import numpy as np
