@@ -32,7 +32,8 @@ from ml_collections import config_flags  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from configs import base  # noqa: E402
-from diffusion import cli, compile_cache, families  # noqa: E402                        runs, xla_cpu
+from diffusion import cli, compile_cache, families, xla_cpu  # noqa: E402
+from diffusion.io import workdir as runs  # noqa: E402
 from diffusion.config import checks as config_check
 from diffusion import evals as evaluators
 from diffusion.io import images
