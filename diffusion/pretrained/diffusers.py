@@ -89,7 +89,7 @@ _SIZES = ("sample_size", "in_channels", "out_channels", "block_out_channels",
           "layers_per_block", "down_block_types", "up_block_types", "attention_head_dim",
           "time_embedding_dim", "dropout", "num_train_timesteps")
 # diffusers' defaults of the size fields, used when config.json leaves them out.
-_DEFAULTS = {"in_channels": 3, "out_channels": 3, "layers_per_block": 2,
+_WHEN_ABSENT = {"in_channels": 3, "out_channels": 3, "layers_per_block": 2,
              "attention_head_dim": 8, "time_embedding_dim": None}
 
 
@@ -134,7 +134,7 @@ def spec_from_config(cfg: Mapping[str, Any], source: str) -> UNetSpec:
       _refuse(source, field + absent, value,
               f"DDPM's U-Net needs {' or '.join(json.dumps(a) for a in allowed)}, {meaning}")
 
-  get = lambda f: cfg.get(f, _DEFAULTS.get(f))  # noqa: E731
+  get = lambda f: cfg.get(f, _WHEN_ABSENT.get(f))  # noqa: E731
   boc = cfg.get("block_out_channels")
   if not isinstance(boc, (list, tuple)) or not boc or not all(
       _is_number(c) and c == int(c) and c > 0 for c in boc):
