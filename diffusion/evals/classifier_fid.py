@@ -53,7 +53,8 @@ class ClassifierFrechet(Evaluator):
     floor = self._stats(test["images"][:n_floor])
     self.real = {"cfid_floor": floor["cfid"], "confident_real": floor["confident"],
                  "classes_real": floor["classes"], "classifier_accuracy":
-                 self._net.test_accuracy, "floor_num_images": n_floor}
+                 self._net.test_accuracy, "classifier_temperature": self._net.temperature,
+                 "floor_num_images": n_floor}
 
   def _stats(self, images_uint8: np.ndarray) -> Dict[str, float]:
     x = np.asarray(images_uint8, np.float32) / 255.0
@@ -82,6 +83,7 @@ class ClassifierFrechet(Evaluator):
     r, data = self.last, self.family.config.data
     return (f"{r['num_samples']} samples, {data.dataset} classifier (test accuracy "
             f"{r['classifier_accuracy']:.3f}): cfid {r['cfid']:.2f} (floor, "
-            f"{r['floor_num_images']} test images: {r['cfid_floor']:.2f}); confident "
+            f"{r['floor_num_images']} test images: {r['cfid_floor']:.2f}); confident (calibrated, "
+            f"T = {r['classifier_temperature']:.2f}) "
             f"{r['confident']:.1%} over {r['classes']:.0f} classes (real test images: "
             f"{r['confident_real']:.1%} over {r['classes_real']:.0f})")
