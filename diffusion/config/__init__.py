@@ -43,7 +43,7 @@ import numpy as np
 from diffusion import samplers
 from diffusion.config import catalog
 from diffusion.core import losses, processes, schedules
-from diffusion.samplers import ddim, langevin, ode, pc
+from diffusion.samplers import ddim, dpm_solver, langevin, ode, pc
 from diffusion.errors import ConfigError, check_choice, did_you_mean
 
 # ---------------------------------------------------------------------------
@@ -67,6 +67,7 @@ SAMPLERS = tuple(samplers.SAMPLERS)               # the sampler registry's names
 SKIP_TYPES = ddim.SKIP_TYPES
 LANGEVIN_FORMS = langevin.LANGEVIN_FORMS
 PREDICTORS = pc.PREDICTORS
+DPM_SKIPS = dpm_solver.SKIPS
 ODE_SOLVERS = ode.SOLVERS
 PROBES = ("rademacher", "gaussian")
 SAMPLER_INITS = ("prior", "uniform")
@@ -591,6 +592,9 @@ class SamplingConfig(Section):
   ode_solver: str = field("tsit5", "ode adaptive solver: tsit5 or dopri5", choices=ODE_SOLVERS)
   rtol: float = field(1e-5, "ode relative tolerance (score_sde RK45: 1e-5)", rule=POSITIVE)
   atol: float = field(1e-5, "ode absolute tolerance (score_sde RK45: 1e-5)", rule=POSITIVE)
+  # dpm_solver (DPM-Solver++, Lu et al. 2022)
+  dpm_skip: str = field("logsnr", "dpm_solver time steps: logsnr, time_uniform or "
+                        "time_quadratic (DPM-Solver's skip_type)", choices=DPM_SKIPS)
   # heun (EDM, Karras et al. 2022)
   rho: float = field(7.0, "heun sigma-step exponent rho (EDM: 7)", rule=POSITIVE)
   s_churn: float = field(0.0, "heun stochasticity S_churn (0 = deterministic Alg. 1)",

@@ -3,9 +3,14 @@
 On DPM-Solver's discrete-time schedule: α_t = √ᾱ_t (VP) or 1 (VE), σ_t the
 noise std, λ_t = log α_t − log σ_t, read at integer levels from the process's
 float64 table, so the network is only evaluated at its own levels (no σ
-interpolation). Time steps: M + 1 levels t_0 = T−1 > ... > t_M = 0 uniform in
-the level index, rounded (DPM-Solver's 'time_uniform', the one it recommends for
-discrete pixel-space DDPMs). Data prediction x_θ = (x − σ_t ε̂)/α_t.
+interpolation). Time steps (``dpm_skip``): M + 1 levels t_0 = T−1 > ... > t_M = 0,
+  logsnr (default): λ uniform between λ_{T−1} and λ_0, each rounded to the level
+    of nearest λ (DPM-Solver's 'logSNR', its choice for low-resolution data; on a
+    geometric VE ladder it is time_uniform);
+  time_uniform: uniform in the level index, rounded (DPM-Solver's 'time_uniform');
+  time_quadratic: (√(T−1)·(1 − i/M))², rounded (its 'time_quadratic');
+levels merged by rounding are dropped (then NFE < M). Data prediction
+x_θ = (x − σ_t ε̂)/α_t.
 
 With h_i = λ_{t_i} − λ_{t_{i−1}} and r_i = h_{i−1}/h_i:
   i = 1:  x_{t_1} = (σ_{t_1}/σ_{t_0}) x_{t_0} − α_{t_1}(e^{−h_1} − 1) x_θ(t_0)
@@ -19,7 +24,7 @@ returns x_θ(t_M) (DPM-Solver's ``denoise_to_zero``).
 num_steps = M = NFE (0 means 20; + 1 with denoise). Recommended 10–20 (paper:
 10 for good, 20 for converged samples on CIFAR-10).
 
-Settings read: num_steps, denoise.
+Settings read: num_steps, dpm_skip, denoise.
 """
 
 import functools
@@ -36,17 +41,30 @@ DEFAULT_STEPS = 20
 
 
 def check(settings, num_timesteps: int) -> None:
-  if settings.method == "dpm_solver" and settings.num_steps == 1 and num_timesteps < 2:
-    raise ConfigError("sampling.num_steps is not valid for dpm_solver on a 1-level process.")
+  if settings.method == "dpm_solver" and num_timesteps < 2:
+    raise ConfigError("sampling.method='dpm_solver' needs diffusion.num_timesteps >= 2.")
 
 
-def dpm_timesteps(num_timesteps: int, num_steps: int) -> np.ndarray:
-  """t_0 = T−1 > ... > t_M = 0, uniform in the level index, rounded (int64 [M + 1])."""
-  m = num_steps or DEFAULT_STEPS
-  return np.round(np.linspace(num_timesteps - 1, 0, m + 1)).astype(np.int64)
+SKIPS = ("logsnr", "time_uniform", "time_quadratic")
 
 
-def dpm_coefficients(process, num_steps: int) -> dict:
+def dpm_timesteps(process, num_steps: int, skip: str = "logsnr") -> np.ndarray:
+  """t_0 = T−1 > ... > t_M = 0 (int64 [≤ M + 1], strictly descending); see the module doc."""
+  T, m = process.num_timesteps, num_steps or DEFAULT_STEPS
+  if skip == "time_uniform":
+    ts = np.round(np.linspace(T - 1, 0, m + 1))
+  elif skip == "time_quadratic":
+    ts = np.round(np.linspace(np.sqrt(T - 1), 0, m + 1) ** 2)
+  else:
+    scale, std = process.host_marginal()
+    lam = np.log(scale) - np.log(std)                                  # descending in t
+    target = np.linspace(lam[-1], lam[0], m + 1)
+    ts = np.argmin(np.abs(lam[None, :] - target[:, None]), axis=1)
+  ts = ts.astype(np.int64)
+  return ts[np.append(True, np.diff(ts) < 0)]                          # drop merged levels
+
+
+def dpm_coefficients(process, num_steps: int, skip: str = "logsnr") -> dict:
   """float64 rows of Algorithm 2, index i − 1 for the step t_{i−1} -> t_i (i = 1..M).
 
   Returns dict of [M] arrays: t_prev (level t_{i−1}), alpha_prev, sigma_prev,
@@ -55,7 +73,7 @@ def dpm_coefficients(process, num_steps: int) -> dict:
   alpha_out/sigma_out/t_out at t_i.
   """
   scale, std = process.host_marginal()
-  ts = dpm_timesteps(process.num_timesteps, num_steps)
+  ts = dpm_timesteps(process, num_steps, skip)
   m = len(ts) - 1
   alpha, sigma = scale[ts], std[ts]
   lam = np.log(alpha) - np.log(sigma)                                # λ = log α − log σ
@@ -95,7 +113,7 @@ def _run(dynamic, rows, x, *, spec, denoise):
 def sample(eps_fn, process, shape, key, settings, init=None, x0_range=(-1.0, 1.0)):
   """DPM-Solver++(2M) samples [shape] float32 from x_T = init or the process prior."""
   del x0_range
-  c = dpm_coefficients(process, settings.num_steps)
+  c = dpm_coefficients(process, settings.num_steps, settings.dpm_skip)
   rows = {k: (jnp.asarray(v.astype(np.int32)) if k.startswith("t_") else f32(v))
           for k, v in c.items()}
   x = (jnp.asarray(init, jnp.float32) if init is not None
