@@ -8,6 +8,10 @@ ladder (σ 0.01 -> 50, T = 1000). Metrics, both exact references:
       (the floor row: two independent exact draws);
   ΔLL mean true log-density of the samples minus that of exact draws (nats;
       0 is ideal, negative = samples in low-density places).
+Resolution: ED×1000 of exact draws against the reference is 0.61, 0.41, 1.91 for
+three seeds, and dpm_solver 100 is 1.61 / 0.53 / 0.74 for three x_T seeds (ΔLL
+spread ±0.02), so differences below ~1.5 ED×1000 or ~0.03 nats are noise; the
+plateaus of the deterministic samplers (one x_T draw each) are that noise.
 NFE per sampler: ancestral/ddim S steps = S; dpm_solver M = M; heun N σ steps =
 2N − 1; pc L levels with 1 corrector = 2L − 1; ode: adaptive, rows by tolerance
 (its measured NFE = ODE-field evaluations; each costs 2 network calls with the
