@@ -43,7 +43,7 @@ import numpy as np
 from diffusion import samplers, trees
 from diffusion.config import catalog
 from diffusion.core import losses, processes, schedules
-from diffusion.samplers import ddim, langevin
+from diffusion.samplers import ddim, dpm_solver, langevin, ode, pc
 from diffusion.errors import ConfigError, check_choice, did_you_mean
 
 # ---------------------------------------------------------------------------
@@ -66,6 +66,10 @@ LR_SCHEDULES = ("constant", "exponential", "cosine")
 SAMPLERS = samplers.SAMPLERS                     # the sampler registry (its keys)
 SKIP_TYPES = ddim.SKIP_TYPES
 LANGEVIN_FORMS = langevin.LANGEVIN_FORMS
+PREDICTORS = pc.PREDICTORS
+DPM_SKIPS = dpm_solver.SKIPS
+ODE_SOLVERS = ode.SOLVERS
+PROBES = ("rademacher", "gaussian")
 SAMPLER_INITS = ("prior", "uniform")
 BINARIZATIONS = ("none", "dynamic")
 QUANTIZATIONS = ("truncate", "round")
@@ -581,7 +585,8 @@ class SamplingConfig(Section):
   step_size: float = field(2e-5, "Langevin epsilon (NCSN code: 2e-5)", rule=POSITIVE)
   langevin_form: str = field("code", "code: x + a s + sqrt(2a) z; paper: x + a/2 s + sqrt(a) z",
                              choices=LANGEVIN_FORMS)
-  denoise: bool = field(False, "NCSNv2 final denoising step")
+  denoise: bool = field(False, "final denoising step: NCSNv2 (annealed_langevin); ode, "
+                        "dpm_solver: one Tweedie step from level 0 to x0_hat (+1 NFE)")
   init: str = field("prior", "x_T: prior (N(0, I) or N(0, sigma_max^2 I)) or uniform U[0, 1]",
                     choices=SAMPLER_INITS)
   clip_x0: bool = field(True, "clip x0_hat to the data range (ancestral, ddim)")
@@ -592,6 +597,29 @@ class SamplingConfig(Section):
   quantize: str = field("truncate", "samples to uint8: truncate (improved-diffusion, score_sde: "
                         "uint8(clip(255 x))) or round", choices=QUANTIZATIONS)
   batch_size: int = field(256, "samples per compiled call", rule=AT_LEAST_1)
+  # pc (score_sde, Song et al. 2021)
+  predictor: str = field("reverse_diffusion", "pc predictor: reverse_diffusion or "
+                         "euler_maruyama (score_sde)", choices=PREDICTORS)
+  n_corrector: int = field(1, "pc Langevin corrector steps per level (score_sde: 1)",
+                           rule=NONNEGATIVE)
+  snr: float = field(0.16, "pc corrector signal-to-noise ratio r (score_sde CIFAR-10: 0.16)",
+                     rule=POSITIVE)
+  # ode (probability flow, diffrax)
+  ode_solver: str = field("tsit5", "ode adaptive solver: tsit5 or dopri5", choices=ODE_SOLVERS)
+  rtol: float = field(1e-5, "ode relative tolerance (score_sde RK45: 1e-5)", rule=POSITIVE)
+  atol: float = field(1e-5, "ode absolute tolerance (score_sde RK45: 1e-5)", rule=POSITIVE)
+  # dpm_solver (DPM-Solver++, Lu et al. 2022)
+  dpm_skip: str = field("logsnr", "dpm_solver time steps: logsnr, time_uniform or "
+                        "time_quadratic (DPM-Solver's skip_type)", choices=DPM_SKIPS)
+  # heun (EDM, Karras et al. 2022)
+  rho: float = field(7.0, "heun sigma-step exponent rho (EDM: 7)", rule=POSITIVE)
+  s_churn: float = field(0.0, "heun stochasticity S_churn (0 = deterministic Alg. 1)",
+                         rule=NONNEGATIVE)
+  s_tmin: float = field(0.0, "heun: churn only where sigma >= S_tmin", rule=NONNEGATIVE)
+  s_tmax: float = field(1e30, "heun: churn only where sigma <= S_tmax (1e30 = no limit)",
+                        rule=NONNEGATIVE)
+  s_noise: float = field(1.0, "heun churn noise scale S_noise (EDM: 1.0-1.007)",
+                         rule=POSITIVE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -632,12 +660,27 @@ class ClassifierFidEvalConfig(Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class OdeBpdEvalConfig(Section):
+  """Exact bits/dim through the probability-flow ODE (score_sde), Hutchinson trace."""
+  PATH: ClassVar[str] = "eval.ode_bpd"
+  every: int = field(0, "training steps between evaluations (0 = never)", rule=NONNEGATIVE)
+  num_examples: int = field(256, "test images scored", rule=AT_LEAST_1)
+  batch_size: int = field(64, "images per compiled call", rule=AT_LEAST_1)
+  num_probes: int = field(1, "Hutchinson probes per image (score_sde: 1)", rule=AT_LEAST_1)
+  probe: str = field("rademacher", "trace probe: rademacher or gaussian", choices=PROBES)
+  rtol: float = field(1e-5, "ODE relative tolerance (score_sde: 1e-5)", rule=POSITIVE)
+  atol: float = field(1e-5, "ODE absolute tolerance (score_sde: 1e-5)", rule=POSITIVE)
+  ode_solver: str = field("tsit5", "adaptive solver: tsit5 or dopri5", choices=ODE_SOLVERS)
+
+
+@dataclasses.dataclass(frozen=True)
 class DiffusionEvalConfig(Section):
   """The evaluators of the diffusion family, each with its own cadence."""
   PATH: ClassVar[str] = "eval"
   bpd: BpdEvalConfig = BpdEvalConfig()
   fid: FidEvalConfig = FidEvalConfig()
   classifier_fid: ClassifierFidEvalConfig = ClassifierFidEvalConfig()
+  ode_bpd: OdeBpdEvalConfig = OdeBpdEvalConfig()
 
 
 @dataclasses.dataclass(frozen=True)
