@@ -73,7 +73,7 @@ CASES = [  # method, settings at the recommended step count, discretisation allo
 def test_samples_match_mixture(processes, kind, method, kw, bias):
   p = processes[kind]
   x = np.asarray(diffusion.sample(exact_eps(p), p, (N, 2), jax.random.PRNGKey(3),
-                                  dict(method=method, **kw)), np.float64)
+                                  dict(method=method, **kw), x0_range=None), np.float64)
   assert np.all(np.isfinite(x))
   first = x[:, 0] > 0            # components 4 apart in x₀ (≥ 8 sd): no misassignment
   assert abs(first.mean() - W[0]) < TOL_SE * math.sqrt(W[0] * W[1] / N)
@@ -221,6 +221,18 @@ def test_heun_coefficients_edm(processes, kind, churn):
   np.testing.assert_allclose(np.asarray(plan.rows["sigma_hat"]), c["sigma_hat"], rtol=1e-6)
 
 
+def test_dpm_solver_clips_the_data_prediction_of_images(processes):
+  """With clip_x0 and an x0_range, every x_θ is clipped: an ε that predicts x_θ far outside
+  [−1, 1] still gives samples inside [−1, 1] (the last update is x_θ at α = 1, σ ≈ 0)."""
+  p = processes["vp"]
+  far = lambda x, t: -3.0 * jnp.ones_like(x)   # noqa: E731  (x_θ = (x + 3σ)/α, large)
+  out = diffusion.sample(far, p, (8, 2), jax.random.PRNGKey(0),
+                         dict(method="dpm_solver", num_steps=10, denoise=False))
+  unclipped = diffusion.sample(far, p, (8, 2), jax.random.PRNGKey(0),
+                               dict(method="dpm_solver", num_steps=10, clip_x0=False))
+  assert float(jnp.abs(out).max()) <= 1.0 + 0.05 < float(jnp.abs(unclipped).max())
+
+
 @pytest.mark.parametrize("steps", [8, 15])
 def test_dpm_solver_coefficients(processes, steps):
   p = processes["vp"]
@@ -333,7 +345,7 @@ def test_dpm_solver_matches_algorithm_2(processes, kind, m):
     x0_prev = x0
   got = diffusion.sample(_eps_jax(T), p, x_T.shape, jax.random.PRNGKey(0),
                          dict(method="dpm_solver", num_steps=m, dpm_skip="time_uniform"),
-                         init=jnp.asarray(x_T, jnp.float32))
+                         init=jnp.asarray(x_T, jnp.float32), x0_range=None)
   np.testing.assert_allclose(np.asarray(got), x, rtol=2e-4, atol=2e-4 * np.abs(x).max())
 
 
@@ -350,7 +362,7 @@ def test_registry_sample(processes, method):
   kw = dict(method=method)
   if method == "pc":
     kw.update(num_steps=20)
-  out = diffusion.sample(exact_eps(p), p, (16, 2), jax.random.PRNGKey(0), kw)
+  out = diffusion.sample(exact_eps(p), p, (16, 2), jax.random.PRNGKey(0), kw, x0_range=None)
   assert out.shape == (16, 2) and np.all(np.isfinite(np.asarray(out)))
 
 

@@ -589,7 +589,7 @@ class SamplingConfig(Section):
                         "dpm_solver: one Tweedie step from level 0 to x0_hat (+1 NFE)")
   init: str = field("prior", "x_T: prior (N(0, I) or N(0, sigma_max^2 I)) or uniform U[0, 1]",
                     choices=SAMPLER_INITS)
-  clip_x0: bool = field(True, "clip x0_hat to the data range (ancestral, ddim)")
+  clip_x0: bool = field(True, "clip x0_hat to the data range (ancestral, ddim, dpm_solver)")
   var_type: str = field("fixedlarge", "ancestral variance: fixedlarge (VP: beta_t; VE: "
                         "sigma_t^2 - sigma_{t-1}^2, score_sde's reverse diffusion) or fixedsmall "
                         "(the posterior's; VE: score_sde's ancestral sampling); learned_range "

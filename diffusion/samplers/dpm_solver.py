@@ -91,14 +91,16 @@ def dpm_coefficients(process, num_steps: int, skip: str = "logsnr") -> dict:
               sigma_out=sigma[1:])
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "denoise"))
-def _run(dynamic, rows, x, *, spec, denoise):
+@functools.partial(jax.jit, static_argnames=("spec", "denoise", "x0_range"))
+def _run(dynamic, rows, x, *, spec, denoise, x0_range):
   eps_fn = spec.rebuild(dynamic)
 
   def body(carry, row):
     x, x0_old = carry
     eps = eps_at(eps_fn, x, row["t_prev"])
     x0 = (x - row["sigma_prev"] * eps) / row["alpha_prev"]           # data prediction x_θ
+    if x0_range is not None:                                         # static thresholding
+      x0 = jnp.clip(x0, x0_range[0], x0_range[1])                    # (Lu et al. 2022b §3.3)
     d = row["c_cur"] * x0 + row["c_old"] * x0_old                    # D_i (first order: x_θ)
     x = row["ratio"] * x + row["phi"] * d                            # Alg. 2 update
     return (x, x0), None
@@ -111,12 +113,18 @@ def _run(dynamic, rows, x, *, spec, denoise):
 
 
 def sample(eps_fn, process, shape, key, settings, init=None, x0_range=(-1.0, 1.0)):
-  """DPM-Solver++(2M) samples [shape] float32 from x_T = init or the process prior."""
-  del x0_range
+  """DPM-Solver++(2M) samples [shape] float32 from x_T = init or the process prior.
+
+  With ``settings.clip_x0`` and an ``x0_range``, each data prediction x_θ is clipped to the
+  range before it enters the update (DPM-Solver++'s thresholding, its static form), as
+  the DDPM and DDIM samplers clip x̂₀ of images.
+  """
+  clip = None if (x0_range is None or not settings.clip_x0) else (
+      float(x0_range[0]), float(x0_range[1]))
   c = dpm_coefficients(process, settings.num_steps, settings.dpm_skip)
   rows = {k: (jnp.asarray(v.astype(np.int32)) if k.startswith("t_") else f32(v))
           for k, v in c.items()}
   x = (jnp.asarray(init, jnp.float32) if init is not None
        else process.prior_sample(key, tuple(shape)).astype(jnp.float32))
   spec, dynamic = split_fn(eps_fn)
-  return _run(dynamic, rows, x, spec=spec, denoise=bool(settings.denoise))
+  return _run(dynamic, rows, x, spec=spec, denoise=bool(settings.denoise), x0_range=clip)
