@@ -1,4 +1,13 @@
-"""The NCSN / NCSNv2 RefineNets: sizes of the official code and the layers' conventions."""
+"""The NCSN / NCSNv2 RefineNets and the importer of their releases, against the official code.
+
+The fixtures (tests/fixtures/ncsn/, written once by tests/fixtures/make_ncsn_fixture.py
+with the official model classes and torch) are tiny checkpoints in the released layout
+with the official float64 outputs on fixed inputs; these tests read them without torch.
+"""
+
+import lzma
+import pathlib
+import pickle
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +16,36 @@ import pytest
 
 from diffusion.models import refinenet as rn
 from diffusion.models import refinenet_layers as rl
+from diffusion.pretrained import ncsn_torch
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "ncsn"
+RTOL = 1e-5
+
+
+def rel_err(ours, ref) -> float:
+  """max |ours − ref| / max |ref| (float64)."""
+  ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+  return float(np.max(np.abs(ours - ref)) / np.max(np.abs(ref)))
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+  """name -> path of the decompressed checkpoint (the bytes torch.save wrote)."""
+  folder = tmp_path_factory.mktemp("ncsn_releases")
+  out = {}
+  for xz in sorted(FIXTURES.glob("*.pth.xz")):
+    path = folder / xz.name[:-len(".xz")]
+    path.write_bytes(lzma.decompress(xz.read_bytes()))
+    out[xz.name[:-len(".pth.xz")]] = str(path)
+  return out
+
+
+def load(released, name, raw=False):
+  params, sigmas, meta = ncsn_torch.import_ncsn_checkpoint(released[name], raw=raw)
+  module = rn.make_refinenet(meta["architecture"], meta["ngf"], meta["channels"],
+                             meta["num_classes"] or 1)
+  return module, params, sigmas, meta
+
 
 # ---------------------------------------------------------------------------
 # Sizes
@@ -93,3 +132,138 @@ def test_refine_block_is_differentiable(num_classes):
   leaves = jax.tree_util.tree_leaves(grads)
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
   assert all(bool(jnp.any(g != 0)) for g in jax.tree_util.tree_leaves(grads[1]))
+
+
+# ---------------------------------------------------------------------------
+# Agreement with the official networks through the importer
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, size", [("ncsn_cifar", 16), ("ncsn_cifar", 12),
+                                        ("ncsn_mnist", 28)])
+def test_ncsn_matches_official(released, name, size):
+  module, params, sigmas, meta = load(released, name)
+  assert sigmas is None and meta["architecture"] == "ncsn" and meta["weights"] == "raw"
+  assert not meta["has_ema"] and meta["epoch"] is None
+  ref = np.load(FIXTURES / f"{name}.npz")
+  x, y, want = ref[f"x_{size}"], ref[f"y_{size}"], ref[f"out_{size}"]
+  L = meta["num_classes"]
+  t = (L - 1 - y).astype(np.float32)     # official index 0 = largest σ = our t = L − 1
+  apply = jax.jit(module.apply)
+  out = apply({"params": params}, 2.0 * jnp.asarray(x) - 1.0, jnp.asarray(t))
+  assert rel_err(out, want) < RTOL
+  # The level index matters: the reversed order gives another answer.
+  wrong = apply({"params": params}, 2.0 * jnp.asarray(x) - 1.0, jnp.asarray(y, jnp.float32))
+  assert rel_err(wrong, want) > 1e-2
+  # A level outside the table is NaN, never a silently clamped level.
+  outside = apply({"params": params}, 2.0 * jnp.asarray(x) - 1.0, jnp.asarray([L, -1.0]))
+  assert np.all(np.isnan(outside))
+
+
+@pytest.mark.parametrize("name, architecture", [("ncsnv2", "ncsnv2"),
+                                                ("ncsnv2_deeper", "ncsnv2_deeper"),
+                                                ("ncsnv2_deepest", "ncsnv2_deepest")])
+def test_ncsnv2_matches_official(released, name, architecture):
+  ref = np.load(FIXTURES / f"{name}.npz")
+  x, y = ref["x"], ref["y"]
+  apply = None
+  for raw, key in ((False, "out"), (True, "out_raw")):
+    module, params, sigmas, meta = load(released, name, raw=raw)
+    apply = apply or jax.jit(module.apply)   # same network both times: one compilation
+    assert meta["architecture"] == architecture
+    assert meta["weights"] == ("raw" if raw else "ema") and meta["has_ema"]
+    assert (meta["epoch"], meta["step"]) == (7, 1234)
+    np.testing.assert_array_equal(sigmas, ref["sigmas"][::-1])     # stored ladder, ascending
+    assert meta["num_classes"] == len(sigmas)
+    h = apply({"params": params}, 2.0 * jnp.asarray(x) - 1.0, jnp.zeros(len(x)))
+    # The official forward returns h / σ_y with its float32 buffer.
+    s = np.asarray(h, np.float64) / ref["sigmas"][y][:, None, None, None]
+    assert rel_err(s, ref[key]) < RTOL, key
+  assert rel_err(ref["out"], ref["out_raw"]) > 1e-3    # the EMA really differs
+
+
+# ---------------------------------------------------------------------------
+# The importer: layout, refusals, config.yml
+# ---------------------------------------------------------------------------
+
+def test_select_weights_layouts():
+  w = {"module.begin_conv.weight": np.zeros((2, 3, 3, 3), np.float32),
+       "module.sigmas": np.array([2.0, 1.0], np.float32)}
+  ema = {"begin_conv.weight": np.ones((2, 3, 3, 3), np.float32)}
+  net, sig, info = ncsn_torch.select_weights([w, {}, 1, 2, ema])
+  assert info["weights"] == "ema" and net["begin_conv.weight"][0, 0, 0, 0] == 1.0
+  np.testing.assert_array_equal(sig, [2.0, 1.0])
+  net, _, info = ncsn_torch.select_weights([w, {}, 1, 2, ema], raw=True)
+  assert info["weights"] == "raw" and net["begin_conv.weight"][0, 0, 0, 0] == 0.0
+  with pytest.raises(ncsn_torch.NCSNWeightsError, match="EMA state does not name"):
+    ncsn_torch.select_weights([w, {}, 1, 2, {"other.weight": ema["begin_conv.weight"]}])
+  with pytest.raises(ncsn_torch.NCSNWeightsError, match="not an NCSN/NCSNv2 checkpoint"):
+    ncsn_torch.select_weights(["nope"])
+
+
+def test_flax_path_names():
+  path, arr = ncsn_torch.flax_path("refine2.adapt_convs.0.1_2_conv.weight",
+                                   np.arange(2 * 3 * 3 * 3, dtype=np.float32).reshape(2, 3, 3, 3))
+  assert path == ("refine2", "adapt_convs_0", "1_2_conv", "kernel") and arr.shape == (3, 3, 3, 2)
+  assert ncsn_torch.flax_path("res2.0.conv2.conv.bias", np.zeros(4))[0] == (
+      "res2_0", "conv2", "conv", "bias")
+  assert ncsn_torch.flax_path("res1.1.normalize2.embed.weight", np.zeros((10, 12)))[0] == (
+      "res1_1", "normalize2", "embed")
+
+
+def test_refuses_foreign_and_mismatched_weights(released, tmp_path):
+  obj = {"module.begin_conv.weight": np.zeros((4, 3, 3, 3), np.float32),
+         "module.fc.weight": np.zeros((4, 4), np.float32)}
+  with pytest.raises(ncsn_torch.NCSNWeightsError):
+    ncsn_torch.infer_architecture(ncsn_torch.select_weights(obj)[0])
+  # A network with one block missing: named in one line.
+  from diffusion.io.torch_pickle import read_torch_checkpoint
+  states = read_torch_checkpoint(released["ncsnv2"])
+  weights, _, _ = ncsn_torch.select_weights(states)
+  weights = {k: v for k, v in weights.items() if not k.startswith("refine4.crp")}
+  params = ncsn_torch.to_flax_params(weights)
+  with pytest.raises(ncsn_torch.NCSNWeightsError, match="missing") as err:
+    ncsn_torch.check_params(params, rn.ncsnv2(4))
+  assert "\n" not in str(err.value)
+  # A pickle that would run code is refused before anything runs.
+  class Evil:
+    def __reduce__(self):
+      return (print, ("ran",))
+  bad = tmp_path / "evil.pth"
+  bad.write_bytes(pickle.dumps([Evil()]))
+  with pytest.raises(Exception, match="refusing to load builtins.print"):
+    ncsn_torch.import_ncsn_checkpoint(str(bad))
+
+
+def test_release_config(released):
+  cfg = ncsn_torch.read_release_config(str(FIXTURES / "ncsnv2_config.yml"))
+  assert cfg["model"]["ngf"] == 4 and cfg["data"]["dataset"] == "CIFAR10"
+  settings = ncsn_torch.release_settings(cfg)
+  assert settings["architecture"] == "ncsnv2" and settings["denoise"] is True
+  assert (settings["n_steps_each"], settings["step_lr"]) == (5, 6.2e-6)
+  _, sigmas, _ = ncsn_torch.import_ncsn_checkpoint(released["ncsnv2"])
+  assert ncsn_torch.ladder_mismatch(sigmas, settings["sigmas"]) is None
+  assert "noise levels" in ncsn_torch.ladder_mismatch(sigmas, settings["sigmas"][1:])
+  assert "sigma[" in ncsn_torch.ladder_mismatch(sigmas, settings["sigmas"] * 1.01)
+
+
+def test_release_config_never_runs_tags(tmp_path):
+  marker = tmp_path / "ran"
+  path = tmp_path / "config.yml"
+  path.write_text(
+      f"a: !!python/object/apply:os.system ['touch {marker}']\n"
+      "b: !!python/object/new:builtins.list [[1, 2]]\n"
+      "c: !!python/tuple [0.9, 0.999]\n"
+      "model: !!python/object:argparse.Namespace {ngf: 8}\n")
+  cfg = ncsn_torch.read_release_config(str(path))
+  assert not marker.exists()
+  assert cfg["a"] == [f"touch {marker}"] and cfg["c"] == [0.9, 0.999]
+  assert cfg["model"] == {"ngf": 8}
+
+
+def test_ncsn_v1_release_settings():
+  cfg = {"data": {"dataset": "CIFAR10", "image_size": 32, "channels": 3},
+         "model": {"sigma_begin": 1, "sigma_end": 0.01, "num_classes": 10, "ngf": 128},
+         "optim": {"lr": 0.001}, "training": {"batch_size": 128, "n_iters": 200001}}
+  s = ncsn_torch.release_settings(cfg)
+  assert s["architecture"] == "ncsn" and s["step_lr"] is None
+  np.testing.assert_allclose(s["sigmas"], np.geomspace(0.01, 1.0, 10), rtol=1e-12)

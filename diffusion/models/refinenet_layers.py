@@ -156,7 +156,10 @@ class CondInstanceNormPlus(nn.Module):
       scales = 1.0 + 0.02 * jax.random.normal(key, (shape[0], 2 * c))
       return jnp.concatenate([scales, jnp.zeros((shape[0], c))], axis=-1)
     embed = self.param("embed", init, (self.num_classes, 3 * c))
-    # An index outside [0, L) gives NaN rows (loud), not a silently clamped level.
+    # An index outside [0, L) gives NaN rows (loud), not a silently clamped or wrapped
+    # level: take's "fill" covers y >= L, and negative y (which take would count from
+    # the end) is sent past the end first.
+    y = jnp.where(y < 0, self.num_classes, y)
     rows = jnp.take(jnp.asarray(embed), y, axis=0, mode="fill",
                     fill_value=jnp.nan)[:, None, None, :]               # [B, 1, 1, 3C]
     gamma, alpha, beta = rows[..., :c], rows[..., c:2 * c], rows[..., 2 * c:]
