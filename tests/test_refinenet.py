@@ -14,6 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from diffusion.core.model_fn import make_eps_fn
+from diffusion.core.processes import VEProcess
+from diffusion.errors import ConfigError
 from diffusion.models import refinenet as rn
 from diffusion.models import refinenet_layers as rl
 from diffusion.pretrained import ncsn_torch
@@ -179,6 +182,35 @@ def test_ncsnv2_matches_official(released, name, architecture):
     s = np.asarray(h, np.float64) / ref["sigmas"][y][:, None, None, None]
     assert rel_err(s, ref[key]) < RTOL, key
   assert rel_err(ref["out"], ref["out_raw"]) > 1e-3    # the EMA really differs
+
+
+def test_eps_through_the_glue(released):
+  """diffusion's eps_fn(x_t, t) is −σ_t · s of the official network at the same level,
+  with the glue's 2x − 1 (model.rescale_inputs) applied once."""
+  # NCSN: raw score output; any ascending ladder with the checkpoint's L levels.
+  module, params, _, meta = load(released, "ncsn_cifar")
+  ref = np.load(FIXTURES / "ncsn_cifar.npz")
+  x, y, s = ref["x_16"], ref["y_16"], ref["out_16"]
+  L = meta["num_classes"]
+  ladder = np.geomspace(0.01, 1.0, L)
+  eps_fn = make_eps_fn(module, params, VEProcess.from_sigmas(ladder),
+                       {"rescale_inputs": True})
+  t = L - 1 - y
+  want = -ladder[t][:, None, None, None] * s
+  assert rel_err(jax.jit(eps_fn)(jnp.asarray(x), jnp.asarray(t, jnp.int32)), want) < RTOL
+  with pytest.raises(ConfigError, match="outputs the score itself"):
+    make_eps_fn(module, params, VEProcess.from_sigmas(ladder),
+                {"rescale_inputs": True, "scale_by_sigma": True})
+
+  # NCSNv2: output h, read with scale_by_sigma; the ladder comes from the checkpoint.
+  module, params, sigmas, _ = load(released, "ncsnv2")
+  ref = np.load(FIXTURES / "ncsnv2.npz")
+  x, y, s = ref["x"], ref["y"], ref["out"]
+  eps_fn = make_eps_fn(module, params, VEProcess.from_sigmas(sigmas),
+                       {"rescale_inputs": True, "scale_by_sigma": True})
+  t = len(sigmas) - 1 - y
+  want = -ref["sigmas"][y][:, None, None, None] * s
+  assert rel_err(jax.jit(eps_fn)(jnp.asarray(x), jnp.asarray(t, jnp.int32)), want) < RTOL
 
 
 # ---------------------------------------------------------------------------
