@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffusion.core.model_fn import make_eps_fn
+from diffusion import make_eps_fn
 from diffusion.core.processes import VEProcess
 from diffusion.errors import ConfigError
 from diffusion.models import refinenet as rn
@@ -262,7 +262,7 @@ def test_refuses_foreign_and_mismatched_weights(released, tmp_path):
       return (print, ("ran",))
   bad = tmp_path / "evil.pth"
   bad.write_bytes(pickle.dumps([Evil()]))
-  with pytest.raises(Exception, match="refusing to load builtins.print"):
+  with pytest.raises(Exception, match="refusing to load the global builtins.print"):
     ncsn_torch.import_ncsn_checkpoint(str(bad))
 
 

@@ -58,7 +58,8 @@ DIFFUSION_LOSSES = losses.DIFFUSION_LOSSES
 VAR_TYPES = processes.VAR_TYPES
 LOSS_WEIGHTINGS = losses.LOSS_WEIGHTINGS
 DECODERS = losses.DECODERS
-NETWORKS = ("unet", "mlp", "analytic")
+NETWORKS = ("unet", "mlp", "analytic", "ncsn", "ncsnv2", "ncsnv2_deeper", "ncsnv2_deepest")
+REFINENETS = ("ncsn", "ncsnv2", "ncsnv2_deeper", "ncsnv2_deepest")   # models/refinenet.py
 DTYPES = ("float32", "bfloat16")
 NOISE_INPUTS = ("index", "log_sigma")
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
@@ -479,7 +480,8 @@ class ModelConfig(Section):
   """The ε-network (defaults: the DDPM CIFAR-10 U-Net, 35,746,307 parameters)."""
   PATH: ClassVar[str] = "model"
   name: str = field("unet", "unet (DDPM U-Net), mlp (2-D data), analytic (exact eps of "
-                    "data.mixture_*, no parameters)", choices=NETWORKS)
+                    "data.mixture_*, no parameters), ncsn (NCSN's conditional RefineNet), ncsnv2, "
+                    "ncsnv2_deeper, ncsnv2_deepest (NCSNv2's RefineNets)", choices=NETWORKS)
   ch: int = field(128, "U-Net base channels (a multiple of 32 for GroupNorm)", rule=AT_LEAST_1)
   ch_mult: Tuple[int, ...] = field((1, 2, 2, 2), "U-Net channel multiplier per resolution",
                                    rule=AT_LEAST_1)
@@ -497,6 +499,8 @@ class ModelConfig(Section):
                                "[0, 1]); the data and the noise stay in data space")
   dtype: str = field("float32", "compute dtype (parameters stay float32)", choices=DTYPES)
   hidden_dims: Tuple[int, ...] = field((128, 128, 128), "MLP hidden widths", rule=AT_LEAST_1)
+  ngf: int = field(128, "RefineNet base width (NCSN, NCSNv2: 128; NCSN MNIST: 64)",
+                   rule=AT_LEAST_1)
 
   def check(self):
     if self.name == "unet":

@@ -110,7 +110,7 @@ def make_eps_fn(module, params, process, *, cond: str = "index",
 
   rngs = {"dropout": dropout_rng} if train else {}
   output_is_score = bool(getattr(module, "output_is_score", False))
-  if output_is_score and m.scale_by_sigma:
+  if output_is_score and scale_by_sigma:
     raise ConfigError(f"model.scale_by_sigma=True, but {type(module).__name__} outputs the "
                       "score itself (NCSN); set model.scale_by_sigma=False.")
 

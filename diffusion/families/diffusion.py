@@ -33,7 +33,7 @@ class DiffusionFamily:
   def __init__(self, config: DiffusionRunConfig):
     self.config = c = config
     self.process = builders.make_process(c.diffusion)
-    self.module = builders.make_model(c.model, c.data)
+    self.module = builders.make_model(c.model, c.data, c.diffusion.num_timesteps)
     self.loss_options = builders.loss_options(c.diffusion)
     self.example_shape: Tuple[int, ...] = c.data.example_shape
     # x0_hat is clipped to the data range of images; toy points are unbounded.
