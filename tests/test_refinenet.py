@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import diffusion
 from diffusion import make_eps_fn
 from diffusion.core.processes import VEProcess
 from diffusion.errors import ConfigError
@@ -299,3 +300,61 @@ def test_ncsn_v1_release_settings():
   s = ncsn_torch.release_settings(cfg)
   assert s["architecture"] == "ncsn" and s["step_lr"] is None
   np.testing.assert_allclose(s["sigmas"], np.geomspace(0.01, 1.0, 10), rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# The importer as a user runs it: python -m diffusion.pretrained import checkpoint.pth
+# ---------------------------------------------------------------------------
+
+def _tiny_v2_config():
+  """configs/ncsn/ncsnv2_cifar10.py at the fixture's size (ngf 4, 16 px, 6 levels 0.01..5)."""
+  from configs.ncsn import ncsnv2_cifar10  # pylint: disable=import-outside-toplevel
+  config = ncsnv2_cifar10.get_config()
+  config.model.ngf = 4
+  config.data.image_size = 16
+  config.diffusion.update(sigma_min=0.01, sigma_max=5.0, num_timesteps=6)
+  return config
+
+
+def test_import_writes_a_run_whose_eps_is_the_official_networks(released, tmp_path):
+  """import_ncsn -> diffusion.load(DIR).eps(x, t) = −σ·s of the official NCSNv2 (EMA)."""
+  from diffusion.pretrained import importer  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "run")
+  r = importer.import_ncsn(released["ncsnv2"], workdir, config=_tiny_v2_config())
+  assert r["weights"] == "ema" and r["step"] == 1234
+  run = diffusion.load(workdir)
+  ref = np.load(FIXTURES / "ncsnv2.npz")
+  t = len(ref["sigmas"]) - 1 - ref["y"]
+  want = -ref["sigmas"][ref["y"]][:, None, None, None] * ref["out"]
+  assert run.step == 1234 and rel_err(run.eps(ref["x"], t), want) < RTOL
+
+
+def test_import_refuses_a_config_of_another_ladder_or_network(released, tmp_path):
+  from diffusion.pretrained import importer  # pylint: disable=import-outside-toplevel
+  config = _tiny_v2_config()
+  config.diffusion.sigma_max = 6.0
+  with pytest.raises(ConfigError, match="sigma") as err:
+    importer.import_ncsn(released["ncsnv2"], str(tmp_path / "a"), config=config)
+  assert "\n" not in str(err.value) and not (tmp_path / "a").exists()
+  config = _tiny_v2_config()
+  config.model.ngf = 8
+  with pytest.raises(ConfigError, match="model.ngf=8"):
+    importer.import_ncsn(released["ncsnv2"], str(tmp_path / "b"), config=config)
+
+
+def test_cli_reads_the_release_config_yml_beside_the_checkpoint(released, tmp_path):
+  """No --config: the release's config.yml (python tags read as data) names the config;
+  here it is CIFAR-10 NCSNv2 at full size, whose ladder and width differ: one line, exit 2."""
+  import shutil, subprocess, sys  # pylint: disable=import-outside-toplevel,multiple-imports
+  folder = tmp_path / "release"
+  folder.mkdir()
+  shutil.copy(released["ncsnv2"], folder / "checkpoint.pth")
+  shutil.copy(FIXTURES / "ncsnv2_config.yml", folder / "config.yml")
+  res = subprocess.run([sys.executable, "-m", "diffusion.pretrained", "import",
+                        str(folder / "checkpoint.pth"), f"--workdir={tmp_path / 'w'}"],
+                       capture_output=True, text=True, timeout=300,
+                       cwd=str(pathlib.Path(__file__).resolve().parents[1]))
+  assert res.returncode == 2, res.stderr
+  lines = [line for line in res.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1 and lines[0].startswith("error:") and "model.ngf" in lines[0]
+  assert not (tmp_path / "w").exists()

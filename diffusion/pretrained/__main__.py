@@ -6,6 +6,10 @@
       the prefix .../model.ckpt-N). The dataset's config is told from SRC's name
       (cifar10, celebahq, church, bedroom, cat) unless --config is given. --raw: a TF
       checkpoint's raw weights instead of its EMA shadows.
+      SRC may also be an official NCSN / NCSNv2 checkpoint (checkpoint*.pth): its EMA
+      weights (--raw: the trained ones), with --config=configs/ncsn/<dataset>.py or the
+      release's config.yml beside it; a config whose network or σ ladder differs from the
+      checkpoint's is refused in one line.
   export --workdir=DIR --out=OUT [--checkpoint_step=N]
       The run's EMA weights as a diffusers folder (UNet2DModel.from_pretrained(OUT)).
 
@@ -43,7 +47,7 @@ _STEP = flags.DEFINE_integer("checkpoint_step", -1, "export: the checkpoint (-1:
 
 
 def _import(args) -> None:
-  from diffusion.pretrained.importer import import_weights  # pylint: disable=import-outside-toplevel
+  from diffusion.pretrained import importer  # pylint: disable=import-outside-toplevel
   if len(args) != 1:
     raise ConfigError(f"import takes one SRC (a diffusers folder or a TF checkpoint); got "
                       f"{len(args)}. {USAGE}")
@@ -52,13 +56,20 @@ def _import(args) -> None:
     raise ConfigError(f"{src}: no such file or folder.")
   if _OUT.value is not None or _STEP.value != -1:
     raise ConfigError("--out and --checkpoint_step are export's flags.")
-  r = import_weights(src, _WORKDIR.value, config=_CONFIG.value, raw=_RAW.value,
-                     config_name=cli.config_file(sys.argv))
+  ncsn = importer.is_torch_checkpoint(src)
+  run_import = importer.import_ncsn if ncsn else importer.import_weights
+  r = run_import(src, _WORKDIR.value, config=_CONFIG.value, raw=_RAW.value,
+                 config_name=cli.config_file(sys.argv))
   net = r["network"]
+  if ncsn:
+    shape = (f"{net['name']}, ngf {net['ngf']}, {net['num_levels']} noise levels, "
+             f"{net['image_size']} px images")
+  else:
+    shape = (f"ch {net['ch']}, ch_mult {tuple(net['ch_mult'])}, attention at "
+             f"{', '.join(map(str, net['attn_resolutions'])) or 'no'} px, "
+             f"{net['image_size']} px images")
   print(f"imported {r['source']} ({r['format']}; {r['weights']}): {r['num_params']:,} "
-        f"parameters, ch {net['ch']}, ch_mult {tuple(net['ch_mult'])}, attention at "
-        f"{', '.join(map(str, net['attn_resolutions'])) or 'no'} px, {net['image_size']} px "
-        "images", flush=True)
+        f"parameters, {shape}", flush=True)
   for note in r["notes"]:
     print(note, flush=True)
   print(f"wrote {r['workdir']}: config.json (from {r['config_file']}), checkpoints/{r['step']} "

@@ -37,7 +37,7 @@ from diffusion.config import parse_config
 from diffusion.core import schedules
 from diffusion.io import workdir as runs
 from diffusion.io.checkpoints import Checkpointer
-from diffusion.pretrained import ddpm_tf, diffusers
+from diffusion.pretrained import ddpm_tf, diffusers, ncsn_torch
 from diffusion.pretrained.network import UNetSpec, WeightsError, flatten, unflatten
 from diffusion.train import optim as optimizers
 from diffusion.train.step import create_train_state
@@ -296,3 +296,92 @@ def write_run(cfg, params, workdir: str, step: int, provenance: Dict[str, Any]) 
       ckpt.close()
     with open(os.path.join(tmp, PROVENANCE), "w", encoding="utf-8") as f:
       json.dump(provenance, f, indent=2)
+
+
+# ---------------------------------------------------------------------------
+# NCSN / NCSNv2 releases (the official runners' checkpoint*.pth)
+# ---------------------------------------------------------------------------
+
+# The config file of a release, by (architecture, the release's data.dataset / category).
+NCSN_RELEASES = {
+    ("ncsn", "CIFAR10"): "configs.ncsn.cifar10", ("ncsn", "MNIST"): "configs.ncsn.mnist",
+    ("ncsnv2", "CIFAR10"): "configs.ncsn.ncsnv2_cifar10",
+    ("ncsnv2", "CELEBA"): "configs.ncsn.ncsnv2_celeba",
+    ("ncsnv2_deeper", "church_outdoor"): "configs.ncsn.ncsnv2_church",
+    ("ncsnv2_deeper", "bedroom"): "configs.ncsn.ncsnv2_bedroom",
+    ("ncsnv2_deepest", "FFHQ"): "configs.ncsn.ncsnv2_ffhq",
+}
+RELEASE_YML = "config.yml"
+
+
+def is_torch_checkpoint(src: str) -> bool:
+  """A single PyTorch file (``checkpoint*.pth``), as the NCSN / NCSNv2 runners save."""
+  return os.path.isfile(src) and src.endswith((".pth", ".pt", ".pth.tar", ".ckpt"))
+
+
+def _ncsn_base_config(src: str, config, config_name: Optional[str]):
+  """(config, where it came from): ``config`` if given, else the project's config of the
+  release named by the ``config.yml`` beside the checkpoint (read without running its
+  python tags)."""
+  if config is not None:
+    return config, config_name or "the given config"
+  yml = os.path.join(os.path.dirname(os.path.abspath(src)), RELEASE_YML)
+  if not os.path.isfile(yml):
+    raise WeightsError(f"{src}: which release is it? Give --config=configs/ncsn/<dataset>.py, "
+                       f"or put the release's {RELEASE_YML} beside the checkpoint.")
+  release = ncsn_torch.read_release_config(yml)
+  settings = ncsn_torch.release_settings(release)
+  data = release.get("data", {})
+  key = (settings["architecture"], data.get("category") if data.get("dataset") == "LSUN"
+         else data.get("dataset"))
+  if key not in NCSN_RELEASES:
+    raise WeightsError(f"{yml}: no config of this project for {key[0]} on {key[1]}; give "
+                       "--config=FILE.")
+  return load_config_module(NCSN_RELEASES[key]), yml
+
+
+def import_ncsn(src: str, workdir: str, config=None, raw: bool = False,
+                config_name: Optional[str] = None) -> Dict[str, Any]:
+  """Imports an official NCSN / NCSNv2 checkpoint as a run in ``workdir``.
+
+  The EMA weights by default (NCSNv2 stores them last; ``raw`` for the trained ones).
+  The config (``config``, or the one of the release's ``config.yml`` beside the file)
+  must build this network (``model.name``, ``model.ngf``, channels, NCSN's number of
+  levels) and, where the checkpoint stores its σ ladder (NCSNv2), give the same ladder:
+  otherwise one line names the field. Returns what :func:`import_weights` returns.
+  """
+  if os.path.exists(workdir) and (not os.path.isdir(workdir) or os.listdir(workdir)):
+    with fresh_folder(workdir):   # raises its one line before anything is read
+      pass
+  params, sigmas, meta = ncsn_torch.import_ncsn_checkpoint(src, raw=raw)
+  base, config_file = _ncsn_base_config(src, config, config_name)
+  cfg = config_check.validate(base)
+  m, arch = cfg.model, meta["architecture"]
+  for field, want, have in (("model.name", arch, m.name), ("model.ngf", meta["ngf"], m.ngf),
+                            ("model.out_channels", meta["channels"], m.out_channels)):
+    if want != have:
+      raise WeightsError(f"{src} holds {arch} (ngf {meta['ngf']}, {meta['channels']} "
+                         f"channels); the config has {field}={have!r}: set it to {want!r}.")
+  if arch == "ncsn" and meta["num_classes"] != cfg.diffusion.num_timesteps:
+    raise WeightsError(f"{src} embeds {meta['num_classes']} noise levels; the config has "
+                       f"diffusion.num_timesteps={cfg.diffusion.num_timesteps}.")
+  if sigmas is not None:
+    _, expected = families.make_family(cfg).process.host_marginal()
+    mismatch = ncsn_torch.ladder_mismatch(sigmas, expected)
+    if mismatch is not None:
+      raise WeightsError(f"{src}: {mismatch}; set diffusion.sigma_min, sigma_max and "
+                         "num_timesteps to the release's ladder.")
+  step = int(meta.get("step") or 0)
+  num_params = int(meta["num_parameters"])
+  provenance = {
+      "source": os.path.abspath(src), "format": "NCSN/NCSNv2 PyTorch checkpoint",
+      "weights_file": os.path.abspath(src), "sha256": sha256(src),
+      "weights": meta["weights"], "step": step, "config_file": config_file,
+      "num_params": num_params,
+      "network": {"name": arch, "ngf": meta["ngf"], "channels": meta["channels"],
+                  "num_levels": cfg.diffusion.num_timesteps,
+                  "image_size": cfg.data.image_size},
+      "date": datetime.datetime.now().isoformat(timespec="seconds"),
+  }
+  write_run(cfg, params, workdir, step, provenance)
+  return dict(provenance, workdir=workdir, notes=[])
