@@ -1,0 +1,89 @@
+"""Issue 24: nothing a user does by accident becomes a wrong result or a damaged run."""
+
+import json
+import os
+import signal
+
+import pytest
+
+from diffusion.errors import ConfigError
+from diffusion.io import metric_writers
+from diffusion.reproduce import runner
+from diffusion.train.loop import Interrupted, train
+
+
+def toy_config(**overrides):
+  """configs/ddpm/toy_mixture.py shortened to 8 steps."""
+  from configs.ddpm import toy_mixture
+  config = toy_mixture.get_config()
+  config.training.num_train_steps = 8
+  config.training.log_every = 2
+  config.training.checkpoint_every = 4
+  for key, value in overrides.items():
+    section, field = key.split(".")
+    config[section][field] = value
+  return config
+
+
+def test_signal_in_training_saves_and_reports_interrupted(tmp_path, monkeypatch):
+  original = metric_writers.MetricWriter.write_scalars
+
+  def write_then_signal(self, step, scalars):
+    original(self, step, scalars)
+    if step == 2:
+      os.kill(os.getpid(), signal.SIGINT)
+
+  monkeypatch.setattr(metric_writers.MetricWriter, "write_scalars", write_then_signal)
+  final = train(toy_config(), str(tmp_path / "w"), progress=False)
+  assert final["interrupted"] == "SIGINT" and final["step"] == 2
+  assert os.path.isdir(tmp_path / "w" / "checkpoints" / "2")
+
+
+def _fake_experiment(monkeypatch, behaviour):
+  b = runner.get("ncsn_fig3_learned")
+  monkeypatch.setitem(runner.EXPERIMENTS, b.experiment, behaviour)
+
+
+@pytest.mark.parametrize("stop", ["training", "evaluation"])
+def test_interrupted_reproduction_writes_no_result(tmp_path, monkeypatch, capsys, stop):
+  def experiment(baseline, budget, workdir, seed):
+    if stop == "training":
+      raise Interrupted("SIGINT stopped training at step 2 (checkpoint saved)")
+    raise KeyboardInterrupt   # Ctrl-C during an evaluation
+  _fake_experiment(monkeypatch, experiment)
+  w = str(tmp_path / "w")
+  assert runner.main(["ncsn_fig3_learned", f"--workdir={w}"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("error: ") and "resume with: python -m " \
+      f"diffusion.reproduce ncsn_fig3_learned --tier=cpu --workdir={w}" in err[0]
+  assert not os.path.exists(os.path.join(w, "results.json"))
+
+
+def test_refused_resume_changes_nothing(tmp_path):
+  w = str(tmp_path / "w")
+  train(toy_config(), w, progress=False)
+  before = {n: open(os.path.join(w, n), "rb").read() for n in os.listdir(w)
+            if os.path.isfile(os.path.join(w, n))}
+  with pytest.raises(ConfigError):
+    train(toy_config(**{"model.hidden_dims": (64, 64)}), w, progress=False)
+  after = {n: open(os.path.join(w, n), "rb").read() for n in os.listdir(w)
+           if os.path.isfile(os.path.join(w, n)) and n != ".lock"}
+  before.pop(".lock", None)
+  assert after == before
+
+
+def test_reproduce_refuses_another_baselines_workdir(tmp_path, capsys):
+  w = tmp_path / "w"
+  w.mkdir()
+  (w / "results.json").write_text(json.dumps({"baseline": "ncsn_fig3_learned"}))
+  assert runner.main(["dpm_swiss_roll", f"--workdir={w}"]) == 2
+  assert "holds the reproduction of ncsn_fig3_learned" in capsys.readouterr().err
+  assert os.listdir(w) == ["results.json"]
+
+
+def test_gpu_tier_on_a_cpu_is_refused(tmp_path, capsys):
+  w = tmp_path / "w"
+  assert runner.main(["ddpm_mnist", "--tier=gpu", f"--workdir={w}"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "--force_tier" in err[0] and "only the CPU" in err[0]
+  assert not w.exists()
