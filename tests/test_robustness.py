@@ -87,3 +87,72 @@ def test_gpu_tier_on_a_cpu_is_refused(tmp_path, capsys):
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and "--force_tier" in err[0] and "only the CPU" in err[0]
   assert not w.exists()
+
+
+# ---- sweeps ----------------------------------------------------------------------------------
+
+TOY_FILE = "configs/ddpm/toy_mixture.py"
+
+
+def _toy_sweep_config():
+  from configs.ddpm import toy_mixture
+  config = toy_mixture.get_config()
+  config.training.num_train_steps = 4
+  config.training.log_every = 2
+  config.training.checkpoint_every = 4
+  return config
+
+
+def test_done_point_whose_folder_is_gone_is_pending_again(tmp_path):
+  from diffusion import sweeps
+  import shutil
+  grid = "optim.lr=1e-3,2e-3"
+  sweeps.run_sweep(_toy_sweep_config(), TOY_FILE, grid, str(tmp_path))
+  points = sweeps.read_ledger(str(tmp_path))["points"]
+  assert [p["status"] for p in points] == ["done", "done"]
+  shutil.rmtree(points[0]["workdir"])
+  with open(os.path.join(points[1]["workdir"], "metrics.jsonl"), "w") as f:
+    f.write("{not json\n")
+  text = sweeps.summarize(str(tmp_path), plots=False)
+  assert "| pending |" in text and "its folder" in text and "unreadable" in text
+  assert "skipped 1 unreadable line(s)" in text
+  sweeps.run_sweep(_toy_sweep_config(), TOY_FILE, grid, str(tmp_path))
+  points = sweeps.read_ledger(str(tmp_path))["points"]
+  assert points[0]["status"] == "done" and points[0]["final"]["step"] == 4
+  assert os.path.isdir(points[0]["workdir"])
+
+
+def test_ledger_of_the_wrong_shape_is_one_line(tmp_path, capsys):
+  from diffusion import sweeps
+  from diffusion.sweeps import runner as sweep_runner
+  (tmp_path / "sweep.json").write_text('{"config": 3, "points": 5}')
+  with pytest.raises(ConfigError, match="sweep.json is JSON but not a sweep ledger"):
+    sweeps.run_sweep(_toy_sweep_config(), TOY_FILE, "optim.lr=1e-3", str(tmp_path))
+  assert sweep_runner.main_summarize(["summarize", str(tmp_path)]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "not a sweep ledger" in err[0] and "move it away" in err[0]
+
+
+@pytest.mark.parametrize("grid, message", [
+    ("optim.lr=", "empty key or value"), ("optim.lr=1e-3,,2e-3", "empty key or value"),
+    ("optim.lr=1e-3,nan", "optim.lr=nan is not a finite number")])
+def test_grid_empty_and_nan_values_are_refused(grid, message):
+  from diffusion.sweeps import grid as grids
+  with pytest.raises(ConfigError, match=message):
+    grids.parse_grid(grid)
+
+
+@pytest.mark.slow
+def test_sweep_with_a_failed_point_exits_2_naming_it(tmp_path):
+  import subprocess
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  res = subprocess.run(
+      [sys.executable, "train.py", f"--config={TOY_FILE}", "--progress=false",
+       f"--workdir={tmp_path}", "--sweep=optim.lr=1e-3,1e38;optim.warmup_steps=0",
+       "--config.training.num_train_steps=4", "--config.training.log_every=2"],
+      cwd=repo, capture_output=True, text=True, timeout=600)
+  assert res.returncode == 2, res.stderr[-2000:]
+  assert res.stderr.strip().splitlines()[-1].startswith(
+      "error: 1 sweep point(s) failed: lr=1e+38_warmup_steps=0")
+  assert "Traceback" not in res.stderr
