@@ -156,3 +156,17 @@ def test_sweep_with_a_failed_point_exits_2_naming_it(tmp_path):
   assert res.stderr.strip().splitlines()[-1].startswith(
       "error: 1 sweep point(s) failed: lr=1e+38_warmup_steps=0")
   assert "Traceback" not in res.stderr
+
+
+def test_analytic_model_is_a_run_at_step_0(tmp_path, capsys):
+  import diffusion
+  import numpy as np
+  w = str(tmp_path / "w")
+  final = train(toy_config(**{"model.name": "analytic"}), w, progress=False)
+  assert final == {"step": 0}
+  assert "nothing to train" in capsys.readouterr().out
+  assert os.path.isfile(os.path.join(w, "config.json"))
+  run = diffusion.load(w)
+  x = run.sample(8, seed=0)
+  assert np.asarray(x).shape == (8, 2) and np.isfinite(np.asarray(x)).all()
+  assert train(toy_config(**{"model.name": "analytic"}), w, progress=False) == {"step": 0}

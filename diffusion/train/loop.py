@@ -298,6 +298,8 @@ class _Run:
         if self.is_chief:
           runs.write_config(m.cfg, m.workdir)
       step = int(sharding.to_host(states[0].step))
+      if lead.cfg.model.name == "analytic":
+        return self._analytic(states, restored)
       if pop == 1:
         state = sharding.replicate(states[0], mesh)
       else:
@@ -339,6 +341,20 @@ class _Run:
           m.writer.close()
         if m.ckpt is not None:
           m.ckpt.close()
+
+  def _analytic(self, states, restored) -> List[dict]:
+    """The exact mixture model has nothing to train: the run is its config and a step-0
+    checkpoint with empty parameters, which sample.py and diffusion.load read."""
+    for m, state in zip(self.members, states):
+      if restored is None:
+        m.ckpt.save(0, state)
+        m.last_checkpoint = 0
+      m.started = True
+      if self.is_chief:
+        print(f"{m.prefix()}model: analytic (the exact eps of the data mixture), nothing to "
+              f"train: wrote config.json and checkpoint 0 in {os.path.abspath(m.workdir)}; "
+              "sample with sample.py --workdir or diffusion.load.", flush=True)
+    return [{"step": 0} for _ in self.members]
 
   def _restore(self, states):
     """Each member's newest readable checkpoint. A population resumes at one step: the
