@@ -170,3 +170,23 @@ def test_analytic_model_is_a_run_at_step_0(tmp_path, capsys):
   x = run.sample(8, seed=0)
   assert np.asarray(x).shape == (8, 2) and np.isfinite(np.asarray(x)).all()
   assert train(toy_config(**{"model.name": "analytic"}), w, progress=False) == {"step": 0}
+
+
+@pytest.mark.parametrize("name", ["x" * 300, "/".join(["d" * 200] * 30)])
+def test_workdir_names_the_system_refuses_are_one_line(tmp_path, name):
+  with pytest.raises(ConfigError, match="cannot be created"):
+    train(toy_config(), str(tmp_path / "sub" / name), progress=False)
+  assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only folders")
+def test_read_only_workdir_is_one_line(tmp_path):
+  w = tmp_path / "w"
+  w.mkdir()
+  w.chmod(0o500)
+  try:
+    with pytest.raises(ConfigError, match="cannot write"):
+      train(toy_config(), str(w), progress=False)
+  finally:
+    w.chmod(0o700)
+  assert os.listdir(w) == []

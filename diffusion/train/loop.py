@@ -188,10 +188,12 @@ def train_population(configs: Sequence, workdirs: Sequence[str], *, names=None,
   locks = []
   try:
     for m in members:
-      m.created = not os.path.exists(m.workdir)
-      os.makedirs(m.workdir, exist_ok=True)
+      m.created = runs.make_workdir(m.workdir)
       if is_chief:
-        locks.append(runs.WorkdirLock(m.workdir).acquire())
+        try:
+          locks.append(runs.WorkdirLock(m.workdir).acquire())
+        except PermissionError as e:   # a read-only workdir
+          raise runs.io_error(e, m.workdir, None) from None
     platform = mesh.devices.flat[0].platform
     if pop > 1 and platform == "cpu" and cfgs[0].model.name == "unet":
       logging.warning("a population of U-Nets on CPU runs slower per member than one run "
