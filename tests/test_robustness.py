@@ -190,3 +190,25 @@ def test_read_only_workdir_is_one_line(tmp_path):
   finally:
     w.chmod(0o700)
   assert os.listdir(w) == []
+
+
+def test_damaged_array_record_names_the_dataset_and_the_prepare_command():
+  from diffusion.data import tfds_sources
+
+  class Truncated:
+    def __getitems__(self, indices):
+      raise RuntimeError("Invalid Riegeli stream: truncated file")
+
+  with pytest.raises(ConfigError, match=r"mnist.*damaged.*python -m diffusion.data prepare "
+                                        "mnist"):
+    tfds_sources.read_records(Truncated(), [0, 1], "mnist")
+
+
+def test_prepare_leftovers_are_removed(tmp_path):
+  from diffusion.data import tfds_sources
+  (tmp_path / "tmp_downloads_abc").mkdir()
+  (tmp_path / "mnist" / "incomplete.XYZ").mkdir(parents=True)
+  (tmp_path / "mnist" / "3.0.1").mkdir()
+  tfds_sources._remove_leftovers(tmp_path, tmp_path / "mnist")  # pylint: disable=protected-access
+  assert sorted(os.listdir(tmp_path)) == ["mnist"]
+  assert os.listdir(tmp_path / "mnist") == ["3.0.1"]
