@@ -42,6 +42,8 @@ class DiffusionFamily:
 
   def init_params(self, key: jax.Array) -> Any:
     """Initial parameters ({} for the parameter-free analytic model)."""
+    if self.config.model.name == "analytic":
+      return {}
     x = jnp.zeros((1, *self.example_shape), jnp.float32)
     variables = self.module.init({"params": key, "dropout": key}, x, jnp.zeros((1,)),
                                  train=False)
