@@ -326,3 +326,47 @@ def test_readme_reproducing_section_is_the_registry_table():
   with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
     readme = f.read()
   assert runner.readme_table() in readme, "regenerate it: runner.readme_table()"
+
+
+@pytest.mark.parametrize("name", ["ddpm_cifar10_weights", "ddim_cifar10_weights",
+                                  "fast_samplers_cifar10_weights", "ncsnv2_cifar10_weights"])
+def test_weights_entries_fail_fast_in_one_line_without_their_inputs(name, tmp_path):
+  """No --weights, a --weights folder without a run, no Inception weights: one line each,
+  before anything is sampled; and the weights tier is refused on a CPU without --force_tier."""
+  from diffusion.errors import ConfigError  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ConfigError, match="--force_tier"):
+    runner.run(name, "weights", str(tmp_path / "a"))
+  with pytest.raises(ConfigError, match="pretrained import") as err:
+    runner.run(name, "weights", str(tmp_path / "b"), force_tier=True)
+  assert "\n" not in str(err.value)
+  with pytest.raises(ConfigError, match="no config.json"):
+    runner.run(name, "weights", str(tmp_path / "c"), force_tier=True, weights=str(tmp_path))
+  run_dir = tmp_path / "imported"
+  run_dir.mkdir()
+  (run_dir / "config.json").write_text("{}")
+  with pytest.raises(ConfigError, match="--inception_weights"):
+    runner.run(name, "weights", str(tmp_path / "d"), force_tier=True, weights=str(run_dir))
+  assert not (tmp_path / "d" / "results.json").exists()
+
+
+def test_weights_flags_are_refused_by_entries_that_train(tmp_path):
+  from diffusion.errors import ConfigError  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ConfigError, match="trains its own model"):
+    runner.run("ncsn_fig3_exact", "cpu", str(tmp_path), weights=str(tmp_path))
+
+
+def test_weights_protocols_are_valid_configs():
+  """Every protocol's overrides apply to the release's config and validate (DDPM CIFAR-10)."""
+  from configs.ddpm import cifar10  # pylint: disable=import-outside-toplevel
+  from diffusion.config import checks  # pylint: disable=import-outside-toplevel
+  from diffusion.reproduce.baselines import BASELINES  # pylint: disable=import-outside-toplevel
+  from diffusion.sweeps.grid import apply_overrides  # pylint: disable=import-outside-toplevel
+  for name in ("ddpm_cifar10_weights", "ddim_cifar10_weights", "fast_samplers_cifar10_weights"):
+    b = BASELINES[name]
+    covered = set()
+    for protocol in b.tiers["weights"].overrides["protocols"].values():
+      changes = {f"sampling.{k}": v for k, v in protocol.get("sampling", {}).items()}
+      changes.update({k: v for k, v in protocol.items() if "." in k})
+      checks.validate(apply_overrides(cifar10.get_config(), changes))
+      covered |= set(protocol["metrics"])
+    assert covered == {m.name for m in b.metrics}, name

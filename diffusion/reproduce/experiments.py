@@ -18,8 +18,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from diffusion.io import atomic
 from diffusion import api, families, samplers
+from diffusion.config import checks
+from diffusion.errors import ConfigError
+from diffusion.io import atomic
 from diffusion.evals import metrics as evaluation
 from diffusion import evals as evaluators
 from diffusion.io import workdir as runs
@@ -389,9 +391,69 @@ def train_evaluate(baseline, budget, workdir: str, seed: int = 0) -> Outcome:
   return Outcome(measured, pictures, {"metrics": metrics, "step": step})
 
 
+# ---------------------------------------------------------------------------
+# The papers' released weights (python -m diffusion.pretrained import): evaluate only
+# ---------------------------------------------------------------------------
+
+
+def _imported_run(baseline, weights: str) -> str:
+  """The imported run ``weights`` (its config.json and checkpoint), or one line saying
+  how to make it."""
+  make = ("import the release first: python -m diffusion.pretrained import <the release> "
+          "--workdir=DIR (README: Pretrained weights), then pass --weights=DIR")
+  if not weights:
+    raise ConfigError(f"{baseline.name} evaluates a released model: {make}.")
+  if not os.path.isfile(os.path.join(weights, "config.json")):
+    raise ConfigError(f"--weights={weights} holds no run (no config.json); {make}.")
+  return weights
+
+
+def evaluate_weights(baseline, budget, workdir: str, seed: int = 0, weights: str = "",
+                     inception_weights: str = "") -> Outcome:
+  """Evaluates an imported release with each protocol of the entry; trains nothing.
+
+  ``budget.overrides["protocols"]``: {protocol: {"eval": evaluator, "sampling": {...},
+  "metrics": {metric: eval key}, "<section.field>": value ...}}: one evaluator run per
+  protocol (e.g. 50,000 samples give FID and IS), under the protocol's sampling settings
+  and overrides. The inputs (the imported run, the FID Inception weights, the reference
+  data) are checked before anything is sampled.
+  """
+  run_dir = _imported_run(baseline, weights)
+  base = runs.load_config(run_dir)
+  protocols = budget.overrides["protocols"]
+  uses_fid = any(p["eval"] == "fid" for p in protocols.values())
+  if uses_fid and not (inception_weights and os.path.isfile(inception_weights)):
+    raise ConfigError(f"{baseline.name} computes FID / IS: pass --inception_weights=FILE, the "
+                      "converted pt_inception-2015-12-05 weights (python -m diffusion.evals."
+                      "inception_convert; README: Sampling and evaluation).")
+  jobs = []
+  for name, protocol in protocols.items():   # build everything first: fail before sampling
+    changes = {f"sampling.{k}": v for k, v in protocol.get("sampling", {}).items()}
+    changes.update({k: v for k, v in protocol.items() if "." in k})
+    if uses_fid:
+      changes["eval.fid.inception_weights"] = inception_weights
+    config = checks.validate(apply_overrides(base, changes))
+    family = families.make_family(config)
+    (ev,) = evaluators.make_evaluators(family, run_dir, [protocol["eval"]], seed=seed,
+                                       output_dir=workdir)
+    jobs.append((name, protocol, family, ev))
+  if uses_fid:   # the training split the FID statistics need (read once, cached in the run)
+    make_source(base.data, split=base.data.split)
+  measured, details = {}, {}
+  for name, protocol, family, ev in jobs:
+    params, step = runs.restore_ema_params(run_dir, family)
+    metrics = ev.run(params, step)
+    for metric, key in protocol["metrics"].items():
+      measured[metric] = float(metrics.get(f"eval/{key}", float("nan")))
+    details[name] = {"protocol": protocol, "metrics": metrics, "summary": ev.summary()}
+    print(f"{name}: {ev.summary()}", flush=True)
+  return Outcome(measured, [], details)
+
+
 EXPERIMENTS: Dict[str, Callable[..., Outcome]] = {
     "ncsn_toy_exact": ncsn_toy_exact, "ncsn_toy_learned": ncsn_toy_learned,
     "ncsnv2_sigmas": ncsnv2_sigmas, "digits_objectives": digits_objectives,
     "dpm_swiss_roll": dpm_swiss_roll,
     "ddim_steps": ddim_steps, "train_evaluate": train_evaluate,
+    "evaluate_weights": evaluate_weights,
 }

@@ -10,7 +10,7 @@ import dataclasses
 import math
 from typing import Any, Dict, Optional, Tuple
 
-TIERS = ("cpu", "gpu", "paper")
+TIERS = ("cpu", "gpu", "paper", "weights")   # weights: evaluate a released model
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,6 +3,7 @@ the paper, ``DIR/results.json``, and an exit status that says whether every metr
 its band."""
 
 import datetime
+import inspect
 import json
 import math
 import os
@@ -90,7 +91,8 @@ def _check_workdir_is_ours(name: str, workdir: str) -> None:
 
 
 def run(name: str, tier: str = "cpu", workdir: str = "", seed: int = 0,
-        force_tier: bool = False) -> Tuple[bool, Dict]:
+        force_tier: bool = False, weights: str = "",
+        inception_weights: str = "") -> Tuple[bool, Dict]:
   """Runs baseline ``name`` at ``tier``; prints the table, writes DIR/results.json.
 
   Raises:
@@ -108,6 +110,14 @@ def run(name: str, tier: str = "cpu", workdir: str = "", seed: int = 0,
                       "JAX sees only the CPU; use --tier=cpu, or add --force_tier to run it "
                       "on the CPU anyway.")
   budget = b.budget(tier)
+  experiment = EXPERIMENTS[b.experiment]
+  inputs = {k: v for k, v in (("weights", weights), ("inception_weights", inception_weights))
+            if v}
+  takes = inspect.signature(experiment).parameters
+  for flag in inputs:
+    if flag not in takes:
+      raise ConfigError(f"--{flag} is for the entries that evaluate released weights; {name} "
+                        "trains its own model.")
   workdir = workdir or os.path.join("runs", "reproduce", f"{name}_{tier}")
   runs.check_workdir(workdir)
   _check_workdir_is_ours(name, workdir)
@@ -116,7 +126,7 @@ def run(name: str, tier: str = "cpu", workdir: str = "", seed: int = 0,
   resume = f"python -m diffusion.reproduce {name} --tier={tier} --workdir={workdir}"
   try:
     with runs.WorkdirLock(workdir):
-      outcome = EXPERIMENTS[b.experiment](b, budget, workdir, seed)
+      outcome = experiment(b, budget, workdir, seed, **inputs)
   except (Interrupted, KeyboardInterrupt) as e:
     what = str(e) if isinstance(e, Interrupted) else "interrupted"
     raise Interrupted(f"{what}; no result was written; what was saved is kept, resume with: "
@@ -180,11 +190,16 @@ def main(argv) -> int:
   parser = argparse.ArgumentParser(prog="python -m diffusion.reproduce",
                                    description="Paper baselines: list, or run one.")
   parser.add_argument("name", help="'list', or a baseline's name")
-  parser.add_argument("--tier", default="cpu", help="cpu | gpu | paper")
+  parser.add_argument("--tier", default="cpu", help="cpu | gpu | paper | weights")
   parser.add_argument("--workdir", default="", help="default runs/reproduce/<name>_<tier>")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--force_tier", action="store_true",
                       help="run a gpu/paper tier even where JAX sees only the CPU")
+  parser.add_argument("--weights", default="",
+                      help="entries of released weights: the imported run (python -m "
+                           "diffusion.pretrained import SRC --workdir=DIR)")
+  parser.add_argument("--inception_weights", default="",
+                      help="the converted FID Inception weights (.npz) for FID / IS")
   args = parser.parse_args(argv)
   if args.name == "list":
     print(listing())
@@ -192,7 +207,8 @@ def main(argv) -> int:
   # SIGTERM acts like Ctrl-C (the training loop turns both into "save, then stop").
   signal.signal(signal.SIGTERM, signal.default_int_handler)
   try:
-    ok, _ = run(args.name, args.tier, args.workdir, args.seed, args.force_tier)
+    ok, _ = run(args.name, args.tier, args.workdir, args.seed, args.force_tier,
+                args.weights, args.inception_weights)
   except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
