@@ -39,6 +39,35 @@ def test_signal_in_training_saves_and_reports_interrupted(tmp_path, monkeypatch)
   assert os.path.isdir(tmp_path / "w" / "checkpoints" / "2")
 
 
+def test_signal_during_samples_saves_that_step_and_skips_the_rest(tmp_path, monkeypatch):
+  from diffusion.train import loop
+  calls = []
+
+  def samples_then_signal(self, m, sample_fn, ema_params, step):
+    calls.append(step)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  monkeypatch.setattr(loop._Run, "_write_samples", samples_then_signal)  # pylint: disable=protected-access
+  config = toy_config(**{"training.sample_every": 2, "training.checkpoint_every": 8})
+  final = train(config, str(tmp_path / "w"), progress=False)
+  assert final["interrupted"] == "SIGTERM" and final["step"] == 2 and calls == [2]
+  assert os.path.isdir(tmp_path / "w" / "checkpoints" / "2")
+
+
+def test_signal_at_the_last_step_still_reports_interrupted(tmp_path, monkeypatch):
+  original = metric_writers.MetricWriter.write_scalars
+
+  def write_then_signal(self, step, scalars):
+    original(self, step, scalars)
+    if step == 8:
+      os.kill(os.getpid(), signal.SIGINT)
+
+  monkeypatch.setattr(metric_writers.MetricWriter, "write_scalars", write_then_signal)
+  final = train(toy_config(), str(tmp_path / "w"), progress=False)
+  assert final["interrupted"] == "SIGINT" and final["step"] == 8
+  assert os.path.isdir(tmp_path / "w" / "checkpoints" / "8")
+
+
 def _fake_experiment(monkeypatch, behaviour):
   b = runner.get("ncsn_fig3_learned")
   monkeypatch.setitem(runner.EXPERIMENTS, b.experiment, behaviour)
