@@ -88,6 +88,44 @@ def test_interrupted_reproduction_writes_no_result(tmp_path, monkeypatch, capsys
   assert not os.path.exists(os.path.join(w, "results.json"))
 
 
+def test_interrupt_outside_the_experiment_is_one_line(tmp_path, monkeypatch, capsys):
+  from diffusion.reproduce.experiments import Outcome
+  _fake_experiment(monkeypatch, lambda *args: Outcome({}))
+
+  def interrupted():
+    raise KeyboardInterrupt   # Ctrl-C while the result is being put together
+
+  monkeypatch.setattr(runner, "commit", interrupted)
+  w = str(tmp_path / "w")
+  assert runner.main(["ncsn_fig3_learned", f"--workdir={w}"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == ["error: interrupted; run the same command again to resume: python -m "
+                 f"diffusion.reproduce ncsn_fig3_learned --tier=cpu --workdir={w}"]
+  assert not os.path.exists(os.path.join(w, "results.json"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, phase", [(signal.SIGTERM, "model:"), (signal.SIGINT, "done:")])
+def test_signal_in_training_or_evaluation_of_a_reproduction_is_one_line(tmp_path, sig, phase):
+  """A real reproduction signalled when training starts ("model:") or while it evaluates
+  ("done:"): one line, exit 2, no result."""
+  import subprocess
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.Popen([sys.executable, "-m", "diffusion.reproduce", "ncsn_fig3_learned",
+                           f"--workdir={tmp_path / 'w'}"], cwd=repo, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  for line in proc.stdout:
+    if line.startswith(phase):
+      proc.send_signal(sig)
+      break
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 2 and "Traceback" not in err, err[-2000:]
+  assert err.strip().splitlines()[-1].startswith("error: ")
+  assert "resume with: python -m diffusion.reproduce ncsn_fig3_learned" in err
+  assert not (tmp_path / "w" / "results.json").exists()
+
+
 def test_refused_resume_changes_nothing(tmp_path):
   w = str(tmp_path / "w")
   train(toy_config(), w, progress=False)

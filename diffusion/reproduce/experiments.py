@@ -11,6 +11,7 @@ import importlib.util
 import json
 import math
 import os
+import signal
 from typing import Any, Callable, Dict, List, Optional
 
 import jax
@@ -50,8 +51,26 @@ def load_config(path: str, overrides: Optional[Dict[str, Any]] = None) -> ml_col
   return apply_overrides(config, overrides or {})
 
 
+# The signal that asked a reproduction to stop (set by :func:`interrupt`), checked between
+# phases: a KeyboardInterrupt raised inside a library callback (a gc hook) is swallowed.
+RECEIVED: List[str] = []
+
+
+def interrupt(signum, frame):  # noqa: ARG001 - a signal handler
+  """SIGINT/SIGTERM: remember it, and stop what runs now (KeyboardInterrupt)."""
+  RECEIVED.append(signal.Signals(signum).name)
+  raise KeyboardInterrupt
+
+
+def check_stop() -> None:
+  """Interrupted when a signal came, even one whose KeyboardInterrupt was swallowed."""
+  if RECEIVED:
+    raise Interrupted(f"{RECEIVED[0]} received")
+
+
 def train_and_restore(config, workdir: str):
   """Trains (or resumes, or finds finished) the run; returns (family, EMA params, step)."""
+  check_stop()
   final = train(config, workdir, progress=False)
   if final.get("interrupted"):   # an unfinished model is no result
     raise Interrupted(f"{final['interrupted']} stopped training at step {final['step']} "
@@ -66,7 +85,9 @@ def evaluate(config, params, step: int, workdir: str, names, seed: int = 0) -> D
   family = families.make_family(config)
   out = {}
   for ev in evaluators.make_evaluators(family, workdir, names, seed=seed):
+    check_stop()
     out.update(ev.run(params, step))
+  check_stop()
   return out
 
 
