@@ -148,6 +148,21 @@ def test_reproduce_refuses_another_baselines_workdir(tmp_path, capsys):
   assert os.listdir(w) == ["results.json"]
 
 
+def test_reproduce_refuses_the_workdir_of_another_interrupted_baseline(tmp_path, monkeypatch,
+                                                                      capsys):
+  def experiment(baseline, budget, workdir, seed):
+    raise Interrupted("SIGINT stopped training at step 2 (checkpoint saved)")
+  _fake_experiment(monkeypatch, experiment)
+  w = tmp_path / "w"
+  assert runner.main(["ncsn_fig3_learned", f"--workdir={w}"]) == 2
+  files = sorted(os.listdir(w))
+  assert files == [".lock", "reproduce.json"]   # no results.json, but the owner is named
+  capsys.readouterr()
+  assert runner.main(["dpm_swiss_roll", f"--workdir={w}"]) == 2
+  assert "holds the reproduction of ncsn_fig3_learned" in capsys.readouterr().err
+  assert sorted(os.listdir(w)) == files
+
+
 def test_gpu_tier_on_a_cpu_is_refused(tmp_path, capsys):
   w = tmp_path / "w"
   assert runner.main(["ddpm_mnist", "--tier=gpu", f"--workdir={w}"]) == 2

@@ -78,17 +78,24 @@ def table(rows: List[Dict[str, Any]]) -> str:
   return "\n".join(lines)
 
 
+# Written when a reproduction starts in a workdir, so that one interrupted before its
+# results.json still names its baseline.
+MARKER = "reproduce.json"
+
+
 def _check_workdir_is_ours(name: str, workdir: str) -> None:
-  """ConfigError when ``workdir`` holds the result of another baseline."""
-  path = os.path.join(workdir, "results.json")
-  try:
-    with open(path, encoding="utf-8") as f:
-      other = json.load(f).get("baseline")
-  except (OSError, ValueError, AttributeError):
-    return
-  if other not in (None, name):
-    raise ConfigError(f"--workdir={workdir} holds the reproduction of {other} ({path}); "
-                      f"give {name} its own --workdir.")
+  """ConfigError when ``workdir`` holds the (finished or interrupted) run of another
+  baseline."""
+  for file in ("results.json", MARKER):
+    path = os.path.join(workdir, file)
+    try:
+      with open(path, encoding="utf-8") as f:
+        other = json.load(f).get("baseline")
+    except (OSError, ValueError, AttributeError):
+      continue
+    if other not in (None, name):
+      raise ConfigError(f"--workdir={workdir} holds the reproduction of {other} ({path}); "
+                        f"give {name} its own --workdir.")
 
 
 def default_workdir(name: str, tier: str) -> str:
@@ -136,6 +143,8 @@ def run(name: str, tier: str = "cpu", workdir: str = "", seed: int = 0,
   resume = command(name, tier, workdir)
   try:
     with runs.WorkdirLock(workdir):
+      if not os.path.exists(os.path.join(workdir, MARKER)):
+        atomic.write_json(os.path.join(workdir, MARKER), {"baseline": name, "command": resume})
       outcome = experiment(b, budget, workdir, seed, **inputs)
       experiments.check_stop()   # a signal whose KeyboardInterrupt a library swallowed
   except (Interrupted, KeyboardInterrupt) as e:
