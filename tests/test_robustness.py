@@ -294,3 +294,20 @@ def test_prepare_leftovers_are_removed(tmp_path):
   tfds_sources._remove_leftovers(tmp_path, tmp_path / "mnist")  # pylint: disable=protected-access
   assert sorted(os.listdir(tmp_path)) == ["mnist"]
   assert os.listdir(tmp_path / "mnist") == ["3.0.1"]
+
+
+def test_reader_racing_a_writer_that_keeps_one_checkpoint_finds_the_new_one(tmp_path,
+                                                                            monkeypatch):
+  """sample.py lists checkpoint N, the run saves N+k and deletes N (keep_checkpoints=1)
+  before the read: the reader looks again instead of saying "train first"."""
+  from diffusion import families
+  from diffusion.io import checkpoints, workdir as runs
+  w = str(tmp_path / "w")
+  config = toy_config(**{"training.keep_checkpoints": 1})
+  train(config, w, progress=False)
+  listed = iter([[4]])   # the first listing: a step deleted since
+  real = checkpoints.Checkpointer.steps
+  monkeypatch.setattr(checkpoints.Checkpointer, "steps",
+                      lambda self: next(listed, None) or real(self))
+  _, step = runs.restore_ema_params(w, families.make_family(config))
+  assert step == 8
