@@ -68,6 +68,16 @@ def test_signal_at_the_last_step_still_reports_interrupted(tmp_path, monkeypatch
   assert os.path.isdir(tmp_path / "w" / "checkpoints" / "8")
 
 
+def test_a_signal_taken_before_training_stops_it_after_one_call(tmp_path, monkeypatch):
+  """A reproduction's handler took a signal (its KeyboardInterrupt swallowed by a library
+  callback) while the data loaded: training stops after its first call, saved."""
+  from diffusion.train import loop
+  monkeypatch.setattr(loop, "PENDING_STOP", ["SIGTERM"])
+  final = train(toy_config(), str(tmp_path / "w"), progress=False)
+  assert final["interrupted"] == "SIGTERM" and final["step"] < 8
+  assert os.path.isdir(tmp_path / "w" / "checkpoints" / str(final["step"]))
+
+
 def _fake_experiment(monkeypatch, behaviour):
   b = runner.get("ncsn_fig3_learned")
   monkeypatch.setitem(runner.EXPERIMENTS, b.experiment, behaviour)

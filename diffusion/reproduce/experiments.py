@@ -11,7 +11,6 @@ import importlib.util
 import json
 import math
 import os
-import signal
 from typing import Any, Callable, Dict, List, Optional
 
 import jax
@@ -30,7 +29,7 @@ from diffusion.core import schedules
 from diffusion.data import make_source, toy
 from diffusion.models.analytic import AnalyticMixture
 from diffusion.sweeps.grid import apply_overrides
-from diffusion.train.loop import Interrupted, train
+from diffusion.train.loop import PENDING_STOP, Interrupted, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -51,21 +50,11 @@ def load_config(path: str, overrides: Optional[Dict[str, Any]] = None) -> ml_col
   return apply_overrides(config, overrides or {})
 
 
-# The signal that asked a reproduction to stop (set by :func:`interrupt`), checked between
-# phases: a KeyboardInterrupt raised inside a library callback (a gc hook) is swallowed.
-RECEIVED: List[str] = []
-
-
-def interrupt(signum, frame):  # noqa: ARG001 - a signal handler
-  """SIGINT/SIGTERM: remember it, and stop what runs now (KeyboardInterrupt)."""
-  RECEIVED.append(signal.Signals(signum).name)
-  raise KeyboardInterrupt
-
-
 def check_stop() -> None:
-  """Interrupted when a signal came, even one whose KeyboardInterrupt was swallowed."""
-  if RECEIVED:
-    raise Interrupted(f"{RECEIVED[0]} received")
+  """Interrupted when a signal came (the reproduction's handler is ``loop.interrupt``),
+  even one whose KeyboardInterrupt a library swallowed: checked between phases."""
+  if PENDING_STOP:
+    raise Interrupted(f"{PENDING_STOP[0]} received")
 
 
 def train_and_restore(config, workdir: str):

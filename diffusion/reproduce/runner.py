@@ -23,6 +23,7 @@ from diffusion.reproduce.baselines import BASELINES
 from diffusion.reproduce import experiments
 from diffusion.reproduce.experiments import EXPERIMENTS, REPO
 from diffusion.reproduce.registry import TIERS, Baseline
+from diffusion.train import loop
 from diffusion.train.loop import Interrupted
 
 
@@ -224,13 +225,13 @@ def main(argv) -> int:
     print(listing())
     return 0
   # SIGTERM acts like Ctrl-C (the training loop turns both into "save, then stop").
-  experiments.RECEIVED.clear()
+  loop.PENDING_STOP.clear()
   # A KeyboardInterrupt raised in a library callback is swallowed (and printed as a
   # traceback); check_stop acts on it instead.
   sys.unraisablehook = lambda u: (None if issubclass(u.exc_type, KeyboardInterrupt)
                                   else sys.__unraisablehook__(u))
   for sig in (signal.SIGTERM, signal.SIGINT):
-    signal.signal(sig, experiments.interrupt)
+    signal.signal(sig, loop.interrupt)
   try:
     ok, _ = run(args.name, args.tier, args.workdir, args.seed, args.force_tier,
                 args.weights, args.inception_weights)

@@ -77,11 +77,23 @@ def with_config_hyperparams(state: TrainState, family) -> TrainState:
       opt_state=optimizers.set_hyperparameters(state.opt_state, family.config.optim))
 
 
+# Signals taken by a caller's handler (:func:`interrupt`, which a reproduction installs)
+# before the loop began: the loop stops after its first call. A KeyboardInterrupt raised in
+# a library callback (a gc hook) is swallowed; this list is not.
+PENDING_STOP: List[str] = []
+
+
+def interrupt(signum, frame):  # noqa: ARG001 - a signal handler
+  """SIGINT/SIGTERM outside the loop: remember it, and stop what runs now."""
+  PENDING_STOP.append(signal.Signals(signum).name)
+  raise KeyboardInterrupt
+
+
 class _StopSignal:
   """Turns SIGTERM / SIGINT into a flag the loop checks between calls."""
 
   def __init__(self):
-    self.received = None
+    self.received = PENDING_STOP[0] if PENDING_STOP else None
     self._previous = {}
 
   def __enter__(self):
