@@ -271,6 +271,17 @@ def test_workdir_names_the_system_refuses_are_one_line(tmp_path, name):
   assert os.listdir(tmp_path) == []
 
 
+def test_sweep_and_reproduction_dirs_the_system_refuses_are_one_line(tmp_path, capsys):
+  from diffusion import sweeps
+  too_long = str(tmp_path / "sub" / ("x" * 300))
+  with pytest.raises(ConfigError, match="cannot be created"):
+    sweeps.run_sweep(_toy_sweep_config(), TOY_FILE, "optim.lr=1e-3", too_long)
+  assert runner.main(["ncsn_fig3_exact", f"--workdir={too_long}"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "cannot be created" in err[0]
+  assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only folders")
 def test_read_only_workdir_is_one_line(tmp_path):
   w = tmp_path / "w"

@@ -86,7 +86,7 @@ def run_sweep(config, config_file: str, spec: str, sweep_dir: str, *,
                       f"{', '.join(repr(m) for m in MODES)}.")
   points = prepare(config, config_file, spec)           # every point, before any training
   runs.check_workdir(sweep_dir)
-  os.makedirs(sweep_dir, exist_ok=True)
+  runs.make_workdir(sweep_dir)   # a path the system refuses: one line, no folder left
   chief = jax.process_index() == 0
   if mode == "ray" and jax.process_count() > 1:
     raise ConfigError("--sweep_mode=ray starts its own worker processes; run it from one "
