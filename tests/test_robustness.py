@@ -136,6 +136,34 @@ def test_signal_in_training_or_evaluation_of_a_reproduction_is_one_line(tmp_path
   assert not (tmp_path / "w" / "results.json").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_train_py_acts_on_a_signal_promptly_in_any_phase(tmp_path, sig):
+  """SIGTERM as soon as train.py reports its model (before or during compilation): one
+  line or a saved stop, within a minute, never a traceback or a lost signal."""
+  import subprocess
+  import sys
+  import time
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.Popen([sys.executable, "train.py", "--config=configs/ddpm/toy_mixture.py",
+                           "--progress=false", f"--workdir={tmp_path / 'w'}",
+                           "--config.training.num_train_steps=1000000"], cwd=repo, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  for line in proc.stdout:
+    if line.startswith("model:"):
+      proc.send_signal(sig)
+      signalled = time.time()
+      break
+  out, err = proc.communicate(timeout=120)
+  assert time.time() - signalled < 60
+  assert "Traceback" not in err, err[-2000:]
+  if proc.returncode == 2:    # before the first step: nothing saved, the new workdir removed
+    assert err.strip().splitlines()[-1].startswith("error: interrupted")
+    assert not (tmp_path / "w").exists()
+  else:                       # during the first call: saved, then stopped
+    assert proc.returncode == 0 and "saved checkpoint" in out
+
+
 def test_refused_resume_changes_nothing(tmp_path):
   w = str(tmp_path / "w")
   train(toy_config(), w, progress=False)
