@@ -29,6 +29,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from diffusion import cli, compile_cache, sweeps, xla_cpu  # noqa: E402
 from diffusion.errors import ConfigError  # noqa: E402
+from diffusion.train import loop  # noqa: E402
 from diffusion.train.loop import NonFiniteLossError, train  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config()).",
@@ -85,7 +86,10 @@ def _run(argv):
 
 
 def main(argv):
-  signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on: KeyboardInterrupt
+  # From here on SIGINT and SIGTERM are KeyboardInterrupt (the loop's own handler saves,
+  # then stops); one swallowed by a library callback still stops the loop after one call.
+  for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, loop.interrupt)
   cli.quiet_logs()
   compile_cache.enable()
   xla_cpu.configure()

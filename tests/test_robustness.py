@@ -39,6 +39,45 @@ def test_signal_in_training_saves_and_reports_interrupted(tmp_path, monkeypatch)
   assert os.path.isdir(tmp_path / "w" / "checkpoints" / "2")
 
 
+def test_signal_during_samples_saves_that_step_and_skips_the_rest(tmp_path, monkeypatch):
+  from diffusion.train import loop
+  calls = []
+
+  def samples_then_signal(self, m, sample_fn, ema_params, step):
+    calls.append(step)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  monkeypatch.setattr(loop._Run, "_write_samples", samples_then_signal)  # pylint: disable=protected-access
+  config = toy_config(**{"training.sample_every": 2, "training.checkpoint_every": 8})
+  final = train(config, str(tmp_path / "w"), progress=False)
+  assert final["interrupted"] == "SIGTERM" and final["step"] == 2 and calls == [2]
+  assert os.path.isdir(tmp_path / "w" / "checkpoints" / "2")
+
+
+def test_signal_at_the_last_step_still_reports_interrupted(tmp_path, monkeypatch):
+  original = metric_writers.MetricWriter.write_scalars
+
+  def write_then_signal(self, step, scalars):
+    original(self, step, scalars)
+    if step == 8:
+      os.kill(os.getpid(), signal.SIGINT)
+
+  monkeypatch.setattr(metric_writers.MetricWriter, "write_scalars", write_then_signal)
+  final = train(toy_config(), str(tmp_path / "w"), progress=False)
+  assert final["interrupted"] == "SIGINT" and final["step"] == 8
+  assert os.path.isdir(tmp_path / "w" / "checkpoints" / "8")
+
+
+def test_a_signal_taken_before_training_stops_it_after_one_call(tmp_path, monkeypatch):
+  """A reproduction's handler took a signal (its KeyboardInterrupt swallowed by a library
+  callback) while the data loaded: training stops after its first call, saved."""
+  from diffusion.train import loop
+  monkeypatch.setattr(loop, "PENDING_STOP", ["SIGTERM"])
+  final = train(toy_config(), str(tmp_path / "w"), progress=False)
+  assert final["interrupted"] == "SIGTERM" and final["step"] < 8
+  assert os.path.isdir(tmp_path / "w" / "checkpoints" / str(final["step"]))
+
+
 def _fake_experiment(monkeypatch, behaviour):
   b = runner.get("ncsn_fig3_learned")
   monkeypatch.setitem(runner.EXPERIMENTS, b.experiment, behaviour)
@@ -57,6 +96,72 @@ def test_interrupted_reproduction_writes_no_result(tmp_path, monkeypatch, capsys
   assert len(err) == 1 and err[0].startswith("error: ") and "resume with: python -m " \
       f"diffusion.reproduce ncsn_fig3_learned --tier=cpu --workdir={w}" in err[0]
   assert not os.path.exists(os.path.join(w, "results.json"))
+
+
+def test_interrupt_outside_the_experiment_is_one_line(tmp_path, monkeypatch, capsys):
+  from diffusion.reproduce.experiments import Outcome
+  _fake_experiment(monkeypatch, lambda *args: Outcome({}))
+
+  def interrupted():
+    raise KeyboardInterrupt   # Ctrl-C while the result is being put together
+
+  monkeypatch.setattr(runner, "commit", interrupted)
+  w = str(tmp_path / "w")
+  assert runner.main(["ncsn_fig3_learned", f"--workdir={w}"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == ["error: interrupted; run the same command again to resume: python -m "
+                 f"diffusion.reproduce ncsn_fig3_learned --tier=cpu --workdir={w}"]
+  assert not os.path.exists(os.path.join(w, "results.json"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, phase", [(signal.SIGTERM, "model:"), (signal.SIGINT, "done:")])
+def test_signal_in_training_or_evaluation_of_a_reproduction_is_one_line(tmp_path, sig, phase):
+  """A real reproduction signalled when training starts ("model:") or while it evaluates
+  ("done:"): one line, exit 2, no result."""
+  import subprocess
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.Popen([sys.executable, "-m", "diffusion.reproduce", "ncsn_fig3_learned",
+                           f"--workdir={tmp_path / 'w'}"], cwd=repo, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  for line in proc.stdout:
+    if line.startswith(phase):
+      proc.send_signal(sig)
+      break
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 2 and "Traceback" not in err, err[-2000:]
+  assert err.strip().splitlines()[-1].startswith("error: ")
+  assert "resume with: python -m diffusion.reproduce ncsn_fig3_learned" in err
+  assert not (tmp_path / "w" / "results.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_train_py_acts_on_a_signal_promptly_in_any_phase(tmp_path, sig):
+  """SIGTERM as soon as train.py reports its model (before or during compilation): one
+  line or a saved stop, within a minute, never a traceback or a lost signal."""
+  import subprocess
+  import sys
+  import time
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.Popen([sys.executable, "train.py", "--config=configs/ddpm/toy_mixture.py",
+                           "--progress=false", f"--workdir={tmp_path / 'w'}",
+                           "--config.training.num_train_steps=1000000"], cwd=repo, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  for line in proc.stdout:
+    if line.startswith("model:"):
+      proc.send_signal(sig)
+      signalled = time.time()
+      break
+  out, err = proc.communicate(timeout=120)
+  assert time.time() - signalled < 60
+  assert "Traceback" not in err, err[-2000:]
+  if proc.returncode == 2:    # before the first step: nothing saved, the new workdir removed
+    assert err.strip().splitlines()[-1].startswith("error: interrupted")
+    assert not (tmp_path / "w").exists()
+  else:                       # during the first call: saved, then stopped
+    assert proc.returncode == 0 and "saved checkpoint" in out
 
 
 def test_refused_resume_changes_nothing(tmp_path):
@@ -79,6 +184,21 @@ def test_reproduce_refuses_another_baselines_workdir(tmp_path, capsys):
   assert runner.main(["dpm_swiss_roll", f"--workdir={w}"]) == 2
   assert "holds the reproduction of ncsn_fig3_learned" in capsys.readouterr().err
   assert os.listdir(w) == ["results.json"]
+
+
+def test_reproduce_refuses_the_workdir_of_another_interrupted_baseline(tmp_path, monkeypatch,
+                                                                      capsys):
+  def experiment(baseline, budget, workdir, seed):
+    raise Interrupted("SIGINT stopped training at step 2 (checkpoint saved)")
+  _fake_experiment(monkeypatch, experiment)
+  w = tmp_path / "w"
+  assert runner.main(["ncsn_fig3_learned", f"--workdir={w}"]) == 2
+  files = sorted(os.listdir(w))
+  assert files == [".lock", "reproduce.json"]   # no results.json, but the owner is named
+  capsys.readouterr()
+  assert runner.main(["dpm_swiss_roll", f"--workdir={w}"]) == 2
+  assert "holds the reproduction of ncsn_fig3_learned" in capsys.readouterr().err
+  assert sorted(os.listdir(w)) == files
 
 
 def test_gpu_tier_on_a_cpu_is_refused(tmp_path, capsys):
@@ -120,6 +240,28 @@ def test_done_point_whose_folder_is_gone_is_pending_again(tmp_path):
   points = sweeps.read_ledger(str(tmp_path))["points"]
   assert points[0]["status"] == "done" and points[0]["final"]["step"] == 4
   assert os.path.isdir(points[0]["workdir"])
+
+
+@pytest.mark.parametrize("how", ["before_the_first_step", "at_the_last_step"])
+def test_a_signal_stops_the_sweep_not_just_its_point(tmp_path, monkeypatch, how):
+  """Ctrl-C before a point's first step left the point failed and trained the next one;
+  a signal at a point's last step went unnoticed."""
+  from diffusion import sweeps
+  from diffusion.sweeps import runner as sweep_runner
+  calls = []
+
+  def fake_train(config, workdir, progress=True):
+    calls.append(workdir)
+    if how == "before_the_first_step":
+      raise Interrupted("interrupted (Ctrl-C) before the first step; nothing was saved.")
+    return {"step": config.training.num_train_steps, "loss": 1.0, "interrupted": "SIGINT"}
+
+  monkeypatch.setattr(sweep_runner, "train", fake_train)
+  sweeps.run_sweep(_toy_sweep_config(), TOY_FILE, "optim.lr=1e-3,2e-3", str(tmp_path))
+  statuses = [p["status"] for p in sweeps.read_ledger(str(tmp_path))["points"]]
+  assert len(calls) == 1
+  assert statuses == (["running", "pending"] if how == "before_the_first_step"
+                      else ["done", "pending"])
 
 
 def test_ledger_of_the_wrong_shape_is_one_line(tmp_path, capsys):
@@ -179,6 +321,17 @@ def test_workdir_names_the_system_refuses_are_one_line(tmp_path, name):
   assert os.listdir(tmp_path) == []
 
 
+def test_sweep_and_reproduction_dirs_the_system_refuses_are_one_line(tmp_path, capsys):
+  from diffusion import sweeps
+  too_long = str(tmp_path / "sub" / ("x" * 300))
+  with pytest.raises(ConfigError, match="cannot be created"):
+    sweeps.run_sweep(_toy_sweep_config(), TOY_FILE, "optim.lr=1e-3", too_long)
+  assert runner.main(["ncsn_fig3_exact", f"--workdir={too_long}"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "cannot be created" in err[0]
+  assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only folders")
 def test_read_only_workdir_is_one_line(tmp_path):
   w = tmp_path / "w"
@@ -212,3 +365,20 @@ def test_prepare_leftovers_are_removed(tmp_path):
   tfds_sources._remove_leftovers(tmp_path, tmp_path / "mnist")  # pylint: disable=protected-access
   assert sorted(os.listdir(tmp_path)) == ["mnist"]
   assert os.listdir(tmp_path / "mnist") == ["3.0.1"]
+
+
+def test_reader_racing_a_writer_that_keeps_one_checkpoint_finds_the_new_one(tmp_path,
+                                                                            monkeypatch):
+  """sample.py lists checkpoint N, the run saves N+k and deletes N (keep_checkpoints=1)
+  before the read: the reader looks again instead of saying "train first"."""
+  from diffusion import families
+  from diffusion.io import checkpoints, workdir as runs
+  w = str(tmp_path / "w")
+  config = toy_config(**{"training.keep_checkpoints": 1})
+  train(config, w, progress=False)
+  listed = iter([[4]])   # the first listing: a step deleted since
+  real = checkpoints.Checkpointer.steps
+  monkeypatch.setattr(checkpoints.Checkpointer, "steps",
+                      lambda self: next(listed, None) or real(self))
+  _, step = runs.restore_ema_params(w, families.make_family(config))
+  assert step == 8

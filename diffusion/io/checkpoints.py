@@ -166,18 +166,26 @@ class Checkpointer:
     return self._latest(lambda step: self.restore_ema_params(step, target), target)
 
   def _latest(self, restore, default):
-    for step in reversed(self.steps()):
-      try:
-        restored = restore(step)
-      except ConfigError:
-        raise
-      except Exception as e:  # noqa: BLE001 - corrupt files raise many types
-        log.warning("checkpoint %d is unreadable (%s); falling back", step, _first_line(e))
-        _drop_failed_reads()
-        if not self.read_only:
-          self._move_aside(step)
-        continue
-      return restored, step
+    tried = set()
+    for _ in range(3):   # a reader racing the writer: steps it listed may be gone, newer ones
+      steps = [step for step in reversed(self.steps()) if step not in tried]   # written
+      for step in steps:
+        tried.add(step)
+        try:
+          restored = restore(step)
+        except ConfigError:
+          raise
+        except Exception as e:  # noqa: BLE001 - corrupt files raise many types
+          _drop_failed_reads()
+          if not os.path.isdir(os.path.join(self.directory, str(step))):
+            continue   # removed meanwhile by the run's keep_checkpoints: look again
+          log.warning("checkpoint %d is unreadable (%s); falling back", step, _first_line(e))
+          if not self.read_only:
+            self._move_aside(step)
+          continue
+        return restored, step
+      if not steps:
+        break
     return default, None
 
   def _check_matches(self, step: int, stored: Any, target: Any) -> None:

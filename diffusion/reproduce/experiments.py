@@ -29,7 +29,7 @@ from diffusion.core import schedules
 from diffusion.data import make_source, toy
 from diffusion.models.analytic import AnalyticMixture
 from diffusion.sweeps.grid import apply_overrides
-from diffusion.train.loop import Interrupted, train
+from diffusion.train.loop import PENDING_STOP, Interrupted, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -50,8 +50,16 @@ def load_config(path: str, overrides: Optional[Dict[str, Any]] = None) -> ml_col
   return apply_overrides(config, overrides or {})
 
 
+def check_stop() -> None:
+  """Interrupted when a signal came (the reproduction's handler is ``loop.interrupt``),
+  even one whose KeyboardInterrupt a library swallowed: checked between phases."""
+  if PENDING_STOP:
+    raise Interrupted(f"{PENDING_STOP[0]} received")
+
+
 def train_and_restore(config, workdir: str):
   """Trains (or resumes, or finds finished) the run; returns (family, EMA params, step)."""
+  check_stop()
   final = train(config, workdir, progress=False)
   if final.get("interrupted"):   # an unfinished model is no result
     raise Interrupted(f"{final['interrupted']} stopped training at step {final['step']} "
@@ -66,7 +74,9 @@ def evaluate(config, params, step: int, workdir: str, names, seed: int = 0) -> D
   family = families.make_family(config)
   out = {}
   for ev in evaluators.make_evaluators(family, workdir, names, seed=seed):
+    check_stop()
     out.update(ev.run(params, step))
+  check_stop()
   return out
 
 

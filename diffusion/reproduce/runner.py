@@ -20,8 +20,10 @@ from diffusion.io import atomic
 from diffusion.io import workdir as runs
 from diffusion.errors import ConfigError, did_you_mean
 from diffusion.reproduce.baselines import BASELINES
+from diffusion.reproduce import experiments
 from diffusion.reproduce.experiments import EXPERIMENTS, REPO
 from diffusion.reproduce.registry import TIERS, Baseline
+from diffusion.train import loop
 from diffusion.train.loop import Interrupted
 
 
@@ -77,17 +79,33 @@ def table(rows: List[Dict[str, Any]]) -> str:
   return "\n".join(lines)
 
 
+# Written when a reproduction starts in a workdir, so that one interrupted before its
+# results.json still names its baseline.
+MARKER = "reproduce.json"
+
+
 def _check_workdir_is_ours(name: str, workdir: str) -> None:
-  """ConfigError when ``workdir`` holds the result of another baseline."""
-  path = os.path.join(workdir, "results.json")
-  try:
-    with open(path, encoding="utf-8") as f:
-      other = json.load(f).get("baseline")
-  except (OSError, ValueError, AttributeError):
-    return
-  if other not in (None, name):
-    raise ConfigError(f"--workdir={workdir} holds the reproduction of {other} ({path}); "
-                      f"give {name} its own --workdir.")
+  """ConfigError when ``workdir`` holds the (finished or interrupted) run of another
+  baseline."""
+  for file in ("results.json", MARKER):
+    path = os.path.join(workdir, file)
+    try:
+      with open(path, encoding="utf-8") as f:
+        other = json.load(f).get("baseline")
+    except (OSError, ValueError, AttributeError):
+      continue
+    if other not in (None, name):
+      raise ConfigError(f"--workdir={workdir} holds the reproduction of {other} ({path}); "
+                        f"give {name} its own --workdir.")
+
+
+def default_workdir(name: str, tier: str) -> str:
+  return os.path.join("runs", "reproduce", f"{name}_{tier}")
+
+
+def command(name: str, tier: str, workdir: str) -> str:
+  """The command line that runs (or resumes) ``name`` at ``tier`` in ``workdir``."""
+  return f"python -m diffusion.reproduce {name} --tier={tier} --workdir={workdir}"
 
 
 def run(name: str, tier: str = "cpu", workdir: str = "", seed: int = 0,
@@ -118,17 +136,20 @@ def run(name: str, tier: str = "cpu", workdir: str = "", seed: int = 0,
     if flag not in takes:
       raise ConfigError(f"--{flag} is for the entries that evaluate released weights; {name} "
                         "trains its own model.")
-  workdir = workdir or os.path.join("runs", "reproduce", f"{name}_{tier}")
+  workdir = workdir or default_workdir(name, tier)
   runs.check_workdir(workdir)
   _check_workdir_is_ours(name, workdir)
-  os.makedirs(workdir, exist_ok=True)
+  runs.make_workdir(workdir)   # a path the system refuses: one line, no folder left
   start = time.time()
-  resume = f"python -m diffusion.reproduce {name} --tier={tier} --workdir={workdir}"
+  resume = command(name, tier, workdir)
   try:
     with runs.WorkdirLock(workdir):
+      if not os.path.exists(os.path.join(workdir, MARKER)):
+        atomic.write_json(os.path.join(workdir, MARKER), {"baseline": name, "command": resume})
       outcome = experiment(b, budget, workdir, seed, **inputs)
+      experiments.check_stop()   # a signal whose KeyboardInterrupt a library swallowed
   except (Interrupted, KeyboardInterrupt) as e:
-    what = str(e) if isinstance(e, Interrupted) else "interrupted"
+    what = str(e).rstrip(".") if isinstance(e, Interrupted) else "interrupted"
     raise Interrupted(f"{what}; no result was written; what was saved is kept, resume with: "
                       f"{resume}") from None
   wall = time.time() - start
@@ -144,8 +165,7 @@ def run(name: str, tier: str = "cpu", workdir: str = "", seed: int = 0,
                                                       for p in outcome.pictures],
             "commit": commit(), "machine": machine(), "wall_time_s": round(wall, 1),
             "date": datetime.date.today().isoformat(),
-            "command": f"python -m diffusion.reproduce {name} --tier={tier} "
-                       f"--workdir={workdir}", "note": b.note}
+            "command": resume, "note": b.note}
   atomic.write_json(os.path.join(workdir, "results.json"), result)
   print(f"{b.paper}, {b.where} ({b.dataset}), tier {tier}: {wall / 60:.1f} min on {machine()}")
   print(table(rows))
@@ -205,11 +225,22 @@ def main(argv) -> int:
     print(listing())
     return 0
   # SIGTERM acts like Ctrl-C (the training loop turns both into "save, then stop").
-  signal.signal(signal.SIGTERM, signal.default_int_handler)
+  loop.PENDING_STOP.clear()
+  # A KeyboardInterrupt raised in a library callback is swallowed (and printed as a
+  # traceback); check_stop acts on it instead.
+  sys.unraisablehook = lambda u: (None if issubclass(u.exc_type, KeyboardInterrupt)
+                                  else sys.__unraisablehook__(u))
+  for sig in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(sig, loop.interrupt)
   try:
     ok, _ = run(args.name, args.tier, args.workdir, args.seed, args.force_tier,
                 args.weights, args.inception_weights)
   except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:   # outside the experiment: before it, or while writing the result
+    workdir = args.workdir or default_workdir(args.name, args.tier)
+    print(f"error: interrupted; run the same command again to resume: "
+          f"{command(args.name, args.tier, workdir)}", file=sys.stderr)
     return 2
   return 0 if ok else 1

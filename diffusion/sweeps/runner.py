@@ -34,7 +34,7 @@ from diffusion.errors import ConfigError
 from diffusion.sweeps.grid import apply_overrides, load_sweep, point_names
 from diffusion.sweeps.ledger import Ledger, missing_result, read_ledger
 from diffusion.sweeps.summary import point_metrics, summarize
-from diffusion.train.loop import train, train_population
+from diffusion.train.loop import Interrupted, train, train_population
 
 MODES = ("sequential", "vmap", "ray")
 
@@ -86,7 +86,7 @@ def run_sweep(config, config_file: str, spec: str, sweep_dir: str, *,
                       f"{', '.join(repr(m) for m in MODES)}.")
   points = prepare(config, config_file, spec)           # every point, before any training
   runs.check_workdir(sweep_dir)
-  os.makedirs(sweep_dir, exist_ok=True)
+  runs.make_workdir(sweep_dir)   # a path the system refuses: one line, no folder left
   chief = jax.process_index() == 0
   if mode == "ray" and jax.process_count() > 1:
     raise ConfigError("--sweep_mode=ray starts its own worker processes; run it from one "
@@ -143,7 +143,7 @@ def finish(ledger: Ledger, name: str, result, num_steps: int) -> bool:
     ledger.set(name, "running", final=final, best=best)
     return False
   ledger.set(name, "done", final=final, best=best)
-  return True
+  return not result.get("interrupted")   # a signal at the last step stops the sweep too
 
 
 def _sequential(ledger: Ledger, todo: Sequence[Dict[str, Any]], progress: bool) -> None:
@@ -152,6 +152,9 @@ def _sequential(ledger: Ledger, todo: Sequence[Dict[str, Any]], progress: bool) 
     print(f"sweep: training {p['name']}", flush=True)
     try:
       result = train(p["config"], ledger.point(p["name"])["workdir"], progress=progress)
+    except Interrupted:   # Ctrl-C before its first step: the point stays to be resumed
+      print("sweep: interrupted; run the same command to resume", flush=True)
+      return
     except Exception as e:  # noqa: BLE001 - one failing point never stops the others
       result = e
     if not finish(ledger, p["name"], result, p["config"].training.num_train_steps):
@@ -178,6 +181,9 @@ def _populations(ledger: Ledger, todo: Sequence[Dict[str, Any]], progress: bool,
       results = train_population([p["config"] for p in group],
                                  [ledger.point(n)["workdir"] for n in names], names=names,
                                  progress=progress, strategy=strategy)
+    except Interrupted:   # Ctrl-C before the first step: the points stay to be resumed
+      print("sweep: interrupted; run the same command to resume", flush=True)
+      return
     except Exception as e:  # noqa: BLE001 - one failing group never stops the others
       results = [e] * len(group)
     complete = [finish(ledger, n, r, p["config"].training.num_train_steps)

@@ -77,11 +77,23 @@ def with_config_hyperparams(state: TrainState, family) -> TrainState:
       opt_state=optimizers.set_hyperparameters(state.opt_state, family.config.optim))
 
 
+# Signals taken by a caller's handler (:func:`interrupt`, which a reproduction installs)
+# before the loop began: the loop stops after its first call. A KeyboardInterrupt raised in
+# a library callback (a gc hook) is swallowed; this list is not.
+PENDING_STOP: List[str] = []
+
+
+def interrupt(signum, frame):  # noqa: ARG001 - a signal handler
+  """SIGINT/SIGTERM outside the loop: remember it, and stop what runs now."""
+  PENDING_STOP.append(signal.Signals(signum).name)
+  raise KeyboardInterrupt
+
+
 class _StopSignal:
   """Turns SIGTERM / SIGINT into a flag the loop checks between calls."""
 
   def __init__(self):
-    self.received = None
+    self.received = PENDING_STOP[0] if PENDING_STOP else None
     self._previous = {}
 
   def __enter__(self):
@@ -416,11 +428,7 @@ class _Run:
             if bar is not None and active:
               bar.set_postfix(loss=f"{float(np.mean(np.asarray(host['loss']))):.4f}")
           if itstime(step, t.checkpoint_every, t.num_train_steps) or stop.received:
-            self._check_finite(state)
-            for i, m in enumerate(members):
-              if m.failure is None:
-                m.ckpt.save(step, _member(state, i, pop))
-                m.last_checkpoint = step
+            self._save(state, step)
           # Stopping: save, then leave (no samples or evaluations of an unfinished model).
           sampling = itstime(step, t.sample_every, t.num_train_steps) and not stop.received
           evaluating = (any(itstime(step, every, t.num_train_steps) for every in eval_every)
@@ -435,19 +443,22 @@ class _Run:
                 self._write_samples(m, sample_fn, _member(ema, i, pop), step)
           for i, m in enumerate(members):
             for ev in m.evals:
-              if m.failure is None and evaluating and itstime(step, ev.every,
-                                                              t.num_train_steps):
+              if (m.failure is None and evaluating and not stop.received
+                  and itstime(step, ev.every, t.num_train_steps)):
                 scalars = ev.run(_member(ema, i, pop), step)
                 print(f"{m.prefix()}eval at step {step}: " + ", ".join(
                     f"{n} {v:.4f}" for n, v in scalars.items()), flush=True)
                 if m.writer is not None:
                   m.writer.write_scalars(step, scalars)
-          if stop.received:
+          if stop.received:   # it may have come during the samples or evaluations
+            self._save(state, step)
             print(f"\nreceived {stop.received}: saved checkpoint {step}, exiting", flush=True)
-            self.interrupted = stop.received
             break
           if not any(m.failure is None for m in members):
             break
+        # A signal after the last call still stops what comes next (a reproduction's
+        # evaluation): the model is saved, the caller is told.
+        self.interrupted = stop.received
     finally:
       if bar is not None:
         bar.close()
@@ -460,12 +471,20 @@ class _Run:
       final = {n: float(np.asarray(_member(v, i, pop))) for n, v in host.items()}
       final["step"] = step
       if self.interrupted:
-        final["interrupted"] = self.interrupted   # stopped by a signal before the last step
+        final["interrupted"] = self.interrupted   # a signal stopped it (a checkpoint is saved)
       if self.is_chief and host:
         print(f"{m.prefix()}done: step {step}, loss {final['loss']:.5f}, workdir "
               f"{os.path.abspath(m.workdir)}", flush=True)
       results.append(final)
     return results
+
+  def _save(self, state, step: int) -> None:
+    """Checkpoint ``step`` of every member still training (once per step)."""
+    self._check_finite(state)
+    for i, m in enumerate(self.members):
+      if m.failure is None and m.last_checkpoint != step:
+        m.ckpt.save(step, _member(state, i, self.pop))
+        m.last_checkpoint = step
 
   def _write_samples(self, m: _Member, sample_fn, ema_params, step: int) -> None:
     key = jax.random.fold_in(jax.random.PRNGKey(m.cfg.training.seed + 1), step)
