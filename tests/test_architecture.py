@@ -185,7 +185,8 @@ def test_the_config_is_validated_once_at_the_entry_point():
   callers = [name for name, path in MODULES.items()
              if re.search(r"\bvalidate\(", path.read_text()) and name != "diffusion.config.checks"]
   entry_points = {"diffusion.api", "diffusion.train.loop", "diffusion.sweeps.runner",
-                  "diffusion.pretrained.importer", "diffusion.pretrained.export"}
+                  "diffusion.pretrained.importer", "diffusion.pretrained.export",
+                  "diffusion.reproduce.experiments"}
   assert set(callers) <= entry_points, callers
   for floor in ("diffusion.core", "diffusion.samplers", "diffusion.models", "diffusion.evals"):
     for name, path in MODULES.items():
@@ -193,3 +194,14 @@ def test_the_config_is_validated_once_at_the_entry_point():
         assert ".parse(" not in path.read_text(), name
   checks.validate({})  # the default config is valid
   assert isinstance(SamplingConfig.parse({"method": "ddim"}), SamplingConfig)
+
+
+def test_atomic_writes_have_the_usual_file_mode(tmp_path):
+  """A file written atomically is readable as open() would make it (not mkstemp's 0600)."""
+  import os  # pylint: disable=import-outside-toplevel
+  from diffusion.io import atomic  # pylint: disable=import-outside-toplevel
+  path = tmp_path / "config.json"
+  atomic.write_text(str(path), "{}")
+  umask = os.umask(0)
+  os.umask(umask)
+  assert (path.stat().st_mode & 0o777) == 0o666 & ~umask and path.read_text() == "{}"

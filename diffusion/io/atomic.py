@@ -22,7 +22,10 @@ def write_with(path: str, write: Callable[[IO], None], binary: bool = False,
   folder = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix + ".tmp",
                              dir=folder)
+  umask = os.umask(0)
+  os.umask(umask)
   try:
+    os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600; give the file open()'s usual mode
     with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
       write(f)
       f.flush()
