@@ -91,11 +91,37 @@ def parse_flags(argv):
   return parsed
 
 
+class _DropRoutine(logging.Filter):
+  """Drops warnings that say nothing to act on: orbax's three read-only notes on every
+  restore (sample.py, diffusion.load), tfds's "OpenCV is not installed", and tfds's
+  "has no dataset_info.json" for folders that hold no prepared dataset."""
+
+  PATTERNS = ("read_only=True", "Given directory is read only", "OpenCV is not installed",
+              "dataset_info.json")
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.levelno >= logging.ERROR:
+      return True
+    try:
+      text = record.getMessage()
+    except Exception:  # noqa: BLE001 - a malformed record: keep it
+      return True
+    return not any(p in text for p in self.PATTERNS)
+
+
+_FILTER = _DropRoutine()
+
+
 def quiet_logs() -> None:
   """orbax (via absl) and jax (backend probing: "Unable to initialize backend
-  'tpu'") log routine steps at INFO; keep the console for what matters."""
+  'tpu'") log routine steps at INFO; keep the console for what matters, and drop the
+  routine warnings of :class:`_DropRoutine`."""
   for name in ("absl", "jax"):
     logging.getLogger(name).setLevel(logging.WARNING)
+  for name in ("absl", "tensorflow_datasets", "root", ""):
+    logger = logging.getLogger(name) if name else logging.getLogger()
+    if _FILTER not in logger.filters:
+      logger.addFilter(_FILTER)
 
 
 def run_main(main_fn, errors) -> None:

@@ -50,6 +50,8 @@ def _list(args) -> None:
 
 
 def main(argv=None) -> int:
+  from diffusion import cli  # routine tfds/absl warnings ("has no dataset_info.json")
+  cli.quiet_logs()
   parser = argparse.ArgumentParser(prog="python -m diffusion.data", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest="command", required=True)
