@@ -70,12 +70,18 @@ def _run(argv):
                       ("--ray_cpus_per_point", _RAY_CPUS.value)):
     if value is not None and value < 0:
       raise ConfigError(f"{name}={value} is not valid; it must be >= 0.")
-  sweeps.run_sweep(_CONFIG.value, cli.config_file(argv), _SWEEP.value, _WORKDIR.value,
+  ledger = sweeps.run_sweep(_CONFIG.value, cli.config_file(argv), _SWEEP.value, _WORKDIR.value,
                    mode=_SWEEP_MODE.value, retry_failed=_RETRY.value,
                    common_overrides=_common_overrides(argv), progress=_PROGRESS.value,
                    population_strategy=_STRATEGY.value,
                    ray_address=_RAY_ADDRESS.value, ray_gpus_per_point=_RAY_GPUS.value,
                    ray_cpus_per_point=_RAY_CPUS.value)
+  failed = [p["name"] for p in ledger.points if p["status"] == "failed"]
+  if failed:   # the others are finished; the exit status says not all went well
+    raise ConfigError(f"{len(failed)} sweep point(s) failed: {', '.join(failed[:5])}"
+                      f"{' ...' if len(failed) > 5 else ''}; their errors are in "
+                      f"{os.path.join(_WORKDIR.value, 'summary.md')}; fix them and rerun with "
+                      "--sweep_retry_failed.")
 
 
 def main(argv):

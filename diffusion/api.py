@@ -32,14 +32,15 @@ def make_process(diffusion_cfg=None):
   return builders.make_process(DiffusionConfig.parse(diffusion_cfg))
 
 
-def make_model(model_cfg=None, *, data_cfg=None):
+def make_model(model_cfg=None, *, data_cfg=None, num_levels: int = 0):
   """The Flax network ``config.model`` names; ``data_cfg`` is checked against it
-  (and is required by the analytic mixture model)."""
+  (and is required by the analytic mixture model); ``num_levels`` (L =
+  diffusion.num_timesteps) is required by NCSN's conditional RefineNet."""
   m = ModelConfig.parse(model_cfg)
   data = None if data_cfg is None else DataConfig.parse(data_cfg)
   if data is not None:
     checks.check_model_fits_data(m, data)
-  return builders.make_model(m, data)
+  return builders.make_model(m, data, num_levels)
 
 
 def make_eps_fn(module, params, process, model_cfg=None, *, train: bool = False,

@@ -26,7 +26,12 @@ import os
 import warnings
 
 import jaxlib
-from jax._src import xla_bridge
+
+try:  # JAX has no public call that says whether its backends started (0.10 to 0.12).
+  from jax._src.xla_bridge import backends_are_initialized
+except ImportError:  # a JAX that moved it: assume not started (the flag is then harmless)
+  def backends_are_initialized() -> bool:
+    return False
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 # jaxlib versions whose XLA has this flag (checked by reading the flag list of each).
@@ -43,7 +48,7 @@ def configure() -> bool:
     return False
   if not jaxlib.__version__.startswith(KNOWN_JAXLIB):
     return False
-  if xla_bridge.backends_are_initialized():
+  if backends_are_initialized():
     warnings.warn("diffusion.xla_cpu.configure() ran after JAX started its backends; "
                   f"to use it, call it before the first computation or set XLA_FLAGS={FLAG}.",
                   stacklevel=2)

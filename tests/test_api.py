@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import diffusion
 from configs import base
@@ -62,3 +63,21 @@ def test_data_config_may_omit_size_and_channels():
   """A minimal dict config takes the dataset's own image size and channel count."""
   source = diffusion.make_source({"dataset": "digits"})
   assert source.shape == (8, 8, 1) and source.num_examples == 1500
+
+
+def test_readme_python_api_code_runs(tmp_path, monkeypatch):
+  """The code block of the README's "Python API" section, run as written (in tmp_path)."""
+  import pathlib, re  # pylint: disable=import-outside-toplevel,multiple-imports
+  readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+  section = readme[readme.index("## Python API"):readme.index("## Architecture")]
+  code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.syspath_prepend(str(pathlib.Path(__file__).resolve().parents[1]))
+  scope = {"jnp": jnp, "noise": jax.random.normal(jax.random.PRNGKey(1), (256, 2)),
+           "t": jnp.full((256,), 10), "key": jax.random.PRNGKey(2)}
+  exec(compile(code, "README.md", "exec"), scope)  # pylint: disable=exec-used
+  assert scope["run"].step == 40 and scope["x"].shape == (256, 2)
+  assert scope["eps"].shape == (256, 2) and scope["y"].shape == (64, 2)
+  assert np.isfinite(np.asarray(scope["losses"]["loss"])).all()
+  with pytest.raises(diffusion.ConfigError, match="VAE runs"):
+    scope["run"].encode(scope["x"])

@@ -48,7 +48,8 @@ def test_config_validates_and_builds(path):
 
 
 def param_count(config, shape):
-  module = make_model(config.model, data_cfg=config.data)
+  module = make_model(config.model, data_cfg=config.data,
+                      num_levels=config.diffusion.num_timesteps)
   x = jax.ShapeDtypeStruct((1, *shape), np.float32)
   c = jax.ShapeDtypeStruct((1,), np.float32)
   variables = jax.eval_shape(lambda x, c: module.init(jax.random.PRNGKey(0), x, c), x, c)
@@ -57,6 +58,23 @@ def param_count(config, shape):
 
 def test_ddpm_cifar10_config_builds_the_35_7m_unet():
   assert param_count(load("configs/ddpm/cifar10.py"), (32, 32, 3)) == 35_746_307
+
+
+@pytest.mark.parametrize("path, name, count", [
+    ("configs/ncsn/mnist.py", "ncsn", 7_638_657),
+    ("configs/ncsn/cifar10.py", "ncsn", 30_117_635),
+    ("configs/ncsn/ncsnv2_cifar10.py", "ncsnv2", 29_694_083),
+    ("configs/ncsn/ncsnv2_celeba.py", "ncsnv2", 29_694_083),
+    ("configs/ncsn/ncsnv2_church.py", "ncsnv2_deeper", 83_445_379),
+    ("configs/ncsn/ncsnv2_bedroom.py", "ncsnv2_deeper", 83_445_379),
+    ("configs/ncsn/ncsnv2_ffhq.py", "ncsnv2_deepest", 94_132_611),
+])
+def test_ncsn_configs_build_the_papers_networks(path, name, count):
+  """Counts computed from the official code with its configs (ncsn, ncsnv2)."""
+  config = load(path)
+  size = config.data.image_size
+  assert config.model.name == name
+  assert param_count(config, (size, size, config.data.num_channels)) == count
 
 
 def test_dpm_cifar10_config_has_learned_variance_outputs():

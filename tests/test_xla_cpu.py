@@ -6,7 +6,7 @@ import jax
 import jaxlib
 import numpy as np
 import pytest
-from jax._src import xla_bridge
+
 
 from diffusion import xla_cpu
 
@@ -42,7 +42,7 @@ def fresh(monkeypatch):
   """A process state in which the backends have not started and XLA_FLAGS is unset."""
   monkeypatch.delenv("XLA_FLAGS", raising=False)
   monkeypatch.delenv("DIFFUSION_EIGEN_CONVOLUTIONS", raising=False)
-  monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: False)
+  monkeypatch.setattr(xla_cpu, "backends_are_initialized", lambda: False)
   monkeypatch.setattr(jaxlib, "__version__", "0.10.2")
   return monkeypatch
 
@@ -71,7 +71,7 @@ def test_configure_leaves_xla_flags_alone(fresh, case):
 
 
 def test_configure_after_the_backends_started_warns(fresh):
-  fresh.setattr(xla_bridge, "backends_are_initialized", lambda: True)
+  fresh.setattr(xla_cpu, "backends_are_initialized", lambda: True)
   with pytest.warns(UserWarning, match="before the first computation"):
     assert not xla_cpu.configure()
   assert "XLA_FLAGS" not in os.environ

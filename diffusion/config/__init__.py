@@ -40,10 +40,10 @@ from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Tuple
 import ml_collections
 import numpy as np
 
-from diffusion import samplers
+from diffusion import samplers, trees
 from diffusion.config import catalog
 from diffusion.core import losses, processes, schedules
-from diffusion.samplers import ddim, langevin
+from diffusion.samplers import ddim, dpm_solver, langevin, ode, pc
 from diffusion.errors import ConfigError, check_choice, did_you_mean
 
 # ---------------------------------------------------------------------------
@@ -58,14 +58,19 @@ DIFFUSION_LOSSES = losses.DIFFUSION_LOSSES
 VAR_TYPES = processes.VAR_TYPES
 LOSS_WEIGHTINGS = losses.LOSS_WEIGHTINGS
 DECODERS = losses.DECODERS
-NETWORKS = ("unet", "mlp", "analytic")
+NETWORKS = ("unet", "mlp", "analytic", "ncsn", "ncsnv2", "ncsnv2_deeper", "ncsnv2_deepest")
+REFINENETS = ("ncsn", "ncsnv2", "ncsnv2_deeper", "ncsnv2_deepest")   # models/refinenet.py
 DTYPES = ("float32", "bfloat16")
 NOISE_INPUTS = ("index", "log_sigma")
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
 LR_SCHEDULES = ("constant", "exponential", "cosine")
-SAMPLERS = tuple(samplers.SAMPLERS)               # the sampler registry's names
+SAMPLERS = samplers.SAMPLERS                     # the sampler registry (its keys)
 SKIP_TYPES = ddim.SKIP_TYPES
 LANGEVIN_FORMS = langevin.LANGEVIN_FORMS
+PREDICTORS = pc.PREDICTORS
+DPM_SKIPS = dpm_solver.SKIPS
+ODE_SOLVERS = ode.SOLVERS
+PROBES = ("rademacher", "gaussian")
 SAMPLER_INITS = ("prior", "uniform")
 BINARIZATIONS = ("none", "dynamic")
 QUANTIZATIONS = ("truncate", "round")
@@ -229,6 +234,12 @@ class Section:
     return cls()
 
   @classmethod
+  def rebase(cls, base: "Section", values: Mapping[str, Any]) -> "Section":
+    """``base`` adjusted to ``values`` (a hook: a changed dataset brings its own size)."""
+    del values
+    return base
+
+  @classmethod
   def parse(cls, cfg=None, base: Optional["Section"] = None):
     """The section from a ConfigDict, a dict, an instance or None (all defaults).
 
@@ -247,7 +258,7 @@ class Section:
         raise ConfigError(
             f"{cls._path(key)} is not a config field{did_you_mean(key, names)}; the "
             f"{cls.PATH or 'top level'} section has: {', '.join(names)}.")
-    base = cls.base_for(values) if base is None else base
+    base = cls.base_for(values) if base is None else cls.rebase(base, values)
     sub = {}
     for f in dataclasses.fields(cls):
       kind = _hints(cls)[f.name]
@@ -427,6 +438,16 @@ class DataConfig(Section):
       native["num_channels"] = len(means[0]) if len(means) else 2
     return cls(dataset=info.name, **native)
 
+  @classmethod
+  def rebase(cls, base, values):
+    """A data section that names another dataset than its base takes that dataset's own
+    image size and channel count for what it leaves out, whichever entry point parses it."""
+    if "dataset" not in values or values["dataset"] == base.dataset:
+      return base
+    native = cls.base_for(values)
+    keep = {k: getattr(native, k) for k in ("image_size", "num_channels")}
+    return dataclasses.replace(base, dataset=native.dataset, **keep)
+
   def check(self):
     info = catalog.dataset_info(self.dataset)
     if self.binarize != "none" and (self.centered or self.uniform_dequantization):
@@ -459,7 +480,8 @@ class ModelConfig(Section):
   """The ε-network (defaults: the DDPM CIFAR-10 U-Net, 35,746,307 parameters)."""
   PATH: ClassVar[str] = "model"
   name: str = field("unet", "unet (DDPM U-Net), mlp (2-D data), analytic (exact eps of "
-                    "data.mixture_*, no parameters)", choices=NETWORKS)
+                    "data.mixture_*, no parameters), ncsn (NCSN's conditional RefineNet), ncsnv2, "
+                    "ncsnv2_deeper, ncsnv2_deepest (NCSNv2's RefineNets)", choices=NETWORKS)
   ch: int = field(128, "U-Net base channels (a multiple of 32 for GroupNorm)", rule=AT_LEAST_1)
   ch_mult: Tuple[int, ...] = field((1, 2, 2, 2), "U-Net channel multiplier per resolution",
                                    rule=AT_LEAST_1)
@@ -477,6 +499,8 @@ class ModelConfig(Section):
                                "[0, 1]); the data and the noise stay in data space")
   dtype: str = field("float32", "compute dtype (parameters stay float32)", choices=DTYPES)
   hidden_dims: Tuple[int, ...] = field((128, 128, 128), "MLP hidden widths", rule=AT_LEAST_1)
+  ngf: int = field(128, "RefineNet base width (NCSN, NCSNv2: 128; NCSN MNIST: 64)",
+                   rule=AT_LEAST_1)
 
   def check(self):
     if self.name == "unet":
@@ -565,10 +589,11 @@ class SamplingConfig(Section):
   step_size: float = field(2e-5, "Langevin epsilon (NCSN code: 2e-5)", rule=POSITIVE)
   langevin_form: str = field("code", "code: x + a s + sqrt(2a) z; paper: x + a/2 s + sqrt(a) z",
                              choices=LANGEVIN_FORMS)
-  denoise: bool = field(False, "NCSNv2 final denoising step")
+  denoise: bool = field(False, "final denoising step: NCSNv2 (annealed_langevin); ode, "
+                        "dpm_solver: one Tweedie step from level 0 to x0_hat (+1 NFE)")
   init: str = field("prior", "x_T: prior (N(0, I) or N(0, sigma_max^2 I)) or uniform U[0, 1]",
                     choices=SAMPLER_INITS)
-  clip_x0: bool = field(True, "clip x0_hat to the data range (ancestral, ddim)")
+  clip_x0: bool = field(True, "clip x0_hat to the data range (ancestral, ddim, dpm_solver)")
   var_type: str = field("fixedlarge", "ancestral variance: fixedlarge (VP: beta_t; VE: "
                         "sigma_t^2 - sigma_{t-1}^2, score_sde's reverse diffusion) or fixedsmall "
                         "(the posterior's; VE: score_sde's ancestral sampling); learned_range "
@@ -576,6 +601,29 @@ class SamplingConfig(Section):
   quantize: str = field("truncate", "samples to uint8: truncate (improved-diffusion, score_sde: "
                         "uint8(clip(255 x))) or round", choices=QUANTIZATIONS)
   batch_size: int = field(256, "samples per compiled call", rule=AT_LEAST_1)
+  # pc (score_sde, Song et al. 2021)
+  predictor: str = field("reverse_diffusion", "pc predictor: reverse_diffusion or "
+                         "euler_maruyama (score_sde)", choices=PREDICTORS)
+  n_corrector: int = field(1, "pc Langevin corrector steps per level (score_sde: 1)",
+                           rule=NONNEGATIVE)
+  snr: float = field(0.16, "pc corrector signal-to-noise ratio r (score_sde CIFAR-10: 0.16)",
+                     rule=POSITIVE)
+  # ode (probability flow, diffrax)
+  ode_solver: str = field("tsit5", "ode adaptive solver: tsit5 or dopri5", choices=ODE_SOLVERS)
+  rtol: float = field(1e-5, "ode relative tolerance (score_sde RK45: 1e-5)", rule=POSITIVE)
+  atol: float = field(1e-5, "ode absolute tolerance (score_sde RK45: 1e-5)", rule=POSITIVE)
+  # dpm_solver (DPM-Solver++, Lu et al. 2022)
+  dpm_skip: str = field("logsnr", "dpm_solver time steps: logsnr, time_uniform or "
+                        "time_quadratic (DPM-Solver's skip_type)", choices=DPM_SKIPS)
+  # heun (EDM, Karras et al. 2022)
+  rho: float = field(7.0, "heun sigma-step exponent rho (EDM: 7)", rule=POSITIVE)
+  s_churn: float = field(0.0, "heun stochasticity S_churn (0 = deterministic Alg. 1)",
+                         rule=NONNEGATIVE)
+  s_tmin: float = field(0.0, "heun: churn only where sigma >= S_tmin", rule=NONNEGATIVE)
+  s_tmax: float = field(1e30, "heun: churn only where sigma <= S_tmax (1e30 = no limit)",
+                        rule=NONNEGATIVE)
+  s_noise: float = field(1.0, "heun churn noise scale S_noise (EDM: 1.0-1.007)",
+                         rule=POSITIVE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -616,12 +664,27 @@ class ClassifierFidEvalConfig(Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class OdeBpdEvalConfig(Section):
+  """Exact bits/dim through the probability-flow ODE (score_sde), Hutchinson trace."""
+  PATH: ClassVar[str] = "eval.ode_bpd"
+  every: int = field(0, "training steps between evaluations (0 = never)", rule=NONNEGATIVE)
+  num_examples: int = field(256, "test images scored", rule=AT_LEAST_1)
+  batch_size: int = field(64, "images per compiled call", rule=AT_LEAST_1)
+  num_probes: int = field(1, "Hutchinson probes per image (score_sde: 1)", rule=AT_LEAST_1)
+  probe: str = field("rademacher", "trace probe: rademacher or gaussian", choices=PROBES)
+  rtol: float = field(1e-5, "ODE relative tolerance (score_sde: 1e-5)", rule=POSITIVE)
+  atol: float = field(1e-5, "ODE absolute tolerance (score_sde: 1e-5)", rule=POSITIVE)
+  ode_solver: str = field("tsit5", "adaptive solver: tsit5 or dopri5", choices=ODE_SOLVERS)
+
+
+@dataclasses.dataclass(frozen=True)
 class DiffusionEvalConfig(Section):
   """The evaluators of the diffusion family, each with its own cadence."""
   PATH: ClassVar[str] = "eval"
   bpd: BpdEvalConfig = BpdEvalConfig()
   fid: FidEvalConfig = FidEvalConfig()
   classifier_fid: ClassifierFidEvalConfig = ClassifierFidEvalConfig()
+  ode_bpd: OdeBpdEvalConfig = OdeBpdEvalConfig()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -784,18 +847,8 @@ POPULATION_FIELDS = (
 def program_key(config) -> Dict[str, Any]:
   """The config with :data:`POPULATION_FIELDS` removed: runs with equal keys share a
   compiled train step (and loop cadences), so they may form one population."""
-  flat = _flatten(parse_config(config).to_dict())
+  flat = trees.flatten(parse_config(config).to_dict(), sep=".")
   return {k: v for k, v in flat.items() if k not in POPULATION_FIELDS}
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
 
 
 def default_config(variant: str = "ddpm"):

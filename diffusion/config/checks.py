@@ -12,8 +12,8 @@ import dataclasses
 from typing import Optional
 
 from diffusion import samplers
-from diffusion.config import (DataConfig, DiffusionRunConfig, ModelConfig, VAERunConfig,
-                              parse_config)
+from diffusion.config import (REFINENETS, DataConfig, DiffusionRunConfig, ModelConfig,
+                              VAERunConfig, parse_config)
 from diffusion.errors import ConfigError
 
 
@@ -37,6 +37,8 @@ def _check_diffusion(c: DiffusionRunConfig) -> None:
   d, data, m = c.diffusion, c.data, c.model
   _check_combinations(c)
   check_model_fits_data(m, data, d.var_type)
+  if m.name in REFINENETS:
+    _check_refinenet(c)
   if m.cond == "log_sigma" and d.process_kind != "ve":
     raise ConfigError("model.cond='log_sigma' needs a VE process (diffusion.variant=ncsn).")
   if m.rescale_inputs and data.centered:
@@ -46,6 +48,28 @@ def _check_diffusion(c: DiffusionRunConfig) -> None:
     raise ConfigError("data.binarize is for the VAE's Bernoulli decoder; diffusion models "
                       "train on 8-bit images (set data.binarize='none').")
   samplers.check_num_steps(c.sampling, d.num_timesteps)
+
+
+def _check_refinenet(c: DiffusionRunConfig) -> None:
+  """The RefineNets read their output as the papers do: NCSN's is the score (the glue
+  makes ε = −σ·s), NCSNv2's is σ·score (technique 3, ``model.scale_by_sigma``); both
+  see 2x − 1 of [0, 1] data and embed the level index."""
+  m, d = c.model, c.diffusion
+  if d.process_kind != "ve":
+    raise ConfigError(f"model.name={m.name!r} is an NCSN score network; it needs the VE "
+                      "process (diffusion.variant='ncsn').")
+  v2 = m.name != "ncsn"
+  why = ("NCSNv2 technique 3: output/σ is the score" if v2 else
+         "the NCSN network outputs the score itself")
+  if m.scale_by_sigma != v2:
+    raise ConfigError(f"model.scale_by_sigma={m.scale_by_sigma} is not valid with model.name="
+                      f"{m.name!r}; set it to {v2} ({why}).")
+  if not m.rescale_inputs:
+    raise ConfigError(f"model.rescale_inputs=False is not valid with model.name={m.name!r}: "
+                      "the RefineNets see 2x − 1 of [0, 1] data; set it to True.")
+  if m.cond != "index":
+    raise ConfigError(f"model.cond={m.cond!r} is not valid with model.name={m.name!r}, which "
+                      "embeds the level index; set model.cond='index'.")
 
 
 def _check_vae(c: VAERunConfig) -> None:
@@ -66,6 +90,9 @@ def check_model_fits_data(m: ModelConfig, data: DataConfig,
   """
   if m.name == "analytic":
     return
+  if m.name in REFINENETS and data.is_toy:
+    raise ConfigError(f"model.name={m.name!r} is an image network, but data.dataset="
+                      f"{data.dataset!r} is 2-D toy data; use model.name='mlp'.")
   if m.name == "unet" and data.is_toy:
     raise ConfigError(f"model.name='unet' needs images, but data.dataset={data.dataset!r} is "
                       "2-D toy data; use model.name='mlp' (or 'analytic').")
@@ -87,6 +114,12 @@ def check_model_fits_data(m: ModelConfig, data: DataConfig,
       raise ConfigError(
           f"model.out_channels={m.out_channels} does not fit data.num_channels={c} with "
           f"diffusion.var_type={var_type!r}; set --config.model.out_channels={want}.")
+  if m.name in REFINENETS:
+    factor = {"ncsn": 2, "ncsnv2": 2, "ncsnv2_deeper": 4, "ncsnv2_deepest": 8}[m.name]
+    if data.image_size % factor:
+      raise ConfigError(f"data.image_size={data.image_size} is not divisible by {factor}, the "
+                        f"down-sampling of model.name={m.name!r}; choose another image size.")
+    return
   if m.name != "unet":
     return
   factor = 2 ** (len(m.ch_mult) - 1)

@@ -17,6 +17,11 @@ the network output h by sigma and calls it the score, s = h / sigma. We read it
 exactly so and convert to eps = -sigma * s (= -h). With ``conditional=False``
 this gives NCSNv2's noise-unconditional score network.
 
+Score-output networks: a module whose ``output_is_score`` is True (NCSN's RefineNet,
+:mod:`diffusion.models.refinenet`) returns the score s itself, as the NCSN code's
+``CondRefineNetDilated``; we read eps = -sigma * s. The network declares this (it is a
+property of the architecture, not a setting), and ``scale_by_sigma`` must then be off.
+
 Input scaling (``config.model.rescale_inputs``, NCSN presets): the network sees 2x − 1,
 as both NCSN codes feed their [0, 1] data to the score network; the noise is added
 and the score is learned in data space.
@@ -104,6 +109,10 @@ def make_eps_fn(module, params, process, *, cond: str = "index",
     return analytic_eps
 
   rngs = {"dropout": dropout_rng} if train else {}
+  output_is_score = bool(getattr(module, "output_is_score", False))
+  if output_is_score and scale_by_sigma:
+    raise ConfigError(f"model.scale_by_sigma=True, but {type(module).__name__} outputs the "
+                      "score itself (NCSN); set model.scale_by_sigma=False.")
 
   def eps_fn(x_t, t):
     x_in = 2.0 * x_t - 1.0 if rescale_inputs else x_t   # NCSN: [0, 1] data seen as [-1, 1]
@@ -113,6 +122,8 @@ def make_eps_fn(module, params, process, *, cond: str = "index",
     if scale_by_sigma:
       sigma = process.noise_std(t).reshape((-1,) + (1,) * (x_t.ndim - 1))
       eps = process.score_to_eps(eps / sigma, t)
+    elif output_is_score:
+      eps = process.score_to_eps(eps, t)
     return eps if v is None else (eps, v)
 
   return eps_fn

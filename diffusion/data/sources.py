@@ -353,7 +353,7 @@ def _make_tfds_stream(d: DataConfig, split: str) -> ImageSource:
   data_source = tfds_sources.open_data_source(builder, name, split)
 
   def read(indices: np.ndarray) -> np.ndarray:
-    records = tfds_sources.read_records(data_source, indices)
+    records = tfds_sources.read_records(data_source, indices, name)
     return np.stack([fit(np.asarray(r["image"], np.uint8)) for r in records])
 
   return ImageSource(

@@ -20,6 +20,7 @@ Rules this module keeps:
 
 import contextlib
 import pathlib
+import shutil
 import socket
 import tempfile
 from typing import Iterator, List, Optional, Sequence
@@ -98,14 +99,23 @@ def open_data_source(builder, name: str, split: str):
                       f"({e}).") from e
 
 
-def read_records(data_source, indices: Sequence[int]) -> List[dict]:
-  """Decoded examples (dicts of numpy arrays) at ``indices``."""
+def read_records(data_source, indices: Sequence[int], name: str = "") -> List[dict]:
+  """Decoded examples (dicts of numpy arrays) at ``indices``; a damaged (e.g. truncated)
+  array_record file is a ConfigError naming ``name`` and the command that re-prepares it."""
   indices = [int(i) for i in indices]
   try:
-    return data_source.__getitems__(indices)   # batched read, ~2x faster
-  except (TypeError, AttributeError):
-    # tfds.testing.mock_data's data sources only implement __getitem__.
-    return [data_source[i] for i in indices]
+    try:
+      return data_source.__getitems__(indices)   # batched read, ~2x faster
+    except (TypeError, AttributeError):
+      # tfds.testing.mock_data's data sources only implement __getitem__.
+      return [data_source[i] for i in indices]
+  except RuntimeError as e:
+    if "riegeli" not in str(e).lower() and "array_record" not in str(e).lower():
+      raise
+    raise ConfigError(
+        f"data.dataset={name or '?'!r}: its prepared array_record files are damaged "
+        f"({str(e).splitlines()[0][:100]}); delete the dataset's folder under the tfds data "
+        f"dir and run `{prepare_command(name or 'NAME')}` again.") from None
 
 
 def load_split(builder, name: str, split: str, chunk: int = 10_000) -> dict:
@@ -121,7 +131,7 @@ def load_split(builder, name: str, split: str, chunk: int = 10_000) -> dict:
   n = len(source)
   images, labels = [], []
   for start in range(0, n, chunk):
-    records = read_records(source, range(start, min(n, start + chunk)))
+    records = read_records(source, range(start, min(n, start + chunk)), name)
     images.append(np.stack([np.asarray(r["image"], np.uint8) for r in records]))
     if records and "label" in records[0]:
       labels.append(np.asarray([r["label"] for r in records], np.int32))
@@ -186,6 +196,14 @@ def _refuse_downloads(name: str, manual_dir: str) -> Iterator[None]:
     yield
 
 
+def _remove_leftovers(root: pathlib.Path, dataset_dir: pathlib.Path) -> None:
+  """Removes what a killed prepare left: ``tmp_downloads_*`` under the data dir and
+  tfds's ``incomplete.*`` folders beside the dataset's versions."""
+  for stale in [*root.glob("tmp_downloads_*"), *dataset_dir.glob("incomplete.*")]:
+    if stale.is_dir():
+      shutil.rmtree(stale, ignore_errors=True)
+
+
 def prepare(name: str, tfds_name: str, manual_dir: Optional[str] = None,
             data_dir: Optional[str] = None) -> pathlib.Path:
   """Builds ``tfds_name`` as array_record under ``data_dir``.
@@ -220,6 +238,7 @@ def prepare(name: str, tfds_name: str, manual_dir: Optional[str] = None,
     # disk as the output, which can be large for LSUN): only the records stay.
     root = pathlib.Path(data_dir or tfds.core.constants.get_default_data_dir()).expanduser()
     root.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(root, pathlib.Path(str(builder.data_dir)).parent)
     with tempfile.TemporaryDirectory(prefix="tmp_downloads_", dir=root) as tmp, \
         _refuse_downloads(name, manual_dir), no_network():
       try:

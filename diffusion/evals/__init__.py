@@ -18,6 +18,8 @@ reproductions reach them through the same interface (:mod:`diffusion.evals.base`
   classifier_fid  Fréchet distance of samples in the features of a small classifier
                   trained here, with the real-data floor, the classifier's accuracy,
                   and the share of confidently classified samples and their classes
+  ode_bpd         exact bits/dim through the probability-flow ODE (Hutchinson trace,
+                  dequantized as score_sde), with standard errors and NFE
   ==============  ==================================================================
 
   base.py        the interface, eval randomness, result files
@@ -36,6 +38,7 @@ from diffusion.evals.bpd import BitsPerDim
 from diffusion.evals.classifier_fid import ClassifierFrechet
 from diffusion.evals.elbo import LikelihoodBound
 from diffusion.evals.fid import FrechetInception
+from diffusion.evals.ode_bpd import OdeBitsPerDim
 
 # Plain dict, config.eval.<name> -> evaluator class (written out here only).
 EVALUATORS: Dict[str, Type[Evaluator]] = {
@@ -43,6 +46,7 @@ EVALUATORS: Dict[str, Type[Evaluator]] = {
     "fid": FrechetInception,
     "elbo": LikelihoodBound,
     "classifier_fid": ClassifierFrechet,
+    "ode_bpd": OdeBitsPerDim,
 }
 
 

@@ -20,6 +20,7 @@ from typing import Dict, Optional, Tuple
 import jax
 import numpy as np
 
+from diffusion.families import draw
 from diffusion.io import atomic
 
 
@@ -39,6 +40,7 @@ class Evaluator:
     self.cfg, self.family, self.workdir, self.seed = cfg, family, workdir, seed
     self.output_dir = output_dir or workdir
     self.last: Optional[dict] = None
+    self._sample_fn = None
 
   @property
   def every(self) -> int:
@@ -46,6 +48,17 @@ class Evaluator:
 
   def run(self, params, step: int, samples: Optional[np.ndarray] = None) -> Dict[str, float]:
     raise NotImplementedError
+
+  def samples(self, params, step: int, given: Optional[np.ndarray], salt: int) -> np.ndarray:
+    """The uint8 ``given`` samples, or ``cfg.num_samples`` drawn here with the family's
+    sampler (``cfg.batch_size`` per compiled call, randomness from (seed, salt, step))."""
+    if given is not None:
+      return given
+    if self._sample_fn is None:
+      self._sample_fn = self.family.sample_fn(self.cfg.batch_size)
+    drawn = draw(self._sample_fn, params, self.cfg.num_samples, self.cfg.batch_size,
+                 eval_key(self.seed, salt, step))
+    return self.family.to_uint8(drawn)
 
   def summary(self) -> str:
     """One line for the console about :attr:`last`."""

@@ -10,8 +10,7 @@ import numpy as np
 from diffusion.data import make_source
 from diffusion.errors import ConfigError
 from diffusion.evals import classifier, metrics
-from diffusion.evals.base import Evaluator, eval_key
-from diffusion.families import draw
+from diffusion.evals.base import Evaluator
 
 CLASSIFIED_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar10_sample")
 
@@ -39,7 +38,6 @@ class ClassifierFrechet(Evaluator):
                         f"({', '.join(CLASSIFIED_DATASETS)}); data.dataset={data.dataset!r}.")
     super().__init__(cfg, family, workdir, seed, output_dir)
     self._net = self._ref = None
-    self._sample_fn = None
     self.real: Dict[str, float] = {}
 
   def _setup(self):
@@ -55,7 +53,8 @@ class ClassifierFrechet(Evaluator):
     floor = self._stats(test["images"][:n_floor])
     self.real = {"cfid_floor": floor["cfid"], "confident_real": floor["confident"],
                  "classes_real": floor["classes"], "classifier_accuracy":
-                 self._net.test_accuracy, "floor_num_images": n_floor}
+                 self._net.test_accuracy, "classifier_temperature": self._net.temperature,
+                 "floor_num_images": n_floor}
 
   def _stats(self, images_uint8: np.ndarray) -> Dict[str, float]:
     x = np.asarray(images_uint8, np.float32) / 255.0
@@ -76,12 +75,7 @@ class ClassifierFrechet(Evaluator):
 
   def run(self, params, step: int, samples: Optional[np.ndarray] = None) -> Dict[str, float]:
     """Scores the uint8 ``samples`` given, or ``num_samples`` drawn here."""
-    if samples is None:
-      if self._sample_fn is None:
-        self._sample_fn = self.family.sample_fn(self.cfg.batch_size)
-      samples = self.family.to_uint8(draw(self._sample_fn, params, self.cfg.num_samples,
-                                          self.cfg.batch_size, eval_key(self.seed, 5, step)))
-    out = self.score(samples)
+    out = self.score(self.samples(params, step, samples, salt=5))
     self.write_json(f"classifier_fid_{step}.json", self.last)
     return out
 
@@ -89,6 +83,7 @@ class ClassifierFrechet(Evaluator):
     r, data = self.last, self.family.config.data
     return (f"{r['num_samples']} samples, {data.dataset} classifier (test accuracy "
             f"{r['classifier_accuracy']:.3f}): cfid {r['cfid']:.2f} (floor, "
-            f"{r['floor_num_images']} test images: {r['cfid_floor']:.2f}); confident "
+            f"{r['floor_num_images']} test images: {r['cfid_floor']:.2f}); confident (calibrated, "
+            f"T = {r['classifier_temperature']:.2f}) "
             f"{r['confident']:.1%} over {r['classes']:.0f} classes (real test images: "
             f"{r['confident_real']:.1%} over {r['classes_real']:.0f})")

@@ -12,8 +12,7 @@ import numpy as np
 from diffusion.config import catalog, checks
 from diffusion.data import make_source
 from diffusion.evals import inception, metrics
-from diffusion.evals.base import Evaluator, eval_key
-from diffusion.families import draw
+from diffusion.evals.base import Evaluator
 
 
 class FrechetInception(Evaluator):
@@ -31,7 +30,6 @@ class FrechetInception(Evaluator):
     checks.check_fid_applies(family.config)
     super().__init__(cfg, family, workdir, seed, output_dir)
     self.net = inception.load_inception(cfg.inception_weights)  # ConfigError if missing
-    self._sample_fn = None
 
   def score(self, images_uint8: np.ndarray) -> Dict[str, float]:
     """FID, IS and KID of uint8 images [N, H, W, C] against the training split."""
@@ -57,12 +55,7 @@ class FrechetInception(Evaluator):
 
   def run(self, params, step: int, samples: Optional[np.ndarray] = None) -> Dict[str, float]:
     """Scores the uint8 ``samples`` given, or ``num_samples`` drawn here."""
-    if samples is None:
-      if self._sample_fn is None:
-        self._sample_fn = self.family.sample_fn(self.cfg.batch_size)
-      samples = self.family.to_uint8(draw(self._sample_fn, params, self.cfg.num_samples,
-                                          self.cfg.batch_size, eval_key(self.seed, 3, step)))
-    out = self.score(samples)
+    out = self.score(self.samples(params, step, samples, salt=3))
     self.write_json(f"fid_{step}.json", self.last)
     return out
 

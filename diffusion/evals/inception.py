@@ -50,6 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffusion import trees
 from diffusion.errors import ConfigError
 
 INCEPTION_SIZE = 299
@@ -256,28 +257,6 @@ def init_variables(key: Optional[jax.Array] = None, shapes_only: bool = True):
   return jax.jit(module.init)(key, x)
 
 
-def _flatten(tree: Mapping, prefix: str = "") -> Dict[str, Any]:
-  out = {}
-  for k, v in tree.items():
-    name = f"{prefix}/{k}" if prefix else k
-    if isinstance(v, Mapping):
-      out.update(_flatten(v, name))
-    else:
-      out[name] = v
-  return out
-
-
-def _unflatten(flat: Mapping[str, Any]) -> Dict[str, Any]:
-  out: Dict[str, Any] = {}
-  for name, v in flat.items():
-    node = out
-    parts = name.split("/")
-    for p in parts[:-1]:
-      node = node.setdefault(p, {})
-    node[parts[-1]] = v
-  return out
-
-
 def load_variables(path: str) -> Dict[str, Any]:
   """Reads converted weights from ``path`` (.npz) into flax variables.
 
@@ -315,7 +294,7 @@ def load_variables_from_arrays(arrays: Mapping[str, np.ndarray],
   variables: Dict[str, Any] = {}
   for collection in ("params", "batch_stats"):
     flat = {}
-    for name, spec in _flatten(expected[collection]).items():
+    for name, spec in trees.flatten(expected[collection]).items():
       # e.g. Mixed_5b/branch1x1/bn/scale; names are unique across both collections.
       if name not in arrays:
         raise ConfigError(
@@ -327,7 +306,7 @@ def load_variables_from_arrays(arrays: Mapping[str, np.ndarray],
             f"eval.fid.inception_weights={source!r}: array {name!r} has shape {a.shape}, "
             f"expected {tuple(spec.shape)}.")
       flat[name] = jnp.asarray(a, jnp.float32)
-    variables[collection] = _unflatten(flat)
+    variables[collection] = trees.unflatten(flat)
   return variables
 
 

@@ -14,7 +14,7 @@ from diffusion.config import DataConfig, DiffusionConfig, ModelConfig
 from diffusion.core import model_fn, processes
 from diffusion.data import mixture_params
 from diffusion.errors import ConfigError
-from diffusion.models import MLP, AnalyticMixture, UNet
+from diffusion.models import MLP, AnalyticMixture, UNet, refinenet
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -27,38 +27,51 @@ def make_process(d: DiffusionConfig) -> processes.Process:
                                 sigma_min=d.sigma_min, sigma_max=d.sigma_max)
 
 
-def _unet(m: ModelConfig, data: Optional[DataConfig]) -> UNet:
-  del data
+def _unet(m: ModelConfig, data: Optional[DataConfig], num_levels: int) -> UNet:
+  del data, num_levels
   return UNet(ch=m.ch, ch_mult=m.ch_mult, num_res_blocks=m.num_res_blocks,
               attn_resolutions=m.attn_resolutions, dropout=m.dropout,
               resamp_with_conv=m.resamp_with_conv, out_channels=m.out_channels,
               conditional=m.conditional, dtype=DTYPES[m.dtype])
 
 
-def _mlp(m: ModelConfig, data: Optional[DataConfig]) -> MLP:
-  del data
+def _mlp(m: ModelConfig, data: Optional[DataConfig], num_levels: int) -> MLP:
+  del data, num_levels
   return MLP(hidden_dims=m.hidden_dims, out_channels=m.out_channels,
              conditional=m.conditional, dtype=DTYPES[m.dtype])
 
 
-def _analytic(m: ModelConfig, data: Optional[DataConfig]) -> AnalyticMixture:
-  del m
+def _analytic(m: ModelConfig, data: Optional[DataConfig], num_levels: int) -> AnalyticMixture:
+  del m, num_levels
   if data is None:
     raise ConfigError("model.name='analytic' needs the data config (data.mixture_weights, "
                       "data.mixture_means, data.mixture_stds): call make_model(..., data_cfg=).")
   return AnalyticMixture.diagonal(*mixture_params(data))
 
 
-# Plain dict, config.model.name -> constructor(model section, data section or None).
-# config.NETWORKS is this dict's keys (checked in tests/test_design.py).
-NETWORKS: Dict[str, Callable[[ModelConfig, Optional[DataConfig]], Any]] = {
+def _refinenet(m: ModelConfig, data: Optional[DataConfig], num_levels: int):
+  """NCSN's conditional RefineNet (one embedding row per level: ``num_levels`` = L) or an
+  NCSNv2 RefineNet; the image channels are ``model.out_channels``."""
+  del data
+  if m.name == "ncsn" and num_levels < 1:
+    raise ConfigError("model.name='ncsn' embeds each noise level; build it with num_levels="
+                      "diffusion.num_timesteps (make_model(..., num_levels=L)).")
+  return refinenet.make_refinenet(m.name, m.ngf, m.out_channels, num_levels, DTYPES[m.dtype])
+
+
+# Plain dict, config.model.name -> constructor(model section, data section or None,
+# number of noise levels). config.NETWORKS is this dict's keys (tests/test_architecture.py).
+NETWORKS: Dict[str, Callable[[ModelConfig, Optional[DataConfig], int], Any]] = {
     "unet": _unet, "mlp": _mlp, "analytic": _analytic,
+    "ncsn": _refinenet, "ncsnv2": _refinenet, "ncsnv2_deeper": _refinenet,
+    "ncsnv2_deepest": _refinenet,
 }
 
 
-def make_model(m: ModelConfig, data: Optional[DataConfig] = None):
-  """The Flax network that ``config.model.name`` names (data: needed by 'analytic')."""
-  return NETWORKS[m.name](m, data)
+def make_model(m: ModelConfig, data: Optional[DataConfig] = None, num_levels: int = 0):
+  """The Flax network that ``config.model.name`` names (data: needed by 'analytic';
+  num_levels: diffusion.num_timesteps, needed by 'ncsn')."""
+  return NETWORKS[m.name](m, data, num_levels)
 
 
 def make_eps_fn(module, params, process, m: ModelConfig, *, train: bool = False,

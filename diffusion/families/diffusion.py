@@ -33,7 +33,7 @@ class DiffusionFamily:
   def __init__(self, config: DiffusionRunConfig):
     self.config = c = config
     self.process = builders.make_process(c.diffusion)
-    self.module = builders.make_model(c.model, c.data)
+    self.module = builders.make_model(c.model, c.data, c.diffusion.num_timesteps)
     self.loss_options = builders.loss_options(c.diffusion)
     self.example_shape: Tuple[int, ...] = c.data.example_shape
     # x0_hat is clipped to the data range of images; toy points are unbounded.
@@ -42,6 +42,8 @@ class DiffusionFamily:
 
   def init_params(self, key: jax.Array) -> Any:
     """Initial parameters ({} for the parameter-free analytic model)."""
+    if self.config.model.name == "analytic":
+      return {}
     x = jnp.zeros((1, *self.example_shape), jnp.float32)
     variables = self.module.init({"params": key, "dropout": key}, x, jnp.zeros((1,)),
                                  train=False)

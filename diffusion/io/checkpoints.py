@@ -25,6 +25,7 @@ import tempfile
 from typing import Any, Dict, Iterator
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from diffusion.errors import ConfigError
@@ -92,7 +93,9 @@ class Checkpointer:
         except Exception:  # noqa: BLE001 - any failure means unreadable
           pass
       self._move_aside(step)
-    items = _split(state)
+    # orbax refuses an item without arrays (the analytic model's parameters): a stand-in.
+    items = {n: t if jax.tree.leaves(t) else {"empty": np.zeros((), np.int8)}
+             for n, t in _split(state).items()}
     with _quiet_writer_threads():
       self._manager.save(step, args=ocp.args.Composite(
           **{name: ocp.args.StandardSave(items[name]) for name in ITEMS}))
@@ -109,9 +112,11 @@ class Checkpointer:
     self._manager.reload()
 
   def _restore_items(self, step: int, targets: Dict[str, Any]) -> Dict[str, Any]:
+    arrays = {name: t for name, t in targets.items() if jax.tree.leaves(t)}
     restored = self._manager.restore(step, args=ocp.args.Composite(
-        **{name: ocp.args.StandardRestore(_abstract(t)) for name, t in targets.items()}))
-    return {name: restored[name] for name in targets}
+        **{name: ocp.args.StandardRestore(_abstract(t)) for name, t in arrays.items()}))
+    # An item without arrays (saved as a stand-in) is its target itself.
+    return {name: restored[name] if name in arrays else targets[name] for name in targets}
 
   def _checked_restore(self, step: int, targets: Dict[str, Any]) -> Dict[str, Any]:
     try:

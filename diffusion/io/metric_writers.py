@@ -100,9 +100,27 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  """All rows of ``<workdir>/metrics.jsonl`` (empty list if there is none)."""
+  """All readable rows of ``<workdir>/metrics.jsonl`` (empty list if there is none)."""
+  return read_metrics_counted(workdir)[0]
+
+
+def read_metrics_counted(workdir: str) -> tuple[list[dict], int]:
+  """(the readable rows of ``<workdir>/metrics.jsonl``, how many lines were unreadable:
+  e.g. the last one of a killed process, or a damaged file)."""
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
-    return []
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+    return [], 0
+  rows, skipped = [], 0
+  with open(path, encoding="utf-8", errors="replace") as f:
+    for line in f:
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+      except ValueError:
+        row = None
+      if isinstance(row, dict):
+        rows.append(row)
+      else:
+        skipped += 1
+  return rows, skipped

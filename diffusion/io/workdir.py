@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import time
 from typing import Any, Optional, Tuple
@@ -93,6 +94,27 @@ def check_workdir(workdir: str) -> None:
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ConfigError(f"--workdir={workdir} is a file, not a folder; give a folder (it is "
                       "created if needed).")
+
+
+def make_workdir(workdir: str) -> bool:
+  """Creates ``workdir`` (and missing parents); True when it did not exist. A path the
+  system refuses (read-only parent, a name over 255 characters, a path over the limit)
+  raises WorkdirError as one line and leaves no folder behind."""
+  if os.path.isdir(workdir):
+    return False
+  first_new = os.path.abspath(workdir)
+  while not os.path.exists(os.path.dirname(first_new)) and os.path.dirname(first_new) != first_new:
+    first_new = os.path.dirname(first_new)
+  try:
+    os.makedirs(workdir)
+  except OSError as e:
+    if os.path.isdir(first_new) and first_new != os.path.abspath(os.sep):
+      shutil.rmtree(first_new, ignore_errors=True)
+    why = {errno.ENAMETOOLONG: "a folder name over 255 characters or a path over the "
+                               "system's limit"}.get(e.errno, e.strerror or str(e))
+    raise WorkdirError(f"--workdir={workdir[:120]}{'...' if len(workdir) > 120 else ''} cannot "
+                       f"be created ({why}); give a shorter or writable path.") from None
+  return True
 
 
 def is_disk_full(e: BaseException) -> bool:

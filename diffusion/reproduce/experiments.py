@@ -27,7 +27,7 @@ from diffusion.core import schedules
 from diffusion.data import make_source, toy
 from diffusion.models.analytic import AnalyticMixture
 from diffusion.sweeps.grid import apply_overrides
-from diffusion.train.loop import train
+from diffusion.train.loop import Interrupted, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -50,7 +50,10 @@ def load_config(path: str, overrides: Optional[Dict[str, Any]] = None) -> ml_col
 
 def train_and_restore(config, workdir: str):
   """Trains (or resumes, or finds finished) the run; returns (family, EMA params, step)."""
-  train(config, workdir, progress=False)
+  final = train(config, workdir, progress=False)
+  if final.get("interrupted"):   # an unfinished model is no result
+    raise Interrupted(f"{final['interrupted']} stopped training at step {final['step']} "
+                      "(checkpoint saved)")
   family = families.make_family(config)
   params, step = runs.restore_ema_params(workdir, family)
   return family, params, step

@@ -3,10 +3,12 @@ the paper, ``DIR/results.json``, and an exit status that says whether every metr
 its band."""
 
 import datetime
+import json
 import math
 import os
 import platform
 import subprocess
+import signal
 import sys
 import time
 from typing import Any, Dict, List, Tuple
@@ -19,6 +21,7 @@ from diffusion.errors import ConfigError, did_you_mean
 from diffusion.reproduce.baselines import BASELINES
 from diffusion.reproduce.experiments import EXPERIMENTS, REPO
 from diffusion.reproduce.registry import TIERS, Baseline
+from diffusion.train.loop import Interrupted
 
 
 def get(name: str) -> Baseline:
@@ -73,20 +76,51 @@ def table(rows: List[Dict[str, Any]]) -> str:
   return "\n".join(lines)
 
 
-def run(name: str, tier: str = "cpu", workdir: str = "", seed: int = 0) -> Tuple[bool, Dict]:
-  """Runs baseline ``name`` at ``tier``; prints the table, writes DIR/results.json."""
+def _check_workdir_is_ours(name: str, workdir: str) -> None:
+  """ConfigError when ``workdir`` holds the result of another baseline."""
+  path = os.path.join(workdir, "results.json")
+  try:
+    with open(path, encoding="utf-8") as f:
+      other = json.load(f).get("baseline")
+  except (OSError, ValueError, AttributeError):
+    return
+  if other not in (None, name):
+    raise ConfigError(f"--workdir={workdir} holds the reproduction of {other} ({path}); "
+                      f"give {name} its own --workdir.")
+
+
+def run(name: str, tier: str = "cpu", workdir: str = "", seed: int = 0,
+        force_tier: bool = False) -> Tuple[bool, Dict]:
+  """Runs baseline ``name`` at ``tier``; prints the table, writes DIR/results.json.
+
+  Raises:
+    ConfigError: a bad name, tier or workdir.
+    Interrupted: SIGINT/SIGTERM stopped it; no result is written, a rerun resumes.
+  """
   b = get(name)
   if tier not in TIERS:
     raise ConfigError(f"--tier={tier!r} is not valid; choose one of {', '.join(TIERS)}.")
   if tier not in b.tiers:
     raise ConfigError(f"{name} has no {tier} tier; it has {', '.join(b.tiers)}.")
+  platform_ = jax.devices()[0].platform
+  if tier != "cpu" and platform_ == "cpu" and not force_tier:
+    raise ConfigError(f"--tier={tier} assumes an accelerator ({b.tiers[tier].machine}) but "
+                      "JAX sees only the CPU; use --tier=cpu, or add --force_tier to run it "
+                      "on the CPU anyway.")
   budget = b.budget(tier)
   workdir = workdir or os.path.join("runs", "reproduce", f"{name}_{tier}")
   runs.check_workdir(workdir)
+  _check_workdir_is_ours(name, workdir)
   os.makedirs(workdir, exist_ok=True)
   start = time.time()
-  with runs.WorkdirLock(workdir):
-    outcome = EXPERIMENTS[b.experiment](b, budget, workdir, seed)
+  resume = f"python -m diffusion.reproduce {name} --tier={tier} --workdir={workdir}"
+  try:
+    with runs.WorkdirLock(workdir):
+      outcome = EXPERIMENTS[b.experiment](b, budget, workdir, seed)
+  except (Interrupted, KeyboardInterrupt) as e:
+    what = str(e) if isinstance(e, Interrupted) else "interrupted"
+    raise Interrupted(f"{what}; no result was written; what was saved is kept, resume with: "
+                      f"{resume}") from None
   wall = time.time() - start
   rows = []
   for m in b.metrics:
@@ -149,12 +183,16 @@ def main(argv) -> int:
   parser.add_argument("--tier", default="cpu", help="cpu | gpu | paper")
   parser.add_argument("--workdir", default="", help="default runs/reproduce/<name>_<tier>")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--force_tier", action="store_true",
+                      help="run a gpu/paper tier even where JAX sees only the CPU")
   args = parser.parse_args(argv)
   if args.name == "list":
     print(listing())
     return 0
+  # SIGTERM acts like Ctrl-C (the training loop turns both into "save, then stop").
+  signal.signal(signal.SIGTERM, signal.default_int_handler)
   try:
-    ok, _ = run(args.name, args.tier, args.workdir, args.seed)
+    ok, _ = run(args.name, args.tier, args.workdir, args.seed, args.force_tier)
   except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

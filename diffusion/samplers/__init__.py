@@ -5,6 +5,11 @@
   ancestral.py   DDPM Algorithm 2 (fixed or learned variance; respaced when shortened)
   ddim.py        DDIM with η and uniform / quadratic τ
   langevin.py    NCSN's annealed Langevin dynamics, NCSNv2's final denoising
+  sigmas.py      a discrete process in EDM's σ coordinates (x̂ = x/s, σ = n/s)
+  pc.py          score_sde's predictor–corrector (Alg. 2/3)
+  ode.py         the probability-flow ODE (diffrax), encode/decode, log-likelihood
+  heun.py        EDM's Heun sampler (Alg. 1, stochastic Alg. 2), ρ = 7 σ steps
+  dpm_solver.py  DPM-Solver++(2M) on the discrete-time schedule
 
 All samplers meet the model only through ``eps_fn(x_t, t)``:
   x_t: [B, ...] float32, t: int32 [B] (0 = least noise) -> ε̂ with x_t's shape,
@@ -25,7 +30,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import jax
 
 from diffusion.errors import ConfigError
-from diffusion.samplers import ancestral, ddim, langevin
+from diffusion.samplers import ancestral, ddim, dpm_solver, heun, langevin, ode, pc
 from diffusion.samplers.chain import Plan, run_plan, split_fn
 from diffusion.samplers.ddim import ddim_coefficients
 from diffusion.samplers.langevin import langevin as langevin_dynamics
@@ -40,6 +45,10 @@ SAMPLERS: Dict[str, ModuleType] = {
     "ancestral": ancestral,
     "ddim": ddim,
     "annealed_langevin": langevin,
+    "pc": pc,
+    "ode": ode,
+    "heun": heun,
+    "dpm_solver": dpm_solver,
 }
 
 

@@ -16,6 +16,7 @@ folder names.
 """
 
 import ast
+import math
 import builtins
 import hashlib
 import importlib.util
@@ -76,6 +77,8 @@ def _merge_into(merged: Point, part: Point) -> None:
 
 def parse_value(text: str):
   """A command-line value: a Python literal (1e-4, 3, True, (1, 2)) or else a string."""
+  if text.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"):
+    return float(text)   # a number, so that checks can say it is not finite
   try:
     return ast.literal_eval(text)
   except (ValueError, SyntaxError):
@@ -90,7 +93,16 @@ def parse_grid(text: str) -> List[Point]:
       raise ConfigError(f"--sweep={text!r}: {part!r} is not key=v1,v2,...; write e.g. "
                         "--sweep=\"optim.lr=1e-4,2e-4;training.seed=0,1\".")
     key, values = (s.strip() for s in part.split("=", 1))
-    axes.append(sweep(key, [parse_value(v) for v in _split_top_level(values)]))
+    split = _split_top_level(values)
+    if not key or not split or not all(split):
+      raise ConfigError(f"--sweep={text!r}: {part!r} has an empty key or value; write e.g. "
+                        "--sweep=\"optim.lr=1e-4,2e-4;training.seed=0,1\".")
+    parsed = [parse_value(v) for v in split]
+    for v, p in builtins.zip(split, parsed):
+      if isinstance(p, float) and not math.isfinite(p):
+        raise ConfigError(f"--sweep={text!r}: {key}={v} is not a finite number; give "
+                          "finite values.")
+    axes.append(sweep(key, parsed))
   if not axes:
     raise ConfigError(f"--sweep={text!r} names no axis.")
   return product(*axes)
@@ -108,7 +120,7 @@ def _split_top_level(text: str) -> List[str]:
     else:
       cur += ch
   out.append(cur.strip())
-  return [v for v in out if v]
+  return out
 
 
 def load_sweep(config_file: str, spec: str) -> List[Point]:

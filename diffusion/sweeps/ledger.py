@@ -16,6 +16,7 @@ import os
 from typing import Any, Dict, List, Optional, Sequence
 
 from diffusion.io import atomic
+from diffusion.io.metric_writers import read_metrics
 from diffusion.errors import ConfigError
 
 STATUSES = ("pending", "running", "done", "failed")
@@ -48,12 +49,7 @@ class Ledger:
                                "common_overrides": _plain(common), "points": fresh})
       ledger.save()
       return ledger
-    try:
-      with open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    except (OSError, ValueError) as e:
-      raise ConfigError(f"{path} is not a readable ledger ({e}); move it away to start the "
-                        "sweep afresh (its points' workdirs resume).") from None
+    data = _load(path)
     changes = []
     if os.path.normpath(data.get("config", "")) != os.path.normpath(config_file):
       changes.append(f"the config file was {data.get('config')!r}, now {config_file!r}")
@@ -98,10 +94,44 @@ class Ledger:
     atomic.write_json(self.path, self.data)
 
 
+def _load(path: str) -> Dict[str, Any]:
+  """A ledger file's data; ConfigError naming the file when it is unreadable or is JSON
+  of another shape."""
+  fix = "move it away to start the sweep afresh (its points' workdirs resume)."
+  try:
+    with open(path, encoding="utf-8") as f:
+      data = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"{path} is not a readable ledger ({e}); {fix}") from None
+  points = data.get("points") if isinstance(data, dict) else None
+  ok = (isinstance(points, list) and isinstance(data.get("config", ""), str) and
+        isinstance(data.get("common_overrides", {}), dict) and
+        all(isinstance(p, dict) and isinstance(p.get("name"), str) and
+            isinstance(p.get("workdir"), str) and isinstance(p.get("overrides"), dict) and
+            p.get("status") in STATUSES for p in points))
+  if not ok:
+    raise ConfigError(f"{path} is JSON but not a sweep ledger (it needs \"config\" and a "
+                      f"list of \"points\" with name, workdir, overrides, status); {fix}")
+  return data
+
+
 def read_ledger(sweep_dir: str) -> Dict[str, Any]:
-  """The stored ledger of a sweep folder (ConfigError if there is none)."""
+  """The stored ledger of a sweep folder (ConfigError if there is none or it is damaged)."""
   path = os.path.join(sweep_dir, "sweep.json")
   if not os.path.isfile(path):
     raise ConfigError(f"{sweep_dir} has no sweep.json; point at a sweep's --workdir.")
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  return _load(path)
+
+
+def missing_result(point: Dict[str, Any]) -> Optional[str]:
+  """Why a point marked done has no result on disk (its folder or its metrics are gone
+  or unreadable), or None when it is intact."""
+  workdir = point["workdir"]
+  if not os.path.isdir(workdir):
+    return f"its folder {workdir} is missing"
+  try:
+    if any("loss" in row for row in read_metrics(workdir)):
+      return None
+  except OSError:
+    pass
+  return f"its metrics {os.path.join(workdir, 'metrics.jsonl')} are missing or unreadable"

@@ -32,7 +32,7 @@ from diffusion.io import workdir as runs
 from diffusion.config import program_key
 from diffusion.errors import ConfigError
 from diffusion.sweeps.grid import apply_overrides, load_sweep, point_names
-from diffusion.sweeps.ledger import Ledger, read_ledger
+from diffusion.sweeps.ledger import Ledger, missing_result, read_ledger
 from diffusion.sweeps.summary import point_metrics, summarize
 from diffusion.train.loop import train, train_population
 
@@ -103,6 +103,11 @@ def run_sweep(config, config_file: str, spec: str, sweep_dir: str, *,
     todo = []
     for p in points:
       status = ledger.point(p["name"])["status"]
+      gone = missing_result(ledger.point(p["name"])) if status == "done" else None
+      if gone:   # the ledger says done, the disk disagrees: train it again
+        print(f"sweep: {p['name']} was done but {gone}; pending again", flush=True)
+        ledger.set(p["name"], "pending", f"was done, but {gone}", final={}, best={})
+        status = "pending"
       if status == "done" or (status == "failed" and not retry_failed):
         print(f"sweep: {p['name']} is {status}, skipped", flush=True)
         continue

@@ -17,8 +17,9 @@ import re
 from typing import Any, Dict, List, Tuple
 
 from diffusion import evals
-from diffusion.io.metric_writers import read_metrics
-from diffusion.sweeps.ledger import read_ledger
+from diffusion.io import atomic
+from diffusion.io.metric_writers import read_metrics, read_metrics_counted
+from diffusion.sweeps.ledger import missing_result, read_ledger
 
 # Evaluation metrics where larger is better, as each evaluator declares them; every
 # other eval/* metric is minimised.
@@ -52,10 +53,19 @@ def summary_rows(sweep_dir: str) -> List[Dict[str, Any]]:
   rows = []
   for p in ledger["points"]:
     final, best = point_metrics(p["workdir"]) if os.path.isdir(p["workdir"]) else ({}, {})
-    row = {"point": p["name"], "status": p["status"],
+    status = p["status"]
+    gone = missing_result(p) if status == "done" else None
+    if gone:   # deleted or damaged since: no result to show; a rerun trains it again
+      final, best, status = {}, {}, "pending"
+      p["error"] = f"marked done, but {gone}; the next run trains it again"
+    row = {"point": p["name"], "status": status,
            "overrides": ", ".join(f"{k}={_fmt(v)}" for k, v in p["overrides"].items()),
            "steps": final.get("step", 0), "final_loss": final.get("loss")}
     row.update({f"best {k}": v for k, v in sorted(best.items())})
+    skipped = read_metrics_counted(p["workdir"])[1] if os.path.isdir(p["workdir"]) else 0
+    if skipped:
+      p["error"] = "; ".join(filter(None, [p.get("error"), (
+          f"skipped {skipped} unreadable line(s) of {p['workdir']}/metrics.jsonl")]))
     if p.get("error"):
       row["error"] = p["error"]
     rows.append(row)
@@ -69,22 +79,20 @@ def markdown_table(rows: List[Dict[str, Any]]) -> str:
     lines.append("| " + " | ".join(_fmt(r.get(c, "")) if r.get(c) is not None else ""
                                    for c in columns) + " |")
   errors = [f"- {r['point']}: {r['error']}" for r in rows if r.get("error")]
-  return "\n".join(lines + ([""] + ["Failed points:"] + errors if errors else []))
+  return "\n".join(lines + ([""] + ["Failed, missing or damaged points:"] + errors if errors else []))
 
 
 def summarize(sweep_dir: str, plots: bool = True) -> str:
   """Writes summary.md, summary.csv (and the plots); returns the Markdown."""
   rows = summary_rows(sweep_dir)
   text = markdown_table(rows)
-  with open(os.path.join(sweep_dir, "summary.md"), "w", encoding="utf-8") as f:
-    f.write(text + "\n")
+  atomic.write_text(os.path.join(sweep_dir, "summary.md"), text + "\n")
   columns = list(dict.fromkeys(c for r in rows for c in r))
   buf = io.StringIO()
   writer = csv.DictWriter(buf, fieldnames=columns)
   writer.writeheader()
   writer.writerows(rows)
-  with open(os.path.join(sweep_dir, "summary.csv"), "w", encoding="utf-8", newline="") as f:
-    f.write(buf.getvalue())
+  atomic.write_text(os.path.join(sweep_dir, "summary.csv"), buf.getvalue())
   if plots:
     write_plots(sweep_dir)
   return text

@@ -51,6 +51,10 @@ class NonFiniteLossError(RuntimeError):
   """A training step produced a NaN or Inf loss."""
 
 
+class Interrupted(WorkdirError):
+  """SIGINT/SIGTERM stopped the work; what was saved is intact and a rerun resumes."""
+
+
 def itstime(step: int, every: int, total: int) -> bool:
   """True at multiples of ``every`` and at the last step (never when ``every`` is 0)."""
   return every > 0 and (step % every == 0 or step == total)
@@ -89,7 +93,11 @@ class _StopSignal:
     return self
 
   def _handle(self, signum, frame):  # noqa: ARG002
+    if self.received is not None:   # a second signal: stop now, without saving
+      raise KeyboardInterrupt
     self.received = signal.Signals(signum).name
+    print(f"\nreceived {self.received}: stopping after the current call, saving a checkpoint "
+          "(send it again to stop at once, without saving)", file=sys.stderr, flush=True)
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
@@ -180,10 +188,12 @@ def train_population(configs: Sequence, workdirs: Sequence[str], *, names=None,
   locks = []
   try:
     for m in members:
-      m.created = not os.path.exists(m.workdir)
-      os.makedirs(m.workdir, exist_ok=True)
+      m.created = runs.make_workdir(m.workdir)
       if is_chief:
-        locks.append(runs.WorkdirLock(m.workdir).acquire())
+        try:
+          locks.append(runs.WorkdirLock(m.workdir).acquire())
+        except PermissionError as e:   # a read-only workdir
+          raise runs.io_error(e, m.workdir, None) from None
     platform = mesh.devices.flat[0].platform
     if pop > 1 and platform == "cpu" and cfgs[0].model.name == "unet":
       logging.warning("a population of U-Nets on CPU runs slower per member than one run "
@@ -192,8 +202,11 @@ def train_population(configs: Sequence, workdirs: Sequence[str], *, names=None,
     try:
       return run.train(progress)
     except KeyboardInterrupt:
-      raise WorkdirError("interrupted (Ctrl-C) before the first step; nothing was saved.") \
-          from None
+      saved = members[0].last_checkpoint
+      raise Interrupted(
+          "interrupted (Ctrl-C) before the first step; nothing was saved." if saved is None
+          else f"interrupted (Ctrl-C); checkpoint {saved} is intact; run the same command "
+          "again to resume.") from None
     except Exception as e:  # noqa: BLE001 - only write failures are turned into one line
       if isinstance(e, OSError) or runs.is_disk_full(e):
         raise runs.io_error(e, members[0].workdir if pop == 1 else os.path.dirname(
@@ -268,14 +281,12 @@ class _Run:
     self.members, self.source, self.mesh, self.is_chief = members, source, mesh, is_chief
     self.pop = len(members)
     self.strategy = strategy
+    self.interrupted = None   # the signal's name when SIGINT/SIGTERM stopped the loop
 
   def train(self, progress: bool) -> List[Union[dict, Exception]]:
     members, pop, mesh = self.members, self.pop, self.mesh
     lead = members[0]
     t = lead.cfg.training
-    for m in members:
-      if self.is_chief:
-        runs.write_config(m.cfg, m.workdir)
     optimizers_ = [optimizers.make_optimizer(m.cfg.optim) for m in members]
     try:
       states = []
@@ -284,7 +295,13 @@ class _Run:
         states.append(initial_state(m.family, opt))
       n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(states[0].params))
       states, restored = self._restore(states)
+      # Only a config the checkpoints accepted is written: a refused resume changes nothing.
+      for m in members:
+        if self.is_chief:
+          runs.write_config(m.cfg, m.workdir)
       step = int(sharding.to_host(states[0].step))
+      if lead.cfg.model.name == "analytic":
+        return self._analytic(states, restored)
       if pop == 1:
         state = sharding.replicate(states[0], mesh)
       else:
@@ -326,6 +343,20 @@ class _Run:
           m.writer.close()
         if m.ckpt is not None:
           m.ckpt.close()
+
+  def _analytic(self, states, restored) -> List[dict]:
+    """The exact mixture model has nothing to train: the run is its config and a step-0
+    checkpoint with empty parameters, which sample.py and diffusion.load read."""
+    for m, state in zip(self.members, states):
+      if restored is None:
+        m.ckpt.save(0, state)
+        m.last_checkpoint = 0
+      m.started = True
+      if self.is_chief:
+        print(f"{m.prefix()}model: analytic (the exact eps of the data mixture), nothing to "
+              f"train: wrote config.json and checkpoint 0 in {os.path.abspath(m.workdir)}; "
+              "sample with sample.py --workdir or diffusion.load.", flush=True)
+    return [{"step": 0} for _ in self.members]
 
   def _restore(self, states):
     """Each member's newest readable checkpoint. A population resumes at one step: the
@@ -390,8 +421,10 @@ class _Run:
               if m.failure is None:
                 m.ckpt.save(step, _member(state, i, pop))
                 m.last_checkpoint = step
-          sampling = itstime(step, t.sample_every, t.num_train_steps)
-          evaluating = any(itstime(step, every, t.num_train_steps) for every in eval_every)
+          # Stopping: save, then leave (no samples or evaluations of an unfinished model).
+          sampling = itstime(step, t.sample_every, t.num_train_steps) and not stop.received
+          evaluating = (any(itstime(step, every, t.num_train_steps) for every in eval_every)
+                        and not stop.received)
           ema = None
           if sampling or evaluating:  # every process takes part in gathering the EMA params
             ema = _local(state.ema_params)
@@ -402,7 +435,8 @@ class _Run:
                 self._write_samples(m, sample_fn, _member(ema, i, pop), step)
           for i, m in enumerate(members):
             for ev in m.evals:
-              if m.failure is None and itstime(step, ev.every, t.num_train_steps):
+              if m.failure is None and evaluating and itstime(step, ev.every,
+                                                              t.num_train_steps):
                 scalars = ev.run(_member(ema, i, pop), step)
                 print(f"{m.prefix()}eval at step {step}: " + ", ".join(
                     f"{n} {v:.4f}" for n, v in scalars.items()), flush=True)
@@ -410,6 +444,7 @@ class _Run:
                   m.writer.write_scalars(step, scalars)
           if stop.received:
             print(f"\nreceived {stop.received}: saved checkpoint {step}, exiting", flush=True)
+            self.interrupted = stop.received
             break
           if not any(m.failure is None for m in members):
             break
@@ -424,6 +459,8 @@ class _Run:
         continue
       final = {n: float(np.asarray(_member(v, i, pop))) for n, v in host.items()}
       final["step"] = step
+      if self.interrupted:
+        final["interrupted"] = self.interrupted   # stopped by a signal before the last step
       if self.is_chief and host:
         print(f"{m.prefix()}done: step {step}, loss {final['loss']:.5f}, workdir "
               f"{os.path.abspath(m.workdir)}", flush=True)

@@ -34,7 +34,9 @@ def scheduled_learning_rate(hyperparams: Dict[str, Any], step) -> jax.Array:
   exponential = jnp.maximum(lr * h["decay_rate"] ** (since / decay_steps), h["min_lr"])
   progress = jnp.minimum(since / decay_steps, 1.0)
   cosine = h["min_lr"] + (lr - h["min_lr"]) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
-  after = jnp.select([h["lr_schedule"] == 1, h["lr_schedule"] == 2], [exponential, cosine], lr)
+  code = {name: float(i) for i, name in enumerate(LR_SCHEDULES)}   # held as a float in the state
+  after = jnp.select([h["lr_schedule"] == code["exponential"], h["lr_schedule"] == code["cosine"]],
+                     [exponential, cosine], lr)
   return jnp.where(step < warmup, lr * step / jnp.maximum(warmup, 1.0), after)
 
 
