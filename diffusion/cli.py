@@ -133,3 +133,45 @@ def run_main(main_fn, errors) -> None:
     _fail(str(e))
   except KeyboardInterrupt:
     _fail("interrupted (Ctrl-C); nothing more was written.")
+
+
+# The install line that gives JAX the accelerator this machine has (README: Install).
+INSTALL_LINES = {
+    "gpu": "pip install -e '.[cuda12]'  (the CUDA 12 jaxlib at the pinned jax version)",
+    "tpu": "pip install -e '.[tpu]'",
+}
+
+
+def visible_accelerator() -> str | None:
+  """'gpu' or 'tpu' when the system shows one (``/dev/nvidia0`` or ``nvidia-smi`` on the
+  PATH; ``/dev/accel0``), else None. Reads no JAX state."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  if os.path.exists("/dev/nvidia0") or shutil.which("nvidia-smi"):
+    return "gpu"
+  if os.path.exists("/dev/accel0"):
+    return "tpu"
+  return None
+
+
+def accelerator_warning(platforms) -> str | None:
+  """One line when the system has a GPU/TPU but JAX's devices (``platforms``: their
+  ``.platform`` names) are all CPUs; None otherwise (or when JAX_PLATFORMS asks for
+  the CPU on purpose)."""
+  if any(p != "cpu" for p in platforms):
+    return None
+  if os.environ.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
+    return None
+  kind = visible_accelerator()
+  if kind is None:
+    return None
+  return (f"warning: this machine has a {kind.upper()} but JAX sees only the CPU "
+          f"(the CPU jaxlib is installed); to train on the {kind.upper()}: "
+          f"{INSTALL_LINES[kind]}")
+
+
+def warn_if_accelerator_unused() -> None:
+  """Prints :func:`accelerator_warning`'s line to stderr, if any (train.py start-up)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  line = accelerator_warning([d.platform for d in jax.devices()])
+  if line:
+    print(line, file=sys.stderr, flush=True)
