@@ -23,6 +23,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -88,8 +89,9 @@ def _define_config_flag(argv):
       text = str(e)
       if path not in text:
         text = f"{path}: {text}"
-      print(f"error: {text} (restore {path} from a backup, or fix the field it names; "
-            "configs/base.py lists every field)", file=sys.stderr, flush=True)
+      if "not readable JSON" not in text:
+        text += f" Fix or remove that field in {path} (configs/base.py lists every field)."
+      print(f"error: {text}", file=sys.stderr, flush=True)
       sys.exit(2)
   config_flags.DEFINE_config_dict("config", config, "The run's config (from the workdir).")
 
@@ -255,15 +257,19 @@ def check_output(out: str, num: int, family) -> None:
                                 for n in ("samples.npz", "meta.json")):
     raise ConfigError(f"--output={out} already holds samples; give another --output (or "
                       "leave it out: the default folder is never overwritten).")
-  parent = out
-  while not os.path.isdir(parent):
-    up = os.path.dirname(os.path.abspath(parent))
-    if up == os.path.abspath(parent):
-      break
-    parent = up
-  if not os.access(parent, os.W_OK | os.X_OK):
-    raise ConfigError(f"--output={out}: {parent} is not writable; give --output=<a "
-                      "writable folder>.")
+  parent = os.path.abspath(out)
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise ConfigError(f"--output={out}: {parent} is a file, not a folder; give another "
+                      "--output.")
+  try:  # a real write: permissions, read-only mounts and root all answer the same way
+    fd, probe = tempfile.mkstemp(prefix=".write_check.", dir=parent)
+    os.close(fd)
+    os.remove(probe)
+  except OSError as e:
+    raise ConfigError(f"--output={out}: {parent} is not writable ({e.strerror}); give "
+                      "--output=<a writable folder>.") from None
   if num == 0:
     return
   per = int(np.prod(family.example_shape))
