@@ -183,7 +183,7 @@ def run():
     if bar is not None:
       bar.close()
     seconds = time.time() - start
-    print(f"sampled {len(x)} with {method} ({eff_steps} steps) from step {step} in "
+    print(f"sampled {len(x)} with {method} from step {step} ({eff_steps} steps) in "
           f"{seconds:.1f}s ({len(x) / seconds:.2f} samples/s)", flush=True)
     imgs = family.to_uint8(x)
     if imgs is not None:
