@@ -152,3 +152,22 @@ def test_wandb_offline_training_and_resume(tmp_path):
   runs = sorted(p.name for p in (w / "wandb").iterdir() if p.name.startswith("offline-run"))
   assert len(runs) == 2 and all(r.endswith(run_id) for r in runs), runs
   assert [r["step"] for r in metric_writers.read_metrics(str(w))][-1] == 40
+
+
+# --- Quiet logs --------------------------------------------------------------------------
+
+def test_routine_library_warnings_are_dropped(caplog):
+  import logging
+  cli.quiet_logs()
+  logger = logging.getLogger("absl")
+  routine = ["CheckpointManagerOptions.read_only=True, setting save_interval_steps=0.",
+             "Given directory is read only=/w/checkpoints",
+             "OpenCV is not installed. Image decoding falls back to PIL.",
+             "/data/tmp has no dataset_info.json"]
+  assert all(not cli._FILTER.filter(logging.LogRecord("absl", logging.WARNING, "", 0, m,
+                                                      None, None)) for m in routine)
+  kept = logging.LogRecord("absl", logging.WARNING, "", 0, "a real warning", None, None)
+  assert cli._FILTER.filter(kept)
+  err = logging.LogRecord("absl", logging.ERROR, "", 0, routine[-1], None, None)
+  assert cli._FILTER.filter(err)                                # errors always pass
+  assert cli._FILTER in logger.filters and cli._FILTER in logging.getLogger().filters
