@@ -5,7 +5,7 @@
 #   benchmarks/offline_wheelhouse.sh [PYTHON_VERSION=3.11] [OUT=wheelhouse]
 # copies OUT/ (plus this repository) to the node; there, with no network:
 #   python -m pip install --no-index --find-links=wheelhouse --no-deps -r wheelhouse/requirements.txt
-#   python -m pip install --no-index --no-build-isolation --no-deps -e .
+#   python -m pip install --no-index --find-links=wheelhouse --no-deps -e .   # setuptools from the wheelhouse
 #   python train.py --config=configs/ddpm/quickstart.py --workdir=/tmp/qs
 #
 # The wheelhouse holds our dependencies and theirs, resolved against the pins of
