@@ -60,6 +60,10 @@ def check_config_file(argv) -> None:
 def parse_flags(argv):
   """absl ``flags_parser`` for ``app.run``: parse errors become one line."""
   check_config_file(argv)
+  if "config" in flags.FLAGS:  # --helpfull: one line, not a YAML dump of the whole config
+    flags.FLAGS["config"].default_as_str = ("'the config file / the workdir's config.json; "
+                                            "--config.<field>=... overrides a field "
+                                            "(configs/base.py lists them)'")
   try:
     parsed = flags.FLAGS(argv)
   except flags.Error as e:

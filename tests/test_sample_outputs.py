@@ -148,3 +148,9 @@ def test_bpd_without_sampling_announces_its_file(tmp_path):
   assert wrote and os.path.exists(wrote[0].split(" ", 1)[1]), res.stdout
   assert not (out / "samples.npz").exists()
   assert json.load(open(out / "meta.json"))["count"] == 0
+
+
+def test_helpfull_shows_no_yaml_dump_of_the_config(toy_run):
+  res = run("sample.py", f"--workdir={toy_run}", "--helpfull")
+  assert "--config.<field>=... overrides" in res.stdout + res.stderr
+  assert "mixture_means" not in res.stdout + res.stderr
