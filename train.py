@@ -96,6 +96,7 @@ def main(argv):
   if _DISTRIBUTED.value:
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+  cli.warn_if_accelerator_unused()  # after distributed init: it asks JAX for its devices
   cli.run_main(lambda: _run(sys.argv), (ConfigError, NonFiniteLossError))
 
 

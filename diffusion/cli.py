@@ -60,6 +60,10 @@ def check_config_file(argv) -> None:
 def parse_flags(argv):
   """absl ``flags_parser`` for ``app.run``: parse errors become one line."""
   check_config_file(argv)
+  if "config" in flags.FLAGS:  # --helpfull: one line, not a YAML dump of the whole config
+    flags.FLAGS["config"].default_as_str = ("'the config file / the workdir's config.json; "
+                                            "--config.<field>=... overrides a field "
+                                            "(configs/base.py lists them)'")
   try:
     parsed = flags.FLAGS(argv)
   except flags.Error as e:
@@ -91,11 +95,37 @@ def parse_flags(argv):
   return parsed
 
 
+class _DropRoutine(logging.Filter):
+  """Drops warnings that say nothing to act on: orbax's three read-only notes on every
+  restore (sample.py, diffusion.load), tfds's "OpenCV is not installed", and tfds's
+  "has no dataset_info.json" for folders that hold no prepared dataset."""
+
+  PATTERNS = ("read_only=True", "Given directory is read only", "OpenCV is not installed",
+              "dataset_info.json")
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.levelno >= logging.ERROR:
+      return True
+    try:
+      text = record.getMessage()
+    except Exception:  # noqa: BLE001 - a malformed record: keep it
+      return True
+    return not any(p in text for p in self.PATTERNS)
+
+
+_FILTER = _DropRoutine()
+
+
 def quiet_logs() -> None:
   """orbax (via absl) and jax (backend probing: "Unable to initialize backend
-  'tpu'") log routine steps at INFO; keep the console for what matters."""
+  'tpu'") log routine steps at INFO; keep the console for what matters, and drop the
+  routine warnings of :class:`_DropRoutine`."""
   for name in ("absl", "jax"):
     logging.getLogger(name).setLevel(logging.WARNING)
+  for name in ("absl", "tensorflow_datasets", "root", ""):
+    logger = logging.getLogger(name) if name else logging.getLogger()
+    if _FILTER not in logger.filters:
+      logger.addFilter(_FILTER)
 
 
 def run_main(main_fn, errors) -> None:
@@ -107,3 +137,45 @@ def run_main(main_fn, errors) -> None:
     _fail(str(e))
   except KeyboardInterrupt:
     _fail("interrupted (Ctrl-C); nothing more was written.")
+
+
+# The install line that gives JAX the accelerator this machine has (README: Install).
+INSTALL_LINES = {
+    "gpu": "pip install -e '.[cuda12]'  (the CUDA 12 jaxlib at the pinned jax version)",
+    "tpu": "pip install -e '.[tpu]'",
+}
+
+
+def visible_accelerator() -> str | None:
+  """'gpu' or 'tpu' when the system shows one (``/dev/nvidia0`` or ``nvidia-smi`` on the
+  PATH; ``/dev/accel0``), else None. Reads no JAX state."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  if os.path.exists("/dev/nvidia0") or shutil.which("nvidia-smi"):
+    return "gpu"
+  if os.path.exists("/dev/accel0"):
+    return "tpu"
+  return None
+
+
+def accelerator_warning(platforms) -> str | None:
+  """One line when the system has a GPU/TPU but JAX's devices (``platforms``: their
+  ``.platform`` names) are all CPUs; None otherwise (or when JAX_PLATFORMS asks for
+  the CPU on purpose)."""
+  if any(p != "cpu" for p in platforms):
+    return None
+  if os.environ.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
+    return None
+  kind = visible_accelerator()
+  if kind is None:
+    return None
+  return (f"warning: this machine has a {kind.upper()} but JAX sees only the CPU "
+          f"(the CPU jaxlib is installed); to train on the {kind.upper()}: "
+          f"{INSTALL_LINES[kind]}")
+
+
+def warn_if_accelerator_unused() -> None:
+  """Prints :func:`accelerator_warning`'s line to stderr, if any (train.py start-up)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  line = accelerator_warning([d.platform for d in jax.devices()])
+  if line:
+    print(line, file=sys.stderr, flush=True)

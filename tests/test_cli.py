@@ -74,7 +74,8 @@ def test_sample_cli_ancestral_default_output(trained_run):
   workdir, _ = trained_run
   res = run("sample.py", f"--workdir={workdir}", "--num_samples=4", "--progress=false")
   assert res.returncode == 0, res.stderr[-3000:]
-  with np.load(workdir / "samples_24_ancestral" / "samples.npz") as f:
+  out, = workdir.glob("samples_24_ancestral_s*_seed0")
+  with np.load(out / "samples.npz") as f:
     assert f["arr_0"].shape == (4, 8, 8, 1)
 
 

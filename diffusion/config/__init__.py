@@ -549,6 +549,9 @@ class OptimConfig(Section):
             f"optim.optimizer={self.optimizer!r} has no weight decay; use 'adamw'")
 
 
+WRITERS = ("jsonl", "tensorboard", "wandb")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig(Section):
   """The training loop (defaults: DDPM CIFAR-10, 800k steps of batch 128)."""
@@ -565,8 +568,14 @@ class TrainingConfig(Section):
   sample_every: int = field(10_000, "steps between EMA sample grids (0 = none)",
                             rule=NONNEGATIVE)
   num_samples: int = field(64, "samples in each grid", rule=AT_LEAST_1)
+  writers: str = field("jsonl,tensorboard", "metric writers, comma-separated: jsonl, "
+                       "tensorboard, wandb (pip install '.[wandb]')")
 
   def check(self):
+    bad = [w for w in self.writers.split(",") if w.strip() not in WRITERS]
+    if bad or not self.writers.strip():
+      _fail("training.writers", self.writers,
+            f"it must be a comma-separated list of {', '.join(WRITERS)}")
     k = self.steps_per_call
     for name in ("num_train_steps", "log_every", "checkpoint_every", "sample_every"):
       if getattr(self, name) % k:

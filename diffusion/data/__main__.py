@@ -40,8 +40,12 @@ def _list(args) -> None:
   for name, info in catalog.INFO.items():
     ready = ""
     if info.tfds_name and name != "lsun":
-      import tensorflow_datasets as tfds  # heavy and optional: only tfds sets need it
-      ready = "yes" if tfds.builder(info.tfds_name, data_dir=args.data_dir).is_prepared() else "no"
+      try:
+        import tensorflow_datasets as tfds  # heavy and optional: only tfds sets need it
+      except ImportError:  # the light core: nothing can be prepared here
+        ready = "needs .[tfds]"
+        tfds = None
+      ready = ready if tfds is None else "yes" if tfds.builder(info.tfds_name, data_dir=args.data_dir).is_prepared() else "no"
     examples = ", ".join(f"{k} {v}" for k, v in info.num_examples.items())
     where = "device" if info.in_memory else "stream"
     shown = "lsun/<cat>" if name == "lsun" else name
@@ -50,6 +54,8 @@ def _list(args) -> None:
 
 
 def main(argv=None) -> int:
+  from diffusion import cli  # routine tfds/absl warnings ("has no dataset_info.json")
+  cli.quiet_logs()
   parser = argparse.ArgumentParser(prog="python -m diffusion.data", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest="command", required=True)

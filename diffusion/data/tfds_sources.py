@@ -28,6 +28,7 @@ from unittest import mock
 
 import numpy as np
 
+from diffusion import extras
 from diffusion.errors import ConfigError
 
 # Raw files tfds's builders fetch, by our dataset name; --manual_dir must hold
@@ -76,7 +77,7 @@ def get_builder(name: str, tfds_name: str, data_dir: str):
     tfds_name: tfds's name with config, e.g. ``celeb_a_hq/256``.
     data_dir: ``data.tfds_data_dir``; "" means tfds's default directory.
   """
-  import tensorflow_datasets as tfds  # heavy and optional: only tfds sets need it
+  tfds = extras.require("tensorflow_datasets")  # heavy, optional: the tfds extra
   builder = tfds.builder(tfds_name, data_dir=data_dir or None)
   if not builder.is_prepared():
     raise ConfigError(not_prepared_message(name, str(builder.data_dir), data_dir))
@@ -143,7 +144,7 @@ def load_split(builder, name: str, split: str, chunk: int = 10_000) -> dict:
 
 def _load_split_tf(builder, split: str) -> dict:
   """tfrecord fallback (data prepared by plain tfds): read through tf.data."""
-  import tensorflow_datasets as tfds  # heavy and optional: only tfds sets need it
+  tfds = extras.require("tensorflow_datasets")  # heavy, optional: the tfds extra
   ds = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
   out = {"images": np.asarray(ds["image"], np.uint8)}
   if "label" in ds:
@@ -183,7 +184,7 @@ def _refuse_downloads(name: str, manual_dir: str) -> Iterator[None]:
   Without this, tfds's download retries with back-off take ~3.5 minutes to give
   up even when every connection is refused at once.
   """
-  import tensorflow_datasets as tfds  # heavy and optional: only tfds sets need it
+  tfds = extras.require("tensorflow_datasets")  # heavy, optional: the tfds extra
 
   def refuse(self, resource):
     del self
@@ -227,7 +228,7 @@ def prepare(name: str, tfds_name: str, manual_dir: Optional[str] = None,
     if missing:
       raise ConfigError(f"--manual_dir={manual_dir!r} lacks {', '.join(missing)} "
                         f"(needed to build {name} offline).")
-  import tensorflow_datasets as tfds  # heavy and optional: only tfds sets need it
+  tfds = extras.require("tensorflow_datasets")  # heavy, optional: the tfds extra
   from tensorflow_datasets.core.download import download_manager  # heavy and optional: only tfds sets need it
   builder = tfds.builder(tfds_name, data_dir=data_dir or None, file_format="array_record")
   if builder.is_prepared():

@@ -55,7 +55,9 @@ def write_pictures(family, params, out_dir: str, key: jax.Array, num: int = 64) 
 
 
 def _scatter(path: str, means: np.ndarray, labels) -> str:
-  # matplotlib takes ~1.5 s to import; only this picture needs it.
+  # matplotlib takes ~1.5 s to import; only this picture needs it (the plots extra).
+  from diffusion import extras  # pylint: disable=import-outside-toplevel
+  extras.require("matplotlib")
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel

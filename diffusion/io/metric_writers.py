@@ -4,6 +4,11 @@
 (``{"step": 100, "loss": 0.031, ...}``; evaluations add rows of ``eval/*`` at their
 steps) so runs can be read back with three lines of Python; ``<workdir>/tb/``
 holds TensorBoard event files (tensorboardX, so no TensorFlow import is needed).
+With ``training.writers`` naming ``wandb`` (``pip install '.[wandb]'``) the same rows
+and the sample grids also go to Weights & Biases: the run is named after the workdir,
+its config is the workdir's ``config.json``, and its id is kept in
+``<workdir>/wandb_run_id`` so a restarted run logs into the same W&B run.
+``WANDB_MODE=offline`` keeps everything under ``<workdir>/wandb/`` (``wandb sync`` it later).
 
 Logs stay true across resumes: a run resumed from checkpoint S first drops the
 metrics.jsonl rows after S (an atomic rewrite) and starts its TensorBoard file
@@ -14,13 +19,75 @@ kill -9 loses nothing that was logged.
 
 import json
 import os
+import secrets
 import time
 from typing import Optional
 
 import numpy as np
 from tensorboardX import SummaryWriter
 
+from diffusion.errors import ConfigError
 from diffusion.io import atomic
+
+WANDB_ID_FILE = "wandb_run_id"
+
+
+def parse_writers(writers) -> tuple:
+  """``"jsonl,tensorboard"`` (training.writers) or a sequence, as a tuple of names."""
+  if isinstance(writers, str):
+    writers = writers.split(",")
+  return tuple(w.strip() for w in writers if w.strip())
+
+
+class WandbWriter:
+  """The rows of metrics.jsonl and the sample grids, logged to one W&B run per workdir.
+
+  The run id is created once and stored in ``<workdir>/wandb_run_id``; a restart
+  resumes that run (``resume="allow"``), so one workdir is one W&B run. Rows after
+  ``resume_step`` that a killed process logged are not rewritten (W&B keeps the
+  first value of a step).
+  """
+
+  def __init__(self, workdir: str, resume_step: int = 0):
+    try:
+      import wandb  # pylint: disable=import-outside-toplevel  # optional
+    except ImportError:
+      raise ConfigError("training.writers names wandb but wandb is not installed: "
+                        "pip install '.[wandb]' (or drop wandb from training.writers).") from None
+    self._wandb = wandb
+    id_path = os.path.join(workdir, WANDB_ID_FILE)
+    run_id = None
+    if os.path.exists(id_path):
+      with open(id_path, encoding="utf-8") as f:
+        run_id = f.read().strip() or None
+    if run_id is None:
+      run_id = secrets.token_hex(6)  # W&B ids: lowercase letters and digits
+      atomic.write_text(id_path, run_id + "\n")
+    config = {}
+    config_path = os.path.join(workdir, "config.json")
+    if os.path.exists(config_path):
+      try:
+        with open(config_path, encoding="utf-8") as f:
+          config = json.load(f)
+      except (OSError, ValueError):
+        config = {}
+    name = os.path.basename(os.path.normpath(os.path.abspath(workdir)))
+    self.run_id = run_id
+    self._last_step = resume_step
+    self._run = wandb.init(id=run_id, resume="allow", name=name, config=config,
+                           dir=workdir)
+
+  def write_scalars(self, step: int, scalars: dict) -> None:
+    self._run.log({k: float(np.asarray(v)) for k, v in scalars.items()}, step=int(step))
+
+  def write_images(self, step: int, name: str, grid_uint8: np.ndarray) -> None:
+    self._run.log({name: self._wandb.Image(np.asarray(grid_uint8))}, step=int(step))
+
+  def close(self) -> None:
+    try:
+      self._run.finish()
+    except Exception:  # noqa: BLE001 - a run that already failed
+      pass
 
 
 def truncate_metrics(workdir: str, last_step: int) -> int:
@@ -58,10 +125,18 @@ class MetricWriter:
     resume_step: the step the run continues from (0 for a new run); rows and
       events after it, left by an interrupted run, are dropped / hidden.
     tensorboard: also write TensorBoard events.
+    writers: ``training.writers`` (``"jsonl,tensorboard"``, ``"jsonl,wandb"``, ...);
+      when given it decides ``tensorboard``. metrics.jsonl is always written (resume,
+      sweeps and summaries read it).
   """
 
-  def __init__(self, workdir: str, resume_step: int = 0, tensorboard: bool = True):
+  def __init__(self, workdir: str, resume_step: int = 0, tensorboard: bool = True,
+               writers=None):
     os.makedirs(workdir, exist_ok=True)
+    names = parse_writers(writers) if writers is not None else (
+        ("jsonl", "tensorboard") if tensorboard else ("jsonl",))
+    tensorboard = "tensorboard" in names
+    self._wandb = WandbWriter(workdir, resume_step) if "wandb" in names else None
     truncate_metrics(workdir, resume_step)
     self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
     self._tb: Optional[SummaryWriter] = None
@@ -79,12 +154,16 @@ class MetricWriter:
       for k, v in scalars.items():
         self._tb.add_scalar(k, float(np.asarray(v)), int(step))
       self._tb.flush()
+    if self._wandb is not None:
+      self._wandb.write_scalars(step, scalars)
 
   def write_images(self, step: int, name: str, grid_uint8: np.ndarray) -> None:
     """Adds an image [H, W, C] uint8 to TensorBoard."""
     if self._tb is not None:
       self._tb.add_image(name, grid_uint8, int(step), dataformats="HWC")
       self._tb.flush()
+    if self._wandb is not None:
+      self._wandb.write_images(step, name, grid_uint8)
 
   def close(self) -> None:
     """Closes both files; safe to call after a failed write (e.g. a full disk)."""
@@ -97,6 +176,8 @@ class MetricWriter:
         self._tb.close()
       except Exception:  # noqa: BLE001 - a writer thread that already failed
         pass
+    if self._wandb is not None:
+      self._wandb.close()
 
 
 def read_metrics(workdir: str) -> list[dict]:

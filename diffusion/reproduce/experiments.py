@@ -121,6 +121,8 @@ def _langevin_shares(eps_fn, data_score, seeds: int, ve) -> Dict[str, Any]:
 
 def _plot_langevin(path: str, points: Dict[str, np.ndarray], title: str) -> str:
   # matplotlib takes ~1.5 s to import; only the pictures need it.
+  from diffusion import extras  # pylint: disable=import-outside-toplevel
+  extras.require("matplotlib")  # one line naming the plots extra
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
@@ -209,6 +211,8 @@ def dpm_swiss_roll(baseline, budget, workdir: str, seed: int = 0) -> Outcome:
 
 def _plot_roll(path: str, family, params, x0: np.ndarray, seed: int) -> str:
   """DPM Fig. 1: the forward trajectory (data -> noise) above the reverse one."""
+  from diffusion import extras  # pylint: disable=import-outside-toplevel
+  extras.require("matplotlib")  # one line naming the plots extra
   import matplotlib  # pylint: disable=import-outside-toplevel  # heavy, pictures only
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
@@ -365,6 +369,8 @@ def ddim_steps(baseline, budget, workdir: str, seed: int = 0) -> Outcome:
 
 
 def _plot_ddim(path: str, table) -> str:
+  from diffusion import extras  # pylint: disable=import-outside-toplevel
+  extras.require("matplotlib")  # one line naming the plots extra
   import matplotlib  # pylint: disable=import-outside-toplevel  # heavy, pictures only
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel

@@ -119,6 +119,8 @@ def run_sweep(config, config_file: str, spec: str, sweep_dir: str, *,
       elif mode == "vmap":
         _populations(ledger, todo, progress, population_strategy)
       else:
+        from diffusion import extras  # pylint: disable=import-outside-toplevel
+        extras.require("ray")  # one line naming the ray extra if it is missing
         from diffusion.sweeps import ray_mode  # pylint: disable=import-outside-toplevel  # heavy, optional
         ray_mode.run(ledger, todo, address=ray_address, gpus=ray_gpus_per_point,
                      cpus=ray_cpus_per_point, max_retries=ray_max_retries)

@@ -101,6 +101,8 @@ def summarize(sweep_dir: str, plots: bool = True) -> str:
 def write_plots(sweep_dir: str) -> List[str]:
   """Loss curves of all points, and each metric against each numeric swept value."""
   # matplotlib takes ~1.5 s to import; only the plots need it.
+  from diffusion import extras  # pylint: disable=import-outside-toplevel
+  extras.require("matplotlib")  # one line naming the plots extra
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel

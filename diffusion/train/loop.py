@@ -346,7 +346,8 @@ class _Run:
                    for m in members]
       if self.is_chief:
         for m in members:
-          m.writer = metric_writers.MetricWriter(m.workdir, resume_step=step)
+          m.writer = metric_writers.MetricWriter(m.workdir, resume_step=step,
+                                                 writers=m.cfg.training.writers)
           m.evals = evaluators.make_evaluators(m.family, m.workdir)
       return self._loop(state, step, call, data, streams, progress)
     finally:

@@ -1,0 +1,173 @@
+"""Issue 23: a new user's first hour (accelerator warning, light core, writers)."""
+
+import os
+
+import pytest
+
+from diffusion import cli
+
+
+@pytest.fixture
+def no_accelerator(monkeypatch):
+  monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+  real_exists = os.path.exists
+  monkeypatch.setattr(cli.os.path, "exists",
+                      lambda p: False if p in ("/dev/nvidia0", "/dev/accel0") else real_exists(p))
+  monkeypatch.setattr("shutil.which", lambda name: None)
+
+
+def test_gpu_visible_but_jax_on_cpu_warns_in_one_line(no_accelerator, monkeypatch):
+  monkeypatch.setattr("shutil.which",
+                      lambda name: "/usr/bin/nvidia-smi" if name == "nvidia-smi" else None)
+  line = cli.accelerator_warning(["cpu"])
+  assert line is not None and "\n" not in line
+  assert "GPU" in line and "only the CPU" in line and ".[cuda12]" in line
+  assert cli.accelerator_warning(["gpu"]) is None          # JAX has it: silent
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")                 # CPU on purpose: silent
+  assert cli.accelerator_warning(["cpu"]) is None
+
+
+def test_dev_nvidia0_and_dev_accel0(no_accelerator, monkeypatch):
+  real_exists = os.path.exists
+  monkeypatch.setattr(cli.os.path, "exists",
+                      lambda p: True if p == "/dev/nvidia0" else real_exists(p)
+                      if p != "/dev/accel0" else False)
+  assert "GPU" in cli.accelerator_warning(["cpu"])
+  monkeypatch.setattr(cli.os.path, "exists",
+                      lambda p: True if p == "/dev/accel0" else real_exists(p)
+                      if p != "/dev/nvidia0" else False)
+  line = cli.accelerator_warning(["cpu"])
+  assert "TPU" in line and ".[tpu]" in line
+
+
+def test_no_accelerator_no_warning(no_accelerator, capsys):
+  assert cli.accelerator_warning(["cpu"]) is None
+  cli.warn_if_accelerator_unused()
+  assert capsys.readouterr().err == ""
+
+
+# --- W&B as an optional metric writer --------------------------------------------------
+
+import json  # noqa: E402
+import sys  # noqa: E402
+import types  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from diffusion.errors import ConfigError  # noqa: E402
+from diffusion.io import metric_writers  # noqa: E402
+
+
+class _FakeRun:
+  def __init__(self, log, kwargs):
+    self.log_calls, self.kwargs, self.finished = log, kwargs, False
+
+  def log(self, row, step):
+    self.log_calls.append((step, row))
+
+  def finish(self):
+    self.finished = True
+
+
+def _fake_wandb(monkeypatch):
+  calls = {"init": [], "log": []}
+  mod = types.ModuleType("wandb")
+  mod.util = types.SimpleNamespace(generate_id=lambda: f"id{len(calls['init'])}abc")
+  mod.Image = lambda arr: ("image", arr.shape)
+
+  def init(**kwargs):
+    calls["init"].append(kwargs)
+    run = _FakeRun(calls["log"], kwargs)
+    run.log = lambda row, step: calls["log"].append((step, row))
+    return run
+  mod.init = init
+  monkeypatch.setitem(sys.modules, "wandb", mod)
+  return calls
+
+
+def test_wandb_writer_same_rows_name_config_and_resume(tmp_path, monkeypatch):
+  calls = _fake_wandb(monkeypatch)
+  w = tmp_path / "my_run"
+  w.mkdir()
+  (w / "config.json").write_text(json.dumps({"training": {"batch_size": 8}}))
+  mw = metric_writers.MetricWriter(str(w), writers="jsonl,wandb")
+  mw.write_scalars(10, {"loss": np.float32(0.5)})
+  mw.write_images(10, "samples", np.zeros((8, 8, 3), np.uint8))
+  mw.close()
+  assert not (w / "tb").exists()                         # tensorboard not asked for
+  init = calls["init"][0]
+  assert init["name"] == "my_run" and init["config"] == {"training": {"batch_size": 8}}
+  assert init["resume"] == "allow" and init["dir"] == str(w)
+  run_id = (w / metric_writers.WANDB_ID_FILE).read_text().strip()
+  assert init["id"] == run_id
+  row = metric_writers.read_metrics(str(w))[0]
+  assert calls["log"][0] == (10, {"loss": row["loss"]})   # the metrics.jsonl row
+  assert calls["log"][1] == (10, {"samples": ("image", (8, 8, 3))})
+  # A restart logs into the same run.
+  mw = metric_writers.MetricWriter(str(w), resume_step=10, writers="jsonl,tensorboard,wandb")
+  mw.close()
+  assert calls["init"][1]["id"] == run_id and (w / "tb").exists()
+
+
+def test_default_writers_do_not_need_wandb(tmp_path, monkeypatch):
+  monkeypatch.setitem(sys.modules, "wandb", None)       # import wandb fails
+  mw = metric_writers.MetricWriter(str(tmp_path))
+  mw.write_scalars(1, {"loss": 1.0})
+  mw.close()
+  assert (tmp_path / "tb").exists() and (tmp_path / "metrics.jsonl").exists()
+  with pytest.raises(ConfigError, match=r"pip install '\.\[wandb\]'"):
+    metric_writers.MetricWriter(str(tmp_path / "x"), writers="jsonl,wandb")
+
+
+def test_writers_field_is_validated():
+  from configs import base
+  from diffusion.config import checks
+  cfg = base.get_config()
+  cfg.training.writers = "jsonl,tensorbord"
+  with pytest.raises(ConfigError, match="training.writers"):
+    checks.validate(cfg, num_devices=1)
+
+
+@pytest.mark.slow
+def test_wandb_offline_training_and_resume(tmp_path):
+  pytest.importorskip("wandb")
+  import subprocess
+  from tests.test_cli import REPO
+
+  def run(script, *a, env):
+    return subprocess.run([sys.executable, os.path.join(REPO, script), *a], cwd=REPO,
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **env})
+  w = tmp_path / "toy_wandb"
+  args = ["train.py", "--config=configs/ddpm/toy_mixture.py", "--progress=false",
+          "--config.training.log_every=10", "--config.training.checkpoint_every=10",
+          "--config.training.writers=jsonl,wandb", f"--workdir={w}"]
+  env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+  res = run(*args, "--config.training.num_train_steps=20", env=env)
+  assert res.returncode == 0, res.stderr[-3000:]
+  run_id = (w / "wandb_run_id").read_text().strip()
+  res = run(*args, "--config.training.num_train_steps=40", env=env)
+  assert res.returncode == 0, res.stderr[-3000:]
+  assert (w / "wandb_run_id").read_text().strip() == run_id
+  runs = sorted(p.name for p in (w / "wandb").iterdir() if p.name.startswith("offline-run"))
+  assert len(runs) == 2 and all(r.endswith(run_id) for r in runs), runs
+  assert [r["step"] for r in metric_writers.read_metrics(str(w))][-1] == 40
+
+
+# --- Quiet logs --------------------------------------------------------------------------
+
+def test_routine_library_warnings_are_dropped(caplog):
+  import logging
+  cli.quiet_logs()
+  logger = logging.getLogger("absl")
+  routine = ["CheckpointManagerOptions.read_only=True, setting save_interval_steps=0.",
+             "Given directory is read only=/w/checkpoints",
+             "OpenCV is not installed. Image decoding falls back to PIL.",
+             "/data/tmp has no dataset_info.json"]
+  assert all(not cli._FILTER.filter(logging.LogRecord("absl", logging.WARNING, "", 0, m,
+                                                      None, None)) for m in routine)
+  kept = logging.LogRecord("absl", logging.WARNING, "", 0, "a real warning", None, None)
+  assert cli._FILTER.filter(kept)
+  err = logging.LogRecord("absl", logging.ERROR, "", 0, routine[-1], None, None)
+  assert cli._FILTER.filter(err)                                # errors always pass
+  assert cli._FILTER in logger.filters and cli._FILTER in logging.getLogger().filters

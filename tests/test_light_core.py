@@ -1,0 +1,47 @@
+"""The light core (issue 23): optional packages are imported only where needed, and a
+missing one is one line naming the extra to install."""
+
+import subprocess
+import sys
+
+import pytest
+
+from diffusion import extras
+from diffusion.errors import ConfigError
+from tests.test_cli import REPO
+
+
+@pytest.mark.parametrize("module,extra", [("tensorflow_datasets", "tfds"), ("ray", "ray"),
+                                          ("matplotlib", "plots")])
+def test_missing_optional_package_names_its_extra(monkeypatch, module, extra):
+  monkeypatch.setitem(sys.modules, module, None)   # import raises ImportError
+  with pytest.raises(ConfigError, match=rf"pip install '\.\[{extra}\]'"):
+    extras.require(module)
+
+
+def test_core_entry_points_import_without_optional_packages():
+  """train.py and sample.py (and the package) load with tensorflow_datasets, ray and
+  matplotlib made unimportable, as in a `pip install .` venv."""
+  code = """
+import sys
+for m in ("tensorflow", "tensorflow_datasets", "ray", "matplotlib", "wandb"):
+    sys.modules[m] = None
+import runpy
+import diffusion, diffusion.data, diffusion.sweeps, diffusion.evals
+for script in ("train.py", "sample.py"):
+    runpy.run_path(script, run_name="not_main")
+print("core ok")
+"""
+  res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       timeout=300)
+  assert res.returncode == 0, res.stderr[-3000:]
+  assert "core ok" in res.stdout
+
+
+def test_data_list_without_tfds_says_which_extra():
+  code = ("import sys; sys.modules['tensorflow_datasets'] = None\n"
+          "from diffusion.data.__main__ import main; main(['list'])")
+  res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       timeout=300)
+  assert res.returncode == 0, res.stderr[-3000:]
+  assert "needs .[tfds]" in res.stdout and "WARNING" not in res.stderr
