@@ -5,13 +5,11 @@ Runs on a 20-step toy_mixture run (seconds) and the tiny digits run of test_cli.
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from tests.test_cli import REPO, TINY, run
+from tests.test_cli import TINY, run
 
 TOY = ["--config=configs/ddpm/toy_mixture.py", "--progress=false",
        "--config.training.num_train_steps=20", "--config.training.log_every=10",

@@ -20,7 +20,6 @@ never stops the others. Interrupting a sweep (SIGTERM, Ctrl-C, kill -9) leaves t
 current point(s) running in the ledger; the same command resumes them.
 """
 
-import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
