@@ -10,6 +10,7 @@ TensorFlow in a subprocess (``tests/fixtures/make_ddpm_tf_fixture.py``).
 
 import collections
 import io
+import glob
 import json
 import os
 import pickle
@@ -627,7 +628,8 @@ def test_cli_import_sample_export(tmp_path):
                         "--num_samples=2", "--sampler=ddim", "--steps=2", "--progress=false"],
                        cwd=REPO, capture_output=True, text=True, timeout=600)
   assert res.returncode == 0, res.stderr[-2000:]
-  samples = np.load(os.path.join(workdir, "samples_0_ddim", "samples.npz"))["arr_0"]
+  (folder,) = glob.glob(os.path.join(workdir, "samples_0_ddim*"))   # named by sampler, steps, seed
+  samples = np.load(os.path.join(folder, "samples.npz"))["arr_0"]
   assert samples.shape == (2, 16, 16, 3) and samples.dtype == np.uint8
   res = cli("export", f"--workdir={workdir}", f"--out={out}")
   assert res.returncode == 0, res.stderr[-2000:]

@@ -150,7 +150,11 @@ def test_classifier_metric_separates_data_from_noise(digits_classifier):
   assert noise["eval/cfid"] > 8 * (floor + 1.0)       # measured: 691 vs a floor of 65
   blank = ev.score(np.zeros_like(test))
   assert blank["eval/cfid"] > 8 * (floor + 1.0) and blank["eval/classes"] <= 1
-  assert real["eval/confident"] > 0.8 and real["eval/classes"] == 10
+  # Calibrated (temperature fitted on the test split): a real digit is "confident" about as
+  # often as the classifier is right (measured 76.8% at accuracy 93.3%), noise almost never.
+  assert 0.7 < real["eval/confident"] <= real["eval/classifier_accuracy"]
+  assert real["eval/classes"] == 10 and real["eval/classifier_temperature"] > 1.0
+  assert noise["eval/confident"] < 0.3
 
 
 def test_classifier_frechet_distance_against_float64():

@@ -340,7 +340,8 @@ def toy_run(tmp_path_factory):
 @pytest.mark.parametrize("flag, start", [
     ("--batch_size=-4", "error: --batch_size=-4 is not valid"),
     ("--checkpoint_step=-5", "error: --checkpoint_step=-5 is not valid"),
-    ("--num_samples=0", "error: --num_samples=0 is not valid"),
+    ("--num_samples=-1", "error: --num_samples=-1 is not valid"),
+    ("--num_samples=0", "error: --num_samples=0 draws nothing; give --bpd"),
     ("--steps=-1", "error: --steps=-1 is not valid"),
     ("--seed=-1", "error: --seed=-1 is not valid"),
     ("--checkpoint_step=7", "error: --checkpoint_step=7 is not in"),

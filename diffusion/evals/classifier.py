@@ -172,13 +172,23 @@ def load_or_train(dataset: str, train_split: Dict[str, np.ndarray],
     with np.load(path, allow_pickle=False) as f:
       arrays = {k: f[k] for k in f.files}
     acc = float(arrays.pop("__test_accuracy__"))
+    temperature = float(arrays.pop("__temperature__", np.nan))
     params = trees.unflatten(arrays, leaf=jnp.asarray)
-  else:
-    params = train(train_split["images"], train_split["labels"], recipe)
-    acc = accuracy(params, test_split["images"], test_split["labels"])
-    os.makedirs(cache_dir(), exist_ok=True)
-    atomic.write_npz(path, __test_accuracy__=np.float64(acc),          # never half-written
-                     **trees.flatten(jax.device_get(params), leaf=np.asarray))
-  raw = Classifier(params, acc, name)
+    if np.isnan(temperature):   # a cache from before calibration: fit now if the data is here
+      temperature = _fitted(params, test_split) if "images" in test_split else 1.0
+    return Classifier(params, acc, name, temperature)
+  params = train(train_split["images"], train_split["labels"], recipe)
+  acc = accuracy(params, test_split["images"], test_split["labels"])
+  temperature = _fitted(params, test_split)
+  os.makedirs(cache_dir(), exist_ok=True)
+  atomic.write_npz(path, __test_accuracy__=np.float64(acc),          # never half-written
+                   __temperature__=np.float64(temperature),
+                   **trees.flatten(jax.device_get(params), leaf=np.asarray))
+  return Classifier(params, acc, name, temperature)
+
+
+def _fitted(params, test_split: Dict[str, np.ndarray]) -> float:
+  """The temperature of ``params``' logits fitted on the test split."""
+  raw = Classifier(params, float("nan"), "")
   logits = raw._apply(np.asarray(test_split["images"], np.float32) / 255.0)[1]
-  return Classifier(params, acc, name, fit_temperature(logits, test_split["labels"]))
+  return fit_temperature(logits, test_split["labels"])
