@@ -9,33 +9,20 @@ diffusion/models/refinenet.py). Adam 1e-4 (Adam eps 1e-3), batch 32, 80000 itera
 (--config.data.data_dir=FILE).
 """
 
-from configs import base
+from configs.ncsn import ncsnv2_cifar10
 
 
 def get_config():
-  config = base.get_config("ncsn")
-  config.diffusion.sigma_min = 0.01
+  """NCSNv2's CIFAR-10 recipe with this dataset's ladder, network, sampler and budget."""
+  config = ncsnv2_cifar10.get_config()
   config.diffusion.sigma_max = 348.0
   config.diffusion.num_timesteps = 2311
   config.data.dataset = "npz"
   config.data.image_size = 256
-  config.data.num_channels = 3
-  config.data.uniform_dequantization = False
-  config.data.random_flip = True
   config.model.name = "ncsnv2_deepest"
-  config.model.ngf = 128
-  config.model.out_channels = 3
-  config.model.scale_by_sigma = True
-  config.model.conditional = False
-  config.optim.lr = 1e-4
-  config.optim.eps = 1e-3
-  config.optim.warmup_steps = 0
-  config.optim.grad_clip = 0.0
   config.training.batch_size = 32
   config.training.num_train_steps = 80000
-  config.training.ema_decay = 0.999
-  config.sampling.init = "uniform"
   config.sampling.n_steps_each = 3
   config.sampling.step_size = 9e-7
-  config.sampling.denoise = True
+  config.optim.eps = 1e-3
   return config
