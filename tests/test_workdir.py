@@ -359,3 +359,20 @@ def test_nan_in_a_fresh_run_does_not_claim_a_checkpoint(tmp_path):
   bad = toy_config(**{"optim.lr": 1e38, "optim.warmup_steps": 0})
   with pytest.raises(NonFiniteLossError, match="no checkpoint had been written yet"):
     train(bad, str(tmp_path / "run"), progress=False)
+
+
+def test_make_workdir_when_another_process_creates_it_first(tmp_path, monkeypatch):
+  """The race of two train.py on one new workdir: the loser's makedirs finds the folder the
+  winner made; it must go on to the lock (one 'in use' line), never delete that folder."""
+  from diffusion.io import workdir as wd  # pylint: disable=import-outside-toplevel
+  target = tmp_path / "run"
+  real = os.makedirs
+
+  def racing(path, *a, **k):
+    real(path)
+    (target / "metrics.jsonl").write_text("{}\n")   # the winner's run
+    raise FileExistsError(path)
+
+  monkeypatch.setattr(wd.os, "makedirs", racing)
+  assert wd.make_workdir(str(target)) is False
+  assert (target / "metrics.jsonl").exists()

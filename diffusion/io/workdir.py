@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
 import time
 from typing import Any, Optional, Tuple
@@ -107,14 +106,31 @@ def make_workdir(workdir: str) -> bool:
     first_new = os.path.dirname(first_new)
   try:
     os.makedirs(workdir)
+  except FileExistsError:
+    if os.path.isdir(workdir):   # another process made it meanwhile: its lock decides
+      return False
+    raise WorkdirError(f"--workdir={workdir} is a file, not a folder.") from None
   except OSError as e:
-    if os.path.isdir(first_new) and first_new != os.path.abspath(os.sep):
-      shutil.rmtree(first_new, ignore_errors=True)
+    _remove_empty_folders(os.path.abspath(workdir), first_new)
     why = {errno.ENAMETOOLONG: "a folder name over 255 characters or a path over the "
                                "system's limit"}.get(e.errno, e.strerror or str(e))
     raise WorkdirError(f"--workdir={workdir[:120]}{'...' if len(workdir) > 120 else ''} cannot "
                        f"be created ({why}); give a shorter or writable path.") from None
   return True
+
+
+def _remove_empty_folders(deepest: str, top: str) -> None:
+  """Removes the folders from ``deepest`` up to ``top`` that are empty (what a failed
+  makedirs left), never a folder with anything in it (another process's run)."""
+  path = deepest
+  while path.startswith(top) and path != os.path.abspath(os.sep):
+    try:
+      os.rmdir(path)
+    except OSError:
+      pass
+    if path == top:
+      break
+    path = os.path.dirname(path)
 
 
 def is_disk_full(e: BaseException) -> bool:
