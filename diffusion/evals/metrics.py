@@ -310,17 +310,3 @@ def bpd_of_source(eps_fn: Callable, process, source, num_examples: int, batch_si
                                        uniform_dequantization=False, random_flip=False))
   batches = (scale(images[i:i + batch_size]) for i in range(0, len(images), batch_size))
   return evaluate_bpd(eps_fn, process, batches, key, var_type=var_type, clip_x0=True)
-
-
-def fid_of_samples(samples_uint8: np.ndarray, net, train_source, num_reference: int,
-                   cache_dir: str, cache_name: str) -> Dict[str, float]:
-  """FID / IS / KID of uint8 samples against ``num_reference`` training images.
-
-  Reference statistics are computed once and cached as
-  ``<cache_dir>/fid_stats_<cache_name>_<n>.npz``.
-  """
-  n_ref = min(train_source.num_examples, num_reference)
-  ref = reference_stats(cache_dir, cache_name, n_ref,
-                        lambda: net.features(source_images(train_source, n_ref))["pool"],
-                        keep_features=True)
-  return sample_quality_metrics(net.features(samples_uint8), ref)
