@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from typing import List, Optional, Sequence, Union
 
@@ -83,8 +84,22 @@ def with_config_hyperparams(state: TrainState, family) -> TrainState:
 PENDING_STOP: List[str] = []
 
 
-def interrupt(signum, frame):  # noqa: ARG001 - a signal handler
-  """SIGINT/SIGTERM outside the loop: remember it, and stop what runs now."""
+def _in_gc_callback(frame) -> bool:
+  """Whether Python is inside a garbage-collector callback (jax registers one), where a
+  raised KeyboardInterrupt is printed and swallowed instead of stopping the program."""
+  while frame is not None:
+    if frame.f_code.co_name == "_xla_gc_callback":
+      return True
+    frame = frame.f_back
+  return False
+
+
+def interrupt(signum, frame):
+  """SIGINT/SIGTERM outside the loop: remember it, and stop what runs now. Inside a gc
+  callback the signal is delivered again 50 ms later, where it can stop the program."""
+  if _in_gc_callback(frame):
+    threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+    return
   PENDING_STOP.append(signal.Signals(signum).name)
   raise KeyboardInterrupt
 
