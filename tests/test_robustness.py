@@ -10,19 +10,7 @@ from diffusion.errors import ConfigError
 from diffusion.io import metric_writers
 from diffusion.reproduce import runner
 from diffusion.train.loop import Interrupted, train
-
-
-def toy_config(**overrides):
-  """configs/ddpm/toy_mixture.py shortened to 8 steps."""
-  from configs.ddpm import toy_mixture
-  config = toy_mixture.get_config()
-  config.training.num_train_steps = 8
-  config.training.log_every = 2
-  config.training.checkpoint_every = 4
-  for key, value in overrides.items():
-    section, field = key.split(".")
-    config[section][field] = value
-  return config
+from tests.test_training import toy_config
 
 
 def test_signal_in_training_saves_and_reports_interrupted(tmp_path, monkeypatch):

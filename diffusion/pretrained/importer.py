@@ -19,7 +19,6 @@ must be new or empty. ``DIR/pretrained.json`` records where the weights came fro
 
 import contextlib
 import datetime
-import hashlib
 import importlib
 import json
 import os
@@ -35,6 +34,7 @@ from diffusion import families
 from diffusion.config import checks as config_check
 from diffusion.config import parse_config
 from diffusion.core import schedules
+from diffusion.evals.inception_convert import sha256
 from diffusion.io import workdir as runs
 from diffusion.io.checkpoints import Checkpointer
 from diffusion.pretrained import ddpm_tf, diffusers, ncsn_torch
@@ -161,14 +161,6 @@ def check_scheduler(path: Optional[str], sched: Optional[Dict[str, Any]], cfg) -
             f"samples with sampling.var_type={cfg.sampling.var_type!r} as the paper did "
             f"(override with --config.sampling.var_type={theirs})."]
   return []
-
-
-def sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 22), b""):
-      h.update(block)
-  return h.hexdigest()
 
 
 def import_weights(src: str, workdir: str, config=None, raw: bool = False,

@@ -335,26 +335,25 @@ BASELINES["ddim_cifar10_weights"] = Baseline(
     note="The DDPM CIFAR-10 release imported (--weights), as ddpm_cifar10_weights; 20 FIDs "
          "of 50,000 samples (about 10 h with the S = 1000 column).")
 
-BASELINES["ddpm_church_weights"] = Baseline(
-    name="ddpm_church_weights", paper="Ho et al. 2020 (DDPM)", where="Table 3, LSUN church",
-    dataset="LSUN church outdoor 256", experiment="evaluate_weights", config=None,
-    metrics=(Metric("fid", 7.89, (7.3, 8.5), "the released model; sampling seeds and the "
-                    "Inception port (DDPM used StyleGAN2's FID code)",
-                    FID_PROTOCOL + "; 1,000 ancestral steps, fixedsmall, EMA."),),
-    tiers={"weights": Budget({"protocols": {"samples": _fid_protocol(
-        dict(DDPM_ANCESTRAL, var_type="fixedsmall"))}}, 3600, GPU, runnable_here=False)},
-    note="google/ddpm-ema-church-256 imported (--weights); LSUN church (tfds) for the "
-         "reference statistics.")
-BASELINES["ddpm_bedroom_weights"] = Baseline(
-    name="ddpm_bedroom_weights", paper="Ho et al. 2020 (DDPM)", where="Table 3, LSUN bedroom",
-    dataset="LSUN bedroom 256", experiment="evaluate_weights", config=None,
-    metrics=(Metric("fid", 6.36, (5.9, 6.9), "the released model; sampling seeds and the "
-                    "Inception port (DDPM used StyleGAN2's FID code)",
-                    FID_PROTOCOL + "; 1,000 ancestral steps, fixedsmall, EMA."),),
-    tiers={"weights": Budget({"protocols": {"samples": _fid_protocol(
-        dict(DDPM_ANCESTRAL, var_type="fixedsmall"))}}, 3600, GPU, runnable_here=False)},
-    note="google/ddpm-ema-bedroom-256 imported (--weights); LSUN bedroom (tfds) for the "
-         "reference statistics.")
+def _lsun_weights(category: str, dataset: str, fid: float, band) -> Baseline:
+  """DDPM Table 3 from a released 256 px model (fixedsmall, 1,000 ancestral steps)."""
+  return Baseline(
+      name=f"ddpm_{category}_weights", paper="Ho et al. 2020 (DDPM)",
+      where=f"Table 3, LSUN {category}", dataset=dataset, experiment="evaluate_weights",
+      config=None,
+      metrics=(Metric("fid", fid, band, "the released model; sampling seeds and the "
+                      "Inception port (DDPM used StyleGAN2's FID code)",
+                      FID_PROTOCOL + "; 1,000 ancestral steps, fixedsmall, EMA."),),
+      tiers={"weights": Budget({"protocols": {"samples": _fid_protocol(
+          dict(DDPM_ANCESTRAL, var_type="fixedsmall"))}}, 3600, GPU, runnable_here=False)},
+      note=f"google/ddpm-ema-{category}-256 imported (--weights); LSUN {category} (tfds) for "
+           "the reference statistics.")
+
+
+BASELINES["ddpm_church_weights"] = _lsun_weights("church", "LSUN church outdoor 256", 7.89,
+                                                 (7.3, 8.5))
+BASELINES["ddpm_bedroom_weights"] = _lsun_weights("bedroom", "LSUN bedroom 256", 6.36,
+                                                  (5.9, 6.9))
 
 # Fewer network evaluations on the same DDPM weights (issue 22). No paper reports these
 # samplers on exactly these weights: the entries establish the numbers, with a band that

@@ -455,9 +455,10 @@ def evaluate_weights(baseline, budget, workdir: str, seed: int = 0, weights: str
     jobs.append((name, protocol, family, ev))
   if uses_fid:   # the training split the FID statistics need (read once, cached in the run)
     make_source(base.data, split=base.data.split)
+  # Protocols change only sampling and evaluation: one restore serves them all.
+  params, step = runs.restore_ema_params(run_dir, jobs[0][2])
   measured, details = {}, {}
   for name, protocol, family, ev in jobs:
-    params, step = runs.restore_ema_params(run_dir, family)
     metrics = ev.run(params, step)
     for metric, key in protocol["metrics"].items():
       measured[metric] = float(metrics.get(f"eval/{key}", float("nan")))
