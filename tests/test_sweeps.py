@@ -1,5 +1,5 @@
-"""Sweeps: definitions, point names, validation, the ledger, resume after kill -9,
-vmapped populations (against sequential runs, 8 devices, jax.distributed), Ray."""
+"""Sweeps: definitions, point names, validation, short points' logging, the ledger, resume
+after kill -9, vmapped populations (against sequential runs, 8 devices, jax.distributed), Ray."""
 
 import glob
 import importlib
@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from diffusion import families, sweeps
-from diffusion.config import POPULATION_FIELDS, program_key
+from diffusion.config import POPULATION_FIELDS, checks, program_key
 from diffusion.errors import ConfigError
+from diffusion.sweeps import grid
 from diffusion.io.metric_writers import read_metrics
 from test_training import assert_trees_equal, read_state, saved_steps, toy_config
 
@@ -92,6 +93,8 @@ def test_every_shipped_sweep_expands_and_validates(path):
   for name in names:
     points = sweeps.prepare(module.get_config(), path, name)
     assert len(points) >= 2
+    for p in points:   # the config a point trains, short-point logging included, is valid
+      checks.validate(grid.point_config(module.get_config(), p["overrides"]))
 
 
 def test_every_point_is_validated_before_anything_trains(tmp_path):
@@ -171,6 +174,78 @@ def test_population_fields_do_not_change_the_program():
   assert [len(g) for g in sweeps.groups(points)] == [2, 2]
 
 
+# ---- short points log often enough to draw a curve -------------------------------------------
+
+
+@pytest.mark.parametrize("steps, every, per_call, want", [
+    (200, 100, 1, 20),      # 2 rows -> 10
+    (200, 100, 10, 20),     # a multiple of steps_per_call
+    (150, 50, 10, 10),      # 15 // 10 rounds down to one call: 15 rows
+    (50, 50, 10, 10),       # 5 calls: a row after every call is the most there can be
+    (20, 20, 10, 10),
+    (95, 100, 1, 9),        # 10 multiples and the last step: 11 rows
+    (1000, 100, 1, 100),    # already 10 rows: unchanged
+    (200, 5, 1, 5),         # never less often than asked
+])
+def test_short_run_log_every(steps, every, per_call, want):
+  got = grid.short_run_log_every(steps, every, per_call)
+  assert got == want
+  assert got % per_call == 0 and got <= every
+  assert grid.logged_rows(steps, got) >= min(grid.MIN_LOG_ROWS, steps // per_call)
+
+
+def test_point_config_logs_short_points_often_and_changes_nothing_else():
+  cfg = toy_file_config(**{"training.num_train_steps": 200, "training.log_every": 100,
+                           "training.checkpoint_every": 100})
+  points = sweeps.parse_grid("optim.lr=1e-3,2e-3;training.seed=0,1")
+  made = [grid.point_config(cfg, p) for p in points]
+  for p, point_cfg in zip(points, made):
+    plain = sweeps.apply_overrides(cfg, p).to_dict()
+    assert plain["training"].pop("log_every") == 100
+    got = point_cfg.to_dict()
+    assert got["training"].pop("log_every") == 20
+    assert got == plain                     # the same steps, loss, optimizer, ...
+    checks.validate(point_cfg)
+  assert len(sweeps.groups([{"config": c} for c in made])) == 1   # still one population
+  assert "4 point(s) every 20 steps instead of 100" in grid.log_every_note(cfg, points)
+  # steps_per_call 10: a multiple of it.
+  per_call = toy_file_config(**{"training.num_train_steps": 200, "training.log_every": 100,
+                                "training.checkpoint_every": 100,
+                                "training.steps_per_call": 10})
+  assert grid.point_config(per_call, points[0]).training.log_every == 20
+  checks.validate(grid.point_config(per_call, points[0]))
+  # A log_every the user chose, in the sweep or on the command line, is kept.
+  explicit = sweeps.parse_grid("optim.lr=1e-3,2e-3;training.log_every=100")
+  assert [grid.point_config(cfg, p).training.log_every for p in explicit] == [100, 100]
+  assert grid.log_every_note(cfg, explicit) == ""
+  assert grid.point_config(cfg, points[0], {"training.log_every": 100}).training.log_every == 100
+  assert grid.point_config(cfg, {"training": {"log_every": 100}}).training.log_every == 100
+  # Long enough already: untouched.
+  long = toy_file_config(**{"training.num_train_steps": 2000, "training.log_every": 100})
+  assert grid.point_config(long, points[0]).training.log_every == 100
+  assert grid.log_every_note(long, points) == ""
+
+
+def test_logging_more_often_trains_the_same_point(tmp_path):
+  from diffusion.train.loop import train  # pylint: disable=import-outside-toplevel
+  cfg = toy_file_config(**{"training.num_train_steps": 20, "training.log_every": 10,
+                           "training.checkpoint_every": 20})
+  often = grid.point_config(cfg, {"training.seed": 1})
+  assert often.training.log_every == 2
+  plain = sweeps.apply_overrides(cfg, {"training.seed": 1})
+  train(often, str(tmp_path / "often"), progress=False)
+  train(plain, str(tmp_path / "plain"), progress=False)
+  s1, p1, e1 = read_state(str(tmp_path / "often"), often)
+  s2, p2, e2 = read_state(str(tmp_path / "plain"), plain)
+  assert s1 == s2 == 20
+  assert_trees_equal(p1, p2)
+  assert_trees_equal(e1, e2)
+  rows = {n: read_metrics(str(tmp_path / n)) for n in ("often", "plain")}
+  assert [r["step"] for r in rows["often"]] == list(range(2, 21, 2))
+  assert [r["step"] for r in rows["plain"]] == [10, 20]
+  assert rows["often"][-1]["loss"] == rows["plain"][-1]["loss"]
+
+
 # ---- the ledger ---------------------------------------------------------------------------
 
 
@@ -243,7 +318,8 @@ def test_sequential_sweep_killed_mid_point_resumes_bit_exactly(tmp_path):
 
 # ---- populations ------------------------------------------------------------------------------
 
-VMAP_STEPS = {"training.num_train_steps": 40, "training.log_every": 10,
+# log_every 4: 10 rows, as many as a short sweep point logs (grid.point_config).
+VMAP_STEPS = {"training.num_train_steps": 40, "training.log_every": 4,
               "training.checkpoint_every": 20}
 GRID = "optim.lr=5e-4,1e-3,2e-3,4e-3;training.seed=0,1"   # 4 learning rates x 2 seeds
 # float32, different op order under vmap: |Δparam| of 40 Adam steps measured 3e-7.
@@ -266,7 +342,7 @@ def test_vmap_population_equals_sequential_points(tmp_path):
       np.testing.assert_allclose(a, b, rtol=0, atol=POPULATION_ATOL)
     rows_v = read_metrics(str(tmp_path / "vmap" / p["name"]))
     rows_s = read_metrics(str(tmp_path / "seq" / p["name"]))
-    assert [r["step"] for r in rows_v] == [r["step"] for r in rows_s] == [10, 20, 30, 40]
+    assert [r["step"] for r in rows_v] == [r["step"] for r in rows_s] == list(range(4, 41, 4))
     assert saved_steps(tmp_path / "vmap" / p["name"]) == [20, 40]
     np.testing.assert_allclose([r["lr"] for r in rows_v], [r["lr"] for r in rows_s], rtol=1e-6)
 
