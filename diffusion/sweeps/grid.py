@@ -13,6 +13,10 @@ On the command line ``--sweep="optim.lr=1e-4,2e-4;training.seed=0,1"`` is the
 product of its axes. Point names are derived from the overrides: readable
 (``lr=0.0001_seed=0``), stable (a function of the overrides alone) and safe as
 folder names.
+
+A point's config is :func:`point_config`: the overrides applied, and, for a point
+too short for its ``training.log_every`` to draw a loss curve, a smaller
+``log_every`` (:func:`short_run_log_every`); what the point trains is unchanged.
 """
 
 import ast
@@ -22,7 +26,7 @@ import hashlib
 import importlib.util
 import itertools
 import re
-from typing import Any, Dict, Iterable, List, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import ml_collections
 
@@ -31,6 +35,10 @@ from diffusion.errors import ConfigError, did_you_mean
 Point = Dict[str, Any]
 
 MAX_NAME = 100   # characters; longer names are shortened with a hash of the overrides
+# Rows of metrics.jsonl a sweep point logs at least, where training.steps_per_call allows:
+# a loss curve of two points (a 200-step point logging every 100) shows no shape.
+MIN_LOG_ROWS = 10
+LOG_EVERY = "training.log_every"
 
 
 def sweep(key: str, values: Iterable) -> List[Point]:
@@ -163,12 +171,90 @@ def apply_overrides(config: ml_collections.ConfigDict, point: Point) -> ml_colle
   return out
 
 
-def _format(value) -> str:
+def logged_rows(num_train_steps: int, log_every: int) -> int:
+  """Rows a run of ``num_train_steps`` writes to metrics.jsonl: one at every multiple of
+  ``log_every`` and one at the last step (``train.loop.itstime``)."""
+  return num_train_steps // log_every + (1 if num_train_steps % log_every else 0)
+
+
+def short_run_log_every(num_train_steps: int, log_every: int, steps_per_call: int,
+                        min_rows: int = MIN_LOG_ROWS) -> int:
+  """``log_every`` (steps) for a run of ``num_train_steps`` steps to log at least
+  ``min_rows`` rows, a multiple of ``steps_per_call`` (the loop logs between compiled
+  calls); ``log_every`` itself where it already does, never larger. A run of fewer than
+  ``min_rows`` calls logs after every call: it cannot log more often."""
+  if logged_rows(num_train_steps, log_every) >= min_rows:
+    return log_every
+  every = max(steps_per_call, num_train_steps // min_rows // steps_per_call * steps_per_call)
+  return min(every, log_every)
+
+
+def sets_log_every(overrides: Point) -> bool:
+  """Whether ``overrides`` choose training.log_every (as a dotted key or in a section)."""
+  if LOG_EVERY in overrides:
+    return True
+  training = overrides.get("training")
+  return isinstance(training, (dict, ml_collections.ConfigDict)) and "log_every" in training
+
+
+def point_config(config: ml_collections.ConfigDict, point: Point,
+                 fixed: Optional[Point] = None) -> ml_collections.ConfigDict:
+  """The config a sweep point trains: ``apply_overrides(config, point)``, logging often
+  enough that its loss curve has :data:`MIN_LOG_ROWS` rows (:func:`short_run_log_every`).
+
+  Only ``training.log_every`` may change, so the point trains the same steps with the
+  same loss; its config.json records the value used. A ``training.log_every`` set by
+  the point's overrides or by ``fixed`` (the command line's ``--config.*`` overrides) is
+  the user's choice and kept.
+  """
+  cfg = apply_overrides(config, point)
+  if sets_log_every(point) or sets_log_every(fixed or {}) or "training" not in cfg:
+    return cfg
+  t = cfg.training
+  try:
+    steps, every, k = (int(t[f]) for f in ("num_train_steps", "log_every", "steps_per_call"))
+  except (KeyError, TypeError, ValueError):
+    return cfg   # a field missing or not a number: validation names it
+  if min(steps, every, k) < 1:
+    return cfg   # not valid: validation names it
+  new = short_run_log_every(steps, every, k)
+  if new != every:
+    cfg.training.log_every = new
+  return cfg
+
+
+def log_every_note(config: ml_collections.ConfigDict, points: Sequence[Point],
+                   fixed: Optional[Point] = None) -> str:
+  """One line for a sweep's plan saying which points :func:`point_config` makes log more
+  often (and how to choose), or "" when none."""
+  changes: Dict[Tuple[int, int], int] = {}
+  for point in points:
+    before = apply_overrides(config, point).training.log_every
+    after = point_config(config, point, fixed).training.log_every
+    if after != before:
+      changes[(before, after)] = changes.get((before, after), 0) + 1
+  if not changes:
+    return ""
+  parts = ", ".join(f"{n} point(s) every {after} steps instead of {before}"
+                    for (before, after), n in changes.items())
+  return (f"sweep: short points log more often, so that each loss curve has about "
+          f"{MIN_LOG_ROWS} rows: {parts} (what they train is unchanged; set {LOG_EVERY} in the sweep's "
+          "overrides to choose).")
+
+
+def format_value(value) -> str:
+  """A swept value as point names and plot legends write it (``1e-4`` -> ``0.0001``)."""
   if isinstance(value, float):
     return f"{value:g}"
   if isinstance(value, (tuple, list)):
-    return "-".join(_format(v) for v in value)
+    return "-".join(format_value(v) for v in value)
   return str(value)
+
+
+def short_keys(keys: Sequence[str]) -> Dict[str, str]:
+  """Each dotted key's last component, or the whole key where two keys share it."""
+  last = [k.split(".")[-1] for k in keys]
+  return {k: (s if last.count(s) == 1 else k) for k, s in builtins.zip(keys, last)}
 
 
 def point_names(points: Sequence[Point]) -> List[str]:
@@ -177,12 +263,10 @@ def point_names(points: Sequence[Point]) -> List[str]:
   A key is shortened to its last component unless two keys of the sweep share it.
   Names of more than MAX_NAME characters keep a prefix and a hash of the overrides.
   """
-  keys = list(dict.fromkeys(k for p in points for k in p))
-  last = [k.split(".")[-1] for k in keys]
-  short = {k: (s if last.count(s) == 1 else k) for k, s in builtins.zip(keys, last)}
+  short = short_keys(list(dict.fromkeys(k for p in points for k in p)))
   names = []
   for p in points:
-    name = "_".join(f"{short[k]}={_format(v)}" for k, v in p.items()) or "base"
+    name = "_".join(f"{short[k]}={format_value(v)}" for k, v in p.items()) or "base"
     name = re.sub(r"[^A-Za-z0-9=._+-]+", "-", name)
     if len(name) > MAX_NAME:
       digest = hashlib.sha1(repr(sorted(p.items())).encode()).hexdigest()[:8]
