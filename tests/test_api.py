@@ -65,8 +65,9 @@ def test_data_config_may_omit_size_and_channels():
   assert source.shape == (8, 8, 1) and source.num_examples == 1500
 
 
-def test_readme_python_api_code_runs(tmp_path, monkeypatch):
-  """The code block of the README's "Python API" section, run as written (in tmp_path)."""
+def test_readme_python_api_code_runs(tmp_path, monkeypatch, caplog):
+  """The code block of the README's "Python API" section, run as written (in tmp_path);
+  ``diffusion.load`` does not pass on orbax's notes about its read-only options."""
   import pathlib, re  # pylint: disable=import-outside-toplevel,multiple-imports
   readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
   section = readme[readme.index("## Python API"):readme.index("## Architecture")]
@@ -76,6 +77,8 @@ def test_readme_python_api_code_runs(tmp_path, monkeypatch):
   scope = {"jnp": jnp, "noise": jax.random.normal(jax.random.PRNGKey(1), (256, 2)),
            "t": jnp.full((256,), 10), "key": jax.random.PRNGKey(2)}
   exec(compile(code, "README.md", "exec"), scope)  # pylint: disable=exec-used
+  assert not [r.getMessage() for r in caplog.records if "read only" in r.getMessage()
+              or "read_only" in r.getMessage()]
   assert scope["run"].step == 40 and scope["x"].shape == (256, 2)
   assert scope["eps"].shape == (256, 2) and scope["y"].shape == (64, 2)
   assert np.isfinite(np.asarray(scope["losses"]["loss"])).all()

@@ -70,12 +70,13 @@ class Checkpointer:
   def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
     self.directory = checkpoint_dir(workdir)
     self.read_only = read_only
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=not read_only, read_only=read_only,
-        cleanup_tmp_directories=not read_only, enable_async_checkpointing=False)
-    self._manager = ocp.CheckpointManager(
-        self.directory, options=options,
-        item_handlers={name: ocp.StandardCheckpointHandler() for name in ITEMS})
+    with _absl_warnings_muted(read_only):
+      options = ocp.CheckpointManagerOptions(
+          max_to_keep=keep, create=not read_only, read_only=read_only,
+          cleanup_tmp_directories=not read_only, enable_async_checkpointing=False)
+      self._manager = ocp.CheckpointManager(
+          self.directory, options=options,
+          item_handlers={name: ocp.StandardCheckpointHandler() for name in ITEMS})
 
   def steps(self) -> list[int]:
     """Steps with a finalised checkpoint, ascending."""
@@ -235,6 +236,21 @@ def _quiet_writer_threads() -> Iterator[None]:
         text = buffer.read()
         if text:
           os.write(2, text)
+
+
+@contextlib.contextmanager
+def _absl_warnings_muted(mute: bool) -> Iterator[None]:
+  """A read-only manager makes orbax warn three times that it adjusted its own options
+  ("read_only=True, setting save_interval_steps=0", ...): noise to a reader of
+  ``diffusion.load`` or sample.py, so absl's logger is raised to ERROR meanwhile."""
+  absl_log = logging.getLogger("absl")
+  level = absl_log.level
+  if mute:
+    absl_log.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    absl_log.setLevel(level)
 
 
 def _drop_failed_reads() -> None:
