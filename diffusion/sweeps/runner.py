@@ -32,16 +32,11 @@ from diffusion.config import program_key
 from diffusion.errors import ConfigError
 from diffusion.sweeps.grid import apply_overrides, load_sweep, point_names
 from diffusion.sweeps.ledger import Ledger, missing_result, read_ledger
-from diffusion.sweeps.summary import point_metrics, summarize
+from diffusion.sweeps.points import finish
+from diffusion.sweeps.summary import summarize
 from diffusion.train.loop import Interrupted, train, train_population
 
 MODES = ("sequential", "vmap", "ray")
-
-
-def one_line(e: BaseException) -> str:
-  """An exception as the one line a ledger records."""
-  text = (str(e).strip().splitlines() or [""])[0]
-  return text if isinstance(e, ConfigError) else f"{type(e).__name__}: {text}"
 
 
 def prepare(config, config_file: str, spec: str) -> List[Dict[str, Any]]:
@@ -130,21 +125,6 @@ def run_sweep(config, config_file: str, spec: str, sweep_dir: str, *,
     if lock is not None:
       lock.release()
   return ledger
-
-
-def finish(ledger: Ledger, name: str, result, num_steps: int) -> bool:
-  """Records a point's outcome; False when it stopped early (a signal) and must resume."""
-  workdir = ledger.point(name)["workdir"]
-  if isinstance(result, BaseException):
-    ledger.set(name, "failed", one_line(result))
-    print(f"sweep: {name} failed: {one_line(result)}", flush=True)
-    return True
-  final, best = point_metrics(workdir)
-  if result.get("step", 0) < num_steps:
-    ledger.set(name, "running", final=final, best=best)
-    return False
-  ledger.set(name, "done", final=final, best=best)
-  return not result.get("interrupted")   # a signal at the last step stops the sweep too
 
 
 def _sequential(ledger: Ledger, todo: Sequence[Dict[str, Any]], progress: bool) -> None:
