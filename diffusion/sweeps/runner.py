@@ -20,7 +20,6 @@ never stops the others. Interrupting a sweep (SIGTERM, Ctrl-C, kill -9) leaves t
 current point(s) running in the ledger; the same command resumes them.
 """
 
-import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 import jax
@@ -172,16 +171,3 @@ def _populations(ledger: Ledger, todo: Sequence[Dict[str, Any]], progress: bool,
     if not all(complete):
       print("sweep: interrupted; run the same command to resume", flush=True)
       return
-
-
-def main_summarize(argv: Sequence[str]) -> int:
-  """``python -m diffusion.sweeps summarize DIR``."""
-  if len(argv) != 2 or argv[0] != "summarize":
-    print("usage: python -m diffusion.sweeps summarize DIR", file=sys.stderr)
-    return 2
-  try:
-    print(summarize(argv[1]))
-  except ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
