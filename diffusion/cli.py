@@ -19,6 +19,8 @@ from typing import List, Optional, Tuple
 
 from absl import app, flags
 
+from diffusion.errors import ConfigError
+
 # Scripts at the repository's root that are commands (``python -m diffusion.<command>``
 # is told by argv[0], see is_starting_command).
 COMMAND_SCRIPTS = ("train.py", "sample.py")
@@ -93,6 +95,17 @@ def run(main) -> None:
     end_startup()
     return main(argv)
   app.run(started, flags_parser=parse_flags)
+
+
+def subcommand(argv, commands, usage: str) -> str:
+  """The subcommand ``argv[1]`` (absl's leftovers: the program, then the positional
+  arguments) when it is one of ``commands``; ConfigError naming the choices otherwise."""
+  if len(argv) > 1 and argv[1] in commands:
+    return argv[1]
+  given = f"{argv[1]!r} is not a command" if len(argv) > 1 else "no command given"
+  names = list(commands)
+  choices = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+  raise ConfigError(f"{given}; choose {choices}. {usage}")
 
 
 # ---- the command line before absl parses it -------------------------------------------

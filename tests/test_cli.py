@@ -180,8 +180,9 @@ def test_reproduce_command_line():
 def test_data_command_line(tmp_path):
   res = command("diffusion.data", "prepare", "digits", "--data_dir", str(tmp_path))
   assert res.returncode == 0 and "digits: nothing to prepare" in res.stdout, res.stderr[-2000:]
-  assert one_error(command("diffusion.data")).startswith("error: no command given; choose "
-                                                         "prepare, pack, list")
+  assert one_error(command("diffusion.data")).startswith(
+      "error: no command given; choose prepare, pack or list. usage: python -m diffusion.data "
+      "prepare NAME | pack FOLDER OUT.npz --image_size N | list")
   assert one_error(command("diffusion.data", "prepare")) == (
       "error: prepare takes NAME; got none. usage: python -m diffusion.data prepare NAME "
       "[--manual_dir DIR] [--data_dir DIR]")
@@ -242,3 +243,22 @@ def test_a_signal_while_a_command_starts_is_one_line(sig, name):
   assert "Traceback" not in err
   assert err.strip().splitlines()[-1] == (f"error: interrupted ({name}) while starting; "
                                           "nothing was written.")
+
+
+def test_the_command_line_read_before_absl_parses_it():
+  """cli.flag_value / config_overrides (config_flags runs the config file while absl
+  parses, so --config, --workdir and the overrides are read first) take what absl takes."""
+  from diffusion import cli  # pylint: disable=import-outside-toplevel
+  from diffusion.errors import ConfigError  # pylint: disable=import-outside-toplevel
+  argv = ["train.py", "--workdir", "a", "--config=c.py:x", "--config.optim.lr=1e-3",
+          "--workdir=b", "--config.training.progress", "--", "--workdir=c"]
+  assert cli.flag_value(argv, "workdir") == "b" and cli.config_file(argv) == "c.py"
+  assert cli.flag_value(argv, "seed") is None and cli.flag_value(["p", "--seed"], "seed") is None
+  assert cli.config_overrides(argv) == [("optim.lr", "1e-3"), ("training.progress", None)]
+  assert cli.subcommand(["p", "pack", "x"], {"prepare": 0, "pack": 1}, "usage: p") == "pack"
+  with pytest.raises(ConfigError, match=r"^'x' is not a command; choose a, b or c\. usage: p$"):
+    cli.subcommand(["p", "x"], dict.fromkeys("abc"), "usage: p")
+  with pytest.raises(ConfigError, match=r"^no command given; choose a\. usage: p$"):
+    cli.subcommand(["p"], ["a"], "usage: p")
+  assert cli.is_starting_command(["-m"]) and cli.is_starting_command(["/x/sample.py", "--a"])
+  assert not cli.is_starting_command(["-c"]) and not cli.is_starting_command(["pytest"])

@@ -80,17 +80,17 @@ COMMANDS = {
 _FLAGS = tuple(dict.fromkeys(name for c in COMMANDS.values() for name in c[2]))
 
 
+USAGE = ("usage: python -m diffusion.data prepare NAME | pack FOLDER OUT.npz --image_size N | "
+         "list  (--help: the flags)")
+
+
 def usage(command: str) -> str:
   return f"usage: python -m diffusion.data {COMMANDS[command][3]}"
 
 
 def _command(argv) -> None:
   """Runs the command ``argv[1]`` on ``argv[2:]``; ConfigError for a bad command line."""
-  if len(argv) < 2 or argv[1] not in COMMANDS:
-    given = f"{argv[1]!r} is not a command" if len(argv) > 1 else "no command given"
-    raise ConfigError(f"{given}; choose {', '.join(COMMANDS)} (python -m diffusion.data "
-                      "--help shows them).")
-  fn, positional, own, _ = COMMANDS[argv[1]]
+  fn, positional, own, _ = COMMANDS[cli.subcommand(argv, COMMANDS, USAGE)]
   args = argv[2:]
   if len(args) != len(positional):
     given = f"got {' '.join(args)!r}" if args else "got none"

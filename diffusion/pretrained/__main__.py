@@ -89,12 +89,10 @@ def _export(args) -> None:
 
 def run(argv) -> None:
   commands = {"import": _import, "export": _export}
-  if len(argv) < 2 or argv[1] not in commands:
-    given = f"{argv[1]!r} is not a command" if len(argv) > 1 else "no command given"
-    raise ConfigError(f"{given}; choose import or export. {USAGE}")
+  name = cli.subcommand(argv, commands, USAGE)
   if not _WORKDIR.value:
     raise ConfigError(f"--workdir is required. {USAGE}")
-  commands[argv[1]](argv[2:])
+  commands[name](argv[2:])
 
 
 def main(argv):
