@@ -65,7 +65,7 @@ def _interrupted_while_starting(signum, frame) -> None:
   del frame
   what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
   error(f"interrupted ({what}) while starting; nothing was written.")
-  os._exit(2)   # pylint: disable=protected-access  # mid-import: no clean-up is owed
+  os._exit(2)   # mid-import: nothing to clean up, and no KeyboardInterrupt traceback
 
 
 def preamble() -> None:
@@ -88,9 +88,10 @@ def end_startup() -> None:
 
 
 def run(main) -> None:
-  """Runs a command: ``app.run(main)`` with :func:`parse_flags`. ``main(argv)`` gets the
-  positional arguments after the program's name (``argv[0]``), once the start-up phase
-  is over; its return value is the exit status (None: 0)."""
+  """Runs a command: ``app.run(main)`` with :func:`parse_flags`. Once the start-up phase is
+  over, ``main(argv)`` gets what absl leaves of the command line: the program's name, then
+  the positional arguments (a subcommand, its operands); its return value is the exit
+  status (None: 0)."""
   def started(argv):
     end_startup()
     return main(argv)
