@@ -21,33 +21,29 @@ once to cache its statistics).
 import datetime
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# Ctrl-C while the libraries load: nothing is written yet; one line, exit 2.
-signal.signal(signal.SIGINT, lambda *_: (print(
-    "error: interrupted (Ctrl-C) before sampling; nothing was written.",
-    file=sys.stderr, flush=True), os._exit(2)))
+# diffusion before jax: the package's start-up (diffusion.cli.preamble) makes a signal while
+# the libraries load one line, exit 2.
+from diffusion import cli, compile_cache, evals, families, xla_cpu
+from diffusion.config import checks as config_check
+from diffusion.errors import ConfigError
+from diffusion.families import vae_pictures
+from diffusion.io import atomic, images
+from diffusion.io import workdir as runs
+from diffusion.train import sharding
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-from PIL import Image  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import jax
+import numpy as np
+from absl import flags
+from jax.sharding import NamedSharding, PartitionSpec
+from ml_collections import config_flags
+from PIL import Image
+from tqdm import tqdm
 
-from configs import base  # noqa: E402
-from diffusion import cli, compile_cache, evals, families, xla_cpu  # noqa: E402
-from diffusion.config import checks as config_check  # noqa: E402
-from diffusion.families import vae_pictures  # noqa: E402
-from diffusion.io import atomic, images  # noqa: E402
-from diffusion.io import workdir as runs  # noqa: E402
-from diffusion.train import sharding  # noqa: E402
-from diffusion.errors import ConfigError  # noqa: E402
+from configs import base
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
 _NUM = flags.DEFINE_integer("num_samples", 64, "Number of samples to draw.")
@@ -74,12 +70,7 @@ flags.mark_flags_as_required(["workdir"])
 
 def _define_config_flag(argv):
   """Defines --config from <workdir>/config.json so --config.* overrides work."""
-  workdir = None
-  for i, arg in enumerate(argv):
-    if arg.startswith("--workdir="):
-      workdir = arg.split("=", 1)[1]
-    elif arg == "--workdir" and i + 1 < len(argv):
-      workdir = argv[i + 1]
+  workdir = cli.flag_value(argv, "workdir")
   config = base.get_config()
   if workdir and os.path.isfile(os.path.join(workdir, "config.json")):
     try:
@@ -91,14 +82,12 @@ def _define_config_flag(argv):
         text = f"{path}: {text}"
       if "not readable JSON" not in text:
         text += f" Fix or remove that field in {path} (configs/base.py lists every field)."
-      print(f"error: {text}", file=sys.stderr, flush=True)
-      sys.exit(2)
+      cli.fail(text)
   config_flags.DEFINE_config_dict("config", config, "The run's config (from the workdir).")
 
 
 def main(argv):
   del argv
-  signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on: KeyboardInterrupt
   cli.quiet_logs()
   compile_cache.enable()
   xla_cpu.configure()
@@ -305,4 +294,4 @@ def _gb(n: int) -> str:
 
 if __name__ == "__main__":
   _define_config_flag(sys.argv)
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main)

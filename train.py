@@ -17,20 +17,16 @@ import os
 import signal
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# Ctrl-C while the libraries load: nothing is written yet; one line, exit 2.
-signal.signal(signal.SIGINT, lambda *_: (print(
-    "error: interrupted (Ctrl-C) before the first step; nothing was saved.",
-    file=sys.stderr, flush=True), os._exit(2)))
+# diffusion before jax: the package's start-up (diffusion.cli.preamble) makes a signal while
+# the libraries load one line, exit 2.
+from diffusion import cli, compile_cache, sweeps, xla_cpu
+from diffusion.errors import ConfigError
+from diffusion.train import loop
+from diffusion.train.loop import NonFiniteLossError, train
 
-import jax  # noqa: E402
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from diffusion import cli, compile_cache, sweeps, xla_cpu  # noqa: E402
-from diffusion.errors import ConfigError  # noqa: E402
-from diffusion.train import loop  # noqa: E402
-from diffusion.train.loop import NonFiniteLossError, train  # noqa: E402
+import jax
+from absl import flags
+from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config()).",
                                           lock_config=True)
@@ -59,8 +55,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def _common_overrides(argv):
   """The command line's --config.x=y overrides, for the sweep's ledger."""
-  return {a.split("=", 1)[0][len("--config."):]: sweeps.grid.parse_value(a.split("=", 1)[1])
-          for a in argv if a.startswith("--config.") and "=" in a}
+  return {name: sweeps.grid.parse_value(text) for name, text in cli.config_overrides(argv)
+          if text is not None}
 
 
 def _run(argv):
@@ -101,4 +97,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main)

@@ -16,13 +16,22 @@ accepts a ConfigDict, a plain dict or the typed dataclass of :mod:`diffusion.con
 Importing this package does not import TensorFlow.
 """
 
-from diffusion.api import (Run, load, make_eps_fn, make_family, make_model, make_process,
-                           sample, training_losses)
-from diffusion.config import parse_config
-from diffusion.core.processes import VEProcess, VPProcess
-from diffusion.data import make_source
-from diffusion.errors import ConfigError
-from diffusion.train.loop import train
+import sys as _sys
+
+from diffusion import cli as _cli
+
+# First, before JAX loads: a command that is starting (train.py, sample.py, python -m
+# diffusion.<command>) ends in one line if a signal comes while the libraries load.
+if _cli.is_starting_command(_sys.argv):
+  _cli.preamble()
+
+from diffusion.api import (  # noqa: E402
+    Run, load, make_eps_fn, make_family, make_model, make_process, sample, training_losses)
+from diffusion.config import parse_config  # noqa: E402
+from diffusion.core.processes import VEProcess, VPProcess  # noqa: E402
+from diffusion.data import make_source  # noqa: E402
+from diffusion.errors import ConfigError  # noqa: E402
+from diffusion.train.loop import train  # noqa: E402
 
 __all__ = [
     "ConfigError", "Run", "VEProcess", "VPProcess", "load", "make_eps_fn", "make_family",

@@ -1,43 +1,149 @@
-"""Shared command-line plumbing for train.py and sample.py: one-line errors.
+"""The one command-line plumbing of every command: train.py, sample.py and
+``python -m diffusion.<reproduce | data | sweeps | pretrained | evals.inception_convert>``.
 
-A bad flag (an unknown ``--config.a.b`` field, a value of the wrong type), a
-config file that is missing or does not run, a bad config value, or Ctrl-C before
-the first step prints ``error: <one line>`` and exits with status 2, never a
-traceback.
+Each parses its command line with absl flags (``run(main)``: ``app.run`` with
+:func:`parse_flags`; positional arguments such as subcommands reach ``main(argv)`` after
+the program's name). A bad flag (an unknown flag or ``--config.a.b`` field, a value of
+the wrong type), a config file that is missing or does not run, a bad config value, or a
+signal while the command starts prints ``error: <one line>`` (:func:`error`, the one
+printer) and exits with status 2, never a traceback.
 """
 
 import logging
 import os
 import re
+import signal
 import sys
 import threading
+from typing import List, Optional, Tuple
 
-from absl import flags
+from absl import app, flags
+
+from diffusion.errors import ConfigError
+
+# Scripts at the repository's root that are commands (``python -m diffusion.<command>``
+# is told by argv[0], see is_starting_command).
+COMMAND_SCRIPTS = ("train.py", "sample.py")
 
 
-def _fail(message: str) -> None:
+def error(message: str) -> None:
+  """Prints ``error: <message>`` on stderr: the one line a command fails with."""
   print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def exit_quietly(status: int = 2) -> None:
+  """Exits with ``status`` after the one ``error:`` line, letting nothing else print."""
   # Failed orbax/TensorStore writes report again when their futures are collected at
-  # exit; the one line above has said it.
-  # Library threads that failed with the run (e.g. TensorStore writers on a full disk)
-  # may still print while the process exits; the line above has said it all.
+  # exit; library threads that failed with the run (e.g. TensorStore writers on a full
+  # disk) may still print while the process exits. The one line has said it all.
   for name in ("asyncio", "absl"):
     logging.getLogger(name).setLevel(logging.CRITICAL)
   threading.excepthook = lambda args: None
   sys.unraisablehook = lambda unraisable: None
   devnull = os.open(os.devnull, os.O_WRONLY)
   os.dup2(devnull, 2)
-  sys.exit(2)
+  sys.exit(status)
+
+
+def fail(message: str) -> None:
+  """:func:`error`, then :func:`exit_quietly` with status 2."""
+  error(message)
+  exit_quietly(2)
+
+
+# ---- start-up: before the heavy libraries load ------------------------------------------
+
+
+def is_starting_command(argv) -> bool:
+  """Whether this process is one of the commands, starting: ``python train.py`` or
+  ``python sample.py``, or ``python -m diffusion.<command>`` (Python shows argv[0] as
+  "-m" while it imports the packages above the command's module)."""
+  return bool(argv) and (argv[0] == "-m" or os.path.basename(argv[0]) in COMMAND_SCRIPTS)
+
+
+def _interrupted_while_starting(signum, frame) -> None:
+  del frame
+  what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+  error(f"interrupted ({what}) while starting; nothing was written.")
+  os._exit(2)   # mid-import: nothing to clean up, and no KeyboardInterrupt traceback
+
+
+def preamble() -> None:
+  """The start of every command, before JAX and TensorFlow load (``diffusion/__init__.py``
+  calls it first when :func:`is_starting_command`): TensorFlow's C++ logs quiet, and
+  SIGINT / SIGTERM one line and exit 2 (nothing is written yet). :func:`run` ends this
+  phase when the command's ``main`` starts."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, _interrupted_while_starting)
+
+
+def end_startup() -> None:
+  """From here on Ctrl-C is KeyboardInterrupt and SIGTERM the system's default (a
+  command's ``main`` installs its own handlers on top)."""
+  defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+  for sig, handler in defaults.items():
+    if signal.getsignal(sig) is _interrupted_while_starting:
+      signal.signal(sig, handler)
+
+
+def run(main) -> None:
+  """Runs a command: ``app.run(main)`` with :func:`parse_flags`. Once the start-up phase is
+  over, ``main(argv)`` gets what absl leaves of the command line: the program's name, then
+  the positional arguments (a subcommand, its operands); its return value is the exit
+  status (None: 0)."""
+  def started(argv):
+    end_startup()
+    return main(argv)
+  app.run(started, flags_parser=parse_flags)
+
+
+def subcommand(argv, commands, usage: str) -> str:
+  """The subcommand ``argv[1]`` (absl's leftovers: the program, then the positional
+  arguments) when it is one of ``commands``; ConfigError naming the choices otherwise."""
+  if len(argv) > 1 and argv[1] in commands:
+    return argv[1]
+  given = f"{argv[1]!r} is not a command" if len(argv) > 1 else "no command given"
+  names = list(commands)
+  choices = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+  raise ConfigError(f"{given}; choose {choices}. {usage}")
+
+
+# ---- the command line before absl parses it -------------------------------------------
+# config_flags runs the config file while absl parses, so a few values are read first.
+
+
+def flag_value(argv, name: str) -> Optional[str]:
+  """The value of ``--name=V`` or ``--name V`` in ``argv`` (the last, as absl takes it;
+  none after ``--``), or None."""
+  value = None
+  for i, arg in enumerate(argv[1:], 1):
+    if arg == "--":
+      break
+    if arg.startswith(f"--{name}="):
+      value = arg.split("=", 1)[1]
+    elif arg == f"--{name}" and i + 1 < len(argv):
+      value = argv[i + 1]
+  return value
+
+
+def config_overrides(argv) -> List[Tuple[str, Optional[str]]]:
+  """``(field path, text)`` of each ``--config.<path>=<text>`` in ``argv`` (text None for
+  ``--config.<path>`` without ``=``), in order."""
+  out = []
+  for arg in argv[1:]:
+    if arg == "--":
+      break
+    if arg.startswith("--config."):
+      name, eq, text = arg[len("--config."):].partition("=")
+      out.append((name, text if eq else None))
+  return out
 
 
 def config_file(argv) -> str | None:
   """The file of ``--config=FILE[:ARGS]`` (config_flags' spelling), or None."""
-  for i, arg in enumerate(argv[1:], 1):
-    if arg.startswith("--config="):
-      return arg.split("=", 1)[1].split(":", 1)[0]
-    if arg == "--config" and i + 1 < len(argv):
-      return argv[i + 1].split(":", 1)[0]
-  return None
+  value = flag_value(argv, "config")
+  return None if value is None else value.split(":", 1)[0]
 
 
 def check_config_file(argv) -> None:
@@ -46,52 +152,57 @@ def check_config_file(argv) -> None:
   if path is None:
     return
   if not os.path.isfile(path):
-    _fail(f"--config={path}: no such file; give a config file such as "
-          "configs/ddpm/digits.py.")
+    fail(f"--config={path}: no such file; give a config file such as "
+         "configs/ddpm/digits.py.")
   try:
     with open(path, encoding="utf-8") as f:
       compile(f.read(), path, "exec")
   except SyntaxError as e:
-    _fail(f"--config={path}: syntax error at line {e.lineno}: {e.msg}.")
+    fail(f"--config={path}: syntax error at line {e.lineno}: {e.msg}.")
   except (OSError, UnicodeDecodeError) as e:
-    _fail(f"--config={path}: cannot be read ({e}).")
+    fail(f"--config={path}: cannot be read ({e}).")
 
 
 def parse_flags(argv):
   """absl ``flags_parser`` for ``app.run``: parse errors become one line."""
-  check_config_file(argv)
-  if "config" in flags.FLAGS:  # --helpfull: one line, not a YAML dump of the whole config
+  if "config" in flags.FLAGS:
+    check_config_file(argv)
+    # --helpfull: one line, not a YAML dump of the whole config
     flags.FLAGS["config"].default_as_str = ("'the config file / the workdir's config.json; "
                                             "--config.<field>=... overrides a field "
                                             "(configs/base.py lists them)'")
   try:
     parsed = flags.FLAGS(argv)
   except flags.Error as e:
-    _fail(str(e).splitlines()[0])
+    text = str(e).splitlines()[0]
+    if isinstance(e, flags.UnrecognizedFlagError) and "Did you mean" not in text:
+      text += "; --help lists the flags."
+    fail(text)
   except (AttributeError, KeyError) as e:
-    if not any(a.startswith("--config.") for a in argv[1:]):
-      _fail(f"--config={config_file(argv)}: get_config() failed: {type(e).__name__}: {e}")
+    overridden = [name for name, _ in config_overrides(argv)]
+    if not overridden:
+      fail(f"--config={config_file(argv)}: get_config() failed: {type(e).__name__}: {e}")
     # ml_collections' config_flags: an override naming a field the config lacks.
     while e.args and isinstance(e.args[0], Exception):  # AttributeError(KeyError(...))
       e = e.args[0]
     text = str(e.args[0]) if e.args else str(e)
     missing = re.search(r"'([^']+)'", text)
     missing = missing.group(1) if missing else None
-    bad = next((a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.") and
-                missing in a.split("=", 1)[0].split(".")), "a --config.* override")
+    bad = next((f"--config.{name}" for name in overridden if missing in name.split(".")),
+               "a --config.* override")
     hint = re.search(r'Did you mean "([^"]+)"', text)
     hint = f' (did you mean "{hint.group(1)}"?)' if hint else ""
-    _fail(f"{bad}: the config has no field {missing!r}{hint}; configs/base.py lists every "
-          "field.")
+    fail(f"{bad}: the config has no field {missing!r}{hint}; configs/base.py lists every "
+         "field.")
   except Exception as e:  # noqa: BLE001 - the config file's own code failed
-    _fail(f"--config={config_file(argv)}: get_config() failed: {type(e).__name__}: "
-          f"{(str(e).splitlines() or [''])[0]}")
+    fail(f"--config={config_file(argv)}: get_config() failed: {type(e).__name__}: "
+         f"{(str(e).splitlines() or [''])[0]}")
   if "config" in flags.FLAGS:
     value = flags.FLAGS["config"].value
-    error = getattr(value, "_error", None)   # config_flags' stand-in for a failed load
-    if error is not None:
-      _fail(f"--config={config_file(argv)}: get_config() failed: "
-            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+    failure = getattr(value, "_error", None)   # config_flags' stand-in for a failed load
+    if failure is not None:
+      fail(f"--config={config_file(argv)}: get_config() failed: "
+           f"{type(failure).__name__}: {str(failure).splitlines()[0] if str(failure) else ''}")
   return parsed
 
 
@@ -128,15 +239,28 @@ def quiet_logs() -> None:
       logger.addFilter(_FILTER)
 
 
+INTERRUPTED = "interrupted (Ctrl-C); nothing more was written."
+
+
+def report(main_fn, errors) -> int:
+  """``main_fn()``'s exit status (its return value; None: 0); an exception of the types in
+  ``errors``, or Ctrl-C, is one :func:`error` line and status 2. For commands whose
+  ``main`` returns the status (and tests that call it in-process)."""
+  try:
+    return main_fn() or 0
+  except errors as e:
+    error(str(e))
+  except KeyboardInterrupt:
+    error(INTERRUPTED)
+  return 2
+
+
 def run_main(main_fn, errors) -> None:
   """Calls ``main_fn()``; exceptions of the types in ``errors`` and Ctrl-C print one
-  line and exit 2."""
-  try:
-    main_fn()
-  except errors as e:
-    _fail(str(e))
-  except KeyboardInterrupt:
-    _fail("interrupted (Ctrl-C); nothing more was written.")
+  line and exit 2 at once (:func:`exit_quietly`: library threads stay silent)."""
+  status = report(main_fn, errors)
+  if status:
+    exit_quietly(status)
 
 
 # The install line that gives JAX the accelerator this machine has (README: Install).

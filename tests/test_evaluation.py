@@ -377,12 +377,13 @@ def test_convert_cli_end_to_end(tmp_path, monkeypatch):
   # Not the released file: refused by its SHA-256, converted with --any_weights.
   assert not inception_convert.sha256(str(src)).startswith(
       inception_convert.EXPECTED_SHA256_PREFIX)
-  assert inception_convert.main([str(src), str(dst)]) == 1 and not dst.exists()
-  assert inception_convert.main([str(src), str(dst), "--any_weights"]) == 0
+  command = "python -m diffusion.evals.inception_convert"   # argv[0] of the command
+  assert inception_convert.main([command, str(src), str(dst)]) == 1 and not dst.exists()
+  assert inception_convert.main([command, str(src), str(dst)], any_weights=True) == 0
   v = inception.load_inception(str(dst)).variables
   np.testing.assert_array_equal(np.asarray(v["params"]["Mixed_7b"]["branch3x3_2a"]["conv"]["kernel"]),
                                 sd["Mixed_7b.branch3x3_2a.conv.weight"].transpose(2, 3, 1, 0))
-  assert inception_convert.main([str(tmp_path / "missing.pth"), str(dst)]) == 1
+  assert inception_convert.main([command, str(tmp_path / "missing.pth"), str(dst)]) == 1
 
 
 def test_checkpoint_reader_refuses_code(tmp_path):

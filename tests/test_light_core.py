@@ -39,8 +39,9 @@ print("core ok")
 
 
 def test_data_list_without_tfds_says_which_extra():
-  code = ("import sys; sys.modules['tensorflow_datasets'] = None\n"
-          "from diffusion.data.__main__ import main; main(['list'])")
+  code = ("import runpy, sys; sys.modules['tensorflow_datasets'] = None\n"
+          "sys.argv = ['python -m diffusion.data', 'list']\n"
+          "runpy.run_module('diffusion.data', run_name='__main__', alter_sys=True)")
   res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                        timeout=300)
   assert res.returncode == 0, res.stderr[-3000:]

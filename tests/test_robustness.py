@@ -79,7 +79,7 @@ def test_interrupted_reproduction_writes_no_result(tmp_path, monkeypatch, capsys
     raise KeyboardInterrupt   # Ctrl-C during an evaluation
   _fake_experiment(monkeypatch, experiment)
   w = str(tmp_path / "w")
-  assert runner.main(["ncsn_fig3_learned", f"--workdir={w}"]) == 2
+  assert runner.main("ncsn_fig3_learned", workdir=w) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith("error: ") and "resume with: python -m " \
       f"diffusion.reproduce ncsn_fig3_learned --tier=cpu --workdir={w}" in err[0]
@@ -95,7 +95,7 @@ def test_interrupt_outside_the_experiment_is_one_line(tmp_path, monkeypatch, cap
 
   monkeypatch.setattr(runner, "commit", interrupted)
   w = str(tmp_path / "w")
-  assert runner.main(["ncsn_fig3_learned", f"--workdir={w}"]) == 2
+  assert runner.main("ncsn_fig3_learned", workdir=w) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert err == ["error: interrupted; run the same command again to resume: python -m "
                  f"diffusion.reproduce ncsn_fig3_learned --tier=cpu --workdir={w}"]
@@ -169,7 +169,7 @@ def test_reproduce_refuses_another_baselines_workdir(tmp_path, capsys):
   w = tmp_path / "w"
   w.mkdir()
   (w / "results.json").write_text(json.dumps({"baseline": "ncsn_fig3_learned"}))
-  assert runner.main(["dpm_swiss_roll", f"--workdir={w}"]) == 2
+  assert runner.main("dpm_swiss_roll", workdir=str(w)) == 2
   assert "holds the reproduction of ncsn_fig3_learned" in capsys.readouterr().err
   assert os.listdir(w) == ["results.json"]
 
@@ -180,18 +180,18 @@ def test_reproduce_refuses_the_workdir_of_another_interrupted_baseline(tmp_path,
     raise Interrupted("SIGINT stopped training at step 2 (checkpoint saved)")
   _fake_experiment(monkeypatch, experiment)
   w = tmp_path / "w"
-  assert runner.main(["ncsn_fig3_learned", f"--workdir={w}"]) == 2
+  assert runner.main("ncsn_fig3_learned", workdir=str(w)) == 2
   files = sorted(os.listdir(w))
   assert files == [".lock", "reproduce.json"]   # no results.json, but the owner is named
   capsys.readouterr()
-  assert runner.main(["dpm_swiss_roll", f"--workdir={w}"]) == 2
+  assert runner.main("dpm_swiss_roll", workdir=str(w)) == 2
   assert "holds the reproduction of ncsn_fig3_learned" in capsys.readouterr().err
   assert sorted(os.listdir(w)) == files
 
 
 def test_gpu_tier_on_a_cpu_is_refused(tmp_path, capsys):
   w = tmp_path / "w"
-  assert runner.main(["ddpm_mnist", "--tier=gpu", f"--workdir={w}"]) == 2
+  assert runner.main("ddpm_mnist", tier="gpu", workdir=str(w)) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and "--force_tier" in err[0] and "only the CPU" in err[0]
   assert not w.exists()
@@ -254,11 +254,11 @@ def test_a_signal_stops_the_sweep_not_just_its_point(tmp_path, monkeypatch, how)
 
 def test_ledger_of_the_wrong_shape_is_one_line(tmp_path, capsys):
   from diffusion import sweeps
-  from diffusion.sweeps import runner as sweep_runner
+  from diffusion.sweeps.__main__ import main as sweeps_command
   (tmp_path / "sweep.json").write_text('{"config": 3, "points": 5}')
   with pytest.raises(ConfigError, match="sweep.json is JSON but not a sweep ledger"):
     sweeps.run_sweep(_toy_sweep_config(), TOY_FILE, "optim.lr=1e-3", str(tmp_path))
-  assert sweep_runner.main_summarize(["summarize", str(tmp_path)]) == 2
+  assert sweeps_command(["python -m diffusion.sweeps", "summarize", str(tmp_path)]) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and "not a sweep ledger" in err[0] and "move it away" in err[0]
 
@@ -314,7 +314,7 @@ def test_sweep_and_reproduction_dirs_the_system_refuses_are_one_line(tmp_path, c
   too_long = str(tmp_path / "sub" / ("x" * 300))
   with pytest.raises(ConfigError, match="cannot be created"):
     sweeps.run_sweep(_toy_sweep_config(), TOY_FILE, "optim.lr=1e-3", too_long)
-  assert runner.main(["ncsn_fig3_exact", f"--workdir={too_long}"]) == 2
+  assert runner.main("ncsn_fig3_exact", workdir=too_long) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and "cannot be created" in err[0]
   assert os.listdir(tmp_path) == []

@@ -2,40 +2,54 @@
 
   python -m diffusion.data prepare mnist --manual_dir ../shared/data/mnist [--data_dir DIR]
   python -m diffusion.data prepare cifar10                  # downloads (network needed)
-  python -m diffusion.data pack FOLDER OUT.npz --image_size 64 [--grayscale]
+  python -m diffusion.data pack FOLDER OUT.npz --image_size 64 [--grayscale] [--limit N]
   python -m diffusion.data list [--data_dir DIR]            # names, defaults, prepared?
 
+prepare NAME: mnist, fashion_mnist, cifar10, celeb_a, celeb_a_hq[/R], lsun/<category>.
 Errors are printed as one line (``error: ...``) with exit status 2.
 """
 
-import argparse
-import sys
 import time
 
+from absl import flags
+
+from diffusion import cli
 from diffusion.config import catalog
 from diffusion.data import files, prepare
 from diffusion.errors import ConfigError
 
+_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "prepare: folder with the raw files (e.g. "
+                                  "../shared/data/mnist); disables the network.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "prepare, list: tfds data dir (default "
+                                "~/tensorflow_datasets).")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "pack (required): the side of the "
+                                   "packed images, in pixels.")
+_GRAYSCALE = flags.DEFINE_bool("grayscale", False, "pack: one channel instead of RGB.")
+_LIMIT = flags.DEFINE_integer("limit", None, "pack: at most this many images.")
 
-def _prepare(args) -> None:
+
+def _prepare(name) -> None:
   start = time.time()
-  path = prepare.prepare_dataset(args.name, manual_dir=args.manual_dir, data_dir=args.data_dir)
+  path = prepare.prepare_dataset(name, manual_dir=_MANUAL_DIR.value, data_dir=_DATA_DIR.value)
   if path is None:
-    print(f"{args.name}: nothing to prepare (no tfds data needed).")
+    print(f"{name}: nothing to prepare (no tfds data needed).")
   else:
-    print(f"{args.name}: prepared at {path} ({time.time() - start:.1f} s).")
+    print(f"{name}: prepared at {path} ({time.time() - start:.1f} s).")
 
 
-def _pack(args) -> None:
-  n = files.pack_images(args.folder, args.out, args.image_size, grayscale=args.grayscale,
-                        limit=args.limit)
-  channels = 1 if args.grayscale else 3
-  print(f"wrote {n} images of {args.image_size}x{args.image_size}x{channels} to {args.out}; "
-        f"train with --config.data.dataset=npz --config.data.data_dir={args.out} "
-        f"--config.data.image_size={args.image_size} --config.data.num_channels={channels}")
+def _pack(folder, out) -> None:
+  size = _IMAGE_SIZE.value
+  if size is None:
+    raise ConfigError("pack needs --image_size N (the side of the packed images, in "
+                      f"pixels). {usage('pack')}")
+  n = files.pack_images(folder, out, size, grayscale=_GRAYSCALE.value, limit=_LIMIT.value)
+  channels = 1 if _GRAYSCALE.value else 3
+  print(f"wrote {n} images of {size}x{size}x{channels} to {out}; "
+        f"train with --config.data.dataset=npz --config.data.data_dir={out} "
+        f"--config.data.image_size={size} --config.data.num_channels={channels}")
 
 
-def _list(args) -> None:
+def _list() -> None:
   print(f"{'dataset':<16} {'kind':<6} {'size':>5} {'ch':>3} {'where':<8} {'examples':<34} ready")
   for name, info in catalog.INFO.items():
     ready = ""
@@ -45,7 +59,7 @@ def _list(args) -> None:
       except ImportError:  # the light core: nothing can be prepared here
         ready = "needs .[tfds]"
         tfds = None
-      ready = ready if tfds is None else "yes" if tfds.builder(info.tfds_name, data_dir=args.data_dir).is_prepared() else "no"
+      ready = ready if tfds is None else "yes" if tfds.builder(info.tfds_name, data_dir=_DATA_DIR.value).is_prepared() else "no"
     examples = ", ".join(f"{k} {v}" for k, v in info.num_examples.items())
     where = "device" if info.in_memory else "stream"
     shown = "lsun/<cat>" if name == "lsun" else name
@@ -53,38 +67,46 @@ def _list(args) -> None:
           f"{str(info.num_channels or '-'):>3} {where:<8} {examples:<34} {ready}")
 
 
-def main(argv=None) -> int:
-  from diffusion import cli  # routine tfds/absl warnings ("has no dataset_info.json")
-  cli.quiet_logs()
-  parser = argparse.ArgumentParser(prog="python -m diffusion.data", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  sub = parser.add_subparsers(dest="command", required=True)
-  p = sub.add_parser("prepare", help="build a tfds dataset (offline with --manual_dir)")
-  p.add_argument("name", help="mnist, fashion_mnist, cifar10, celeb_a, celeb_a_hq[/R], "
-                 "lsun/<category>")
-  p.add_argument("--manual_dir", default=None,
-                 help="folder with the raw files (e.g. ../shared/data/mnist); disables "
-                 "the network")
-  p.add_argument("--data_dir", default=None, help="tfds data dir (default ~/tensorflow_datasets)")
-  p.set_defaults(func=_prepare)
-  p = sub.add_parser("pack", help="pack a folder of images into an .npz for data.dataset=npz")
-  p.add_argument("folder")
-  p.add_argument("out")
-  p.add_argument("--image_size", type=int, required=True)
-  p.add_argument("--grayscale", action="store_true")
-  p.add_argument("--limit", type=int, default=None, help="pack at most this many images")
-  p.set_defaults(func=_pack)
-  p = sub.add_parser("list", help="dataset names, defaults and whether tfds data is prepared")
-  p.add_argument("--data_dir", default=None)
-  p.set_defaults(func=_list)
-  args = parser.parse_args(argv)
-  try:
-    args.func(args)
-  except ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+# command -> (its function, the names of its positional arguments, its flags, its usage)
+COMMANDS = {
+    "prepare": (_prepare, ("NAME",), ("manual_dir", "data_dir"),
+                "prepare NAME [--manual_dir DIR] [--data_dir DIR]"),
+    "pack": (_pack, ("FOLDER", "OUT.npz"), ("image_size", "grayscale", "limit"),
+             "pack FOLDER OUT.npz --image_size N [--grayscale] [--limit N]"),
+    "list": (_list, (), ("data_dir",), "list [--data_dir DIR]"),
+}
+
+
+_FLAGS = tuple(dict.fromkeys(name for c in COMMANDS.values() for name in c[2]))
+
+
+USAGE = ("usage: python -m diffusion.data prepare NAME | pack FOLDER OUT.npz --image_size N | "
+         "list  (--help: the flags)")
+
+
+def usage(command: str) -> str:
+  return f"usage: python -m diffusion.data {COMMANDS[command][3]}"
+
+
+def _command(argv) -> None:
+  """Runs the command ``argv[1]`` on ``argv[2:]``; ConfigError for a bad command line."""
+  fn, positional, own, _ = COMMANDS[cli.subcommand(argv, COMMANDS, USAGE)]
+  args = argv[2:]
+  if len(args) != len(positional):
+    given = f"got {' '.join(args)!r}" if args else "got none"
+    raise ConfigError(f"{argv[1]} takes {' '.join(positional) or 'no arguments'}; {given}. "
+                      f"{usage(argv[1])}")
+  foreign = [f"--{name}" for name in _FLAGS if name not in own and flags.FLAGS[name].present]
+  if foreign:
+    raise ConfigError(f"{', '.join(foreign)}: not a flag of {argv[1]}. {usage(argv[1])}")
+  fn(*args)
+
+
+def main(argv) -> int:
+  """``argv``: the program, the command, its positional arguments (absl took the flags)."""
+  cli.quiet_logs()   # routine tfds/absl warnings ("has no dataset_info.json")
+  return cli.report(lambda: _command(argv), ConfigError)
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main)

@@ -16,12 +16,13 @@ from the file. The result is checked against the network's shapes
 
 import hashlib
 import pickle
-import sys
 import zipfile
 from typing import Any, Dict, Mapping, Sequence
 
 import numpy as np
+from absl import flags
 
+from diffusion import cli
 from diffusion.evals.inception import load_variables
 from diffusion.io.torch_pickle import load_state_dict
 
@@ -81,22 +82,29 @@ def convert(src: str, dst: str, any_weights: bool = False) -> Dict[str, np.ndarr
   return arrays
 
 
-def main(argv: Sequence[str]) -> int:
-  usage = "usage: python -m diffusion.evals.inception_convert SRC.pth DST.npz [--any_weights]"
-  any_weights = "--any_weights" in argv
-  argv = [a for a in argv if a != "--any_weights"]
-  if len(argv) != 2:
-    print(usage, file=sys.stderr)
+USAGE = "usage: python -m diffusion.evals.inception_convert SRC.pth DST.npz [--any_weights]"
+
+
+def main(argv: Sequence[str], any_weights: bool = False) -> int:
+  """The command (``argv``: the program, SRC, DST): 0 written, 1 not convertible, 2 a bad
+  command line; errors are one line."""
+  if len(argv) != 3:
+    cli.error(f"give SRC.pth and DST.npz ({len(argv) - 1} argument(s) given). {USAGE}")
     return 2
+  src, dst = argv[1:]
   try:
-    arrays = convert(argv[0], argv[1], any_weights=any_weights)
+    arrays = convert(src, dst, any_weights=any_weights)
   except (OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-    print(f"error: cannot convert {argv[0]!r}: {e}", file=sys.stderr)
+    cli.error(f"cannot convert {src!r}: {e}")
     return 1
   n = sum(a.size for a in arrays.values())
-  print(f"wrote {argv[1]}: {len(arrays)} arrays, {n:,} numbers")
+  print(f"wrote {dst}: {len(arrays)} arrays, {n:,} numbers")
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  # The flag exists only in the command: importing this module defines none.
+  _ANY_WEIGHTS = flags.DEFINE_bool("any_weights", False, "Convert a file that is not "
+                                   "pytorch-fid's release (its FIDs are then not comparable "
+                                   "with published ones).")
+  cli.run(lambda argv: main(argv, any_weights=_ANY_WEIGHTS.value))

@@ -17,20 +17,13 @@ Errors are one line ``error: ...`` on stderr with exit status 2 (``diffusion/cli
 """
 
 import os
-import signal
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# Ctrl-C while the libraries load: nothing is written yet; one line, exit 2.
-signal.signal(signal.SIGINT, lambda *_: (print(
-    "error: interrupted (Ctrl-C) before anything was written.", file=sys.stderr,
-    flush=True), os._exit(2)))
+from absl import flags
+from ml_collections import config_flags
 
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from diffusion import cli  # noqa: E402
-from diffusion.errors import ConfigError  # noqa: E402
+from diffusion import cli
+from diffusion.errors import ConfigError
 
 USAGE = ("usage: python -m diffusion.pretrained import SRC --workdir=DIR [--config=FILE] "
          "[--raw] | export --workdir=DIR --out=OUT [--checkpoint_step=N]")
@@ -96,19 +89,16 @@ def _export(args) -> None:
 
 def run(argv) -> None:
   commands = {"import": _import, "export": _export}
-  if len(argv) < 2 or argv[1] not in commands:
-    given = f"{argv[1]!r} is not a command" if len(argv) > 1 else "no command given"
-    raise ConfigError(f"{given}; choose import or export. {USAGE}")
+  name = cli.subcommand(argv, commands, USAGE)
   if not _WORKDIR.value:
     raise ConfigError(f"--workdir is required. {USAGE}")
-  commands[argv[1]](argv[2:])
+  commands[name](argv[2:])
 
 
 def main(argv):
-  signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on: KeyboardInterrupt
   cli.quiet_logs()
   cli.run_main(lambda: run(argv), ConfigError)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main)

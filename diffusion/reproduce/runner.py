@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Tuple
 
 import jax
 
+from diffusion import cli
 from diffusion.io import atomic
 from diffusion.io import workdir as runs
 from diffusion.errors import ConfigError, did_you_mean
@@ -205,25 +206,12 @@ def readme_table() -> str:
   return "\n".join(lines)
 
 
-def main(argv) -> int:
-  import argparse  # pylint: disable=import-outside-toplevel
-  parser = argparse.ArgumentParser(prog="python -m diffusion.reproduce",
-                                   description="Paper baselines: list, or run one.")
-  parser.add_argument("name", help="'list', or a baseline's name")
-  parser.add_argument("--tier", default="cpu", help="cpu | gpu | paper | weights")
-  parser.add_argument("--workdir", default="", help="default runs/reproduce/<name>_<tier>")
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--force_tier", action="store_true",
-                      help="run a gpu/paper tier even where JAX sees only the CPU")
-  parser.add_argument("--weights", default="",
-                      help="entries of released weights: the imported run (python -m "
-                           "diffusion.pretrained import SRC --workdir=DIR)")
-  parser.add_argument("--inception_weights", default="",
-                      help="the converted FID Inception weights (.npz) for FID / IS")
-  args = parser.parse_args(argv)
-  if args.name == "list":
-    print(listing())
-    return 0
+def main(name: str, tier: str = "cpu", workdir: str = "", seed: int = 0,
+         force_tier: bool = False, weights: str = "", inception_weights: str = "") -> int:
+  """``python -m diffusion.reproduce NAME ...`` once its flags are parsed: :func:`run` with
+  SIGINT / SIGTERM as "save, then stop". Returns the exit status: 0 every metric in its
+  band, 1 not, 2 an error or an interruption (one ``error:`` line, with the command that
+  resumes)."""
   # SIGTERM acts like Ctrl-C (the training loop turns both into "save, then stop").
   loop.PENDING_STOP.clear()
   # A KeyboardInterrupt raised in a library callback is swallowed (and printed as a
@@ -233,14 +221,12 @@ def main(argv) -> int:
   for sig in (signal.SIGTERM, signal.SIGINT):
     signal.signal(sig, loop.interrupt)
   try:
-    ok, _ = run(args.name, args.tier, args.workdir, args.seed, args.force_tier,
-                args.weights, args.inception_weights)
+    ok, _ = run(name, tier, workdir, seed, force_tier, weights, inception_weights)
   except ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
+    cli.error(str(e))
     return 2
   except KeyboardInterrupt:   # outside the experiment: before it, or while writing the result
-    workdir = args.workdir or default_workdir(args.name, args.tier)
-    print(f"error: interrupted; run the same command again to resume: "
-          f"{command(args.name, args.tier, workdir)}", file=sys.stderr)
+    cli.error("interrupted; run the same command again to resume: "
+              f"{command(name, tier, workdir or default_workdir(name, tier))}")
     return 2
   return 0 if ok else 1

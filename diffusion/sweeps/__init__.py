@@ -3,6 +3,7 @@
   grid.py      sweep / product / zip / chain, the command-line grid, point names
   ledger.py    DIR/sweep.json: every point's state, resumable
   runner.py    sequential | vmap (populations) | ray, one ledger for all
+  points.py    a finished point's outcome in the ledger (every mode)
   ray_mode.py  points as Ray tasks (a local or existing cluster)
   summary.py   summary.md / .csv and plots (``python -m diffusion.sweeps summarize DIR``)
 """

@@ -1,8 +1,26 @@
-"""``python -m diffusion.sweeps summarize DIR``: the table and plots of a sweep."""
+"""The table and plots of a sweep, any time (while it runs, too).
 
-import sys
+  python -m diffusion.sweeps summarize DIR
 
-from diffusion.sweeps.runner import main_summarize
+DIR is a sweep's folder (``train.py --sweep=... --workdir=DIR``): its ledger DIR/sweep.json
+and the points' metrics become DIR/summary.md, summary.csv and the plots. Errors are one
+line (``error: ...``) with exit status 2.
+"""
+
+from diffusion import cli
+from diffusion.errors import ConfigError
+from diffusion.sweeps.summary import summarize
+
+USAGE = "usage: python -m diffusion.sweeps summarize DIR"
+
+
+def main(argv) -> int:
+  """``argv``: the program, ``summarize``, DIR."""
+  if len(argv) != 3 or argv[1] != "summarize":
+    cli.error(f"give the command summarize and the sweep's folder DIR. {USAGE}")
+    return 2
+  return cli.report(lambda: print(summarize(argv[2])), ConfigError)
+
 
 if __name__ == "__main__":
-  sys.exit(main_summarize(sys.argv[1:]))
+  cli.run(main)

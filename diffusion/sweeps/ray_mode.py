@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional, Sequence
 import ray
 
 from diffusion.sweeps.ledger import Ledger
-from diffusion.sweeps.runner import finish, one_line
+from diffusion.sweeps.points import finish, one_line
 from diffusion.train.loop import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -20,7 +20,6 @@ never stops the others. Interrupting a sweep (SIGTERM, Ctrl-C, kill -9) leaves t
 current point(s) running in the ledger; the same command resumes them.
 """
 
-import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 import jax
@@ -32,16 +31,11 @@ from diffusion.config import program_key
 from diffusion.errors import ConfigError
 from diffusion.sweeps.grid import apply_overrides, load_sweep, point_names
 from diffusion.sweeps.ledger import Ledger, missing_result, read_ledger
-from diffusion.sweeps.summary import point_metrics, summarize
+from diffusion.sweeps.points import finish
+from diffusion.sweeps.summary import summarize
 from diffusion.train.loop import Interrupted, train, train_population
 
 MODES = ("sequential", "vmap", "ray")
-
-
-def one_line(e: BaseException) -> str:
-  """An exception as the one line a ledger records."""
-  text = (str(e).strip().splitlines() or [""])[0]
-  return text if isinstance(e, ConfigError) else f"{type(e).__name__}: {text}"
 
 
 def prepare(config, config_file: str, spec: str) -> List[Dict[str, Any]]:
@@ -132,21 +126,6 @@ def run_sweep(config, config_file: str, spec: str, sweep_dir: str, *,
   return ledger
 
 
-def finish(ledger: Ledger, name: str, result, num_steps: int) -> bool:
-  """Records a point's outcome; False when it stopped early (a signal) and must resume."""
-  workdir = ledger.point(name)["workdir"]
-  if isinstance(result, BaseException):
-    ledger.set(name, "failed", one_line(result))
-    print(f"sweep: {name} failed: {one_line(result)}", flush=True)
-    return True
-  final, best = point_metrics(workdir)
-  if result.get("step", 0) < num_steps:
-    ledger.set(name, "running", final=final, best=best)
-    return False
-  ledger.set(name, "done", final=final, best=best)
-  return not result.get("interrupted")   # a signal at the last step stops the sweep too
-
-
 def _sequential(ledger: Ledger, todo: Sequence[Dict[str, Any]], progress: bool) -> None:
   for p in todo:
     ledger.set(p["name"], "running")
@@ -192,16 +171,3 @@ def _populations(ledger: Ledger, todo: Sequence[Dict[str, Any]], progress: bool,
     if not all(complete):
       print("sweep: interrupted; run the same command to resume", flush=True)
       return
-
-
-def main_summarize(argv: Sequence[str]) -> int:
-  """``python -m diffusion.sweeps summarize DIR``."""
-  if len(argv) != 2 or argv[0] != "summarize":
-    print("usage: python -m diffusion.sweeps summarize DIR", file=sys.stderr)
-    return 2
-  try:
-    print(summarize(argv[1]))
-  except ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
