@@ -29,7 +29,7 @@ from diffusion.config import checks as config_check
 from diffusion.io import workdir as runs
 from diffusion.config import program_key
 from diffusion.errors import ConfigError
-from diffusion.sweeps.grid import apply_overrides, load_sweep, point_names
+from diffusion.sweeps.grid import load_sweep, log_every_note, point_config, point_names
 from diffusion.sweeps.ledger import Ledger, missing_result, read_ledger
 from diffusion.sweeps.points import finish
 from diffusion.sweeps.summary import summarize
@@ -38,14 +38,19 @@ from diffusion.train.loop import Interrupted, train, train_population
 MODES = ("sequential", "vmap", "ray")
 
 
-def prepare(config, config_file: str, spec: str) -> List[Dict[str, Any]]:
-  """[{name, overrides, config}] of every point, each validated (ConfigError naming it)."""
+def prepare(config, config_file: str, spec: str,
+            fixed: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+  """[{name, overrides, config}] of every point, each validated (ConfigError naming it).
+
+  A short point logs often enough to draw its loss curve (:func:`grid.point_config`);
+  a ``training.log_every`` in the point or in ``fixed`` (the command line's overrides)
+  is kept."""
   points = load_sweep(config_file, spec)
   names = point_names(points)
   out = []
   for name, point in zip(names, points):
     try:
-      cfg = apply_overrides(config, point)
+      cfg = point_config(config, point, fixed)
       config_check.validate(cfg)
     except ConfigError as e:
       raise ConfigError(f"sweep point {name}: {e}") from None
@@ -77,7 +82,7 @@ def run_sweep(config, config_file: str, spec: str, sweep_dir: str, *,
   if mode not in MODES:
     raise ConfigError(f"--sweep_mode={mode!r} is not valid; choose one of "
                       f"{', '.join(repr(m) for m in MODES)}.")
-  points = prepare(config, config_file, spec)           # every point, before any training
+  points = prepare(config, config_file, spec, common_overrides)   # every point, before any training
   runs.check_workdir(sweep_dir)
   runs.make_workdir(sweep_dir)   # a path the system refuses: one line, no folder left
   chief = jax.process_index() == 0
@@ -106,6 +111,9 @@ def run_sweep(config, config_file: str, spec: str, sweep_dir: str, *,
         continue
       todo.append(p)
     print(f"sweep {spec!r}: {len(points)} points, {len(todo)} to train ({mode})", flush=True)
+    note = log_every_note(config, [p["overrides"] for p in points], common_overrides)
+    if note:
+      print(note, flush=True)
     try:
       if mode == "sequential":
         _sequential(ledger, todo, progress)
