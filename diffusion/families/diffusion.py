@@ -77,6 +77,9 @@ class DiffusionFamily:
     """``eps_fn(x_t, t)`` of the network with ``params`` (inference: no dropout)."""
     return builders.make_eps_fn(self.module, params, self.process, self.config.model)
 
+  def _eps(self, params, x_t, t):
+    return self.eps_fn(params)(x_t, t)
+
   def sample_fn(self, num: int, settings=None,
                 out_sharding: Optional[jax.sharding.Sharding] = None,
                 on_progress: Optional[Callable[[int, int], None]] = None) -> Callable:
@@ -98,8 +101,10 @@ class DiffusionFamily:
         if out_sharding is not None:
           raise ValueError("sample_fn: give on_progress or out_sharding, not both (a chain "
                            "in segments is not sharded by its output).")
+        # Outside jit the parameters must be arguments of the segments (a Partial), not
+        # constants of a new closure, which would compile the chain again at every call.
         return lambda params, key: samplers.run_plan(
-            plan, self.eps_fn(params), shape, key, x0_range=self.x_range,
+            plan, jax.tree_util.Partial(self._eps, params), shape, key, x0_range=self.x_range,
             on_progress=on_progress)
 
       def sample(params, key):
