@@ -27,7 +27,7 @@ import time
 
 # diffusion before jax: the package's start-up (diffusion.cli.preamble) makes a signal while
 # the libraries load one line, exit 2.
-from diffusion import cli, compile_cache, evals, families, xla_cpu
+from diffusion import cli, compile_cache, evals, families, samplers, xla_cpu
 from diffusion.config import checks as config_check
 from diffusion.errors import ConfigError
 from diffusion.families import vae_pictures
@@ -207,7 +207,7 @@ def effective_steps(cfg, family):
   levels = int(family.process.num_timesteps)
   n = int(cfg.sampling.num_steps)
   origin = "--steps" if _STEPS.value is not None else "config.sampling.num_steps"
-  steps = n if 0 < n <= levels else levels
+  steps = samplers.effective_steps(cfg.sampling, levels)
   phrase = (f"{steps} steps of {levels} levels ({origin}={n}"
             + (", 0 = every level" if n == 0 else "") + ")")
   if cfg.sampling.method == "annealed_langevin":

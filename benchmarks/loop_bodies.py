@@ -30,7 +30,8 @@ from diffusion import families, xla_cpu  # noqa: E402
 from diffusion.train import optim as optimizers
 from diffusion.data import make_source  # noqa: E402
 from diffusion.reproduce.experiments import load_config  # noqa: E402
-from diffusion.train.loop import _population_step, _stack, initial_state  # noqa: E402
+from diffusion.train.loop import initial_state  # noqa: E402
+from diffusion.train.population import _population_step, _stack  # noqa: E402
 from diffusion.train.step import scan_steps, train_step  # noqa: E402
 
 

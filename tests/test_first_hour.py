@@ -1,4 +1,4 @@
-"""Issue 23: a new user's first hour (accelerator warning, light core, writers)."""
+"""Issue 23: a new user's first hour (accelerator warning, light core, writers, sample grids)."""
 
 import os
 
@@ -171,3 +171,91 @@ def test_routine_library_warnings_are_dropped(caplog):
   err = logging.LogRecord("absl", logging.ERROR, "", 0, routine[-1], None, None)
   assert cli._FILTER.filter(err)                                # errors always pass
   assert cli._FILTER in logger.filters and cli._FILTER in logging.getLogger().filters
+
+
+# --- Sample grids: announced, with progress, and where they are ---------------------------
+
+def test_grids_are_announced_and_the_last_line_says_where_the_newest_is(tmp_path, capsys):
+  from diffusion.train.loop import train
+  from tests.test_training import toy_config
+  w = tmp_path / "w"
+  train(toy_config(**{"training.sample_every": 4}), str(w), progress=False)
+  out, err = capsys.readouterr()
+  lines = out.strip().splitlines()
+  # toy_mixture: ancestral sampling over all T = 100 levels, grids at steps 4 and 8.
+  announce = "sampling 64 with ancestral, 100 steps (sample_every=4; 0 turns grids off)"
+  assert lines.count(announce) == 2
+  wrote = [l for l in lines if l.startswith("wrote samples/")]
+  assert [l.split(" (")[0] for l in wrote] == ["wrote samples/step_00000004.npy",
+                                               "wrote samples/step_00000008.npy"]
+  assert all(l.startswith(announce) for l in [lines[lines.index(x) - 1] for x in wrote])
+  assert all(l.endswith(" s)") and "(64 samples, " in l for l in wrote)
+  newest = w / "samples" / "step_00000008.npy"
+  assert lines[-1].startswith("done: step 8, loss ")
+  assert lines[-1].endswith(f", samples {newest}") and newest.is_file()
+  assert "sampling" not in err   # progress=False: no bar, nothing per chain step
+
+
+def test_a_run_without_grids_ends_without_a_grid_path(tmp_path, capsys):
+  from diffusion.train.loop import train
+  from tests.test_training import toy_config
+  train(toy_config(), str(tmp_path / "w"), progress=False)   # toy_mixture: sample_every=0
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert not any(l.startswith(("sampling ", "wrote ")) for l in lines)
+  assert lines[-1].startswith("done: ") and lines[-1].endswith(f"workdir {tmp_path / 'w'}")
+
+
+def test_grid_chain_reports_progress_with_the_same_samples():
+  """The chain in segments (a report about every 5%) draws exactly what one compiled
+  chain draws; the reports count finished steps up to the chain's length."""
+  import jax
+  from diffusion import families, samplers
+  from diffusion.samplers import chain
+  from tests.test_training import toy_config
+  family = families.make_family(toy_config(**{"model.name": "analytic"}))
+  plan = samplers.make_plan(family.process, family.config.sampling)
+  key = jax.random.PRNGKey(3)
+  whole = samplers.run_plan(plan, family.eps_fn({}), (128, 2), key, x0_range=None)
+  reports = []
+  parts = samplers.run_plan(plan, family.eps_fn({}), (128, 2), key, x0_range=None,
+                            on_progress=lambda done, total: reports.append((done, total)))
+  np.testing.assert_array_equal(np.asarray(whole), np.asarray(parts))
+  assert [d for d, _ in reports] == list(range(5, 101, 5)) and {n for _, n in reports} == {100}
+  for n in (1, 7, 50, 100, 1000, 1160, 997):
+    pieces = chain.segments(n)
+    assert pieces[0][0] == 0 and pieces[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))
+    assert len({b - a for a, b in pieces}) <= 2 and len(pieces) <= 30
+  assert len({b - a for a, b in chain.segments(1000)}) == 1   # one compiled segment
+  with pytest.raises(ValueError, match="trajectory_every=0"):
+    samplers.run_plan(plan, family.eps_fn({}), (4, 2), key, trajectory_every=10,
+                      on_progress=print)
+
+
+def test_grid_chain_in_segments_compiles_once_for_every_grid():
+  """The training loop's sampler with progress: new parameters at every grid reuse the
+  compiled segment (the parameters are arguments, not constants of a new closure)."""
+  import jax
+  from diffusion import families
+  from diffusion.samplers import chain
+  from tests.test_training import toy_config
+  family = families.make_family(toy_config())
+  sample_fn = family.sample_fn(16, on_progress=lambda done, total: None)
+  params = family.init_params(jax.random.PRNGKey(0))
+  first = np.asarray(sample_fn(params, jax.random.PRNGKey(1)))
+  compiled = chain._run_segment._cache_size()  # pylint: disable=protected-access
+  moved = jax.tree.map(lambda p: p + 0.01, params)
+  second = np.asarray(sample_fn(moved, jax.random.PRNGKey(1)))
+  assert chain._run_segment._cache_size() == compiled  # pylint: disable=protected-access
+  assert not np.array_equal(first, second)   # the new parameters were used
+  np.testing.assert_array_equal(first, np.asarray(family.sample_fn(16)(params,
+                                                                      jax.random.PRNGKey(1))))
+
+
+def test_grid_chain_bar_with_progress(tmp_path, capsys):
+  from diffusion.train.loop import train
+  from tests.test_training import toy_config
+  train(toy_config(**{"training.sample_every": 8}), str(tmp_path / "w"), progress=True)
+  out, err = capsys.readouterr()
+  assert "sampling 64 with ancestral, 100 steps" in out
+  assert "sampling:" in err and "/100" in err   # the chain's own bar, on stderr

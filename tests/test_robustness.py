@@ -31,11 +31,11 @@ def test_signal_during_samples_saves_that_step_and_skips_the_rest(tmp_path, monk
   from diffusion.train import loop
   calls = []
 
-  def samples_then_signal(self, m, sample_fn, ema_params, step):
+  def samples_then_signal(m, prefix, sample_fn, ema_params, step, chain_bar):
     calls.append(step)
     os.kill(os.getpid(), signal.SIGTERM)
 
-  monkeypatch.setattr(loop._Run, "_write_samples", samples_then_signal)  # pylint: disable=protected-access
+  monkeypatch.setattr(loop, "_write_grid", samples_then_signal)
   config = toy_config(**{"training.sample_every": 2, "training.checkpoint_every": 8})
   final = train(config, str(tmp_path / "w"), progress=False)
   assert final["interrupted"] == "SIGTERM" and final["step"] == 2 and calls == [2]

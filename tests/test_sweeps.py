@@ -513,7 +513,7 @@ assert jax.device_count() == 8
 from test_sweeps import toy_file_config, VMAP_STEPS, GRID, TOY_FILE
 from test_training import read_state
 from diffusion import sweeps
-from diffusion.train.loop import train_population
+from diffusion.train.population import train_population
 cfg = toy_file_config(**VMAP_STEPS)
 points = sweeps.prepare(cfg, TOY_FILE, GRID)
 cfgs = [p["config"] for p in points]

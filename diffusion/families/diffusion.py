@@ -8,6 +8,7 @@ family only through this small interface, so the loop is not welded to diffusion
   loss_hparams() -> {name: float}     loss weights a population of runs may vary
   loss_fn(params, batch, key, hparams) -> (mean loss, {metric: scalar})   pure
   sample_fn(num) -> jitted (params, key) -> samples [num, *example_shape]
+  describe_sampling() -> str          how sample_fn draws, e.g. "ddim, 50 steps"
   to_uint8(samples) -> uint8 images (or None for points)
 
 :class:`DiffusionFamily` is DPM, NCSN and DDPM: process + ε-model + loss + sampler;
@@ -76,19 +77,35 @@ class DiffusionFamily:
     """``eps_fn(x_t, t)`` of the network with ``params`` (inference: no dropout)."""
     return builders.make_eps_fn(self.module, params, self.process, self.config.model)
 
+  def _eps(self, params, x_t, t):
+    return self.eps_fn(params)(x_t, t)
+
   def sample_fn(self, num: int, settings=None,
-                out_sharding: Optional[jax.sharding.Sharding] = None) -> Callable:
+                out_sharding: Optional[jax.sharding.Sharding] = None,
+                on_progress: Optional[Callable[[int, int], None]] = None) -> Callable:
     """Jitted ``(params, key) -> samples [num, *example_shape]`` (model space).
 
     ``settings``: a typed sampling section (default: the config's). A chain
     sampler's coefficient tables are computed here, once. ``out_sharding`` (the
     batch split over a mesh) lets XLA shard the whole chain over devices.
+    ``on_progress(steps done, steps in all)``: reported about every 5% of a chain
+    sampler's chain (:func:`diffusion.samplers.run_plan`; the function then makes a few
+    compiled calls, and the samples are the same); dpm_solver and ode report nothing.
     """
     settings = settings or self.config.sampling
     shape = (int(num), *self.example_shape)
     sampler = samplers.SAMPLERS[settings.method]
     if hasattr(sampler, "make_plan"):
       plan = samplers.make_plan(self.process, settings)
+      if on_progress is not None:
+        if out_sharding is not None:
+          raise ValueError("sample_fn: give on_progress or out_sharding, not both (a chain "
+                           "in segments is not sharded by its output).")
+        # Outside jit the parameters must be arguments of the segments (a Partial), not
+        # constants of a new closure, which would compile the chain again at every call.
+        return lambda params, key: samplers.run_plan(
+            plan, jax.tree_util.Partial(self._eps, params), shape, key, x0_range=self.x_range,
+            on_progress=on_progress)
 
       def sample(params, key):
         return samplers.run_plan(plan, self.eps_fn(params), shape, key, x0_range=self.x_range)
@@ -100,6 +117,15 @@ class DiffusionFamily:
                                x0_range=self.x_range)
 
     return jax.jit(sample, out_shardings=out_sharding)
+
+  def describe_sampling(self, settings=None) -> str:
+    """How ``sample_fn`` draws, for a log line: ``"ddim, 50 steps"`` (and, for annealed
+    Langevin, the steps at each level)."""
+    s = settings or self.config.sampling
+    text = f"{s.method}, {samplers.effective_steps(s, self.process.num_timesteps)} steps"
+    if s.method == "annealed_langevin":
+      text += f", {s.n_steps_each} Langevin steps each"
+    return text
 
   def to_uint8(self, samples) -> Optional[np.ndarray]:
     """Samples as uint8 images (``sampling.quantize``), or None for toy points."""

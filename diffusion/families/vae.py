@@ -144,9 +144,12 @@ class VAEFamily:
                   "elbo": elbo, "elbo_bpd": -elbo / (self.num_dims * math.log(2.0))}
 
   def sample_fn(self, num: int, settings=None,
-                out_sharding: Optional[jax.sharding.Sharding] = None) -> Callable:
+                out_sharding: Optional[jax.sharding.Sharding] = None,
+                on_progress: Optional[Callable[[int, int], None]] = None) -> Callable:
     """Jitted ``(params, key) -> samples [num, *example_shape]`` in [0, 1]: the decoded
-    means of z ~ N(0, I), or Bernoulli draws from them (``sampling.output``)."""
+    means of z ~ N(0, I), or Bernoulli draws from them (``sampling.output``). One
+    decoder pass: ``on_progress`` (the diffusion family's) is never called."""
+    del on_progress
     output = (settings or self.config.sampling).output
     latent = self.config.model.latent_dim
 
@@ -158,6 +161,10 @@ class VAEFamily:
       return probs
 
     return jax.jit(sample, out_shardings=out_sharding)
+
+  def describe_sampling(self, settings=None) -> str:
+    """How ``sample_fn`` draws, for a log line: ``"mean, one decoder pass"``."""
+    return f"{(settings or self.config.sampling).output}, one decoder pass"
 
   def to_uint8(self, samples) -> np.ndarray:
     return to_uint8(samples, centered=False)

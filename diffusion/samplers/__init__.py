@@ -37,7 +37,7 @@ from diffusion.samplers.langevin import langevin as langevin_dynamics
 from diffusion.samplers.timesteps import ddim_timesteps, space_timesteps
 
 __all__ = ["SAMPLERS", "Plan", "check_num_steps", "ddim_coefficients", "ddim_timesteps",
-           "langevin_dynamics", "make_plan", "run_plan", "sample", "space_timesteps",
+           "effective_steps", "langevin_dynamics", "make_plan", "run_plan", "sample", "space_timesteps",
            "split_fn"]
 
 # Plain dict, sampling.method -> the module that implements it (written out here only).
@@ -64,6 +64,13 @@ def check_num_steps(settings, num_timesteps: int) -> None:
   check = getattr(SAMPLERS[s.method], "check", None)
   if check is not None:
     check(s, T)
+
+
+def effective_steps(settings, num_timesteps: int) -> int:
+  """Levels a chain of ``settings`` visits: ``settings.num_steps``, or all
+  ``num_timesteps`` when it is 0 (annealed Langevin takes ``n_steps_each`` at each)."""
+  n, levels = int(settings.num_steps), int(num_timesteps)
+  return n if 0 < n <= levels else levels
 
 
 def make_plan(process, settings) -> Plan:

@@ -20,7 +20,7 @@ so repeated calls with new parameters reuse one compilation.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import flax.struct
 import jax
@@ -115,23 +115,34 @@ def _initial_state(plan: Plan, key, shape, init):
   return plan.process.prior_sample(key, shape).astype(jnp.float32)
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "shape", "x0_range", "trajectory_every"))
-def _run_chain(dynamic, plan: Plan, key, init, *, spec, shape, x0_range, trajectory_every):
-  eps_fn = spec.rebuild(dynamic)
+def _start(plan: Plan, key, init, shape):
+  """(x_T, the key of every step's noise): both chains below begin the same way."""
   init_key, loop_key = jax.random.split(key)
-  x = _initial_state(plan, init_key, shape, init)
+  return _initial_state(plan, init_key, shape, init), loop_key
+
+
+def _scan_steps(eps_fn, plan: Plan, x0_range, loop_key, x, index, rows):
+  """x after the steps ``index`` (int32 [n], their global numbers) with their ``rows``."""
   step = functools.partial(plan.step, eps_fn, plan, x0_range)
-  n = plan.num_steps
-  index = jnp.arange(n, dtype=jnp.int32)
 
   def body(x, i_row):
     i, row = i_row
     z = jax.random.normal(jax.random.fold_in(loop_key, i), x.shape, x.dtype)
     return step(x, row, z), None
 
+  return jax.lax.scan(body, x, (index, rows))[0]
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "shape", "x0_range", "trajectory_every"))
+def _run_chain(dynamic, plan: Plan, key, init, *, spec, shape, x0_range, trajectory_every):
+  eps_fn = spec.rebuild(dynamic)
+  x, loop_key = _start(plan, key, init, shape)
+  scan = functools.partial(_scan_steps, eps_fn, plan, x0_range, loop_key)
+  n = plan.num_steps
+  index = jnp.arange(n, dtype=jnp.int32)
+
   def run(x, start, stop):
-    part = jax.tree.map(lambda a: a[start:stop], (index, plan.rows))
-    return jax.lax.scan(body, x, part)[0]
+    return scan(x, *jax.tree.map(lambda a: a[start:stop], (index, plan.rows)))
 
   traj = None
   if trajectory_every > 0:
@@ -139,8 +150,7 @@ def _run_chain(dynamic, plan: Plan, key, init, *, spec, shape, x0_range, traject
     blocks = jax.tree.map(lambda a: a[:chunks * k].reshape((chunks, k) + a.shape[1:]),
                           (index, plan.rows))
     x_init = x
-    x, states = jax.lax.scan(lambda x, block: (jax.lax.scan(body, x, block)[0],) * 2, x,
-                             blocks)
+    x, states = jax.lax.scan(lambda x, block: (scan(x, *block),) * 2, x, blocks)
     traj = jnp.concatenate([x_init[None], states], axis=0)
     x = run(x, chunks * k, n)
   else:
@@ -151,9 +161,63 @@ def _run_chain(dynamic, plan: Plan, key, init, *, spec, shape, x0_range, traject
   return x, traj
 
 
+# ---------------------------------------------------------------------------
+# The same chain in segments, for a progress report between them
+# ---------------------------------------------------------------------------
+
+PROGRESS_PARTS = 20   # a report about every 5% of the chain
+
+
+def segments(n: int, parts: int = PROGRESS_PARTS) -> List[Tuple[int, int]]:
+  """[start, stop) pieces of a chain of ``n`` steps, about ``parts`` of them.
+
+  The pieces have one length when a count within [2/3, 3/2] of ``parts`` divides ``n``
+  (one compiled segment program), else one length and a shorter last piece (two).
+  """
+  if n <= parts:
+    return [(i, i + 1) for i in range(n)]
+  counts = [c for c in range(parts * 2 // 3, parts * 3 // 2 + 1) if n % c == 0]
+  count = min(counts, key=lambda c: abs(c - parts)) if counts else parts
+  length = -(-n // count)
+  return [(start, min(start + length, n)) for start in range(0, n, length)]
+
+
+_jit_start = jax.jit(_start, static_argnames=("shape",))
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "x0_range", "length"))
+def _run_segment(dynamic, plan: Plan, loop_key, x, start, *, spec, x0_range, length):
+  """Steps start .. start + length − 1 (``start`` is traced: one program per length)."""
+  index = start + jnp.arange(length, dtype=jnp.int32)
+  rows = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, length), plan.rows)
+  return _scan_steps(spec.rebuild(dynamic), plan, x0_range, loop_key, x, index, rows)
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _run_finish(dynamic, plan: Plan, x, *, spec):
+  return plan.finish(spec.rebuild(dynamic), plan, x)
+
+
+def _run_in_segments(dynamic, plan: Plan, key, init, on_progress, *, spec, shape, x0_range):
+  """:func:`_run_chain` without a trajectory, as a few compiled calls: after each,
+  ``on_progress(steps done, steps in all)``. The programs hold no host callback, so the
+  persistent compilation cache keeps them, and each report counts finished steps."""
+  x, loop_key = _jit_start(plan, key, init, shape=shape)
+  n = plan.num_steps
+  for start, stop in segments(n):
+    x = _run_segment(dynamic, plan, loop_key, x, start, spec=spec, x0_range=x0_range,
+                     length=stop - start)
+    x.block_until_ready()
+    on_progress(stop, n)
+  if plan.finish is not None:
+    x = _run_finish(dynamic, plan, x, spec=spec)
+  return x
+
+
 def run_plan(plan: Plan, eps_fn: Callable, shape: Sequence[int], key: Array,
              init: Optional[Array] = None,
-             x0_range: Optional[Tuple[float, float]] = (-1.0, 1.0), trajectory_every: int = 0):
+             x0_range: Optional[Tuple[float, float]] = (-1.0, 1.0), trajectory_every: int = 0,
+             on_progress: Optional[Callable[[int, int], None]] = None):
   """Runs a plan from x_T (drawn from ``key`` or given as ``init``).
 
   Args:
@@ -164,6 +228,10 @@ def run_plan(plan: Plan, eps_fn: Callable, shape: Sequence[int], key: Array,
     x0_range: (lo, hi) used to clip x̂₀ when ``settings.clip_x0``; None never clips.
     trajectory_every: k > 0 also returns the state every k steps,
       trajectory[m] = state after m·k steps, m = 0..N//k (0 = x_T).
+    on_progress: optional ``(steps done, N)`` callback, called about every 5% of the
+      chain (:func:`segments`), each time those steps have finished on the device. The
+      chain then runs as a few compiled calls instead of one; the samples are the same.
+      Not inside ``jax.jit`` (the reports would come while tracing).
   Returns:
     samples [shape] float32, or (samples, trajectory [N//k + 1, *shape]).
   """
@@ -178,6 +246,12 @@ def run_plan(plan: Plan, eps_fn: Callable, shape: Sequence[int], key: Array,
                       "integer >= 0.")
   spec, dynamic = split_fn(eps_fn)
   x_range = None if x0_range is None else (float(x0_range[0]), float(x0_range[1]))
+  if on_progress is not None:
+    if trajectory_every:
+      raise ValueError("run_plan: on_progress reports a chain without a trajectory; give "
+                       "trajectory_every=0.")
+    return _run_in_segments(dynamic, plan, key, init, on_progress, spec=spec, shape=shape,
+                            x0_range=x_range)
   x, traj = _run_chain(dynamic, plan, key, init, spec=spec, shape=shape, x0_range=x_range,
                        trajectory_every=trajectory_every)
   return (x, traj) if trajectory_every > 0 else x

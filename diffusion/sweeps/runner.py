@@ -33,7 +33,8 @@ from diffusion.sweeps.grid import load_sweep, log_every_note, point_config, poin
 from diffusion.sweeps.ledger import Ledger, missing_result, read_ledger
 from diffusion.sweeps.points import finish
 from diffusion.sweeps.summary import summarize
-from diffusion.train.loop import Interrupted, train, train_population
+from diffusion.train.loop import Interrupted, train
+from diffusion.train.population import train_population
 
 MODES = ("sequential", "vmap", "ray")
 
