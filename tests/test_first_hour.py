@@ -182,8 +182,9 @@ def test_grids_are_announced_and_the_last_line_says_where_the_newest_is(tmp_path
   train(toy_config(**{"training.sample_every": 4}), str(w), progress=False)
   out, err = capsys.readouterr()
   lines = out.strip().splitlines()
-  # toy_mixture: ancestral sampling over all T = 100 levels, grids at steps 4 and 8.
-  announce = "sampling 64 with ancestral, 100 steps (sample_every=4; 0 turns grids off)"
+  # toy_mixture (DDPM preset): grids with DDIM's 50 steps (training.grid_method), not the
+  # ancestral chain over all T = 100 levels of config.sampling; grids at steps 4 and 8.
+  announce = "sampling 64 with ddim, 50 steps (sample_every=4; 0 turns grids off)"
   assert lines.count(announce) == 2
   wrote = [l for l in lines if l.startswith("wrote samples/")]
   assert [l.split(" (")[0] for l in wrote] == ["wrote samples/step_00000004.npy",
@@ -255,7 +256,27 @@ def test_grid_chain_in_segments_compiles_once_for_every_grid():
 def test_grid_chain_bar_with_progress(tmp_path, capsys):
   from diffusion.train.loop import train
   from tests.test_training import toy_config
-  train(toy_config(**{"training.sample_every": 8}), str(tmp_path / "w"), progress=True)
+  # training.grid_method="": the grids take config.sampling (the 100-level ancestral chain).
+  train(toy_config(**{"training.sample_every": 8, "training.grid_method": ""}),
+        str(tmp_path / "w"), progress=True)
   out, err = capsys.readouterr()
   assert "sampling 64 with ancestral, 100 steps" in out
   assert "sampling:" in err and "/100" in err   # the chain's own bar, on stderr
+
+
+def test_grid_sampler_is_checked_where_it_is_set():
+  """training.grid_steps is checked against the process like sampling.num_steps, and the
+  error names the grid's field; sample.py's config.sampling is untouched by it."""
+  from diffusion.config import checks, grid_sampling
+  from tests.test_training import toy_config
+  c = checks.validate(toy_config())
+  assert (grid_sampling(c).method, grid_sampling(c).num_steps) == ("ddim", 50)
+  assert (c.sampling.method, c.sampling.num_steps) == ("ancestral", 0)
+  short = checks.validate(toy_config(**{"training.grid_steps": 500}))   # T = 100 levels
+  assert grid_sampling(short).num_steps == 100
+  with pytest.raises(ConfigError, match=r"^training\.grid_steps=3 is not valid for "
+                     r"annealed_langevin.*training\.grid_method='annealed_langevin'"):
+    checks.validate(toy_config(**{"training.grid_method": "annealed_langevin",
+                                  "training.grid_steps": 3}))
+  with pytest.raises(ConfigError, match="training.grid_method='fast'"):
+    checks.validate(toy_config(**{"training.grid_method": "fast"}))

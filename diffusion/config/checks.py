@@ -13,7 +13,7 @@ from typing import Optional
 
 from diffusion import samplers
 from diffusion.config import (REFINENETS, DataConfig, DiffusionRunConfig, ModelConfig,
-                              VAERunConfig, parse_config)
+                              VAERunConfig, grid_sampling, parse_config)
 from diffusion.errors import ConfigError
 
 
@@ -48,6 +48,13 @@ def _check_diffusion(c: DiffusionRunConfig) -> None:
     raise ConfigError("data.binarize is for the VAE's Bernoulli decoder; diffusion models "
                       "train on 8-bit images (set data.binarize='none').")
   samplers.check_num_steps(c.sampling, d.num_timesteps)
+  if c.training.grid_method:
+    try:
+      samplers.check_num_steps(grid_sampling(c), d.num_timesteps)
+    except ConfigError as e:
+      raise ConfigError(str(e).replace("sampling.num_steps", "training.grid_steps").rstrip(".")
+                        + f" (the grids' sampler training.grid_method="
+                        f"{c.training.grid_method!r}).") from None
 
 
 def _check_refinenet(c: DiffusionRunConfig) -> None:

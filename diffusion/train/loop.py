@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from diffusion import families
 from diffusion.config import checks as config_check
+from diffusion.config import grid_sampling
 from diffusion import evals as evaluators
 from diffusion.io import metric_writers
 from diffusion.train import optim as optimizers
@@ -216,7 +217,8 @@ def _train(layout: "Layout", source, progress: bool) -> List[Union[dict, Excepti
     # Evaluator cadences from the config: the same in every process (only the chief runs them).
     eval_every = [getattr(lead.cfg.eval, f.name).every for f in dataclasses.fields(lead.cfg.eval)]
     chain_bar = _ChainBar() if progress and chief else None
-    sample_fn = (lead.family.sample_fn(t.num_samples, on_progress=chain_bar)
+    sample_fn = (lead.family.sample_fn(t.num_samples, grid_sampling(lead.cfg),
+                                       on_progress=chain_bar)
                  if chief and t.sample_every > 0 else None)
     bar = (opened.enter_context(tqdm(total=total, initial=step, unit="step", dynamic_ncols=True,
                                      file=sys.stderr, mininterval=1.0))
@@ -364,7 +366,8 @@ def _write_grid(m: "Member", prefix: str, sample_fn, ema_params, step: int, chai
   .png, and a line saying where and how long; returns the grid's absolute path (the .npy
   for points)."""
   t = m.cfg.training
-  print(f"{prefix}sampling {t.num_samples} with {m.family.describe_sampling()} "
+  print(f"{prefix}sampling {t.num_samples} with "
+        f"{m.family.describe_sampling(grid_sampling(m.cfg))} "
         f"(sample_every={t.sample_every}; 0 turns grids off)", flush=True)
   start = time.time()
   key = jax.random.fold_in(jax.random.PRNGKey(t.seed + 1), step)
