@@ -22,7 +22,8 @@ from diffusion.config import POPULATION_FIELDS, checks, program_key
 from diffusion.errors import ConfigError
 from diffusion.sweeps import grid, summary
 from diffusion.io.metric_writers import read_metrics
-from test_training import assert_trees_equal, read_state, saved_steps, toy_config
+from test_training import (assert_same_final_state, assert_trees_equal, read_state,
+                           saved_steps, toy_config)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY_FILE = "configs/ddpm/toy_mixture.py"
@@ -236,11 +237,7 @@ def test_logging_more_often_trains_the_same_point(tmp_path):
   plain = sweeps.apply_overrides(cfg, {"training.seed": 1})
   train(often, str(tmp_path / "often"), progress=False)
   train(plain, str(tmp_path / "plain"), progress=False)
-  s1, p1, e1 = read_state(str(tmp_path / "often"), often)
-  s2, p2, e2 = read_state(str(tmp_path / "plain"), plain)
-  assert s1 == s2 == 20
-  assert_trees_equal(p1, p2)
-  assert_trees_equal(e1, e2)
+  assert_same_final_state(tmp_path / "often", often, tmp_path / "plain", plain, 20)
   rows = {n: read_metrics(str(tmp_path / n)) for n in ("often", "plain")}
   assert [r["step"] for r in rows["often"]] == list(range(2, 21, 2))
   assert [r["step"] for r in rows["plain"]] == [10, 20]

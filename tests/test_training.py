@@ -59,17 +59,22 @@ def assert_trees_equal(a, b):
     np.testing.assert_array_equal(x, y)
 
 
+def assert_same_final_state(workdir_a, config_a, workdir_b, config_b, step):
+  """Both runs' latest checkpoints are at ``step`` with bit-identical params and EMA."""
+  s1, p1, e1 = read_state(str(workdir_a), config_a)
+  s2, p2, e2 = read_state(str(workdir_b), config_b)
+  assert s1 == s2 == step
+  assert_trees_equal(p1, p2)
+  assert_trees_equal(e1, e2)
+
+
 def test_exact_resume_in_process(tmp_path):
   config = toy_config()
   train(config, str(tmp_path / "straight"), progress=False)
   half = toy_config(**{"training.num_train_steps": 4})
   train(half, str(tmp_path / "resumed"), progress=False)
   train(config, str(tmp_path / "resumed"), progress=False)
-  s1, p1, e1 = read_state(str(tmp_path / "straight"), config)
-  s2, p2, e2 = read_state(str(tmp_path / "resumed"), config)
-  assert s1 == s2 == 8
-  assert_trees_equal(p1, p2)
-  assert_trees_equal(e1, e2)
+  assert_same_final_state(tmp_path / "straight", config, tmp_path / "resumed", config, 8)
   rows = [json.loads(l) for l in open(tmp_path / "resumed" / "metrics.jsonl")]
   assert [r["step"] for r in rows] == [2, 4, 6, 8]  # logs kept across the resume
 
