@@ -156,19 +156,28 @@ BASELINES = {
         where="Figs. 4-5 (MNIST: intermediate and uncurated samples)", dataset="digits 8x8",
         experiment="ncsn_digits_refinenet", config="configs/ncsn/digits_refinenet.py",
         metrics=(
-            Metric("cfid_refinenet_over_unet", "samples only (no MNIST number)", (0.0, 10.0),
-                   "PLACEHOLDER",
+            Metric("cfid_refinenet_over_unet", "samples only (no MNIST number)", (0.5, 1.5),
+                   "the paper shows MNIST samples and no number; what we check is that its "
+                   "network samples digits as well as the U-Net of the same budget, within "
+                   "the seed spread: 0.71 (training seed 0; sampling seeds 0-2: 0.71, 0.71, "
+                   "0.83) and 1.03 (training seed 1), so between half and 1.5 times",
                    NCSN_DIGITS_PROTOCOL + " cfid(RefineNet) / cfid(U-Net)."),
             Metric("confident_refinenet_over_real", "samples only (no MNIST number)",
-                   (0.0, 10.0), "PLACEHOLDER",
+                   (0.4, 1.31),
+                   "Fig. 5's samples are recognisable digits; ours are confidently classified "
+                   "0.50-0.66 times as often as real test digits (training seeds 0-1, "
+                   "sampling seeds 0-2), against 0.14 after 20 training steps (a 40-sample "
+                   "smoke run) and below 0.4 for noise; the upper end allows every sample "
+                   "confident (1 / 0.768)",
                    NCSN_DIGITS_PROTOCOL + " The RefineNet's share of samples the calibrated "
                    "classifier labels with confidence >= 0.9, over the same share of the "
                    "297 real test digits."),
         ),
-        tiers={"cpu": Budget(NCSN_DIGITS_BUDGET, 15, CPU)},
+        tiers={"cpu": Budget(NCSN_DIGITS_BUDGET, 26, CPU)},
         note="8x8 digits stand in for MNIST, NCSN's RefineNet at ngf 16 (518,817 parameters) "
              "for MNIST's ngf 64; the U-Net is the small digits U-Net (651,041) of "
-             "configs/ncsn/digits.py. Both train 2,000 steps of 32 with NCSN's recipe."),
+             "configs/ncsn/digits.py. Both train 2,000 steps of 32 with NCSN's recipe; "
+             "the training seed moves both cfids by up to 45% (U-Net 395 vs 218)."),
     "ncsnv2_mnist_sigmas": Baseline(
         name="ncsnv2_mnist_sigmas", paper="Song & Ermon 2020 (NCSNv2)",
         where="techniques 1-2 (§3)", dataset="MNIST", experiment="ncsnv2_sigmas",
