@@ -94,8 +94,9 @@ def test_digits_objectives_and_ddim_pattern(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not LONG, reason="trains NCSN's RefineNet and the U-Net on digits and "
-                    "samples 297 digits from each with 1,000 Langevin steps (~26 min on 2 "
-                    "CPU cores, beyond the suite's budget); run with DIFFUSION_LONG_TESTS=1")
+                    "samples 297 digits from each with 1,000 Langevin steps (~15 min on 2 "
+                    "CPU cores, 26 when shared; beyond the suite's budget); run with "
+                    "DIFFUSION_LONG_TESTS=1")
 def test_ncsn_refinenet_against_the_unet_on_digits(tmp_path):
   """The entry from scratch: both networks trained with one budget, both judged."""
   ok, result = runner.run("ncsn_digits_refinenet", "cpu", str(tmp_path))

@@ -173,7 +173,7 @@ BASELINES = {
                    "classifier labels with confidence >= 0.9, over the same share of the "
                    "297 real test digits."),
         ),
-        tiers={"cpu": Budget(NCSN_DIGITS_BUDGET, 26, CPU)},
+        tiers={"cpu": Budget(NCSN_DIGITS_BUDGET, 15, CPU)},
         note="8x8 digits stand in for MNIST, NCSN's RefineNet at ngf 16 (518,817 parameters) "
              "for MNIST's ngf 64; the U-Net is the small digits U-Net (651,041) of "
              "configs/ncsn/digits.py. Both train 2,000 steps of 32 with NCSN's recipe; "
