@@ -23,6 +23,7 @@ from diffusion import config as C
 from diffusion.config import checks
 from diffusion.errors import ConfigError
 from diffusion.io import atomic
+from diffusion.io import images as grids
 from diffusion.evals import metrics as evaluation
 from diffusion import evals as evaluators
 from diffusion.io import workdir as runs
@@ -515,7 +516,6 @@ def _plot_digits(path: str, images: np.ndarray, title: str, ncols: Optional[int]
   import matplotlib  # pylint: disable=import-outside-toplevel  # heavy, pictures only
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  from diffusion.io import images as grids  # pylint: disable=import-outside-toplevel
   ncols = ncols or int(math.ceil(math.sqrt(len(images))))
   grid = grids.make_grid(images, ncols)[..., 0]
   rows, tile = -(-len(images) // ncols), images.shape[1] + 1   # make_grid's 1-pixel pad
