@@ -5,6 +5,7 @@ import importlib.util
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -93,3 +94,69 @@ def test_variant_defaults_follow_the_papers():
   np.testing.assert_allclose(float(ddpm.alphas_cumprod[-1]), 4.035829765e-5, rtol=1e-5)
   dpm = make_process(load("configs/dpm/cifar10.py").diffusion)
   np.testing.assert_allclose(float(dpm.betas[0]), 0.001999989, rtol=1e-6)
+
+
+def _ncsn_refinenet_params(ngf: int, channels: int, levels: int) -> int:
+  """CondRefineNetDilated's parameter count from its layer shapes (the official
+  models/cond_refinenet_dilated.py read as a list of layers; no network is built)."""
+  n, L = ngf, levels
+
+  def conv(k, c_in, c_out, bias=True):
+    return k * k * c_in * c_out + (c_out if bias else 0)
+
+  def norm(c):                          # conditional IN++: [γ | α | β] per level
+    return L * 3 * c
+
+  def plain_block(c):                   # norm, conv, norm, conv; identity shortcut
+    return 2 * norm(c) + 2 * conv(3, c, c)
+
+  def dilated_down_block(c):            # conv1, conv2 and a 3x3 shortcut, all dilated
+    return 2 * norm(c) + 3 * conv(3, c, c)
+
+  def rcu(c, blocks):                   # blocks x 2 (norm, conv without bias)
+    return blocks * 2 * (norm(c) + conv(3, c, c, bias=False))
+
+  def refine(widths, features, end=False):
+    total = sum(rcu(c, 2) for c in widths)
+    if len(widths) > 1:                 # multi-resolution fusion: norm + conv per input
+      total += sum(norm(c) + conv(3, c, features) for c in widths)
+    crp = 2 * (norm(features) + conv(3, features, features, bias=False))
+    return total + crp + rcu(features, 3 if end else 1)
+
+  res1 = 2 * plain_block(n)
+  res2 = (2 * norm(n) + conv(3, n, n) + conv(3, n, 2 * n) + conv(1, n, 2 * n)
+          + plain_block(2 * n))
+  res3 = res4 = dilated_down_block(2 * n) + plain_block(2 * n)
+  refines = (refine([2 * n], 2 * n) + refine([2 * n, 2 * n], 2 * n)
+             + refine([2 * n, 2 * n], n) + refine([n, n], n, end=True))
+  ends = conv(3, channels, n) + norm(n) + conv(3, n, channels)
+  return res1 + res2 + res3 + res4 + refines + ends
+
+
+def test_ncsn_digits_refinenet_builds_ncsns_network_at_8px():
+  """configs/ncsn/digits_refinenet.py: configs/ncsn/digits.py with NCSN's network at ngf
+  16; it runs at 8 px, and the dilation-4 stage acts as 1x1 convolutions there (its
+  docstring)."""
+  config = load("configs/ncsn/digits_refinenet.py")
+  unet = load("configs/ncsn/digits.py")
+  for section in ("data", "diffusion", "optim", "training", "sampling", "eval"):
+    assert config[section].to_dict() == unet[section].to_dict(), section
+  assert (config.model.name, config.model.ngf, config.data.image_size) == ("ncsn", 16, 8)
+  # The formula reproduces the official MNIST count (ngf 64) and the flax network's.
+  assert _ncsn_refinenet_params(64, 1, 10) == 7_638_657
+  assert param_count(config, (8, 8, 1)) == _ncsn_refinenet_params(16, 1, 10) == 518_817
+  family = make_family(config_check.validate(config))
+  params = family.init_params(jax.random.PRNGKey(0))
+  x = jax.random.uniform(jax.random.PRNGKey(1), (3, 8, 8, 1))
+  t = jnp.array([0, 4, 9])
+  eps = family.eps_fn(params)(x, t)
+  assert eps.shape == (3, 8, 8, 1) and bool(jnp.all(jnp.isfinite(eps)))
+  grads = jax.grad(lambda p: jnp.sum(family.eps_fn(p)(x, t) ** 2))(params)
+  centre = np.zeros((3, 3), bool)
+  centre[1, 1] = True
+  for block, convs in (("res4_0", ("conv1", "conv2", "shortcut")), ("res4_1", ("conv1", "conv2"))):
+    for name in convs:
+      g = np.asarray(grads[block][name]["kernel"])
+      assert np.all(g[~centre] == 0.0) and np.any(g[centre] != 0.0), (block, name)
+  g = np.asarray(grads["res3_0"]["conv1"]["kernel"])
+  assert np.any(g[~centre] != 0.0)      # dilation 2 still reaches pixels at 4x4

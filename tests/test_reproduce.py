@@ -93,6 +93,25 @@ def test_digits_objectives_and_ddim_pattern(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not LONG, reason="trains NCSN's RefineNet and the U-Net on digits and "
+                    "samples 297 digits from each with 1,000 Langevin steps (~15 min on 2 "
+                    "CPU cores, 26 when shared; beyond the suite's budget); run with "
+                    "DIFFUSION_LONG_TESTS=1")
+def test_ncsn_refinenet_against_the_unet_on_digits(tmp_path):
+  """The entry from scratch: both networks trained with one budget, both judged."""
+  ok, result = runner.run("ncsn_digits_refinenet", "cpu", str(tmp_path))
+  assert ok, result["rows"]
+  _check_result(str(tmp_path), "ncsn_digits_refinenet")
+  assert sorted(result["pictures"]) == ["ncsn_fig4_refinenet.png", "ncsn_fig5_refinenet.png",
+                                        "ncsn_fig5_unet.png"]
+  refinenet, unet = result["details"]["refinenet"], result["details"]["unet"]
+  assert (refinenet["params"], unet["params"]) == (518_817, 651_041)
+  assert refinenet["step"] == unet["step"] == 2000
+  m = result["measured"]
+  assert m["cfid_refinenet_over_unet"] == pytest.approx(m["cfid_refinenet"] / m["cfid_unet"])
+
+
+@pytest.mark.slow
 @pytest.mark.needs_shared_data
 def test_ncsnv2_techniques_on_mnist(shared_data, tmp_path, monkeypatch):
   from diffusion.data import prepare_dataset  # pylint: disable=import-outside-toplevel
@@ -324,6 +343,37 @@ def test_dpm_configs_do_not_clip_gradients():
   for name in ("cifar10", "digits", "swiss_roll", "mnist"):
     config = importlib.import_module(f"configs.dpm.{name}").get_config()
     assert config.optim.grad_clip == 0.0, name
+
+
+def test_a_band_that_excludes_the_papers_value_says_why_in_the_readme_table():
+  from diffusion.reproduce.registry import Metric  # pylint: disable=import-outside-toplevel
+  assert Metric("k", 2.35, (-2.69, -1.19), "w", "p").excludes_paper
+  assert not Metric("k", -1.19, (-2.69, -1.19), "w", "p").excludes_paper   # bands are closed
+  assert not Metric("k", "K ≤ log p", (0.0, 1.5), "w", "p").excludes_paper  # a phrase
+  table = runner.readme_table()
+  roll = next(line for line in table.splitlines() if line.startswith("| `dpm_swiss_roll` |"))
+  assert ("K_bits: 2.35 → [-2.69, -1.19] (band excludes the paper's value: the paper's roll "
+          "is not published and K is bounded by the roll's own log-likelihood); "
+          "gap_to_exact_bits: K ≤ log p → [0, 1.5] |") in roll
+  excluded = [m for b in BASELINES.values() for m in b.metrics if m.excludes_paper]
+  assert table.count("band excludes the paper's value") == len(excluded) >= 1
+
+
+def test_fig3_panels_name_the_seed_shown_and_the_mean_the_table_reports(tmp_path, monkeypatch):
+  """Issue 23: the points are the last seed's; the title gives its share and the mean."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  from diffusion.reproduce import experiments  # pylint: disable=import-outside-toplevel
+  figures = []
+  monkeypatch.setattr(plt, "close", figures.append)
+  points = np.array([[5.0, 5.0]] * 3 + [[-5.0, -5.0]])          # 0.75 nearer (5, 5)
+  shares = {"points": {"plain": points, "annealed": points}, "plain": 0.5, "plain_se": 0.01,
+            "annealed": 0.774, "annealed_se": 0.008}
+  experiments._plot_langevin(str(tmp_path / "fig3.png"), shares, 10, "NCSN Fig. 3")
+  plain, annealed = (ax.get_title() for ax in figures[0].axes)
+  assert annealed.endswith("seed 10 of 10: 0.750 at (5, 5); mean of 10 seeds 0.774 ± 0.008")
+  assert plain.endswith("seed 10 of 10: 0.750 at (5, 5); mean of 10 seeds 0.500 ± 0.010")
 
 
 def test_readme_reproducing_section_is_the_registry_table():

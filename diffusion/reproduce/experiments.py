@@ -19,9 +19,11 @@ import ml_collections
 import numpy as np
 
 from diffusion import api, families, samplers
+from diffusion import config as C
 from diffusion.config import checks
 from diffusion.errors import ConfigError
 from diffusion.io import atomic
+from diffusion.io import images as grids
 from diffusion.evals import metrics as evaluation
 from diffusion import evals as evaluators
 from diffusion.io import workdir as runs
@@ -119,7 +121,10 @@ def _langevin_shares(eps_fn, data_score, seeds: int, ve) -> Dict[str, Any]:
           "points": last}
 
 
-def _plot_langevin(path: str, points: Dict[str, np.ndarray], title: str) -> str:
+def _plot_langevin(path: str, shares: Dict[str, Any], seeds: int, title: str) -> str:
+  """NCSN Fig. 3's two panels: the points of the last seed (``shares["points"]``), each
+  panel titled with that seed's share beside the mean ± standard error over ``seeds``
+  seeds that the table reports (``shares[key]``, ``shares[key + "_se"]``)."""
   # matplotlib takes ~1.5 s to import; only the pictures need it.
   from diffusion import extras  # pylint: disable=import-outside-toplevel
   extras.require("matplotlib")  # one line naming the plots extra
@@ -135,9 +140,13 @@ def _plot_langevin(path: str, points: Dict[str, np.ndarray], title: str) -> str:
   for ax, key, name in ((axes[0], "plain", "Langevin dynamics"),
                         (axes[1], "annealed", "annealed Langevin dynamics")):
     ax.contour(gx, gy, density, levels=8, cmap="Greys", linewidths=0.6)
-    p = points[key]
+    p = shares["points"][key]
     ax.scatter(p[:, 0], p[:, 1], s=2, c="tab:blue")
-    ax.set(title=f"{name}: {heavy_mode_share(p):.3f} at (5, 5)", xlim=(-9, 9), ylim=(-9, 9))
+    # The points are one seed's; the table's number is the mean over all seeds: say both.
+    ax.set(title=f"{name}\nseed {seeds} of {seeds}: {heavy_mode_share(p):.3f} at (5, 5); "
+                 f"mean of {seeds} seeds {shares[key]:.3f} ± {shares[key + '_se']:.3f}",
+           xlim=(-9, 9), ylim=(-9, 9))
+    ax.title.set_fontsize(9)
   fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -154,8 +163,9 @@ def ncsn_toy_exact(baseline, budget, workdir: str, seed: int = 0) -> Outcome:
   ve = api.make_process(TOY_SIGMAS)
   eps_fn = lambda x, t: mixture.apply({}, x, ve.signal_scale(t), ve.noise_std(t))  # noqa: E731
   score = lambda x: mixture.apply({}, x, 1.0, 0.0, method=AnalyticMixture.score)  # noqa: E731
-  r = _langevin_shares(eps_fn, score, int(budget.overrides.get("seeds", 10)), ve)
-  pic = _plot_langevin(os.path.join(workdir, "ncsn_fig3_exact.png"), r["points"],
+  seeds = int(budget.overrides.get("seeds", 10))
+  r = _langevin_shares(eps_fn, score, seeds, ve)
+  pic = _plot_langevin(os.path.join(workdir, "ncsn_fig3_exact.png"), r, seeds,
                        "NCSN Fig. 3, exact scores")
   return Outcome({"annealed_share": r["annealed"], "plain_share": r["plain"]}, [pic],
                  {k: v for k, v in r.items() if k != "points"})
@@ -172,8 +182,9 @@ def ncsn_toy_learned(baseline, budget, workdir: str, seed: int = 0) -> Outcome:
   eps_fn = family.eps_fn(params)
   t0 = lambda x: jnp.zeros((x.shape[0],), jnp.int32)  # noqa: E731
   score = lambda x: family.process.eps_to_score(eps_fn(x, t0(x)), t0(x))  # noqa: E731
-  r = _langevin_shares(eps_fn, score, int(budget.overrides.get("seeds", 10)), family.process)
-  pic = _plot_langevin(os.path.join(workdir, "ncsn_fig3_learned.png"), r["points"],
+  seeds = int(budget.overrides.get("seeds", 10))
+  r = _langevin_shares(eps_fn, score, seeds, family.process)
+  pic = _plot_langevin(os.path.join(workdir, "ncsn_fig3_learned.png"), r, seeds,
                        "NCSN Fig. 3, learned score (DSM, MLP)")
   return Outcome({"annealed_share": r["annealed"], "plain_share": r["plain"]}, [pic],
                  {k: v for k, v in r.items() if k != "points"})
@@ -364,11 +375,14 @@ def ddim_steps(baseline, budget, workdir: str, seed: int = 0) -> Outcome:
   measured["eta0_best_at_S10"] = float(table[(0.0, 10)] <= min(table[(0.5, 10)],
                                                                table[(1.0, 10)]))
   measured["gap_closes_by_S100"] = float(gap100 < 0.5 * gap10)
-  pic = _plot_ddim(os.path.join(workdir, "ddim_steps.png"), table)
+  pic = _plot_ddim(os.path.join(workdir, "ddim_steps.png"), table,
+                   config.eval.classifier_fid.num_samples, seed)
   return Outcome(measured, [pic], {"gap_S10": gap10, "gap_S100": gap100})
 
 
-def _plot_ddim(path: str, table) -> str:
+def _plot_ddim(path: str, table, num_samples: int, seed: int) -> str:
+  """The table's cfid of every (η, S): one sample set of ``num_samples`` per point, drawn
+  with sampling seed ``seed`` (the numbers are the table's, not a mean over seeds)."""
   from diffusion import extras  # pylint: disable=import-outside-toplevel
   extras.require("matplotlib")  # one line naming the plots extra
   import matplotlib  # pylint: disable=import-outside-toplevel  # heavy, pictures only
@@ -378,9 +392,143 @@ def _plot_ddim(path: str, table) -> str:
   for eta in DDIM_ETAS:
     ax.plot(DDIM_STEPS, [table[(eta, s)] for s in DDIM_STEPS], marker="o", label=f"η = {eta:g}")
   ax.set(xscale="log", xlabel="sampling steps S", ylabel="classifier Fréchet distance",
-         title="DDIM Table 1's pattern on digits")
+         title=f"DDIM Table 1's pattern on digits\n{num_samples} samples per point, "
+               f"sampling seed {seed} (the table's numbers)")
+  ax.title.set_fontsize(10)
   ax.set_xticks(DDIM_STEPS, [str(s) for s in DDIM_STEPS])
   ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+# ---------------------------------------------------------------------------
+# NCSN Figs. 4-5 on digits: NCSN's RefineNet beside the U-Net at the same budget
+# ---------------------------------------------------------------------------
+
+NCSN_NETWORKS = {"refinenet": "NCSN RefineNet", "unet": "U-Net"}
+GRID_SAMPLES = 100     # the uncurated grid: the first 100 of the scored samples, 10 x 10
+LANGEVIN_CHAINS = 10   # columns of the intermediate-samples figure
+
+
+def _ncsn_configs(baseline, budget) -> Dict[str, ml_collections.ConfigDict]:
+  """The RefineNet (``baseline.config``) and U-Net (``budget.overrides["unet"]["config"]``)
+  configs with the tier's shared overrides, the U-Net's own model overrides on top.
+
+  Raises:
+    ConfigError: the two differ outside ``model`` (then they would not share one budget).
+  """
+  overrides = dict(budget.overrides)
+  unet = dict(overrides.pop("unet"))
+  configs = {"refinenet": load_config(baseline.config, overrides),
+             "unet": load_config(unet.pop("config"), dict(overrides, **unet))}
+  resolved = {k: C.parse_config(c).to_dict() for k, c in configs.items()}
+  for key, section in resolved["unet"].items():
+    if key != "model" and section != resolved["refinenet"][key]:
+      raise ConfigError(f"{baseline.name}: the RefineNet and U-Net configs differ in "
+                        f"{key!r}; the comparison needs one budget (they may differ in "
+                        "'model' only).")
+  return configs
+
+
+def _samples_once(directory: str, what: str, config, step: int, seed: int,
+                  draw: Callable[[], np.ndarray]) -> np.ndarray:
+  """``draw()`` (uint8 samples) kept as ``directory/<what>_<step>_seed<seed>_<digest>.npy``,
+  as :func:`_measured_once` keeps a measurement: a rerun scores and draws the pictures
+  from the same samples without sampling again."""
+  digest = hashlib.sha256(runs.config_json(config).encode()).hexdigest()[:12]
+  path = os.path.join(directory, f"{what}_{step}_seed{seed}_{digest}.npy")
+  if os.path.exists(path):
+    return np.load(path)
+  images = np.asarray(draw())
+  atomic.write_with(path, lambda f: np.save(f, images), binary=True)
+  return images
+
+
+def ncsn_digits_refinenet(baseline, budget, workdir: str, seed: int = 0) -> Outcome:
+  """NCSN's MNIST figures on the 8x8 digits: NCSN's RefineNet and the U-Net trained with
+  one budget (NCSN's recipe, same steps, batch, lr, σ ladder and annealed Langevin);
+  the classifier metric of each network's samples, and the pictures of NCSN Fig. 5
+  (uncurated samples, both networks) and Fig. 4 (the RefineNet's intermediate samples,
+  one row per σ level). Each network trains in ``workdir/<network>``; its scored samples
+  are kept there, so a rerun after an interruption resumes where it stopped."""
+  configs = _ncsn_configs(baseline, budget)
+  rows, pictures = {}, []
+  for name, label in NCSN_NETWORKS.items():
+    config, run_dir = configs[name], os.path.join(workdir, name)
+    family, params, step = train_and_restore(config, run_dir)
+    (ev,) = evaluators.make_evaluators(family, run_dir, ["classifier_fid"], seed=seed)
+    # The evaluator's own draw (its key), kept, then scored: the protocol of _quality.
+    images = _samples_once(run_dir, "quality_samples", config, step, seed,
+                           lambda: ev.samples(params, step, None, salt=5))
+    check_stop()
+    quality = ev.run(params, step, images)
+    rows[name] = {k[len("eval/"):]: v for k, v in quality.items()}
+    rows[name].update(step=step, params=int(sum(np.size(p) for p in
+                                                jax.tree_util.tree_leaves(params))))
+    pictures.append(_plot_digits(
+        os.path.join(workdir, f"ncsn_fig5_{name}.png"), images[:GRID_SAMPLES],
+        f"NCSN Fig. 5 on digits: {label} ({rows[name]['params']:,} parameters, {step:,} "
+        f"steps)\nthe first {min(GRID_SAMPLES, len(images))} of the {len(images)} scored "
+        f"samples, uncurated\ncfid {rows[name]['cfid']:.1f} (real test digits "
+        f"{rows[name]['cfid_floor']:.1f}); confident {rows[name]['confident']:.0%} (real "
+        f"{rows[name]['confident_real']:.0%})"))
+    if name == "refinenet":
+      pictures.append(_langevin_rows(os.path.join(workdir, "ncsn_fig4_refinenet.png"),
+                                     family, params, seed, label))
+  r, u = rows["refinenet"], rows["unet"]
+  measured = {"cfid_refinenet_over_unet": r["cfid"] / u["cfid"],
+              "confident_refinenet_over_real": r["confident"] / r["confident_real"],
+              "cfid_refinenet": r["cfid"], "cfid_unet": u["cfid"],
+              "cfid_floor": r["cfid_floor"], "confident_refinenet": r["confident"],
+              "confident_unet": u["confident"], "confident_real": r["confident_real"],
+              "classes_refinenet": r["classes"], "classes_unet": u["classes"]}
+  return Outcome(measured, pictures, details=rows)
+
+
+def _langevin_rows(path: str, family, params, seed: int, label: str) -> str:
+  """NCSN Fig. 4: ``LANGEVIN_CHAINS`` chains of the config's annealed Langevin sampler
+  (their own key, not the scored samples), one row per state: the U[0, 1] start, then
+  the end of each σ level, largest σ first."""
+  settings = family.config.sampling
+  shape = (LANGEVIN_CHAINS, *family.example_shape)
+  _, trajectory = api.sample(family.eps_fn(params), family.process, shape,
+                             jax.random.PRNGKey(seed + 7), settings,
+                             x0_range=family.x_range, trajectory_every=settings.n_steps_each)
+  states = np.asarray(trajectory)                              # [L + 1, chains, H, W, C]
+  sigmas = np.asarray(family.process.sigmas)[::-1]             # largest first, as visited
+  labels = ["U[0, 1] start"] + [f"σ = {s:.3g}" for s in sigmas]
+  images = family.to_uint8(states.reshape(-1, *family.example_shape))
+  return _plot_digits(path, images, f"NCSN Fig. 4 on digits: {label}\nannealed Langevin, "
+                      f"{settings.n_steps_each} steps per level, ε = {settings.step_size:g}"
+                      f"\n{LANGEVIN_CHAINS} chains (columns, not the scored samples); each "
+                      "row is the state after that level", ncols=LANGEVIN_CHAINS,
+                      row_labels=labels)
+
+
+def _plot_digits(path: str, images: np.ndarray, title: str, ncols: Optional[int] = None,
+                 row_labels: Optional[List[str]] = None) -> str:
+  """uint8 images [N, H, W, 1] as one titled grid (``ncols`` per row, default √N), rows
+  optionally labelled."""
+  from diffusion import extras  # pylint: disable=import-outside-toplevel
+  extras.require("matplotlib")  # one line naming the plots extra
+  import matplotlib  # pylint: disable=import-outside-toplevel  # heavy, pictures only
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  ncols = ncols or int(math.ceil(math.sqrt(len(images))))
+  grid = grids.make_grid(images, ncols)[..., 0]
+  rows, tile = -(-len(images) // ncols), images.shape[1] + 1   # make_grid's 1-pixel pad
+  fig, ax = plt.subplots(figsize=(0.55 * ncols + (1.3 if row_labels else 0.3),
+                                  0.55 * rows + 0.9))
+  ax.imshow(grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+  ax.set_xticks([])
+  if row_labels:
+    ax.set_yticks([1 + tile * i + images.shape[1] / 2 - 0.5 for i in range(rows)],
+                  row_labels[:rows], fontsize=8)
+  else:
+    ax.set_yticks([])
+  ax.set_title(title, fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -471,6 +619,7 @@ EXPERIMENTS: Dict[str, Callable[..., Outcome]] = {
     "ncsn_toy_exact": ncsn_toy_exact, "ncsn_toy_learned": ncsn_toy_learned,
     "ncsnv2_sigmas": ncsnv2_sigmas, "digits_objectives": digits_objectives,
     "dpm_swiss_roll": dpm_swiss_roll,
-    "ddim_steps": ddim_steps, "train_evaluate": train_evaluate,
+    "ddim_steps": ddim_steps, "ncsn_digits_refinenet": ncsn_digits_refinenet,
+    "train_evaluate": train_evaluate,
     "evaluate_weights": evaluate_weights,
 }

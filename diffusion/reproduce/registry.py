@@ -30,6 +30,13 @@ class Metric:
   def judge(self, ours: Optional[float]) -> bool:
     return ours is not None and not math.isnan(ours) and self.band[0] <= ours <= self.band[1]
 
+  @property
+  def excludes_paper(self) -> bool:
+    """True when the paper's value is a number outside the band (``why`` must say why);
+    a phrase (a claim, "no number") is never judged."""
+    number = isinstance(self.paper, (int, float)) and not isinstance(self.paper, bool)
+    return number and not self.band[0] <= self.paper <= self.band[1]
+
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
