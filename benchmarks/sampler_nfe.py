@@ -37,6 +37,8 @@ import jax
 import numpy as np
 
 import diffusion
+from diffusion.config import SamplingConfig
+from diffusion.evals.classifier_fid import ClassifierFrechet
 from diffusion.models.analytic import AnalyticMixture
 from diffusion.samplers import ode
 
@@ -74,6 +76,11 @@ def configs(nfe, clip_x0=False):
   return out
 
 
+def ode_settings(tol: float) -> SamplingConfig:
+  """The adaptive ODE sampler at rtol = atol = ``tol``."""
+  return SamplingConfig.parse(dict(method="ode", rtol=tol, atol=tol))
+
+
 def header(n) -> str:
   return (f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.node()}, "
           f"{platform.processor() or platform.machine()}, jax {jax.__version__} "
@@ -82,7 +89,6 @@ def header(n) -> str:
 
 def digits(workdir: str, n: int, nfes=NFES) -> None:
   """The NFE grid on a trained digits run, judged by the calibrated digits classifier."""
-  from diffusion.evals.classifier_fid import ClassifierFrechet  # pylint: disable=import-outside-toplevel
   run = diffusion.load(workdir)
   judge = ClassifierFrechet(run.config.eval.classifier_fid.replace(num_samples=n), run.family)
   eps_fn, process = run.family.eps_fn(run.params), run.family.process
@@ -115,8 +121,7 @@ def digits(workdir: str, n: int, nfes=NFES) -> None:
     cells = [f"{r[m][0]:.1%} / {r[m][1]:.1f}" if m in r else "–" for m in nfes]
     print(f"| {name} | " + " | ".join(cells) + " |")
   for tol in (1e-2, 1e-3, 1e-5):
-    from diffusion.config import SamplingConfig  # pylint: disable=import-outside-toplevel
-    st = SamplingConfig.parse(dict(method="ode", rtol=tol, atol=tol))
+    st = ode_settings(tol)
     x, nfe = ode.sample_with_nfe(eps_fn, process, shape, jax.random.PRNGKey(1), st, init=init)
     r = judge.score(run.to_uint8(x))
     print(f"  ode {tol:g}: NFE {nfe} (network calls {2 * nfe}), {r['eval/confident']:.1%} / "
@@ -166,11 +171,7 @@ def main():
       print(f"| {name} | " + " | ".join(cells) + " |")
     print(f"\n{kind.upper()} ode (adaptive tsit5): tolerance -> NFE, ED×1000 / ΔLL")
     for tol in (1e-2, 1e-3, 1e-4, 1e-5):
-      st = diffusion.SamplingConfig.parse(dict(method="ode", rtol=tol, atol=tol)) \
-          if hasattr(diffusion, "SamplingConfig") else None
-      if st is None:
-        from diffusion.config import SamplingConfig  # pylint: disable=import-outside-toplevel
-        st = SamplingConfig.parse(dict(method="ode", rtol=tol, atol=tol))
+      st = ode_settings(tol)
       x, nfe = ode.sample_with_nfe(eps_fn, p, (args.n, 2), jax.random.PRNGKey(2), st)
       ed, dll = score(x)
       print(f"  {tol:g}: ODE NFE {nfe} (network calls {2 * nfe}), {ed:.1f} / {dll:+.3f}")
