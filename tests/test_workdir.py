@@ -36,11 +36,10 @@ def error_line(stderr: str) -> str:
   return lines[-1] if lines else ""
 
 
-def read_tensorboard_scalars(workdir, tag="loss"):
-  """{step: value} of a tag over all event files in order, with TensorBoard's purge rule:
-  a SessionLog.START at step S hides every earlier event with step >= S."""
+def read_tensorboard_events(workdir):
+  """Every readable Event of <workdir>/tb, files in the order they were written."""
   from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
-  out = {}
+  events = []
   for path in sorted(glob.glob(os.path.join(workdir, "tb", "events.out.tfevents.*")),
                      key=os.path.getmtime):
     with open(path, "rb") as f:
@@ -52,12 +51,24 @@ def read_tensorboard_scalars(workdir, tag="loss"):
       if len(record) < length:
         break                                    # a torn last record is not readable
       pos += 12 + length + 4
-      event = event_pb2.Event.FromString(record)
-      if event.HasField("session_log") and event.session_log.status == 1:  # START
-        out = {s: v for s, v in out.items() if s < event.step}
-      for value in event.summary.value:
-        if value.tag == tag:
-          out[event.step] = value.simple_value
+      events.append(event_pb2.Event.FromString(record))
+  return events
+
+
+def read_tensorboard_tags(workdir):
+  return {v.tag for e in read_tensorboard_events(workdir) for v in e.summary.value}
+
+
+def read_tensorboard_scalars(workdir, tag="loss"):
+  """{step: value} of a tag over all event files in order, with TensorBoard's purge rule:
+  a SessionLog.START at step S hides every earlier event with step >= S."""
+  out = {}
+  for event in read_tensorboard_events(workdir):
+    if event.HasField("session_log") and event.session_log.status == 1:  # START
+      out = {s: v for s, v in out.items() if s < event.step}
+    for value in event.summary.value:
+      if value.tag == tag:
+        out[event.step] = value.simple_value
   return out
 
 
@@ -146,6 +157,27 @@ def test_metrics_after_the_restored_step_are_dropped(tmp_path):
   writer.write_scalars(30, {"loss": 0.5})
   writer.close()
   assert [r["step"] for r in metric_writers.read_metrics(workdir)] == [10, 20, 30]
+
+
+def test_tensorboard_rows_are_on_disk_when_the_write_returns(tmp_path):
+  """A kill -9 right after a write loses nothing: each row (and image) is in the event
+  file when write_* returns, with no writer thread still holding it; a resume's purge
+  hides the earlier file's events from its first step on."""
+  workdir = str(tmp_path)
+  writer = metric_writers.MetricWriter(workdir)
+  for step in range(1, 31):
+    writer.write_scalars(step, {"loss": step / 10, "lr": 1e-3})
+    assert sorted(read_tensorboard_scalars(workdir)) == list(range(1, step + 1))
+  writer.write_images(30, "samples", np.zeros((8, 8, 3), np.uint8))
+  assert read_tensorboard_scalars(workdir, tag="lr") == {s: np.float32(1e-3) for s in range(1, 31)}
+  assert "samples" in read_tensorboard_tags(workdir)
+  # Left open, as a killed process leaves it; the resume from step 20 rewrites 21 on.
+  again = metric_writers.MetricWriter(workdir, resume_step=20)
+  again.write_scalars(21, {"loss": -1.0})
+  again.close()
+  scalars = read_tensorboard_scalars(workdir)
+  assert sorted(scalars) == list(range(1, 22)) and scalars[21] == -1.0
+  writer.close()
 
 
 # ---- disk full ---------------------------------------------------------------------------------

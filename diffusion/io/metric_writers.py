@@ -3,7 +3,8 @@
 ``<workdir>/metrics.jsonl`` holds one JSON object per logged step
 (``{"step": 100, "loss": 0.031, ...}``; evaluations add rows of ``eval/*`` at their
 steps) so runs can be read back with three lines of Python; ``<workdir>/tb/``
-holds TensorBoard event files (tensorboardX, so no TensorFlow import is needed).
+holds TensorBoard event files (tensorboardX's protos and record format, so no
+TensorFlow import is needed).
 With ``training.writers`` naming ``wandb`` (``pip install '.[wandb]'``) the same rows
 and the sample grids also go to Weights & Biases: the run is named after the workdir,
 its config is the workdir's ``config.json``, and its id is kept in
@@ -13,8 +14,8 @@ its config is the workdir's ``config.json``, and its id is kept in
 Logs stay true across resumes: a run resumed from checkpoint S first drops the
 metrics.jsonl rows after S (an atomic rewrite) and starts its TensorBoard file
 with ``purge_step=S+1``, so TensorBoard hides the killed run's events past S;
-every step then appears once. Both files are flushed at every write, so a
-kill -9 loses nothing that was logged.
+every step then appears once. Both files are written and flushed in the caller's
+thread at every write, so a kill -9 loses nothing that was logged.
 """
 
 import json
@@ -24,7 +25,9 @@ import time
 from typing import Optional
 
 import numpy as np
-from tensorboardX import SummaryWriter
+from tensorboardX import summary as tb_summary
+from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.proto import event_pb2, summary_pb2
 
 from diffusion.errors import ConfigError
 from diffusion.io import atomic
@@ -90,6 +93,51 @@ class WandbWriter:
       pass
 
 
+class EventFile:
+  """One TensorBoard event file under ``tb_dir``, written in the caller's thread.
+
+  tensorboardX's ``SummaryWriter`` hands events to a queue drained by a writer thread,
+  so its ``flush()`` can return before the last rows reach the file and a kill -9
+  then loses them; here each ``write`` is on disk (flushed and fsynced) when it returns.
+
+  Args:
+    tb_dir: the folder of event files (created if missing).
+    purge_step: when resuming, the first step this run writes; a SessionLog START at
+      it makes TensorBoard hide the earlier files' events at steps >= it.
+  """
+
+  def __init__(self, tb_dir: str, purge_step: Optional[int] = None):
+    os.makedirs(tb_dir, exist_ok=True)
+    # tensorboardX names a file by the second and host and opens it "wb": without a
+    # finer suffix a second writer within the same second would truncate the first.
+    # Nanoseconds also keep TensorBoard's name order equal to the writing order, which
+    # its purge of a resumed run's earlier events relies on.
+    self._writer = EventsWriter(os.path.join(tb_dir, "events"),
+                                f".{time.time_ns()}.{os.getpid()}")
+    if purge_step is not None:
+      self._write(event_pb2.Event(
+          step=int(purge_step), wall_time=time.time(),
+          session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
+
+  def _write(self, event) -> None:
+    self._writer.write_event(event)
+    self._writer.flush()
+
+  def write_scalars(self, step: int, scalars: dict) -> None:
+    """One event holding every scalar of the row."""
+    summary = summary_pb2.Summary(value=[
+        v for k, x in scalars.items() for v in tb_summary.scalar(k, float(np.asarray(x))).value])
+    self._write(event_pb2.Event(summary=summary, step=int(step), wall_time=time.time()))
+
+  def write_image(self, step: int, name: str, grid_uint8: np.ndarray) -> None:
+    """An image [H, W, C] uint8."""
+    summary = tb_summary.image(name, np.asarray(grid_uint8), dataformats="HWC")
+    self._write(event_pb2.Event(summary=summary, step=int(step), wall_time=time.time()))
+
+  def close(self) -> None:
+    self._writer.close()
+
+
 def truncate_metrics(workdir: str, last_step: int) -> int:
   """Drops the rows of ``metrics.jsonl`` after ``last_step`` (atomic); returns how many.
 
@@ -139,11 +187,11 @@ class MetricWriter:
     self._wandb = WandbWriter(workdir, resume_step) if "wandb" in names else None
     truncate_metrics(workdir, resume_step)
     self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
-    self._tb: Optional[SummaryWriter] = None
+    self._tb: Optional[EventFile] = None
     if tensorboard:
       tb_dir = os.path.join(workdir, "tb")
       resumed = os.path.isdir(tb_dir) and bool(os.listdir(tb_dir))
-      self._tb = SummaryWriter(tb_dir, purge_step=resume_step + 1 if resumed else None)
+      self._tb = EventFile(tb_dir, purge_step=resume_step + 1 if resumed else None)
 
   def write_scalars(self, step: int, scalars: dict) -> None:
     row = {"step": int(step), "time": round(time.time(), 3)}
@@ -151,17 +199,14 @@ class MetricWriter:
     self._jsonl.write(json.dumps(row) + "\n")
     self._jsonl.flush()
     if self._tb is not None:
-      for k, v in scalars.items():
-        self._tb.add_scalar(k, float(np.asarray(v)), int(step))
-      self._tb.flush()
+      self._tb.write_scalars(step, scalars)
     if self._wandb is not None:
       self._wandb.write_scalars(step, scalars)
 
   def write_images(self, step: int, name: str, grid_uint8: np.ndarray) -> None:
     """Adds an image [H, W, C] uint8 to TensorBoard."""
     if self._tb is not None:
-      self._tb.add_image(name, grid_uint8, int(step), dataformats="HWC")
-      self._tb.flush()
+      self._tb.write_image(step, name, grid_uint8)
     if self._wandb is not None:
       self._wandb.write_images(step, name, grid_uint8)
 
@@ -174,7 +219,7 @@ class MetricWriter:
     if self._tb is not None:
       try:
         self._tb.close()
-      except Exception:  # noqa: BLE001 - a writer thread that already failed
+      except OSError:  # a file that already failed (a full disk)
         pass
     if self._wandb is not None:
       self._wandb.close()
