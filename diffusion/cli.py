@@ -163,6 +163,9 @@ def check_config_file(argv) -> None:
     fail(f"--config={path}: cannot be read ({e}).")
 
 
+HELP_FLAGS = ("--help", "-help", "-?", "--helpshort", "--helpfull", "--helpxml")
+
+
 def parse_flags(argv):
   """absl ``flags_parser`` for ``app.run``: parse errors become one line."""
   if "config" in flags.FLAGS:
@@ -173,6 +176,12 @@ def parse_flags(argv):
                                             "(configs/base.py lists them)'")
   try:
     parsed = flags.FLAGS(argv)
+  except SystemExit as e:
+    # absl's --help / --helpfull print the usage, then exit with status 1; asking for
+    # help is not a failure (``python train.py --help && ...`` should go on).
+    if e.code == 1 and any(a.split("=")[0] in HELP_FLAGS for a in argv[1:]):
+      sys.exit(0)
+    raise
   except flags.Error as e:
     text = str(e).splitlines()[0]
     if isinstance(e, flags.UnrecognizedFlagError) and "Did you mean" not in text:

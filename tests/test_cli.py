@@ -159,7 +159,7 @@ def one_error(res, status=2):
 ])
 def test_help_shows_the_usage_and_a_bad_flag_is_one_line(module, usage):
   res = command(module, "--help")
-  assert res.returncode == 1, res.stderr[-2000:]   # absl's --help status, as train.py's
+  assert res.returncode == 0, res.stderr[-2000:]   # asking for help is not a failure
   assert usage in res.stdout and "Traceback" not in res.stderr
   assert one_error(command(module, "--no_such_flag=1", "list")) == (
       "error: Unknown command line flag 'no_such_flag'; --help lists the flags.")
