@@ -416,6 +416,28 @@ def test_frechet_distance_against_eigenvalue_formula():
   assert evaluation.frechet_distance([0.0], [[4.0]], [1.0], [[9.0]]) == pytest.approx(2.0)
 
 
+def test_frechet_distance_of_rank_deficient_covariances_is_quiet_and_right():
+  """Fewer samples than dimensions (a small cfid) or identical samples: singular
+  covariances, no LinAlgWarning, and still the closed form's value."""
+  import warnings  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(5)
+  a, b = rng.standard_normal((5, 12)), rng.standard_normal((7, 12)) + 0.3
+  mu1, s1 = evaluation.feature_statistics(a)
+  mu2, s2 = evaluation.feature_statistics(b)
+  assert np.linalg.matrix_rank(s1) == 4
+  w, u = np.linalg.eigh(s1)
+  root1 = u @ np.diag(np.sqrt(np.clip(w, 0, None))) @ u.T
+  tr_covmean = np.sum(np.sqrt(np.clip(np.linalg.eigvalsh(root1 @ s2 @ root1), 0, None)))
+  want = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * tr_covmean
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    got = evaluation.frechet_distance(mu1, s1, mu2, s2)
+    # Identical samples (blank images): zero covariance, so d² = ‖μ₁ − μ₂‖² + tr(Σ₂).
+    blank = evaluation.frechet_distance(np.zeros(12), np.zeros((12, 12)), mu2, s2)
+  assert got == pytest.approx(want, rel=1e-6)
+  assert blank == pytest.approx(np.sum(mu2 ** 2) + np.trace(s2), rel=1e-6)
+
+
 def test_kid_against_explicit_loops():
   rng = np.random.default_rng(4)
   f1, f2 = rng.standard_normal((12, 5)), rng.standard_normal((15, 5)) + 0.3

@@ -33,6 +33,7 @@ import functools
 import math
 import os
 import re
+import warnings
 from typing import Callable, Dict, Iterable, Tuple
 
 import jax
@@ -158,10 +159,15 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
   if mu1.shape != mu2.shape or s1.shape != s2.shape:
     raise ValueError("mean vectors / covariances have different shapes")
   diff = mu1 - mu2
-  covmean = linalg.sqrtm(s1.dot(s2))
-  if not np.isfinite(covmean).all():
-    offset = np.eye(s1.shape[0]) * eps
-    covmean = linalg.sqrtm((s1 + offset).dot(s2 + offset))
+  with warnings.catch_warnings():
+    # With fewer samples than feature dimensions the product is singular and scipy warns
+    # on every call; pytorch-fid silences it (disp=False) and, as here, falls back to
+    # eps·I only when the root is not finite.
+    warnings.simplefilter("ignore", linalg.LinAlgWarning)
+    covmean = linalg.sqrtm(s1.dot(s2))
+    if not np.isfinite(covmean).all():
+      offset = np.eye(s1.shape[0]) * eps
+      covmean = linalg.sqrtm((s1 + offset).dot(s2 + offset))
   if np.iscomplexobj(covmean):
     if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
       raise ValueError(f"imaginary component {np.max(np.abs(covmean.imag))} in sqrtm")
