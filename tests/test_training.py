@@ -175,6 +175,26 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path, caplog):
                                                                 config)[1])
 
 
+def test_corrupt_checkpoint_fallback_prints_one_warning_not_pages(tmp_path):
+  """On the command line an unreadable checkpoint costs one warning line (and the move
+  aside): not orbax's late reads' tracebacks ("Event loop is closed", one per array)
+  nor pages of TensorStore spec."""
+  workdir = tmp_path / "run"
+  steps = ["--config.training.num_train_steps=8", "--config.training.checkpoint_every=4",
+           "--config.training.log_every=4", f"--workdir={workdir}"]
+  assert _run_cli(TOY_FLAGS + steps, timeout=300).returncode == 0
+  for f in glob.glob(str(workdir / "checkpoints" / "8" / "**" / "d" / "*"), recursive=True):
+    with open(f, "wb") as fh:
+      fh.write(b"corrupt")
+  res = _run_cli(TOY_FLAGS + steps, timeout=300)
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert "resumed from step 4" in res.stdout
+  lines = res.stderr.strip().splitlines()
+  assert "Traceback" not in res.stderr and "never retrieved" not in res.stderr, res.stderr[-3000:]
+  assert len(lines) == 2, res.stderr[-3000:]
+  assert "checkpoint 8 is unreadable" in lines[0] and "unreadable_8" in lines[1]
+
+
 def test_checkpoint_of_other_config_is_a_clear_error(tmp_path):
   workdir = str(tmp_path / "run")
   train(toy_config(), workdir, progress=False)

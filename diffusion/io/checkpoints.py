@@ -173,11 +173,11 @@ class Checkpointer:
       for step in steps:
         tried.add(step)
         try:
-          restored = restore(step)
+          with _late_read_failures_muted(os.path.join(self.directory, str(step))):
+            restored = restore(step)
         except ConfigError:
           raise
         except Exception as e:  # noqa: BLE001 - corrupt files raise many types
-          _drop_failed_reads()
           if not os.path.isdir(os.path.join(self.directory, str(step))):
             continue   # removed meanwhile by the run's keep_checkpoints: look again
           log.warning("checkpoint %d is unreadable (%s); falling back", step, _first_line(e))
@@ -253,17 +253,51 @@ def _absl_warnings_muted(mute: bool) -> Iterator[None]:
     absl_log.setLevel(level)
 
 
-def _drop_failed_reads() -> None:
-  """Collects the failed read futures of an unreadable checkpoint now, with
-  asyncio's logger muted, instead of letting each one print a page of
-  TensorStore spec at garbage collection (the warning above already said it)."""
+@contextlib.contextmanager
+def _late_read_failures_muted(step_dir: str) -> Iterator[None]:
+  """Around one restore: what an unreadable checkpoint's other reads print is dropped.
+
+  orbax restores every array concurrently; when one read fails it closes its event loop
+  while TensorStore still finishes the others. Each late read then (a) calls back into
+  the closed loop, raising "Event loop is closed" through ``sys.unraisablehook`` (a
+  traceback apiece: 16 for the toy MLP), and (b) leaves a failed future whose
+  "exception was never retrieved" prints a page of TensorStore spec when collected.
+  The one-line warning of :meth:`Checkpointer._latest` says it all, so while this is
+  active the hook drops exactly (a), and asyncio's log drops (b)'s records naming
+  ``step_dir``. A restore that succeeds takes the hook back; after a failure it stays
+  (late reads may finish after the fallback), and the dead futures are collected now.
+  """
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    e = unraisable.exc_value
+    if not (isinstance(e, RuntimeError) and str(e) == "Event loop is closed"):
+      previous(unraisable)
+
+  sys.unraisablehook = hook
   asyncio_log = logging.getLogger("asyncio")
-  level = asyncio_log.level
-  asyncio_log.setLevel(logging.CRITICAL)
+  failed_reads = _ReadsOf(os.path.join(os.path.abspath(step_dir), ""))
+  asyncio_log.addFilter(failed_reads)
   try:
+    yield
+  except Exception:
     gc.collect()
-  finally:
-    asyncio_log.setLevel(level)
+    raise
+  if sys.unraisablehook is hook:
+    sys.unraisablehook = previous
+  asyncio_log.removeFilter(failed_reads)
+
+
+class _ReadsOf(logging.Filter):
+  """Drops log records whose exception names the folder ``step_dir``."""
+
+  def __init__(self, step_dir: str):
+    super().__init__()
+    self.step_dir = step_dir
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    exc = record.exc_info[1] if record.exc_info else None
+    return exc is None or self.step_dir not in str(exc)
 
 
 def _path_names(path) -> tuple[str, ...]:
