@@ -88,7 +88,6 @@ def _define_config_flag(argv):
 
 def main(argv):
   del argv
-  cli.quiet_logs()
   compile_cache.enable()
   xla_cpu.configure()
   cli.run_main(run, ConfigError)

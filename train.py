@@ -86,7 +86,6 @@ def main(argv):
   # then stops); one swallowed by a library callback still stops the loop after one call.
   for sig in (signal.SIGINT, signal.SIGTERM):
     signal.signal(sig, loop.interrupt)
-  cli.quiet_logs()
   compile_cache.enable()
   xla_cpu.configure()
   if _DISTRIBUTED.value:

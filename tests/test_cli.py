@@ -165,6 +165,19 @@ def test_help_shows_the_usage_and_a_bad_flag_is_one_line(module, usage):
       "error: Unknown command line flag 'no_such_flag'; --help lists the flags.")
 
 
+def test_every_command_shows_warnings_but_not_library_info_logs(tmp_path):
+  """cli.run quiets the logs for every command (reproduce printed 147 orbax INFO lines
+  when only train.py and sample.py did this)."""
+  script = tmp_path / "probe_command.py"
+  script.write_text("from absl import logging\nfrom diffusion import cli\n"
+                    "def main(argv):\n  logging.info('routine orbax note')\n"
+                    "  logging.warning('something to act on')\ncli.run(main)\n")
+  res = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True, text=True,
+                       timeout=120, env=dict(os.environ, PYTHONPATH=REPO))
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert "something to act on" in res.stderr and "routine orbax note" not in res.stderr
+
+
 def test_reproduce_command_line():
   # A flag's value after a space, and a positional NAME between flags.
   line = one_error(command("diffusion.reproduce", "--tier", "gpu", "ncsn_fig3_exact"))

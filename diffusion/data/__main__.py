@@ -104,7 +104,6 @@ def _command(argv) -> None:
 
 def main(argv) -> int:
   """``argv``: the program, the command, its positional arguments (absl took the flags)."""
-  cli.quiet_logs()   # routine tfds/absl warnings ("has no dataset_info.json")
   return cli.report(lambda: _command(argv), ConfigError)
 
 

@@ -96,7 +96,6 @@ def run(argv) -> None:
 
 
 def main(argv):
-  cli.quiet_logs()
   cli.run_main(lambda: run(argv), ConfigError)
 
 
