@@ -89,9 +89,9 @@ def end_startup() -> None:
 
 def run(main) -> None:
   """Runs a command: ``app.run(main)`` with :func:`parse_flags`. Once the start-up phase is
-  over (and the logs are quieted, :func:`quiet_logs`), ``main(argv)`` gets what absl leaves of the command line: the program's name, then
-  the positional arguments (a subcommand, its operands); its return value is the exit
-  status (None: 0)."""
+  over (and the logs are quieted, :func:`quiet_logs`), ``main(argv)`` gets what absl leaves
+  of the command line: the program's name, then the positional arguments (a subcommand,
+  its operands); its return value is the exit status (None: 0)."""
   def started(argv):
     end_startup()
     quiet_logs()   # after app.run set up absl logging, before any library logs

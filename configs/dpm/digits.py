@@ -19,7 +19,8 @@ def get_config():
   config.optim.lr = 1e-3
   config.optim.warmup_steps = 200
   config.training = digits.get_config().training
-  config.training.grid_method = ""   # grids with config.sampling: the learned-variance ancestral chain, DPM's own sampler
+  # Grids with config.sampling: the learned-variance ancestral chain, DPM's own sampler.
+  config.training.grid_method = ""
   config.sampling.batch_size = 64
   return config
 

@@ -24,7 +24,8 @@ def get_config():
   config.optim.warmup_steps = 0
   config.optim.grad_clip = 0.0
   config.training = digits.get_config().training
-  config.training.grid_method = ""   # grids with config.sampling: annealed Langevin, NCSN's own sampler
+  # Grids with config.sampling: annealed Langevin, NCSN's own sampler.
+  config.training.grid_method = ""
   config.training.ema_decay = 0.0
   config.sampling.init = "uniform"
   config.sampling.batch_size = 64

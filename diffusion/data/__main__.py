@@ -50,16 +50,19 @@ def _pack(folder, out) -> None:
 
 
 def _list() -> None:
+  try:
+    import tensorflow_datasets as tfds  # heavy and optional: only tfds sets need it
+  except ImportError:  # the light core: nothing can be prepared here
+    tfds = None
   print(f"{'dataset':<16} {'kind':<6} {'size':>5} {'ch':>3} {'where':<8} {'examples':<34} ready")
   for name, info in catalog.INFO.items():
     ready = ""
     if info.tfds_name and name != "lsun":
-      try:
-        import tensorflow_datasets as tfds  # heavy and optional: only tfds sets need it
-      except ImportError:  # the light core: nothing can be prepared here
+      if tfds is None:
         ready = "needs .[tfds]"
-        tfds = None
-      ready = ready if tfds is None else "yes" if tfds.builder(info.tfds_name, data_dir=_DATA_DIR.value).is_prepared() else "no"
+      else:
+        prepared = tfds.builder(info.tfds_name, data_dir=_DATA_DIR.value).is_prepared()
+        ready = "yes" if prepared else "no"
     examples = ", ".join(f"{k} {v}" for k, v in info.num_examples.items())
     where = "device" if info.in_memory else "stream"
     shown = "lsun/<cat>" if name == "lsun" else name

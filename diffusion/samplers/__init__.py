@@ -37,8 +37,8 @@ from diffusion.samplers.langevin import langevin as langevin_dynamics
 from diffusion.samplers.timesteps import ddim_timesteps, space_timesteps
 
 __all__ = ["SAMPLERS", "Plan", "check_num_steps", "ddim_coefficients", "ddim_timesteps",
-           "effective_steps", "langevin_dynamics", "make_plan", "run_plan", "sample", "space_timesteps",
-           "split_fn"]
+           "effective_steps", "langevin_dynamics", "make_plan", "run_plan", "sample",
+           "space_timesteps", "split_fn"]
 
 # Plain dict, sampling.method -> the module that implements it (written out here only).
 SAMPLERS: Dict[str, ModuleType] = {
