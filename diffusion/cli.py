@@ -219,12 +219,17 @@ def parse_flags(argv):
 class _DropRoutine(logging.Filter):
   """Drops warnings that say nothing to act on: orbax's three read-only notes on every
   restore (sample.py, diffusion.load), tfds's "OpenCV is not installed", and tfds's
-  "has no dataset_info.json" for folders that hold no prepared dataset."""
+  "has no dataset_info.json" for folders that hold no prepared dataset. Also drops, at
+  any level, a record carrying a KeyboardInterrupt: a signal handler raises it wherever
+  Python is, and a library that catches and logs it (orbax's "Save Finalize thread
+  failed", with a traceback) would repeat what the command's own one line reports."""
 
   PATTERNS = ("read_only=True", "Given directory is read only", "OpenCV is not installed",
               "dataset_info.json")
 
   def filter(self, record: logging.LogRecord) -> bool:
+    if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+      return False
     if record.levelno >= logging.ERROR:
       return True
     try:

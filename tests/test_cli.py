@@ -167,15 +167,25 @@ def test_help_shows_the_usage_and_a_bad_flag_is_one_line(module, usage):
 
 def test_every_command_shows_warnings_but_not_library_info_logs(tmp_path):
   """cli.run quiets the logs for every command (reproduce printed 147 orbax INFO lines
-  when only train.py and sample.py did this)."""
+  when only train.py and sample.py did this), errors stay, and a library's log of the
+  command's own KeyboardInterrupt goes (the command's one line reports the signal)."""
   script = tmp_path / "probe_command.py"
-  script.write_text("from absl import logging\nfrom diffusion import cli\n"
-                    "def main(argv):\n  logging.info('routine orbax note')\n"
-                    "  logging.warning('something to act on')\ncli.run(main)\n")
+  script.write_text(
+      "from absl import logging\nfrom diffusion import cli\n"
+      "def main(argv):\n  logging.info('routine orbax note')\n"
+      "  logging.warning('something to act on')\n"
+      # A library that catches the command's Ctrl-C and logs it (orbax at a signal).
+      "  try:\n    raise KeyboardInterrupt\n  except BaseException:\n"
+      "    logging.exception('Save Finalize thread failed')\n"
+      "  try:\n    raise ValueError('disk')\n  except ValueError:\n"
+      "    logging.exception('a write failed')\n"
+      "cli.run(main)\n")
   res = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True, text=True,
                        timeout=120, env=dict(os.environ, PYTHONPATH=REPO))
   assert res.returncode == 0, res.stderr[-2000:]
   assert "something to act on" in res.stderr and "routine orbax note" not in res.stderr
+  assert "a write failed" in res.stderr and "ValueError: disk" in res.stderr
+  assert "Save Finalize" not in res.stderr and "KeyboardInterrupt" not in res.stderr
 
 
 def test_reproduce_command_line():
