@@ -84,6 +84,11 @@ def test_the_family_describes_its_sampling_and_whether_it_trains():
       "ancestral", 100, "ancestral_s100", {})
   assert every.phrase == "100 steps of 100 levels (config.sampling.num_steps=0, 0 = every level)"
   assert family.trainable and family.write_extras({}, "unused", None) == []
+  from configs.ncsn import toy_mixture  # pylint: disable=import-outside-toplevel
+  langevin = families.make_family(config_check.validate(toy_mixture.get_config()))
+  assert langevin.sampling_record().phrase == (
+      "10 steps of 10 levels (config.sampling.num_steps=0, 0 = every level), "
+      f"{langevin.config.sampling.n_steps_each} Langevin steps each")
   analytic = families.make_family(config_check.validate(toy_config(**{"model.name": "analytic"})))
   assert not analytic.trainable and analytic.init_params(jax.random.PRNGKey(0)) == {}
 

@@ -47,15 +47,9 @@ class DiffusionFamily:
     self.x_range: Optional[Tuple[float, float]] = (
         None if c.data.is_toy else data_range(c.data.centered))
 
-  @property
-  def trainable(self) -> bool:
-    """Whether the network has parameters to train: the exact mixture model has none (its
-    run is a config and a step-0 checkpoint)."""
-    return not isinstance(self.module, AnalyticMixture)
-
   def init_params(self, key: jax.Array) -> Any:
     """Initial parameters ({} for the parameter-free analytic model)."""
-    if not self.trainable:
+    if self.config.model.name == "analytic":
       return {}
     x = jnp.zeros((1, *self.example_shape), jnp.float32)
     variables = self.module.init({"params": key, "dropout": key}, x, jnp.zeros((1,)),
@@ -65,6 +59,12 @@ class DiffusionFamily:
   def abstract_params(self) -> Any:
     """Shapes and dtypes of the parameters (no allocation): a restore target."""
     return jax.eval_shape(self.init_params, jax.random.PRNGKey(0))
+
+  @property
+  def trainable(self) -> bool:
+    """Whether the network has parameters to train: the exact mixture model has none (its
+    run is a config and a step-0 checkpoint)."""
+    return not isinstance(self.module, AnalyticMixture)
 
   def loss_hparams(self) -> Dict[str, float]:
     return {"hybrid_lambda": self.config.diffusion.hybrid_lambda}
@@ -134,8 +134,16 @@ class DiffusionFamily:
     """How ``sample_fn`` draws, for a log line: ``"ddim, 50 steps"`` (and, for annealed
     Langevin, the steps at each level)."""
     s = settings or self.config.sampling
-    return (f"{s.method}, {samplers.effective_steps(s, self.process.num_timesteps)} steps"
-            + _steps_per_level(s))
+    text = f"{s.method}, {samplers.effective_steps(s, self.process.num_timesteps)} steps"
+    if s.method == "annealed_langevin":
+      text += f", {s.n_steps_each} Langevin steps each"
+    return text
+
+  def to_uint8(self, samples) -> Optional[np.ndarray]:
+    """Samples as uint8 images (``sampling.quantize``), or None for toy points."""
+    if self.config.data.is_toy:
+      return None
+    return to_uint8(samples, self.config.data.centered, quantize=self.config.sampling.quantize)
 
   def sampling_record(self, settings=None,
                       steps_from: str = "config.sampling.num_steps") -> SamplingRecord:
@@ -145,8 +153,11 @@ class DiffusionFamily:
     s = settings or self.config.sampling
     levels = int(self.process.num_timesteps)
     steps, n = samplers.effective_steps(s, levels), int(s.num_steps)
+    # The sampler's own words about its cost (annealed Langevin: its steps at each level)
+    # are what describe_sampling says after "<method>, <steps> steps".
+    cost = self.describe_sampling(s).removeprefix(f"{s.method}, {steps} steps")
     phrase = (f"{steps} steps of {levels} levels ({steps_from}={n}"
-              + (", 0 = every level" if n == 0 else "") + ")" + _steps_per_level(s))
+              + (", 0 = every level" if n == 0 else "") + ")" + cost)
     options = {name: float(getattr(s, name))
                for name in getattr(samplers.SAMPLERS[s.method], "NAMED_OPTIONS", ())}
     name = "_".join([s.method, f"s{steps}"] + [f"{k}{v:g}" for k, v in options.items()])
@@ -157,14 +168,3 @@ class DiffusionFamily:
     """Files beside ``sample.py``'s samples: none for a diffusion model."""
     del params, out_dir, key
     return []
-
-  def to_uint8(self, samples) -> Optional[np.ndarray]:
-    """Samples as uint8 images (``sampling.quantize``), or None for toy points."""
-    if self.config.data.is_toy:
-      return None
-    return to_uint8(samples, self.config.data.centered, quantize=self.config.sampling.quantize)
-
-
-def _steps_per_level(s) -> str:
-  """The words after a chain's length for a sampler that takes several steps per level."""
-  return f", {s.n_steps_each} Langevin steps each" if s.method == "annealed_langevin" else ""

@@ -29,9 +29,9 @@ import numpy as np
 from diffusion.config import VAERunConfig
 from diffusion.data import to_uint8
 from diffusion.core.losses import normal_kl
+from diffusion.models.vae_mlp import VAE
 from diffusion.families import vae_pictures
 from diffusion.families.sampling_record import SamplingRecord
-from diffusion.models.vae_mlp import VAE
 
 Array = jax.Array
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
