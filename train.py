@@ -14,12 +14,11 @@ auto-detected on TPU pods, SLURM and Open MPI, or given with --coordinator_addre
 """
 
 import os
-import signal
 import sys
 
 # diffusion before jax: the package's start-up (diffusion.cli.preamble) makes a signal while
 # the libraries load one line, exit 2.
-from diffusion import cli, compile_cache, sweeps, xla_cpu
+from diffusion import cli, sweeps
 from diffusion.errors import ConfigError
 from diffusion.train import loop
 from diffusion.train.loop import NonFiniteLossError, train
@@ -84,10 +83,7 @@ def _run(argv):
 def main(argv):
   # From here on SIGINT and SIGTERM are KeyboardInterrupt (the loop's own handler saves,
   # then stops); one swallowed by a library callback still stops the loop after one call.
-  for sig in (signal.SIGINT, signal.SIGTERM):
-    signal.signal(sig, loop.interrupt)
-  compile_cache.enable()
-  xla_cpu.configure()
+  cli.start_computing(on_signal=loop.interrupt)
   if _DISTRIBUTED.value:
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)

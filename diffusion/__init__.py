@@ -12,6 +12,8 @@ accepts a ConfigDict, a plain dict or the typed dataclass of :mod:`diffusion.con
   make_source(config.data)        -> data source (device-resident or streaming)
   make_family(config)             -> the model family: init, loss_fn, sample_fn
   train(config, workdir)          -> trains or resumes a run
+  generate(config, workdir, num_samples=, seed=, evals=, ...)  -> what sample.py does:
+                                  samples, meta.json and evaluations in an output folder
 
 Importing this package does not import TensorFlow.
 """
@@ -31,10 +33,11 @@ from diffusion.config import parse_config  # noqa: E402
 from diffusion.core.processes import VEProcess, VPProcess  # noqa: E402
 from diffusion.data import make_source  # noqa: E402
 from diffusion.errors import ConfigError  # noqa: E402
+from diffusion.generate import generate  # noqa: E402
 from diffusion.train.loop import train  # noqa: E402
 
 __all__ = [
-    "ConfigError", "Run", "VEProcess", "VPProcess", "load", "make_eps_fn", "make_family",
-    "make_model", "make_process", "make_source", "parse_config", "sample", "train",
-    "training_losses",
+    "ConfigError", "Run", "VEProcess", "VPProcess", "generate", "load", "make_eps_fn",
+    "make_family", "make_model", "make_process", "make_source", "parse_config", "sample",
+    "train", "training_losses",
 ]

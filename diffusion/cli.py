@@ -87,6 +87,20 @@ def end_startup() -> None:
       signal.signal(sig, handler)
 
 
+def start_computing(on_signal=None) -> None:
+  """What every command that computes does once its flags are parsed, before JAX starts
+  its backends: JAX's persistent compilation cache (:mod:`diffusion.compile_cache`), the
+  CPU's convolution kernels (:mod:`diffusion.xla_cpu`) and, given ``on_signal``, SIGINT and
+  SIGTERM handled by it (train.py: the loop's "save, then stop")."""
+  # Imported here: this module loads before JAX (preamble), these load JAX.
+  from diffusion import compile_cache, xla_cpu  # pylint: disable=import-outside-toplevel
+  if on_signal is not None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      signal.signal(sig, on_signal)
+  compile_cache.enable()
+  xla_cpu.configure()
+
+
 def run(main) -> None:
   """Runs a command: ``app.run(main)`` with :func:`parse_flags`. Once the start-up phase is
   over (and the logs are quieted, :func:`quiet_logs`), ``main(argv)`` gets what absl leaves

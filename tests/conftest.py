@@ -11,12 +11,12 @@ import pathlib
 
 import pytest
 
-from diffusion import compile_cache, xla_cpu
+from diffusion import cli
 
-# Tests compile many of the same programs (and the CLIs they start do too): share them.
-compile_cache.enable()
-# The project's CPU kernel choice (diffusion/xla_cpu.py), so tests run what users run.
-xla_cpu.configure()
+# The commands' start-up: tests compile many of the same programs (and the CLIs they start
+# do too), so share them in the persistent cache; and the project's CPU kernel choice
+# (diffusion/xla_cpu.py), so tests run what users run.
+cli.start_computing()
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

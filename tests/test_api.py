@@ -1,5 +1,7 @@
 """The README's "Python API" walk-through, on a small model: the documented names work."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -82,5 +84,9 @@ def test_readme_python_api_code_runs(tmp_path, monkeypatch, caplog):
   assert scope["run"].step == 40 and scope["x"].shape == (256, 2)
   assert scope["eps"].shape == (256, 2) and scope["y"].shape == (64, 2)
   assert np.isfinite(np.asarray(scope["losses"]["loss"])).all()
+  out = scope["out"]                      # diffusion.generate: what sample.py writes
+  assert out.output == os.path.join("runs", "api_demo", "samples_40_ddim_s20_eta0_seed0")
+  assert out.samples.shape == (64, 2) and out.meta["steps"] == 20
+  assert sorted(os.listdir(out.output)) == ["meta.json", "samples.npz"]
   with pytest.raises(diffusion.ConfigError, match="VAE runs"):
     scope["run"].encode(scope["x"])

@@ -215,7 +215,8 @@ def test_the_config_is_validated_once_at_the_entry_point():
   """Nothing below the entry points calls validate or parse_config on a typed config."""
   callers = [name for name, path in MODULES.items()
              if re.search(r"\bvalidate\(", path.read_text()) and name != "diffusion.config.checks"]
-  entry_points = {"diffusion.api", "diffusion.train.loop", "diffusion.train.population",
+  entry_points = {"diffusion.api", "diffusion.generate", "diffusion.train.loop",
+                  "diffusion.train.population",
                   "diffusion.sweeps.runner", "diffusion.pretrained.importer",
                   "diffusion.pretrained.export", "diffusion.reproduce.experiments"}
   assert set(callers) <= entry_points, callers

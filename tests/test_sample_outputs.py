@@ -9,6 +9,8 @@ import os
 import numpy as np
 import pytest
 
+from diffusion import samplers
+
 from tests.test_cli import TINY, run
 
 TOY = ["--config=configs/ddpm/toy_mixture.py", "--progress=false",
@@ -153,3 +155,32 @@ def test_helpfull_shows_no_yaml_dump_of_the_config(toy_run):
   text = " ".join((res.stdout + res.stderr).split())
   assert "--config.<field>=... overrides a field" in text
   assert "mixture_means" not in res.stdout + res.stderr
+  # --sampler lists every registered sampler; --bpd and --fid are the evaluators' shortcuts.
+  assert " | ".join(samplers.SAMPLERS) + " (default: config.sampling.method)" in text
+  assert "--[no]bpd: Compute bits/dim" in text and "--[no]fid: Compute FID/IS/KID" in text
+
+
+def test_generate_from_python_writes_what_sample_py_writes(toy_run, tmp_path):
+  """diffusion.generate called from Python: the samples sample.py draws with the same
+  settings, the default folder named by them, meta.json returned, and ConfigError (not
+  an exit) for a bad argument, before anything is written."""
+  import diffusion  # pylint: disable=import-outside-toplevel
+  res = run("sample.py", f"--workdir={toy_run}", "--num_samples=6", "--progress=false",
+            "--sampler=ddim", "--steps=10", "--config.sampling.eta=0.5", "--seed=4",
+            f"--output={tmp_path / 'cli'}")
+  assert res.returncode == 0, res.stderr[-3000:]
+  config = json.load(open(toy_run / "config.json"))
+  config["sampling"]["eta"] = 0.5
+  result = diffusion.generate(config, str(toy_run), num_samples=6, seed=4, sampler="ddim",
+                              steps=10, progress=False)
+  assert result.output == str(toy_run / "samples_20_ddim_s10_eta0.5_seed4")
+  assert json.load(open(os.path.join(result.output, "meta.json"))) == result.meta
+  assert result.meta["count"] == 6 and result.meta["eta"] == 0.5 and result.scores == {}
+  with np.load(tmp_path / "cli" / "samples.npz") as f, \
+      np.load(os.path.join(result.output, "samples.npz")) as g:
+    assert f["arr_0"].shape == (6, 2)
+    np.testing.assert_array_equal(f["arr_0"], result.samples)
+    np.testing.assert_array_equal(g["arr_0"], result.samples)
+  with pytest.raises(diffusion.ConfigError, match="--num_samples=0 draws nothing"):
+    diffusion.generate(None, str(toy_run), num_samples=0, output=str(tmp_path / "none"))
+  assert not (tmp_path / "none").exists()

@@ -68,6 +68,31 @@ def assert_same_final_state(workdir_a, config_a, workdir_b, config_b, step):
   assert_trees_equal(e1, e2)
 
 
+def test_the_family_describes_its_sampling_and_whether_it_trains():
+  """What sample.py names its folder, console line and meta.json by comes from the
+  family: the chain's length (0 = every level), the sampler's named options (DDIM's η);
+  a model without parameters is not trained (the loop asks ``trainable`` only)."""
+  family = families.make_family(config_check.validate(toy_config(**{
+      "sampling.method": "ddim", "sampling.num_steps": 10, "sampling.eta": 0.5})))
+  record = family.sampling_record(steps_from="--steps")
+  assert (record.sampler, record.steps, record.name, record.options) == (
+      "ddim", 10, "ddim_s10_eta0.5", {"eta": 0.5})
+  assert record.phrase == "10 steps of 100 levels (--steps=10)"
+  every = family.sampling_record(family.config.sampling.replace(method="ancestral",
+                                                                num_steps=0))
+  assert (every.sampler, every.steps, every.name, every.options) == (
+      "ancestral", 100, "ancestral_s100", {})
+  assert every.phrase == "100 steps of 100 levels (config.sampling.num_steps=0, 0 = every level)"
+  assert family.trainable and family.write_extras({}, "unused", None) == []
+  from configs.ncsn import toy_mixture  # pylint: disable=import-outside-toplevel
+  langevin = families.make_family(config_check.validate(toy_mixture.get_config()))
+  assert langevin.sampling_record().phrase == (
+      "10 steps of 10 levels (config.sampling.num_steps=0, 0 = every level), "
+      f"{langevin.config.sampling.n_steps_each} Langevin steps each")
+  analytic = families.make_family(config_check.validate(toy_config(**{"model.name": "analytic"})))
+  assert not analytic.trainable and analytic.init_params(jax.random.PRNGKey(0)) == {}
+
+
 def test_exact_resume_in_process(tmp_path):
   config = toy_config()
   train(config, str(tmp_path / "straight"), progress=False)

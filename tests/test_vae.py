@@ -146,6 +146,20 @@ def test_reparameterization_beats_the_score_function_estimator():
   print(f"per-draw variance, reparameterization {var_reparam}, score function {var_score}")
 
 
+def test_vae_sampling_record_and_extra_pictures(tmp_path):
+  """The VAE describes its sampling as its output kind and one decoder pass, trains, and
+  writes its pictures beside sample.py's samples (a 4-D latent: no manifold)."""
+  family = families.make_family(tiny_config(**{"sampling.output": "bernoulli"}))
+  record = family.sampling_record(steps_from="--steps")
+  assert (record.sampler, record.steps, record.name, record.options, record.phrase) == (
+      "bernoulli", 1, "bernoulli", {}, "one decoder pass")
+  assert family.trainable
+  key = jax.random.PRNGKey(0)
+  written = family.write_extras(family.init_params(key), str(tmp_path), key)
+  assert [os.path.basename(p) for p in written] == ["reconstructions.png", "prior_samples.png"]
+  assert all(os.path.getsize(p) > 0 for p in written)
+
+
 def test_vae_config_errors_are_one_line():
   bad = [
       ({"data.centered": True}, "data.binarize"),

@@ -10,7 +10,8 @@ model family, the run's workdir (caches) and a seed; then
 Evaluators that score samples (``SCORES_SAMPLES = True``) draw their own with the
 family's sampler, or score the uint8 ``samples`` given (``sample.py`` passes the
 ones it drew). ``MAXIMISED`` names the metrics where larger is better (sweep
-summaries read it). Files go to ``output_dir`` (default: the workdir).
+summaries read it); ``SHORTCUT``, when set, is the help of ``sample.py --<name>``.
+Files go to ``output_dir`` (default: the workdir).
 """
 
 import json
@@ -34,6 +35,7 @@ class Evaluator:
   name = ""
   SCORES_SAMPLES = False
   MAXIMISED: Tuple[str, ...] = ()
+  SHORTCUT = ""   # the help of sample.py's --<name>, a shortcut for --eval=<name> ("": none)
 
   def __init__(self, cfg, family, workdir: str = "", seed: int = 0,
                output_dir: Optional[str] = None):

@@ -19,6 +19,8 @@ from diffusion.io import atomic
 class BitsPerDim(Evaluator):
   """DDPM's bound on ``num_examples`` test images, with its standard error."""
   name = "bpd"
+  SHORTCUT = ("Compute bits/dim on config.eval.bpd.num_examples of the eval split (VP "
+              "variants only).")
 
   def __init__(self, cfg, family, workdir: str = "", seed: int = 0,
                output_dir: Optional[str] = None):

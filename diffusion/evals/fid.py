@@ -22,6 +22,8 @@ class FrechetInception(Evaluator):
   computed once and cached in the workdir; the training data is read only then.
   """
   name = "fid"
+  SHORTCUT = ("Compute FID/IS/KID of the samples against the training set (needs "
+              "--config.eval.fid.inception_weights).")
   SCORES_SAMPLES = True
   MAXIMISED = ("eval/is_mean",)
 

@@ -1,12 +1,14 @@
 """Model families: the only place where a typed config becomes constructor arguments.
 
-A family turns a whole parsed config into what the loop, ``sample.py`` and the
-evaluators need: ``init_params(key)``, ``loss_fn(params, batch, key, hparams)``,
-``sample_fn(num)`` and ``to_uint8(samples)``.
+A family turns a whole parsed config into what the loop, ``generate`` (``sample.py``)
+and the evaluators need: ``init_params(key)``, ``loss_fn(params, batch, key, hparams)``,
+``sample_fn(num)`` and ``to_uint8(samples)``; and it answers what they would otherwise
+ask by name: ``trainable``, ``sampling_record()`` and ``write_extras(...)``.
 
-  diffusion.py     DPM, NCSN, DDPM: process + network + loss + sampler
-  vae.py           the variational autoencoder (ELBO / IWAE)
-  vae_pictures.py  the VAE's reconstructions and latent manifold
+  diffusion.py        DPM, NCSN, DDPM: process + network + loss + sampler
+  vae.py              the variational autoencoder (ELBO / IWAE)
+  vae_pictures.py     the VAE's reconstructions and latent manifold
+  sampling_record.py  how a family's samples were drawn, in sample.py's words
 """
 
 from typing import Callable, Optional

@@ -9,13 +9,17 @@ family only through this small interface, so the loop is not welded to diffusion
   loss_fn(params, batch, key, hparams) -> (mean loss, {metric: scalar})   pure
   sample_fn(num) -> jitted (params, key) -> samples [num, *example_shape]
   describe_sampling() -> str          how sample_fn draws, e.g. "ddim, 50 steps"
+  sampling_record(steps_from) -> SamplingRecord   what names and describes the sampling
+                                      (sample.py's folder, console line and meta.json)
   to_uint8(samples) -> uint8 images (or None for points)
+  trainable                           False when the model has no parameters to train
+  write_extras(params, out_dir, key) -> [paths]   files written beside sample.py's samples
 
 :class:`DiffusionFamily` is DPM, NCSN and DDPM: process + ε-model + loss + sampler;
 :class:`diffusion.families.vae.VAEFamily` is the VAE: encoder + decoder + ELBO.
 """
 
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +30,8 @@ from diffusion.config import DiffusionRunConfig
 from diffusion.core.losses import training_losses
 from diffusion.data import data_range, to_uint8
 from diffusion.families import builders
+from diffusion.families.sampling_record import SamplingRecord
+from diffusion.models import AnalyticMixture
 
 
 class DiffusionFamily:
@@ -53,6 +59,12 @@ class DiffusionFamily:
   def abstract_params(self) -> Any:
     """Shapes and dtypes of the parameters (no allocation): a restore target."""
     return jax.eval_shape(self.init_params, jax.random.PRNGKey(0))
+
+  @property
+  def trainable(self) -> bool:
+    """Whether the network has parameters to train: the exact mixture model has none (its
+    run is a config and a step-0 checkpoint)."""
+    return not isinstance(self.module, AnalyticMixture)
 
   def loss_hparams(self) -> Dict[str, float]:
     return {"hybrid_lambda": self.config.diffusion.hybrid_lambda}
@@ -132,3 +144,27 @@ class DiffusionFamily:
     if self.config.data.is_toy:
       return None
     return to_uint8(samples, self.config.data.centered, quantize=self.config.sampling.quantize)
+
+  def sampling_record(self, settings=None,
+                      steps_from: str = "config.sampling.num_steps") -> SamplingRecord:
+    """The sampler, its chain's length and the options that change its samples (those a
+    sampler module lists in ``NAMED_OPTIONS``, e.g. DDIM's eta), as ``sample.py`` records
+    them; ``steps_from`` names where ``num_steps`` came from in the console phrase."""
+    s = settings or self.config.sampling
+    levels = int(self.process.num_timesteps)
+    steps, n = samplers.effective_steps(s, levels), int(s.num_steps)
+    # The sampler's own words about its cost (annealed Langevin: its steps at each level)
+    # are what describe_sampling says after "<method>, <steps> steps".
+    cost = self.describe_sampling(s).removeprefix(f"{s.method}, {steps} steps")
+    phrase = (f"{steps} steps of {levels} levels ({steps_from}={n}"
+              + (", 0 = every level" if n == 0 else "") + ")" + cost)
+    options = {name: float(getattr(s, name))
+               for name in getattr(samplers.SAMPLERS[s.method], "NAMED_OPTIONS", ())}
+    name = "_".join([s.method, f"s{steps}"] + [f"{k}{v:g}" for k, v in options.items()])
+    return SamplingRecord(sampler=s.method, steps=steps, phrase=phrase, name=name,
+                          options=options)
+
+  def write_extras(self, params, out_dir: str, key: jax.Array) -> List[str]:
+    """Files beside ``sample.py``'s samples: none for a diffusion model."""
+    del params, out_dir, key
+    return []

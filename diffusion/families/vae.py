@@ -20,7 +20,7 @@ Everything is in nats per example; bits/dim = nats / (D ln 2).
 """
 
 import math
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,8 @@ from diffusion.config import VAERunConfig
 from diffusion.data import to_uint8
 from diffusion.core.losses import normal_kl
 from diffusion.models.vae_mlp import VAE
+from diffusion.families import vae_pictures
+from diffusion.families.sampling_record import SamplingRecord
 
 Array = jax.Array
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -103,6 +105,8 @@ def iw_log_likelihood(encode: Callable, decode: Callable, x: Array, key: Array,
 class VAEFamily:
   """The VAE of a whole config: what the loop, sampling and evaluators need of it."""
 
+  trainable = True
+
   def __init__(self, config: VAERunConfig):
     self.config = c = config
     self.example_shape: Tuple[int, ...] = c.data.example_shape
@@ -165,6 +169,18 @@ class VAEFamily:
   def describe_sampling(self, settings=None) -> str:
     """How ``sample_fn`` draws, for a log line: ``"mean, one decoder pass"``."""
     return f"{(settings or self.config.sampling).output}, one decoder pass"
+
+  def sampling_record(self, settings=None, steps_from: str = "") -> SamplingRecord:
+    """``sampling.output`` (mean or bernoulli), one decoder pass; nothing else changes the
+    samples (``steps_from`` is the diffusion family's and unused)."""
+    del steps_from
+    output = (settings or self.config.sampling).output
+    return SamplingRecord(sampler=output, steps=1, phrase="one decoder pass", name=output)
+
+  def write_extras(self, params, out_dir: str, key: jax.Array) -> List[str]:
+    """The VAE's pictures beside ``sample.py``'s samples (:mod:`vae_pictures`):
+    reconstructions, prior samples and, for a 2-D latent, the manifold and latents."""
+    return vae_pictures.write_pictures(self, params, out_dir, key)
 
   def to_uint8(self, samples) -> np.ndarray:
     return to_uint8(samples, centered=False)

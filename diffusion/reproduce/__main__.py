@@ -12,7 +12,7 @@ line ``error: ...``; an interrupted run resumes with the same command).
 
 from absl import flags
 
-from diffusion import cli, compile_cache, xla_cpu
+from diffusion import cli
 from diffusion.reproduce import runner
 
 USAGE = ("usage: python -m diffusion.reproduce list | NAME [--tier=cpu|gpu|paper|weights] "
@@ -40,8 +40,7 @@ def main(argv) -> int:
   if argv[1] == "list":
     print(runner.listing())
     return 0
-  compile_cache.enable()
-  xla_cpu.configure()
+  cli.start_computing()
   return runner.main(argv[1], tier=_TIER.value, workdir=_WORKDIR.value, seed=_SEED.value,
                      force_tier=_FORCE_TIER.value, weights=_WEIGHTS.value,
                      inception_weights=_INCEPTION.value)

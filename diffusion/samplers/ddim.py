@@ -19,6 +19,9 @@ from diffusion.samplers.chain import Plan, f32, levels
 from diffusion.samplers.timesteps import ddim_timesteps
 
 SKIP_TYPES = ("uniform", "quad")
+# The options besides num_steps that change the samples: sample.py's folder name (_eta<η>)
+# and meta.json record them (families.diffusion.DiffusionFamily.sampling_record).
+NAMED_OPTIONS = ("eta",)
 
 
 def ddim_coefficients(process, timesteps: Sequence[int], eta: float) -> Dict[str, np.ndarray]:

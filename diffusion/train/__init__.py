@@ -2,7 +2,8 @@
 
   step.py        TrainState and the pure ``train_step``; ``scan_steps`` for K per call
   optim.py       clipping -> Adam/AdamW/RMSProp -> learning-rate schedule
-  loop.py        one run, top to bottom: restore, call, log, save, sample, evaluate
+  loop.py        the loop, top to bottom: restore, call, log, save, sample, evaluate
+  layout.py      what it runs over: Member (one run) and Layout (where members live)
   population.py  P runs as one program: the loop over stacked states, vmapped step
   sharding.py    jax.sharding meshes and placement (the data axis; multi-host safe)
 """

@@ -4,7 +4,9 @@
 and sweeps call it directly. Same workdir means resume: the latest readable
 checkpoint is restored automatically, with step, EMA and logs intact.
 
-It reads top to bottom (:func:`train`, :func:`fit`, then the loop):
+It reads top to bottom: :func:`train` (one run: validate its config, lay it out on the
+devices), :func:`train_layout` (claim the members' workdirs, open the data), then
+:func:`_run_loop` (the loop itself):
 
   validate config -> family (process, network, loss) -> data source -> workdir locked
   -> optimizer -> restore or create TrainState -> jit(scan_steps(train_step)) -> per call
@@ -12,9 +14,11 @@ It reads top to bottom (:func:`train`, :func:`fit`, then the loop):
      state, metrics = call(state, data)   # data: device arrays, or K host batches
      log / checkpoint / sample grid / evaluators, each when ``itstime``
 
-Where the run's arrays live is a :class:`Layout`: one member, its state replicated over
-a data-parallel mesh. :mod:`diffusion.train.population` trains P runs as one program by
-running this same loop over another layout; nothing here is specific to populations.
+Where the run's arrays live is a :class:`diffusion.train.layout.Layout`: one member, its
+state replicated over a data-parallel mesh. :mod:`diffusion.train.population` trains P runs
+as one program by running this same loop over another layout; nothing here is specific to
+populations or to a model family (a family without parameters, ``family.trainable`` False,
+is saved at step 0 and not trained).
 """
 
 import contextlib
@@ -31,20 +35,20 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
-from diffusion import families
-from diffusion.config import checks as config_check
+from diffusion import evals
+from diffusion.config import checks
 from diffusion.config import grid_sampling
-from diffusion import evals as evaluators
-from diffusion.io import metric_writers
-from diffusion.train import optim as optimizers
-from diffusion.io import workdir as runs
-from diffusion.train import sharding
-from diffusion.io.checkpoints import Checkpointer
 from diffusion.data import make_source
 from diffusion.errors import WorkdirError
+from diffusion.io import metric_writers
+from diffusion.io.checkpoints import Checkpointer
+from diffusion.io.workdir import (WorkdirLock, check_workdir, io_error, is_disk_full,
+                                  make_workdir, save_samples, write_config)
+from diffusion.train import optim
+from diffusion.train import sharding
+from diffusion.train.layout import Layout, Member
 from diffusion.train.step import (TrainState, create_train_state, scan_steps, train_hparams,
                                   train_step)
 
@@ -81,7 +85,7 @@ def with_config_hyperparams(state: TrainState, family) -> TrainState:
   t = family.config.training
   return state.replace(
       hparams=train_hparams(t.seed, t.ema_decay, family.loss_hparams()),
-      opt_state=optimizers.set_hyperparameters(state.opt_state, family.config.optim))
+      opt_state=optim.set_hyperparameters(state.opt_state, family.config.optim))
 
 
 # Signals taken by a caller's handler (:func:`interrupt`, which a reproduction installs)
@@ -156,27 +160,31 @@ def train(config, workdir: str, *, progress: bool = True, devices=None) -> dict:
     NonFiniteLossError: a NaN/Inf loss; the last good checkpoint is untouched.
   """
   mesh = sharding.make_mesh(jax.devices() if devices is None else list(devices))
-  cfg = config_check.validate(config, num_devices=mesh.size)
-  return fit(Layout([Member(cfg, workdir)], mesh), progress=progress)[0]
+  cfg = checks.validate(config, num_devices=mesh.size)
+  return train_layout(Layout([Member(cfg, workdir)], mesh), progress=progress)[0]
 
 
-def fit(layout: "Layout", progress: bool = True) -> List[Union[dict, Exception]]:
-  """Trains (or resumes) the members of ``layout``: :func:`train` is one member.
+def train_layout(layout: Layout, progress: bool = True) -> List[Union[dict, Exception]]:
+  """Trains (or resumes) the members of ``layout`` (:func:`train`: one member; a
+  population: P): checks their workdirs and opens the data before anything is written,
+  then runs the loop in the workdirs it created and locked.
 
   Returns:
     per member, its final metrics, or the exception that stopped it (a layout may let
     the others go on; one run's NaN/Inf loss is raised).
   """
   for m in layout.members:
-    runs.check_workdir(m.workdir)
+    check_workdir(m.workdir)
   data = layout.members[0].cfg.data
   source = make_source(data, split=data.split)  # missing data fails here, before any write
   with _claimed(layout):
-    return _train(layout, source, progress)
+    return _run_loop(layout, source, progress)
 
 
-def _train(layout: "Layout", source, progress: bool) -> List[Union[dict, Exception]]:
-  """The loop of :func:`fit`, in the workdirs it claimed."""
+def _run_loop(layout: Layout, source, progress: bool) -> List[Union[dict, Exception]]:
+  """The loop of :func:`train_layout`, in the workdirs it claimed: optimizer, restore or
+  init, compile, then calls of K steps with their duties until the last step or a
+  signal; returns :func:`_results`."""
   members, chief = layout.members, _is_chief()
   lead = members[0]
   t = lead.cfg.training
@@ -185,24 +193,24 @@ def _train(layout: "Layout", source, progress: bool) -> List[Union[dict, Excepti
     opened.callback(_close_files, members)
 
     # Optimizer, then restore or init: each member's newest readable checkpoint, or step 0.
-    optimizers_ = [optimizers.make_optimizer(m.cfg.optim) for m in members]
+    optimizers = [optim.make_optimizer(m.cfg.optim) for m in members]
     for m in members:
       m.ckpt = Checkpointer(m.workdir, keep=t.keep_checkpoints)
-    states = [initial_state(m.family, opt) for m, opt in zip(members, optimizers_)]
+    states = [initial_state(m.family, opt) for m, opt in zip(members, optimizers)]
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(states[0].params))
     states, resumed = _restore(layout, states)
     if chief:  # only a config the checkpoints accepted: a refused resume changes nothing
       for m in members:
-        runs.write_config(m.cfg, m.workdir)
-    if lead.cfg.model.name == "analytic":
-      return _analytic(layout, states, resumed)
+        write_config(m.cfg, m.workdir)
+    if not lead.family.trainable:
+      return _save_untrained(layout, states, resumed)
     step = int(sharding.to_host(states[0].step))
     state = layout.place(states)
     _print_start(layout, n_params, resumed)
 
     # The compiled call: K steps scanned, the state donated.
     step_fn = layout.step_fn(
-        functools.partial(train_step, loss_fn=lead.family.loss_fn, optimizer=optimizers_[0],
+        functools.partial(train_step, loss_fn=lead.family.loss_fn, optimizer=optimizers[0],
                           get_batch=source.batch_fn(t.batch_size)),
         shared_data=source.device_resident)
     call = jax.jit(scan_steps(step_fn, k, data_per_step=not source.device_resident),
@@ -213,7 +221,7 @@ def _train(layout: "Layout", source, progress: bool) -> List[Union[dict, Excepti
       for m in members:
         m.writer = metric_writers.MetricWriter(m.workdir, resume_step=step,
                                                writers=m.cfg.training.writers)
-        m.evals = evaluators.make_evaluators(m.family, m.workdir)
+        m.evals = evals.make_evaluators(m.family, m.workdir)
     # Evaluator cadences from the config: the same in every process (only the chief runs them).
     eval_every = [getattr(lead.cfg.eval, f.name).every for f in dataclasses.fields(lead.cfg.eval)]
     chain_bar = _ChainBar() if progress and chief else None
@@ -266,7 +274,7 @@ def _train(layout: "Layout", source, progress: bool) -> List[Union[dict, Excepti
 # ---------------------------------------------------------------------------
 
 
-def _restore(layout: "Layout", states):
+def _restore(layout: Layout, states):
   """(states with the current config's hyperparameters where restored, the step resumed
   from or None); each member's ``last_checkpoint`` is its restored step."""
   restored = layout.restore(states)
@@ -277,22 +285,23 @@ def _restore(layout: "Layout", states):
   return out, restored[0][1]
 
 
-def _analytic(layout: "Layout", states, resumed) -> List[dict]:
-  """The exact mixture model has nothing to train: the run is its config and a step-0
-  checkpoint with empty parameters, which sample.py and diffusion.load read."""
+def _save_untrained(layout: Layout, states, resumed) -> List[dict]:
+  """A model without parameters (the exact mixture ε) has nothing to train: the run is
+  its config and a step-0 checkpoint with empty parameters, which sample.py and
+  diffusion.load read."""
   for i, (m, state) in enumerate(zip(layout.members, states)):
     if resumed is None:
       m.ckpt.save(0, state)
       m.last_checkpoint = 0
     m.started = True
     if _is_chief():
-      print(f"{layout.prefix(i)}model: analytic (the exact eps of the data mixture), nothing to "
-            f"train: wrote config.json and checkpoint 0 in {os.path.abspath(m.workdir)}; "
-            "sample with sample.py --workdir or diffusion.load.", flush=True)
+      print(f"{layout.prefix(i)}model: {m.cfg.model.name} (no parameters), nothing to train: "
+            f"wrote config.json and checkpoint 0 in {os.path.abspath(m.workdir)}; sample with "
+            "sample.py --workdir or diffusion.load.", flush=True)
   return [{"step": 0} for _ in layout.members]
 
 
-def _print_start(layout: "Layout", n_params: int, resumed: Optional[int]) -> None:
+def _print_start(layout: Layout, n_params: int, resumed: Optional[int]) -> None:
   """The start-up line: model, layout, devices, new run or resumed."""
   dev = layout.mesh.devices.flat[0]
   what = "new run" if resumed is None else f"resumed from step {resumed}"
@@ -301,7 +310,7 @@ def _print_start(layout: "Layout", n_params: int, resumed: Optional[int]) -> Non
         f"{jax.process_count()} process(es) | {what}", flush=True)
 
 
-def _data_feed(layout: "Layout", source, step: int) -> Callable[[], Any]:
+def _data_feed(layout: Layout, source, step: int) -> Callable[[], Any]:
   """``next_data()`` of every call: the device-resident arrays (the step draws its batches
   from them), or K host batches from each member's stream (its seed's order, from
   ``step``; each process reads its own 1/process_count of every global batch)."""
@@ -316,11 +325,11 @@ def _data_feed(layout: "Layout", source, step: int) -> Callable[[], Any]:
       axis=1)
 
 
-def _scalars(layout: "Layout", host_metrics, i: int) -> Dict[str, float]:
+def _scalars(layout: Layout, host_metrics, i: int) -> Dict[str, float]:
   return {n: float(np.asarray(layout.member(v, i))) for n, v in host_metrics.items()}
 
 
-def _log(layout: "Layout", state, metrics, step: int, since, bar) -> Tuple[float, int]:
+def _log(layout: Layout, state, metrics, step: int, since, bar) -> Tuple[float, int]:
   """The log duty: the NaN check, then each training member's scalars to its writers (a
   line each when there is no bar); returns (time, step) to measure the next rate from."""
   _check_finite(layout, state)
@@ -343,7 +352,7 @@ def _log(layout: "Layout", state, metrics, step: int, since, bar) -> Tuple[float
   return now, step
 
 
-def _save(layout: "Layout", state, step: int) -> None:
+def _save(layout: Layout, state, step: int) -> None:
   """The checkpoint duty: ``step`` of every member still training (once per step)."""
   _check_finite(layout, state)
   for i, m in enumerate(layout.members):
@@ -352,7 +361,7 @@ def _save(layout: "Layout", state, step: int) -> None:
       m.last_checkpoint = step
 
 
-def _sample_grids(layout: "Layout", sample_fn, ema, step: int, chain_bar) -> None:
+def _sample_grids(layout: Layout, sample_fn, ema, step: int, chain_bar) -> None:
   """The sample-grid duty (the chief): each training member's grid from its EMA."""
   for i, m in enumerate(layout.members):
     if m.failure is None:
@@ -360,7 +369,7 @@ def _sample_grids(layout: "Layout", sample_fn, ema, step: int, chain_bar) -> Non
                            chain_bar)
 
 
-def _write_grid(m: "Member", prefix: str, sample_fn, ema_params, step: int, chain_bar) -> str:
+def _write_grid(m: Member, prefix: str, sample_fn, ema_params, step: int, chain_bar) -> str:
   """Member ``m``'s samples at ``step``: a line saying how they are drawn (a chain of
   1,000 steps takes minutes), the chain's bar, samples/step_<step>.npy and, for images,
   .png, and a line saying where and how long; returns the grid's absolute path (the .npy
@@ -377,7 +386,7 @@ def _write_grid(m: "Member", prefix: str, sample_fn, ema_params, step: int, chai
     if chain_bar is not None:
       chain_bar.close()
   name = f"step_{step:08d}"
-  grid = runs.save_samples(os.path.join(m.workdir, "samples"), name, samples,
+  grid = save_samples(os.path.join(m.workdir, "samples"), name, samples,
                            m.family.to_uint8(samples))
   if grid is not None and m.writer is not None:
     m.writer.write_images(step, "samples", grid)
@@ -387,7 +396,7 @@ def _write_grid(m: "Member", prefix: str, sample_fn, ema_params, step: int, chai
   return os.path.abspath(os.path.join(m.workdir, path))
 
 
-def _evaluate(layout: "Layout", ema, step: int, stop: _StopSignal) -> None:
+def _evaluate(layout: Layout, ema, step: int, stop: _StopSignal) -> None:
   """The evaluator duty: each training member's evaluators due at ``step`` (only the
   chief holds any); a signal skips the rest."""
   total = layout.members[0].cfg.training.num_train_steps
@@ -401,7 +410,7 @@ def _evaluate(layout: "Layout", ema, step: int, stop: _StopSignal) -> None:
           m.writer.write_scalars(step, scalars)
 
 
-def _check_finite(layout: "Layout", state) -> None:
+def _check_finite(layout: Layout, state) -> None:
   """Marks members whose loss became NaN/Inf; the layout says what that stops."""
   bad = np.atleast_1d(sharding.to_host(state.first_nonfinite_step))
   for i, (m, first_bad) in enumerate(zip(layout.members, bad)):
@@ -416,7 +425,7 @@ def _check_finite(layout: "Layout", state) -> None:
     layout.failed(i)
 
 
-def _results(layout: "Layout", metrics, step: int, interrupted) -> List[Union[dict, Exception]]:
+def _results(layout: Layout, metrics, step: int, interrupted) -> List[Union[dict, Exception]]:
   """Per member its final metrics (or its failure), and its last line: where it is and
   where its newest grid is."""
   host = sharding.to_host(metrics)
@@ -456,90 +465,21 @@ class _ChainBar:
       self._bar = None
 
 
-# ---------------------------------------------------------------------------
-# What the loop runs over: members and their layout on devices
-# ---------------------------------------------------------------------------
-
-
-class Member:
-  """One run of the loop: its config, family, workdir and what it has saved."""
-
-  def __init__(self, cfg, workdir: str):
-    self.cfg, self.workdir = cfg, workdir
-    self.family = families.make_family(cfg)
-    self.created = False                 # this call created the workdir
-    self.started = False                 # a train call has completed in this process
-    self.last_checkpoint = None          # newest complete checkpoint on disk
-    self.grid: Optional[str] = None      # newest sample grid this call wrote (absolute)
-    self.failure: Optional[Exception] = None
-    self.ckpt = self.writer = None
-    self.evals = []
-
-
-class Layout:
-  """Where the loop's members live on devices: here one run, its train state replicated
-  over a data-parallel mesh. Each method answers one thing the loop asks;
-  :class:`diffusion.train.population.Population` answers them for P runs stacked along
-  a population axis."""
-
-  def __init__(self, members: List[Member], mesh):
-    self.members, self.mesh = members, mesh
-
-  def describe(self) -> str:
-    """The start-up line's words about the layout (none for one run)."""
-    return ""
-
-  def prefix(self, i: int) -> str:
-    """What starts member ``i``'s lines (nothing for one run)."""
-    return ""
-
-  def error_dir(self) -> str:
-    """The folder a failed write's one-line error names."""
-    return self.members[0].workdir
-
-  def restore(self, states) -> List[Tuple[TrainState, Optional[int]]]:
-    """(state, restored step or None) per member: its newest readable checkpoint."""
-    return [m.ckpt.restore_latest(state) for m, state in zip(self.members, states)]
-
-  def place(self, states) -> TrainState:
-    """The members' states as the one device state of the compiled call."""
-    return sharding.replicate(states[0], self.mesh)
-
-  def member(self, tree, i: int):
-    """Member ``i``'s part of a device tree (state, metrics, EMA parameters)."""
-    return tree
-
-  def step_fn(self, step: Callable, shared_data: bool) -> Callable:
-    """One run's ``step(state, data)`` as the layout's: here its batch split over the
-    mesh (data parallel). ``shared_data``: every member draws from the same arrays."""
-    del shared_data
-    return functools.partial(step, batch_sharding=NamedSharding(self.mesh,
-                                                                P(sharding.DATA_AXIS)))
-
-  def next_batch(self, streams):
-    """One step's host batch from the members' streams (streamed data)."""
-    return next(streams[0])
-
-  def failed(self, i: int) -> None:
-    """Member ``i``'s loss became NaN/Inf (its ``failure`` is set): one run stops."""
-    raise self.members[i].failure
-
-
 @contextlib.contextmanager
 def _claimed(layout: Layout):
   """The members' workdirs, created and locked (by the chief) for the block. Inside it
   Ctrl-C becomes :class:`Interrupted` and a failed write (disk full) one line
-  (``runs.io_error``); after it, a workdir this call created is removed again if no
-  step ran in it."""
+  (:func:`diffusion.io.workdir.io_error`); after it, a workdir this call created is
+  removed again if no step ran in it."""
   members, locks = layout.members, []
   try:
     for m in members:
-      m.created = runs.make_workdir(m.workdir)
+      m.created = make_workdir(m.workdir)
       if _is_chief():
         try:
-          locks.append(runs.WorkdirLock(m.workdir).acquire())
+          locks.append(WorkdirLock(m.workdir).acquire())
         except PermissionError as e:   # a read-only workdir
-          raise runs.io_error(e, m.workdir, None) from None
+          raise io_error(e, m.workdir, None) from None
     try:
       yield
     except KeyboardInterrupt:
@@ -549,8 +489,8 @@ def _claimed(layout: Layout):
           else f"interrupted (Ctrl-C); checkpoint {saved} is intact; run the same command "
           "again to resume.") from None
     except Exception as e:  # noqa: BLE001 - only write failures are turned into one line
-      if isinstance(e, OSError) or runs.is_disk_full(e):
-        raise runs.io_error(e, layout.error_dir(), members[0].last_checkpoint) from None
+      if isinstance(e, OSError) or is_disk_full(e):
+        raise io_error(e, layout.error_dir(), members[0].last_checkpoint) from None
       raise
   finally:
     for lock in locks:

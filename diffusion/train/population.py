@@ -1,8 +1,8 @@
 """Populations: P runs that differ only in population fields, trained as one program.
 
 :func:`train_population` is what a ``--sweep_mode=vmap`` sweep calls. The loop is the
-single run's (:func:`diffusion.train.loop.fit`); a :class:`Population` is the layout it
-runs over, and holds everything a population changes: the members' train states stacked
+single run's (:func:`diffusion.train.loop.train_layout`); a :class:`Population` is the
+layout it runs over, and holds everything a population changes: the members' train states stacked
 along a population axis sharded over devices, the train step ``jax.vmap``-ed (or
 ``lax.map``-ped) over it, one data stream per member, a NaN/Inf loss that stops its
 member only, and each member's lines prefixed with its name. Each member's workdir is
@@ -17,11 +17,12 @@ from typing import Callable, List, Optional, Sequence, Union
 import jax
 import numpy as np
 
-from diffusion.config import checks as config_check
+from diffusion.config import checks
 from diffusion.config import program_key
 from diffusion.errors import ConfigError
 from diffusion.train import sharding
-from diffusion.train.loop import Layout, Member, fit
+from diffusion.train.layout import Layout, Member
+from diffusion.train.loop import train_layout
 
 POPULATION_STRATEGIES = ("auto", "vmap", "map")
 
@@ -67,18 +68,18 @@ def train_population(configs: Sequence, workdirs: Sequence[str], *, names=None,
   strategy = population_strategy(strategy)
   if len(configs) == 1:   # data parallel over every device, as train() would
     mesh = sharding.make_mesh(devices)
-    cfg = config_check.validate(configs[0], num_devices=mesh.size)
-    return fit(_Named([Member(cfg, workdirs[0])], mesh, names), progress=progress)
+    cfg = checks.validate(configs[0], num_devices=mesh.size)
+    return train_layout(_Named([Member(cfg, workdirs[0])], mesh, names), progress=progress)
   pop = len(configs)
   size = max(d for d in range(1, len(devices) + 1) if pop % d == 0)
   mesh = sharding.make_mesh(devices[:size], axis=sharding.POPULATION_AXIS)
-  cfgs = [config_check.validate(c, num_devices=1) for c in configs]
+  cfgs = [checks.validate(c, num_devices=1) for c in configs]
   _check_one_program(cfgs, names or workdirs)
   members = [Member(cfg, w) for cfg, w in zip(cfgs, workdirs)]
   if mesh.devices.flat[0].platform == "cpu" and cfgs[0].model.name == "unet":
     logging.warning("a population of U-Nets on CPU runs slower per member than one run "
                     "(XLA:CPU grouped convolutions); --sweep_mode=sequential is faster.")
-  return fit(Population(members, mesh, names, strategy), progress=progress)
+  return train_layout(Population(members, mesh, names, strategy), progress=progress)
 
 
 def _check_one_program(cfgs, names) -> None:
