@@ -5,6 +5,8 @@ and the summary. The search's logic runs over a stand-in for the training loop
 (:func:`fake_train`, a run that logs a known metric) so that each case takes seconds; one
 test trains real trials through train.py."""
 
+import glob
+import importlib
 import json
 import math
 import os
@@ -125,6 +127,23 @@ def test_bad_spaces_are_one_line(text, message):
   with pytest.raises(ConfigError, match=message) as e:
     spaces.parse_space(text)
   assert "\n" not in str(e.value) and str(e.value).startswith("--search=")
+
+
+SHIPPED = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "*", "*.py"))
+                 if "def search_" in open(p).read())
+
+
+@pytest.mark.parametrize("path", [os.path.relpath(p, REPO) for p in SHIPPED])
+def test_every_shipped_search_loads_and_its_ends_are_valid(path):
+  module = importlib.import_module(path[:-3].replace("/", "."))
+  names = [n[len("search_"):] for n in dir(module) if n.startswith("search_")]
+  assert names
+  for name in names:
+    space = spaces.load_space(path, name)
+    trials.check_space(module.get_config(), space, {}, f"--search={name}")
+    # judged by the default metric: nothing in it may change what the loss measures
+    options.check_against_config(options.SearchSettings(), list(space),
+                                 module.get_config().to_dict(), search=True)
 
 
 def test_a_config_function_must_return_distributions():
