@@ -422,6 +422,11 @@ def run_search(config, config_file: str, spec: str, sweep_dir: str,
   space = load_space(config_file, spec)
   base = point_config(config, {}, fixed)
   options.check_against_config(settings, list(space), base.to_dict(), search=True)
+  if settings.metric.startswith(options.DEFAULT_METRIC) and "heldout_loss" not in base.get(
+      "eval", {}):
+    raise ConfigError(f"--metric={settings.metric} needs the heldout_loss evaluator, which "
+                      f"this config's eval section does not have ({', '.join(base.eval) or 'none'});"
+                      " give --metric=loss or an eval/* metric its evaluators log.")
   if mode != "sequential":
     raise ConfigError(f"--search runs its trials one after another for now: use "
                       f"--sweep_mode=sequential (--sweep_mode={mode} comes with issue 29's "
