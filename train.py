@@ -24,7 +24,7 @@ import sys
 # the libraries load one line, exit 2.
 from diffusion import cli, compile_cache, sweeps, xla_cpu
 from diffusion.errors import ConfigError
-from diffusion.sweeps import options, trials
+from diffusion.sweeps import search_settings, trials
 from diffusion.train import loop
 from diffusion.train.loop import NonFiniteLossError, train
 
@@ -58,19 +58,19 @@ _SEARCH = flags.DEFINE_string("search", None, "A search_<NAME>() of the config f
                               "space \"key=loguniform(1e-4,1e-2);key2=choice(a,b)\"; "
                               "--workdir is then the search's folder.")
 _TRIALS = flags.DEFINE_integer("trials", 16, "Trials a --search draws.")
-_SEARCHER = flags.DEFINE_enum("searcher", "quasirandom", options.SEARCHERS,
+_SEARCHER = flags.DEFINE_enum("searcher", "quasirandom", search_settings.SEARCHERS,
                               "quasirandom (scrambled Sobol), random, or tpe (learns from "
                               "finished trials).")
-_SCHEDULER = flags.DEFINE_enum("scheduler", "none", options.SCHEDULERS,
+_SCHEDULER = flags.DEFINE_enum("scheduler", "none", search_settings.SCHEDULERS,
                                "none; asha (stops the worse trials at rungs); pbt.")
 _ASHA_MIN = flags.DEFINE_integer("asha_min_steps", None, "ASHA's first rung, in steps "
                                  "(default: num_train_steps / reduction^2, a multiple of "
                                  "log_every).")
 _ASHA_ETA = flags.DEFINE_integer("asha_reduction", 3, "ASHA's reduction factor: the best "
                                  "1/eta of the trials at a rung go on.")
-_METRIC = flags.DEFINE_string("metric", options.DEFAULT_METRIC, "The logged metric that "
+_METRIC = flags.DEFINE_string("metric", search_settings.DEFAULT_METRIC, "The logged metric that "
                               "judges trials.")
-_METRIC_MODE = flags.DEFINE_enum("metric_mode", None, options.METRIC_MODES, "min or max "
+_METRIC_MODE = flags.DEFINE_enum("metric_mode", None, search_settings.METRIC_MODES, "min or max "
                                  "(default: max for metrics evaluators maximise, else min).")
 _SEEDS = flags.DEFINE_integer("seeds", 1, "Training seeds per configuration (a grid: every "
                               "point; a search: its --seeds_top best).")
@@ -91,8 +91,8 @@ def _common_overrides(argv):
           if text is not None}
 
 
-def _search_settings() -> options.SearchSettings:
-  return options.SearchSettings(
+def _search_settings() -> search_settings.SearchSettings:
+  return search_settings.SearchSettings(
       trials=_TRIALS.value, searcher=_SEARCHER.value, scheduler=_SCHEDULER.value,
       metric=_METRIC.value, metric_mode=_METRIC_MODE.value, seed=_CONFIG.value.training.seed,
       asha_min_steps=_ASHA_MIN.value, asha_reduction=_ASHA_ETA.value, seeds=_SEEDS.value,
@@ -102,9 +102,9 @@ def _search_settings() -> options.SearchSettings:
 
 def _run(argv):
   settings = _search_settings()
-  given = [name for name in options.SEARCH_ONLY + options.SWEEP_OR_SEARCH
+  given = [name for name in search_settings.SEARCH_ONLY + search_settings.SWEEP_OR_SEARCH
            if flags.FLAGS[name].present]
-  options.check_flags(settings, search=_SEARCH.value, sweep=_SWEEP.value,
+  search_settings.check_flags(settings, search=_SEARCH.value, sweep=_SWEEP.value,
                       sweep_mode=_SWEEP_MODE.value, given=given)
   if _SEARCH.value is not None:
     _run_search(argv, settings)
@@ -133,7 +133,7 @@ def _run(argv):
                       "--sweep_retry_failed.")
 
 
-def _run_search(argv, settings: options.SearchSettings) -> None:
+def _run_search(argv, settings: search_settings.SearchSettings) -> None:
   ledger = trials.run_search(_CONFIG.value, cli.config_file(argv), _SEARCH.value,
                              _WORKDIR.value, settings, mode=_SWEEP_MODE.value,
                              common_overrides=_common_overrides(argv),

@@ -21,11 +21,12 @@ import pytest
 from diffusion import sweeps
 from diffusion.errors import ConfigError
 from diffusion.io.metric_writers import read_metrics
-from diffusion.sweeps import options, seeds, spaces, summary
+from diffusion.sweeps import search_settings, seeds, spaces, summary
 from test_sweeps import REPO, TOY_FILE, run_train, toy_file_config
 
 optuna = pytest.importorskip("optuna")
-from diffusion.sweeps import search, search_summary, trials  # noqa: E402  pylint: disable=wrong-import-position
+# pylint: disable=wrong-import-position
+from diffusion.sweeps import search, search_summary, trials  # noqa: E402
 
 SPACE = "optim.lr=loguniform(1e-4,1e-2);training.ema_decay=choice(0.5,0.9,0.99)"
 # 10 log rows: a short point's log_every stays 10 (grid.point_config).
@@ -66,7 +67,7 @@ def fake_train(cfg, workdir, *, progress=False, on_log, delay=0.0):
 
 
 def settings(**kw):
-  return options.SearchSettings(**{"trials": 6, "metric": "eval/fake", **kw})
+  return search_settings.SearchSettings(**{"trials": 6, "metric": "eval/fake", **kw})
 
 
 def run(tmp_path, name="s", space=SPACE, train_fn=fake_train, **kw):
@@ -142,7 +143,7 @@ def test_every_shipped_search_loads_and_its_ends_are_valid(path):
     space = spaces.load_space(path, name)
     trials.check_space(module.get_config(), space, {}, f"--search={name}")
     # judged by the default metric: nothing in it may change what the loss measures
-    options.check_against_config(options.SearchSettings(), list(space),
+    search_settings.check_against_config(search_settings.SearchSettings(), list(space),
                                  module.get_config().to_dict(), search=True)
 
 
@@ -187,35 +188,34 @@ def test_conflicting_flags_are_one_line(kw, given, message):
   search_, sweep_ = kw.pop("search", None), kw.pop("sweep", None)
   mode = kw.pop("sweep_mode", "sequential")
   with pytest.raises(ConfigError, match=message):
-    options.check_flags(options.SearchSettings(**kw), search=search_, sweep=sweep_,
-                        sweep_mode=mode, given=given)
+    search_settings.check_flags(search_settings.SearchSettings(**kw), search=search_,
+                                sweep=sweep_, sweep_mode=mode, given=given)
+
+
+def _check(settings_, keys, cfg):
+  search_settings.check_against_config(settings_, keys, cfg, search=True)
 
 
 def test_flags_that_need_the_config_and_the_space():
   cfg = toy_file_config(**STEPS).to_dict()
+  default = search_settings.SearchSettings()
   # A loss metric over a space that changes what the loss measures.
   with pytest.raises(ConfigError, match=r"--metric=eval/heldout_loss is a loss, and the space "
                                         r"changes diffusion.schedule.*--metric=eval/"):
-    options.check_against_config(options.SearchSettings(), ["optim.lr", "diffusion.schedule"],
-                                 cfg, search=True)
-  options.check_against_config(options.SearchSettings(metric="eval/cfid"),
-                               ["diffusion.schedule"], cfg, search=True)
+    _check(default, ["optim.lr", "diffusion.schedule"], cfg)
+  _check(search_settings.SearchSettings(metric="eval/cfid"), ["diffusion.schedule"], cfg)
   # The σ ladder does not define a VP process's loss: allowed.
-  options.check_against_config(options.SearchSettings(), ["diffusion.sigma_max"], cfg,
-                               search=True)
+  _check(default, ["diffusion.sigma_max"], cfg)
   with pytest.raises(ConfigError, match="already draws training.seed"):
-    options.check_against_config(options.SearchSettings(seeds=2), ["training.seed"], cfg,
-                                 search=True)
+    _check(search_settings.SearchSettings(seeds=2), ["training.seed"], cfg)
   with pytest.raises(ConfigError, match="not before the end of a trial"):
-    options.check_against_config(options.SearchSettings(scheduler="asha", asha_min_steps=100),
-                                 [], cfg, search=True)
+    _check(search_settings.SearchSettings(scheduler="asha", asha_min_steps=100), [], cfg)
   with pytest.raises(ConfigError, match="not a multiple of training.log_every=10.*give e.g. 20"):
-    options.check_against_config(options.SearchSettings(scheduler="asha", asha_min_steps=25),
-                                 [], cfg, search=True)
-  assert options.rungs(10, 3, 90) == [10, 30]
-  assert options.rungs(10, 3, 91) == [10, 30, 90]
-  assert options.asha_min_steps(options.SearchSettings(), 2000, 100) == 200
-  assert options.asha_min_steps(options.SearchSettings(), 90, 10) == 10
+    _check(search_settings.SearchSettings(scheduler="asha", asha_min_steps=25), [], cfg)
+  assert search_settings.rungs(10, 3, 90) == [10, 30]
+  assert search_settings.rungs(10, 3, 91) == [10, 30, 90]
+  assert search_settings.asha_min_steps(default, 2000, 100) == 200
+  assert search_settings.asha_min_steps(default, 90, 10) == 10
 
 
 def test_train_py_refuses_conflicts_before_anything_is_written(tmp_path):
@@ -230,7 +230,7 @@ def test_train_py_refuses_conflicts_before_anything_is_written(tmp_path):
 # ---- samplers -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("searcher", options.SEARCHERS)
+@pytest.mark.parametrize("searcher", search_settings.SEARCHERS)
 def test_every_searcher_draws_the_same_trials_after_a_restart(tmp_path, searcher):
   """A new study object (a new driver) in the middle of a search draws what one process
   would have drawn: the sampler is a function of (seed, trial number) and the study."""
@@ -347,7 +347,7 @@ def test_the_held_out_loss_needs_its_evaluator(tmp_path):
     pytest.skip("the held-out loss evaluator is registered")
   with pytest.raises(ConfigError, match="--metric=eval/heldout_loss needs the heldout_loss "
                                         "evaluator"):
-    trials.run_search(cfg, TOY_FILE, SPACE, str(tmp_path / "s"), options.SearchSettings(),
+    trials.run_search(cfg, TOY_FILE, SPACE, str(tmp_path / "s"), search_settings.SearchSettings(),
                       train_fn=fake_train)
   assert not (tmp_path / "s").exists()
 
@@ -519,7 +519,8 @@ def test_a_grid_over_seeds_is_grouped_by_configuration(tmp_path):
   rows = [line for line in text.splitlines() if line.startswith("| 1 |") or
           line.startswith("| 2 |")]
   # _fake_sweep gives point i eval/fid 50 - i: lr=2e-3 (points 3..5) is better (lower).
-  assert rows[0].startswith("| 1 | optim.lr=0.002 |") and rows[1].startswith("| 2 | optim.lr=0.001 |")
+  assert rows[0].startswith("| 1 | optim.lr=0.002 |")
+  assert rows[1].startswith("| 2 | optim.lr=0.001 |")
   mean, half, _ = seeds.t_interval([47.0, 46.0, 45.0])
   assert seeds.format_interval(mean, half) in rows[0] and rows[0].endswith("| 3 | 0, 1, 2 |")
   assert summary.ranking_metric([{"best eval/fid": 1.0, "final_loss": 2.0}]) == (

@@ -6,7 +6,7 @@
   runner.py          sequential | vmap (populations) | ray, one ledger for all
   points.py          a finished point's outcome in the ledger (every mode)
   ray_mode.py        points as Ray tasks (a local or existing cluster)
-  options.py         a search's flags and the checks between them
+  search_settings.py a search's flags and the checks between them
   search.py          Optuna: samplers (random, Sobol, TPE), ASHA, the study in DIR
   trials.py          a search's driver: ask, train, report, tell
   seeds.py           seeds as an axis: repeats, mean and 95% Student-t interval

@@ -139,9 +139,9 @@ def overrides_of(params: Dict[str, Any], space: Space) -> Dict[str, Any]:
 
 def trial_by_number(study: optuna.Study, number: int) -> optuna.Trial:
   """The running trial ``number`` of the study, to report to and tell (a resumed one)."""
-  trial_id = study._storage.get_trial_id_from_study_id_trial_number(  # pylint: disable=protected-access
-      study._study_id, number)  # pylint: disable=protected-access
-  return optuna.Trial(study, trial_id)
+  # Optuna's ask-and-tell has no public lookup of a trial by number; the storage has one.
+  storage, study_id = study._storage, study._study_id  # pylint: disable=protected-access
+  return optuna.Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id, number))
 
 
 def state_of(study: optuna.Study, number: int) -> TrialState:

@@ -166,9 +166,9 @@ def seed_section(ledger: Dict[str, Any]) -> str:
            "Student-t interval, n seeds; ranked by mean):", "",
            "| rank | configuration | " + metric + " | n | seeds |", "|---|---|---|---|---|"]
   for i, r in enumerate(rows, 1):
-    lines.append(f"| {i} | {_overrides_text(r['configuration'])} | "
-                 f"{seeds.format_interval(r.get(metric, math.nan), r.get(metric + ' ci95', math.nan))}"
-                 f" | {r['n']} | {', '.join(str(s) for s in r['seeds'])} |")
+    interval = seeds.format_interval(r.get(metric, math.nan), r.get(f"{metric} ci95", math.nan))
+    lines.append(f"| {i} | {_overrides_text(r['configuration'])} | {interval} | {r['n']} | "
+                 f"{', '.join(str(s) for s in r['seeds'])} |")
   return "\n".join(lines)
 
 

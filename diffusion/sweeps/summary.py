@@ -4,10 +4,10 @@
 
 writes ``DIR/summary.md`` (point | overrides | status | steps | final loss | best
 evaluations, and, where points differ only in ``training.seed``, each configuration's
-mean ± 95% interval over its seeds, ranked), ``DIR/summary.csv`` (the same rows), ``DIR/loss_curves.png`` (the
-training loss of every point, one line each, log scale) and, for every swept key
-with numeric values, ``DIR/<metric>_vs_<key>.png`` for the final loss and each
-evaluation metric; the points of those are coloured by the values of the other
+mean ± 95% interval over its seeds, ranked), ``DIR/summary.csv`` (the table's rows),
+``DIR/loss_curves.png`` (the training loss of every point, one line each, log scale)
+and, for every swept key with numeric values, ``DIR/<metric>_vs_<key>.png`` for the
+final loss and each evaluation metric; the points of those are coloured by the values of the other
 swept keys (:func:`colour_groups`). When the sweep changes a field that changes
 what the training loss measures (:data:`LOSS_DEFINING`: the process, schedule,
 loss, weighting, data), the summary says so above the table and labels the final

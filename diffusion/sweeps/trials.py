@@ -30,7 +30,7 @@ from diffusion.errors import ConfigError
 from diffusion.evals import maximised_metrics
 from diffusion.io import workdir as runs
 from diffusion.io.metric_writers import read_metrics
-from diffusion.sweeps import options
+from diffusion.sweeps import search_settings
 from diffusion.sweeps.grid import point_config, point_names
 from diffusion.sweeps.ledger import Ledger
 from diffusion.sweeps.points import one_line
@@ -193,7 +193,7 @@ def _deadline(cfg) -> int:
 def _with_heldout_loss(cfg, metric: str, seed: int):
   """A trial judged by the held-out loss logs it at every log step, on the search's set
   (``eval.heldout_loss.seed``): where the config has that evaluator's section."""
-  if metric.startswith(options.DEFAULT_METRIC) and "heldout_loss" in cfg.get("eval", {}):
+  if metric.startswith(search_settings.DEFAULT_METRIC) and "heldout_loss" in cfg.get("eval", {}):
     cfg.eval.heldout_loss.every = cfg.training.log_every
     cfg.eval.heldout_loss.seed = seed
   return cfg
@@ -203,7 +203,7 @@ class Search:
   """One driver of a search (see the module docstring); :func:`run_search` runs it."""
 
   def __init__(self, config, config_file: str, spec: str, sweep_dir: str,
-               settings: options.SearchSettings, space: Space, fixed: Dict[str, Any],
+               settings: search_settings.SearchSettings, space: Space, fixed: Dict[str, Any],
                train_fn: TrainFn, progress: bool):
     self.config, self.config_file, self.spec, self.dir = config, config_file, spec, sweep_dir
     self.settings, self.space, self.fixed = settings, space, fixed
@@ -212,9 +212,9 @@ class Search:
     base = point_config(config, {}, fixed)
     t = base.training
     self.total = int(t.num_train_steps)
-    self.first_rung = (options.asha_min_steps(settings, self.total, int(t.log_every))
+    self.first_rung = (search_settings.asha_min_steps(settings, self.total, int(t.log_every))
                        if settings.scheduler == "asha" else None)
-    self.rungs = (options.rungs(self.first_rung, settings.asha_reduction, self.total)
+    self.rungs = (search_settings.rungs(self.first_rung, settings.asha_reduction, self.total)
                   if self.first_rung else [])
     self.ledger: Optional[Ledger] = None
     self.study = None
@@ -223,7 +223,7 @@ class Search:
 
   def open(self) -> None:
     """The ledger (created or checked) and the study in DIR."""
-    definition = options.definition(self.settings, describe(self.space), self.mode,
+    definition = search_settings.definition(self.settings, describe(self.space), self.mode,
                                     self.first_rung)
     definition["rungs"] = self.rungs
     self.ledger = Ledger.open_search(self.dir, self.config_file, self.spec, self.fixed,
@@ -399,7 +399,7 @@ def check_space(config, space: Space, fixed: Dict[str, Any], label: str) -> None
 
 
 def run_search(config, config_file: str, spec: str, sweep_dir: str,
-               settings: options.SearchSettings, *, mode: str = "sequential",
+               settings: search_settings.SearchSettings, *, mode: str = "sequential",
                common_overrides: Optional[Dict[str, Any]] = None, progress: bool = False,
                train_fn: Optional[TrainFn] = None) -> Ledger:
   """Runs (or resumes, or joins) the search ``spec`` of ``config_file`` in ``sweep_dir``.
@@ -408,7 +408,7 @@ def run_search(config, config_file: str, spec: str, sweep_dir: str,
     config: the config with the command line's ``--config.*`` overrides; every trial's
       overrides go on top of it.
     spec: a ``search_<spec>()`` of the config file, or a space ``"key=dist(...);..."``.
-    settings: the search flags (:class:`options.SearchSettings`).
+    settings: the search flags (:class:`search_settings.SearchSettings`).
     mode: sequential (vmap and ray modes are not available for searches yet).
     common_overrides: the ``--config.*`` overrides, recorded in the ledger.
     train_fn: ``train_fn(config, workdir, *, progress, on_log) -> final metrics``, a run
@@ -421,12 +421,13 @@ def run_search(config, config_file: str, spec: str, sweep_dir: str,
   label = f"--search={spec}"
   space = load_space(config_file, spec)
   base = point_config(config, {}, fixed)
-  options.check_against_config(settings, list(space), base.to_dict(), search=True)
-  if settings.metric.startswith(options.DEFAULT_METRIC) and "heldout_loss" not in base.get(
+  search_settings.check_against_config(settings, list(space), base.to_dict(), search=True)
+  if settings.metric.startswith(search_settings.DEFAULT_METRIC) and "heldout_loss" not in base.get(
       "eval", {}):
+    sections = ", ".join(base.get("eval", {})) or "none"
     raise ConfigError(f"--metric={settings.metric} needs the heldout_loss evaluator, which "
-                      f"this config's eval section does not have ({', '.join(base.eval) or 'none'});"
-                      " give --metric=loss or an eval/* metric its evaluators log.")
+                      f"this config's eval section does not have ({sections}); give "
+                      "--metric=loss or an eval/* metric its evaluators log.")
   if mode != "sequential":
     raise ConfigError(f"--search runs its trials one after another for now: use "
                       f"--sweep_mode=sequential (--sweep_mode={mode} comes with issue 29's "

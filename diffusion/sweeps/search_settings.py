@@ -1,4 +1,5 @@
-"""What a search is asked to do (``train.py --search ...``), and the checks between its flags.
+"""What a search is asked to do (``train.py --search ...``), and the checks between its
+flags.
 
 :class:`SearchSettings` holds the command line's search flags; :func:`check_flags` refuses a
 conflict in one line each (``error: ...``, exit 2) before anything trains or any folder is
@@ -208,9 +209,10 @@ def check_against_config(settings: SearchSettings, keys: Sequence[str],
                         f"a trial (training.num_train_steps={total}): no rung would stop "
                         "anything; give fewer steps.")
     if log_every and settings.asha_min_steps % log_every:
+      suggestion = max(log_every, settings.asha_min_steps // log_every * log_every)
       raise ConfigError(f"--asha_min_steps={settings.asha_min_steps} is not a multiple of "
                         f"training.log_every={log_every}, when trials report their metric; "
-                        f"give e.g. {max(log_every, settings.asha_min_steps // log_every * log_every)}.")
+                        f"give e.g. {suggestion}.")
 
 
 def asha_min_steps(settings: SearchSettings, num_train_steps: int, log_every: int) -> int:
