@@ -12,7 +12,7 @@ from tests.test_cli import REPO
 
 
 @pytest.mark.parametrize("module,extra", [("tensorflow_datasets", "tfds"), ("ray", "ray"),
-                                          ("matplotlib", "plots")])
+                                          ("matplotlib", "plots"), ("optuna", "sweeps")])
 def test_missing_optional_package_names_its_extra(monkeypatch, module, extra):
   monkeypatch.setitem(sys.modules, module, None)   # import raises ImportError
   with pytest.raises(ConfigError, match=rf"pip install '\.\[{extra}\]'"):
@@ -20,11 +20,11 @@ def test_missing_optional_package_names_its_extra(monkeypatch, module, extra):
 
 
 def test_core_entry_points_import_without_optional_packages():
-  """train.py and sample.py (and the package) load with tensorflow_datasets, ray and
-  matplotlib made unimportable, as in a `pip install .` venv."""
+  """train.py and sample.py (and the package) load with tensorflow_datasets, ray, optuna
+  and matplotlib made unimportable, as in a `pip install .` venv."""
   code = """
 import sys
-for m in ("tensorflow", "tensorflow_datasets", "ray", "matplotlib", "wandb"):
+for m in ("tensorflow", "tensorflow_datasets", "ray", "optuna", "matplotlib", "wandb"):
     sys.modules[m] = None
 import runpy
 import diffusion, diffusion.data, diffusion.sweeps, diffusion.evals

@@ -7,6 +7,8 @@ family only through this small interface, so the loop is not welded to diffusion
   init_params(key) -> params
   loss_hparams() -> {name: float}     loss weights a population of runs may vary
   loss_fn(params, batch, key, hparams) -> (mean loss, {metric: scalar})   pure
+  heldout_losses(params, batch, key) -> [B]  the loss per example, inference mode, its
+                                      randomness from key (a held-out metric)
   sample_fn(num) -> jitted (params, key) -> samples [num, *example_shape]
   describe_sampling() -> str          how sample_fn draws, e.g. "ddim, 50 steps"
   sampling_record(steps_from) -> SamplingRecord   what names and describes the sampling
@@ -84,6 +86,17 @@ class DiffusionFamily:
     terms = training_losses(self.process, eps_fn, batch, t, noise, **options)
     metrics = {k: jnp.mean(v) for k, v in terms.items() if k != "loss"}
     return jnp.mean(terms["loss"]), metrics
+
+  def heldout_losses(self, params, batch: jax.Array, key: jax.Array) -> jax.Array:
+    """Per-example training loss of ``batch`` [B, ...] in inference mode (no dropout), with
+    t ~ U{0..T−1} and ε ~ N(0, I) drawn from ``key`` as :meth:`loss_fn` draws them: a fixed
+    key is a fixed (x0, t, ε), the same loss for every run that shares it. [B] float32."""
+    k_t, k_noise, _ = jax.random.split(key, 3)
+    t = jax.random.randint(k_t, (batch.shape[0],), 0, self.process.num_timesteps,
+                           dtype=jnp.int32)
+    noise = jax.random.normal(k_noise, batch.shape, jnp.float32)
+    return training_losses(self.process, self.eps_fn(params), batch, t, noise,
+                           **self.loss_options)["loss"]
 
   def eps_fn(self, params) -> Callable:
     """``eps_fn(x_t, t)`` of the network with ``params`` (inference: no dropout)."""

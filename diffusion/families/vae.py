@@ -147,6 +147,15 @@ class VAEFamily:
     return loss, {"recon": -jnp.mean(terms["recon"]), "kl": jnp.mean(terms["kl"]),
                   "elbo": elbo, "elbo_bpd": -elbo / (self.num_dims * math.log(2.0))}
 
+  def heldout_losses(self, params, batch: Array, key: Array) -> Array:
+    """Per-example loss of ``batch`` [B, ...] as :meth:`loss_fn` computes it (the config's
+    KL weight), z's noise drawn from ``key``: a fixed key is a fixed (x, ε). [B] nats."""
+    v = self.config.vae
+    terms = elbo_terms(self.encoder(params), self.decoder(params), batch, key, v.num_samples)
+    if v.objective == "iwae":
+      return -terms["iw"]
+    return -terms["recon"] + v.kl_weight * terms["kl"]
+
   def sample_fn(self, num: int, settings=None,
                 out_sharding: Optional[jax.sharding.Sharding] = None,
                 on_progress: Optional[Callable[[int, int], None]] = None) -> Callable:
