@@ -29,7 +29,7 @@ import jax.numpy as jnp  # noqa: E402
 from diffusion import families, xla_cpu  # noqa: E402
 from diffusion.train import optim as optimizers
 from diffusion.data import make_source  # noqa: E402
-from diffusion.reproduce.experiments import load_config  # noqa: E402
+from diffusion.reproduce.common import load_config_file  # noqa: E402
 from diffusion.train.loop import initial_state  # noqa: E402
 from diffusion.train.population import _population_step, _stack  # noqa: E402
 from diffusion.train.step import scan_steps, train_step  # noqa: E402
@@ -46,7 +46,7 @@ def _time(fn, state, data, calls):
 
 
 def measure(path: str, population: int, calls: int):
-  cfg = load_config(path)
+  cfg = load_config_file(path)
   fam = families.make_family(cfg)
   opt = optimizers.make_optimizer(cfg.optim)
   src = make_source(cfg.data)

@@ -218,7 +218,7 @@ def test_the_config_is_validated_once_at_the_entry_point():
   entry_points = {"diffusion.api", "diffusion.generate", "diffusion.train.loop",
                   "diffusion.train.population",
                   "diffusion.sweeps.runner", "diffusion.pretrained.importer",
-                  "diffusion.pretrained.export", "diffusion.reproduce.experiments"}
+                  "diffusion.pretrained.export", "diffusion.reproduce.generic"}
   assert set(callers) <= entry_points, callers
   for floor in ("diffusion.core", "diffusion.samplers", "diffusion.models", "diffusion.evals"):
     for name, path in MODULES.items():

@@ -223,6 +223,9 @@ def test_package_builds_a_wheel_with_both_packages(tmp_path):
   names = zipfile.ZipFile(wheel).namelist()
   assert "diffusion/config/__init__.py" in names and "configs/base.py" in names
   assert "diffusion/models/unet.py" in names and "diffusion/data/sources.py" in names
+  # packages.find ships a folder only with its __init__.py: the reproductions need theirs.
+  assert "diffusion/reproduce/registry.py" in names
+  assert "diffusion/reproduce/papers/ddim.py" in names
 
 
 def test_config_reference_is_current_and_lists_every_field():

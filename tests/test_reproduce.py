@@ -14,12 +14,12 @@ import pytest
 
 import diffusion
 
-from diffusion import config as C
 from diffusion import samplers
-from diffusion.evals import metrics as evaluation
+from diffusion.config import SamplingConfig, parse_config
+from diffusion.evals import metrics
 from diffusion.data import transforms
 from diffusion.reproduce import runner
-from diffusion.reproduce.baselines import BASELINES
+from diffusion.reproduce.registry import BASELINES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,9 +40,26 @@ def test_every_entry_is_complete():
     assert b.name == name and b.metrics and b.tiers
     for m in b.metrics:
       assert m.why and m.protocol and m.band[0] <= m.band[1]
-    assert b.experiment in runner.EXPERIMENTS
+    assert callable(b.experiment)
+    assert b.experiment.__module__.startswith(("diffusion.reproduce.papers.",
+                                               "diffusion.reproduce.generic"))
     if b.config:
       assert os.path.isfile(os.path.join(REPO, b.config)), b.config
+
+
+def test_every_papers_entry_is_in_the_registry_once():
+  """An entry written in a paper's module and left out of the registry's one list, or
+  listed twice (which the name -> entry dict would hide), fails here."""
+  import importlib  # pylint: disable=import-outside-toplevel
+  import pkgutil  # pylint: disable=import-outside-toplevel
+  from diffusion.reproduce import papers, registry  # pylint: disable=import-outside-toplevel
+  from diffusion.reproduce.schema import Baseline  # pylint: disable=import-outside-toplevel
+  written = []
+  for info in pkgutil.iter_modules(papers.__path__):
+    module = importlib.import_module(f"{papers.__name__}.{info.name}")
+    written += [v.name for v in vars(module).values() if isinstance(v, Baseline)]
+  assert len(written) == len(set(written)) == len(registry.ENTRIES) == len(BASELINES)
+  assert set(written) == set(BASELINES)
 
 
 def _check_result(workdir, name):
@@ -119,7 +136,7 @@ def test_ncsnv2_techniques_on_mnist(shared_data, tmp_path, monkeypatch):
   prepare_dataset("mnist", manual_dir=str(shared_data / "mnist"), data_dir=str(data_dir))
   b = BASELINES["ncsnv2_mnist_sigmas"]
   budget = b.tiers["cpu"]
-  out = runner.EXPERIMENTS[b.experiment](
+  out = b.experiment(
       b, type(budget)(dict(budget.overrides, **{"data.tfds_data_dir": str(data_dir)})),
       str(tmp_path), 0)
   assert abs(out.measured["sigma_1"] - 16.8758) < 1e-4
@@ -133,12 +150,12 @@ def test_ncsnv2_techniques_on_mnist(shared_data, tmp_path, monkeypatch):
 def digits_classifier(tmp_path_factory):
   os.environ["DIFFUSION_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
   from diffusion import families  # pylint: disable=import-outside-toplevel
-  from diffusion import evals as evaluators
+  from diffusion import evals  # pylint: disable=import-outside-toplevel
   from configs.ddpm import digits  # pylint: disable=import-outside-toplevel
   config = digits.get_config()
   config.eval.classifier_fid.num_samples = 297
   family = families.make_family(config)
-  ev = evaluators.make_evaluators(family, str(tmp_path_factory.mktemp("w")),
+  ev = evals.make_evaluators(family, str(tmp_path_factory.mktemp("w")),
                                   ["classifier_fid"])[0]
   ev._setup()  # pylint: disable=protected-access
   return ev
@@ -188,8 +205,8 @@ def test_classifier_frechet_distance_against_float64():
   root = v @ np.diag(np.sqrt(np.maximum(w, 0))) @ v.T
   tr = np.sum(np.sqrt(np.maximum(np.linalg.eigvalsh(root @ s2 @ root), 0)))
   want = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * tr
-  got = evaluation.frechet_distance(*evaluation.feature_statistics(a),
-                                    *evaluation.feature_statistics(b))
+  got = metrics.frechet_distance(*metrics.feature_statistics(a),
+                                 *metrics.feature_statistics(b))
   assert got == pytest.approx(want, rel=1e-8)
 
 
@@ -235,8 +252,8 @@ def test_respacing_is_float64_accurate():
 
 def test_kept_evaluations_are_reused_only_for_the_same_protocol(tmp_path):
   """A rerun reads a kept evaluation back; another sampler or step measures afresh."""
-  from diffusion.reproduce import experiments  # pylint: disable=import-outside-toplevel
-  config = experiments.load_config("configs/ddpm/quickstart.py")
+  from diffusion.reproduce import common  # pylint: disable=import-outside-toplevel
+  config = common.load_config_file("configs/ddpm/quickstart.py")
   calls = []
 
   def measure():
@@ -244,11 +261,11 @@ def test_kept_evaluations_are_reused_only_for_the_same_protocol(tmp_path):
     return {"eval/cfid": float(len(calls))}
 
   def once(cfg, step=100):
-    return experiments._measured_once(str(tmp_path), "q", cfg, step, 0, measure)
+    return common.measured_once(str(tmp_path), "q", cfg, step, 0, measure)
 
   assert once(config) == {"eval/cfid": 1.0}
   assert once(config) == {"eval/cfid": 1.0} and len(calls) == 1     # read back
-  ddim10 = experiments._with_sampling(config, num_steps=10)
+  ddim10 = common.with_sampling(config, num_steps=10)
   assert once(ddim10) == {"eval/cfid": 2.0}                          # another protocol
   assert once(config, step=200) == {"eval/cfid": 3.0}                # another checkpoint
   assert len(list(tmp_path.glob("q_*.json"))) == 3
@@ -294,7 +311,7 @@ def test_ncsn_networks_see_2x_minus_1_without_dropout():
   from configs.ncsn import cifar10, digits  # pylint: disable=import-outside-toplevel
   from diffusion import make_eps_fn  # pylint: disable=import-outside-toplevel
   for get in (cifar10.get_config, digits.get_config):
-    m = C.parse_config(get()).model
+    m = parse_config(get()).model
     assert m.rescale_inputs and m.dropout == 0.0
   seen = []
 
@@ -316,7 +333,7 @@ def test_samples_are_truncated_like_improved_diffusion_and_score_sde():
   np.testing.assert_array_equal(truncated, np.clip((x + 1) * 127.5, 0, 255).astype(np.uint8))
   rounded = transforms.to_uint8(x, centered=True, quantize="round")
   np.testing.assert_array_equal(rounded, np.floor(np.clip((x + 1) / 2, 0, 1) * 255 + 0.5))
-  assert C.SamplingConfig().quantize == "truncate"
+  assert SamplingConfig().quantize == "truncate"
 
 
 def test_ve_ancestral_variances_are_score_sde_predictors():
@@ -346,7 +363,7 @@ def test_dpm_configs_do_not_clip_gradients():
 
 
 def test_a_band_that_excludes_the_papers_value_says_why_in_the_readme_table():
-  from diffusion.reproduce.registry import Metric  # pylint: disable=import-outside-toplevel
+  from diffusion.reproduce.schema import Metric  # pylint: disable=import-outside-toplevel
   assert Metric("k", 2.35, (-2.69, -1.19), "w", "p").excludes_paper
   assert not Metric("k", -1.19, (-2.69, -1.19), "w", "p").excludes_paper   # bands are closed
   assert not Metric("k", "K ≤ log p", (0.0, 1.5), "w", "p").excludes_paper  # a phrase
@@ -364,13 +381,13 @@ def test_fig3_panels_name_the_seed_shown_and_the_mean_the_table_reports(tmp_path
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  from diffusion.reproduce import experiments  # pylint: disable=import-outside-toplevel
+  from diffusion.reproduce.papers import ncsn  # pylint: disable=import-outside-toplevel
   figures = []
   monkeypatch.setattr(plt, "close", figures.append)
   points = np.array([[5.0, 5.0]] * 3 + [[-5.0, -5.0]])          # 0.75 nearer (5, 5)
   shares = {"points": {"plain": points, "annealed": points}, "plain": 0.5, "plain_se": 0.01,
             "annealed": 0.774, "annealed_se": 0.008}
-  experiments._plot_langevin(str(tmp_path / "fig3.png"), shares, 10, "NCSN Fig. 3")
+  ncsn._plot_langevin(str(tmp_path / "fig3.png"), shares, 10, "NCSN Fig. 3")
   plain, annealed = (ax.get_title() for ax in figures[0].axes)
   assert annealed.endswith("seed 10 of 10: 0.750 at (5, 5); mean of 10 seeds 0.774 ± 0.008")
   assert plain.endswith("seed 10 of 10: 0.750 at (5, 5); mean of 10 seeds 0.500 ± 0.010")
@@ -413,7 +430,6 @@ def test_weights_protocols_are_valid_configs():
   """Every protocol's overrides apply to the release's config and validate (DDPM CIFAR-10)."""
   from configs.ddpm import cifar10  # pylint: disable=import-outside-toplevel
   from diffusion.config import checks  # pylint: disable=import-outside-toplevel
-  from diffusion.reproduce.baselines import BASELINES  # pylint: disable=import-outside-toplevel
   from diffusion.sweeps.grid import apply_overrides  # pylint: disable=import-outside-toplevel
   for name in ("ddpm_cifar10_weights", "ddim_cifar10_weights", "fast_samplers_cifar10_weights"):
     b = BASELINES[name]

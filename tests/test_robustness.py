@@ -1,5 +1,6 @@
 """Issue 24: nothing a user does by accident becomes a wrong result or a damaged run."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -68,7 +69,7 @@ def test_a_signal_taken_before_training_stops_it_after_one_call(tmp_path, monkey
 
 def _fake_experiment(monkeypatch, behaviour):
   b = runner.get("ncsn_fig3_learned")
-  monkeypatch.setitem(runner.EXPERIMENTS, b.experiment, behaviour)
+  monkeypatch.setitem(runner.BASELINES, b.name, dataclasses.replace(b, experiment=behaviour))
 
 
 @pytest.mark.parametrize("stop", ["training", "evaluation"])
@@ -87,7 +88,7 @@ def test_interrupted_reproduction_writes_no_result(tmp_path, monkeypatch, capsys
 
 
 def test_interrupt_outside_the_experiment_is_one_line(tmp_path, monkeypatch, capsys):
-  from diffusion.reproduce.experiments import Outcome
+  from diffusion.reproduce.schema import Outcome
   _fake_experiment(monkeypatch, lambda *args: Outcome({}))
 
   def interrupted():
