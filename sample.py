@@ -206,7 +206,7 @@ def effective_steps(cfg, family):
   levels = int(family.process.num_timesteps)
   n = int(cfg.sampling.num_steps)
   origin = "--steps" if _STEPS.value is not None else "config.sampling.num_steps"
-  steps = samplers.effective_steps(cfg.sampling, levels)
+  steps = samplers.effective_steps(cfg.sampling.num_steps, levels)
   phrase = (f"{steps} steps of {levels} levels ({origin}={n}"
             + (", 0 = every level" if n == 0 else "") + ")")
   if cfg.sampling.method == "annealed_langevin":

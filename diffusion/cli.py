@@ -19,6 +19,7 @@ from typing import List, Optional, Tuple
 
 from absl import app, flags
 
+from diffusion.config import files
 from diffusion.errors import ConfigError
 
 # Scripts at the repository's root that are commands (``python -m diffusion.<command>``
@@ -152,16 +153,10 @@ def check_config_file(argv) -> None:
   path = config_file(argv)
   if path is None:
     return
-  if not os.path.isfile(path):
-    fail(f"--config={path}: no such file; give a config file such as "
-         "configs/ddpm/digits.py.")
   try:
-    with open(path, encoding="utf-8") as f:
-      compile(f.read(), path, "exec")
-  except SyntaxError as e:
-    fail(f"--config={path}: syntax error at line {e.lineno}: {e.msg}.")
-  except (OSError, UnicodeDecodeError) as e:
-    fail(f"--config={path}: cannot be read ({e}).")
+    files.check_file(path, name=f"--config={path}")
+  except ConfigError as e:
+    fail(str(e))
 
 
 HELP_FLAGS = ("--help", "-help", "-?", "--helpshort", "--helpfull", "--helpxml")

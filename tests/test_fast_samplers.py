@@ -404,7 +404,8 @@ def test_ode_bpd_of_images_closed_form(processes):
 
 def test_ode_bpd_refuses_vae_and_toy():
   from diffusion.config import DiffusionRunConfig, VAERunConfig  # pylint: disable=import-outside-toplevel
-  from diffusion.evals.ode_bpd import check_applies  # pylint: disable=import-outside-toplevel
+  from diffusion.evals.ode_bpd import OdeBitsPerDim  # pylint: disable=import-outside-toplevel
+  check_applies = OdeBitsPerDim.check_applies
   with pytest.raises(ConfigError, match="ode_bpd.*diffusion family"):
     check_applies(VAERunConfig())
   toy = DiffusionRunConfig.parse(dict(data=dict(dataset="swiss_roll")))

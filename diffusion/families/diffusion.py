@@ -42,8 +42,8 @@ class DiffusionFamily:
         None if c.data.is_toy else data_range(c.data.centered))
 
   def init_params(self, key: jax.Array) -> Any:
-    """Initial parameters ({} for the parameter-free analytic model)."""
-    if self.config.model.name == "analytic":
+    """Initial parameters ({} for a parameter-free exact model)."""
+    if getattr(self.module, "is_exact", False):
       return {}
     x = jnp.zeros((1, *self.example_shape), jnp.float32)
     variables = self.module.init({"params": key, "dropout": key}, x, jnp.zeros((1,)),
@@ -92,40 +92,28 @@ class DiffusionFamily:
     sampler's chain (:func:`diffusion.samplers.run_plan`; the function then makes a few
     compiled calls, and the samples are the same); dpm_solver and ode report nothing.
     """
-    settings = settings or self.config.sampling
     shape = (int(num), *self.example_shape)
-    sampler = samplers.SAMPLERS[settings.method]
-    if hasattr(sampler, "make_plan"):
-      plan = samplers.make_plan(self.process, settings)
-      if on_progress is not None:
-        if out_sharding is not None:
-          raise ValueError("sample_fn: give on_progress or out_sharding, not both (a chain "
-                           "in segments is not sharded by its output).")
-        # Outside jit the parameters must be arguments of the segments (a Partial), not
-        # constants of a new closure, which would compile the chain again at every call.
-        return lambda params, key: samplers.run_plan(
-            plan, jax.tree_util.Partial(self._eps, params), shape, key, x0_range=self.x_range,
-            on_progress=on_progress)
+    sampler = samplers.Sampler(self.process,
+                               **builders.sampler_options(settings or self.config.sampling))
+    if on_progress is not None and sampler.plan is not None:
+      if out_sharding is not None:
+        raise ValueError("sample_fn: give on_progress or out_sharding, not both (a chain "
+                         "in segments is not sharded by its output).")
+      # Outside jit the parameters must be arguments of the segments (a Partial), not
+      # constants of a new closure, which would compile the chain again at every call.
+      return lambda params, key: sampler(jax.tree_util.Partial(self._eps, params), shape, key,
+                                         x0_range=self.x_range, on_progress=on_progress)
 
-      def sample(params, key):
-        return samplers.run_plan(plan, self.eps_fn(params), shape, key, x0_range=self.x_range)
-    else:
-      samplers.check_num_steps(settings, self.process.num_timesteps)
-
-      def sample(params, key):
-        return samplers.sample(self.eps_fn(params), self.process, shape, key, settings,
-                               x0_range=self.x_range)
+    def sample(params, key):
+      return sampler(self.eps_fn(params), shape, key, x0_range=self.x_range)
 
     return jax.jit(sample, out_shardings=out_sharding)
 
   def describe_sampling(self, settings=None) -> str:
-    """How ``sample_fn`` draws, for a log line: ``"ddim, 50 steps"`` (and, for annealed
-    Langevin, the steps at each level)."""
+    """How ``sample_fn`` draws, for a log line: ``"ddim, 50 steps"`` (and the sampler's
+    own words about its cost, e.g. annealed Langevin's steps at each level)."""
     s = settings or self.config.sampling
-    text = f"{s.method}, {samplers.effective_steps(s, self.process.num_timesteps)} steps"
-    if s.method == "annealed_langevin":
-      text += f", {s.n_steps_each} Langevin steps each"
-    return text
+    return samplers.describe(self.process.num_timesteps, **builders.sampler_options(s))
 
   def to_uint8(self, samples) -> Optional[np.ndarray]:
     """Samples as uint8 images (``sampling.quantize``), or None for toy points."""

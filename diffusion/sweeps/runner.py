@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import jax
 from jax.experimental import multihost_utils
 
+from diffusion import evals
 from diffusion.config import checks as config_check
 from diffusion.io import workdir as runs
 from diffusion.config import program_key
@@ -52,7 +53,7 @@ def prepare(config, config_file: str, spec: str,
   for name, point in zip(names, points):
     try:
       cfg = point_config(config, point, fixed)
-      config_check.validate(cfg)
+      evals.check_applies(config_check.validate(cfg))
     except ConfigError as e:
       raise ConfigError(f"sweep point {name}: {e}") from None
     out.append({"name": name, "overrides": point, "config": cfg})

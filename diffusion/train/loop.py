@@ -169,6 +169,7 @@ def fit(layout: "Layout", progress: bool = True) -> List[Union[dict, Exception]]
   """
   for m in layout.members:
     runs.check_workdir(m.workdir)
+    evaluators.check_applies(m.cfg)   # each declared evaluator's own rules, before any write
   data = layout.members[0].cfg.data
   source = make_source(data, split=data.split)  # missing data fails here, before any write
   with _claimed(layout):
