@@ -413,10 +413,9 @@ def test_base_config_sampling_section_is_valid():
 
 
 def test_public_sample_parses_then_runs_the_registry_sampler(vp):
-  """diffusion.sample (dict settings) equals samplers.sample (typed settings)."""
-  from diffusion.config import SamplingConfig  # pylint: disable=import-outside-toplevel
+  """diffusion.sample (dict settings) equals samplers.sample (plain keyword options)."""
   settings = dict(method="ddim", num_steps=10)
   key = jax.random.PRNGKey(0)
   a = diffusion.sample(gaussian_eps_fn(vp), vp, (4, D), key, settings)
-  b = samplers.sample(gaussian_eps_fn(vp), vp, (4, D), key, SamplingConfig.parse(settings))
+  b = samplers.sample(gaussian_eps_fn(vp), vp, (4, D), key, **settings)
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
