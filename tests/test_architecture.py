@@ -222,7 +222,8 @@ def test_options_read_by_several_plugins_must_agree():
   """The union refuses two declarations of one option that differ (e.g. a default)."""
   a = options.Option("steps", rule=options.NONNEGATIVE, default=0, kind=int)
   with pytest.raises(TypeError, match="'num_steps' is declared differently by 'x'.*'y'"):
-    options.union([("x", {"num_steps": a}), ("y", {"num_steps": dataclasses.replace(a, default=1)})])
+    options.union([("x", {"num_steps": a}),
+                   ("y", {"num_steps": dataclasses.replace(a, default=1)})])
   merged, readers = options.union([("x", {"num_steps": a}), ("y", {"num_steps": a})])
   assert merged == {"num_steps": a} and readers == {"num_steps": ("x", "y")}
   with pytest.raises(TypeError, match="keyword-only"):
@@ -273,7 +274,8 @@ def test_a_new_network_is_its_module_and_its_registry_line(monkeypatch):
     @nn.compact
     def __call__(self, x, cond=None, train=False):
       del cond, train
-      return jnp.zeros(x.shape[:-1] + (self.out_channels,)) * self.param("w", nn.initializers.ones, ())
+      w = self.param("w", nn.initializers.ones, ())
+      return jnp.zeros(x.shape[:-1] + (self.out_channels,)) * w
 
   def build(*, out_channels: int = 3):
     return Zero(out_channels)

@@ -49,7 +49,8 @@ class DiffusionConfig(Section):
   loss: str = field("mse", "mse (L_simple; DSM for VE), hybrid (mse + lambda*L_vlb), "
                     "kl (L_vlb)", choices=losses.DIFFUSION_LOSSES)
   var_type: str = field("fixedlarge", "reverse variance: fixedlarge, fixedsmall, "
-                        "learned_range (the model outputs 2C channels)", choices=processes.VAR_TYPES)
+                        "learned_range (the model outputs 2C channels)",
+                        choices=processes.VAR_TYPES)
   hybrid_lambda: float = field(0.001, "lambda of the hybrid loss (Improved DDPM)",
                                rule=NONNEGATIVE)
   loss_weighting: str = field("none", "per-t weight of the eps-MSE: none, snr, min_snr_5",
