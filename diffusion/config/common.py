@@ -96,18 +96,18 @@ class DataConfig(Section):
     info = catalog.dataset_info(self.dataset)
     if self.binarize != "none" and (self.centered or self.uniform_dequantization):
       fail("data.binarize", self.binarize, "binarized pixels are {0, 1}: set data.centered="
-            "False and data.uniform_dequantization=False")
+           "False and data.uniform_dequantization=False")
     k = len(self.mixture_weights)
     if k == 0 or sum(self.mixture_weights) <= 0:
       fail("data.mixture_weights", self.mixture_weights,
-            "give non-negative numbers with a positive sum")
+           "give non-negative numbers with a positive sum")
     dims = {len(m) for m in self.mixture_means}
     if len(self.mixture_means) != k or len(dims) != 1 or 0 in dims:
       fail("data.mixture_means", self.mixture_means,
-            f"give {k} means (one per weight) of one dimension D, as [K, D]")
+           f"give {k} means (one per weight) of one dimension D, as [K, D]")
     if len(self.mixture_stds) != k:
       fail("data.mixture_stds", self.mixture_stds,
-            f"give {k} positive numbers (one isotropic std per component)")
+           f"give {k} positive numbers (one isotropic std per component)")
     want = info.num_channels
     if info.kind == "image" and want is not None and self.num_channels != want:
       raise ConfigError(
@@ -144,14 +144,14 @@ class OptimConfig(Section):
       fail("optim.min_lr", self.min_lr, f"it must not exceed optim.lr={self.lr!r}")
     if self.lr_schedule != "constant" and self.decay_steps == 0:
       fail("optim.decay_steps", self.decay_steps,
-            f"optim.lr_schedule={self.lr_schedule!r} needs decay_steps > 0")
+           f"optim.lr_schedule={self.lr_schedule!r} needs decay_steps > 0")
     if self.lr_schedule == "constant" and self.decay_steps > 0:
       fail("optim.decay_steps", self.decay_steps,
-            "it has no effect with optim.lr_schedule='constant'; set optim.lr_schedule="
-            "'exponential' or 'cosine', or decay_steps=0")
+           "it has no effect with optim.lr_schedule='constant'; set optim.lr_schedule="
+           "'exponential' or 'cosine', or decay_steps=0")
     if self.weight_decay > 0 and self.optimizer != "adamw":
       fail("optim.weight_decay", self.weight_decay,
-            f"optim.optimizer={self.optimizer!r} has no weight decay; use 'adamw'")
+           f"optim.optimizer={self.optimizer!r} has no weight decay; use 'adamw'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,11 +184,11 @@ class TrainingConfig(Section):
     bad = [w for w in self.writers.split(",") if w.strip() not in WRITERS]
     if bad or not self.writers.strip():
       fail("training.writers", self.writers,
-            f"it must be a comma-separated list of {', '.join(WRITERS)}")
+           f"it must be a comma-separated list of {', '.join(WRITERS)}")
     k = self.steps_per_call
     for name in ("num_train_steps", "log_every", "checkpoint_every", "sample_every"):
       if getattr(self, name) % k:
         fail(f"training.{name}", getattr(self, name),
-              f"it must be a multiple of training.steps_per_call={k}: events happen between "
-              "compiled calls")
+             f"it must be a multiple of training.steps_per_call={k}: events happen between "
+             "compiled calls")
 

@@ -77,8 +77,8 @@ class DiffusionConfig(Section):
     allowed = schedules.BETA_SCHEDULES if vp else schedules.SIGMA_SCHEDULES
     if self.schedule not in allowed:
       fail("diffusion.schedule", self.schedule,
-            f"diffusion.variant={self.variant!r} ({'VP' if vp else 'VE'}) takes "
-            f"{', '.join(repr(s) for s in allowed)}")
+           f"diffusion.variant={self.variant!r} ({'VP' if vp else 'VE'}) takes "
+           f"{', '.join(repr(s) for s in allowed)}")
     if not vp and (self.loss != "mse" or self.var_type == "learned_range"):
       raise ConfigError(
           f"diffusion.loss={self.loss!r} / var_type={self.var_type!r} needs a VP process; "
@@ -92,10 +92,10 @@ class DiffusionConfig(Section):
                         "'learned_range'.")
     if vp and self.schedule in _BETA_RANGE_SCHEDULES and not self.beta_start < self.beta_end:
       fail("diffusion.beta_start", self.beta_start,
-            f"it must be below diffusion.beta_end={self.beta_end!r}")
+           f"it must be below diffusion.beta_end={self.beta_end!r}")
     if not self.sigma_min < self.sigma_max:
       fail("diffusion.sigma_min", self.sigma_min,
-            f"it must be below diffusion.sigma_max={self.sigma_max!r}")
+           f"it must be below diffusion.sigma_max={self.sigma_max!r}")
     # The schedule's own limits (e.g. betas outside (0, 1] for a short jsd).
     if vp:
       schedules.get_beta_schedule(self.schedule, self.num_timesteps, self.beta_start,

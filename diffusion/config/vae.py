@@ -34,7 +34,7 @@ class VAEConfig(Section):
   def check(self):
     if self.objective == "iwae" and self.kl_weight != 1.0:
       fail("vae.kl_weight", self.kl_weight, "the iwae objective has no KL weight; use "
-            "vae.objective='elbo' for a beta-VAE")
+           "vae.objective='elbo' for a beta-VAE")
 
 
 @dataclasses.dataclass(frozen=True)
