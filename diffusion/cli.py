@@ -19,7 +19,6 @@ from typing import List, Optional, Tuple
 
 from absl import app, flags
 
-from diffusion.config import files
 from diffusion.errors import ConfigError
 
 # Scripts at the repository's root that are commands (``python -m diffusion.<command>``
@@ -150,6 +149,8 @@ def config_file(argv) -> str | None:
 
 def check_config_file(argv) -> None:
   """A missing or broken ``--config`` file as one line (before config_flags runs it)."""
+  # Imported here: this module loads before JAX (preamble), the config package after it.
+  from diffusion.config import files  # pylint: disable=import-outside-toplevel
   path = config_file(argv)
   if path is None:
     return
