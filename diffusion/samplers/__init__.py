@@ -27,6 +27,8 @@ num_steps=18, ...)``; nothing here reads a config):
                  ``sampling.<name>`` fields it reads; defaults are the entry's own
   check(num_timesteps, options)   optional: its rules (ConfigError naming the field)
   describe(num_timesteps, options) optional: words about its cost after "N steps"
+  NAMED_BY       optional: the options that tell its samples apart in an output name
+                 (DDIM's ``eta``)
 
 :data:`SAMPLERS` is the one list of names (``sampling.method`` takes its keys); the
 config's sampling section is derived from the modules' ``OPTIONS`` (:func:`declared`).
@@ -47,9 +49,10 @@ from diffusion.samplers.ddim import ddim_coefficients
 from diffusion.samplers.langevin import langevin as langevin_dynamics
 from diffusion.samplers.timesteps import ddim_timesteps, space_timesteps
 
-__all__ = ["SAMPLERS", "Plan", "Sampler", "check", "ddim_coefficients", "ddim_timesteps",
-           "declared", "describe", "descriptions", "effective_steps", "langevin_dynamics",
-           "make_plan", "option_names", "run_plan", "sample", "space_timesteps", "split_fn"]
+__all__ = ["SAMPLERS", "Plan", "Sampler", "check", "cost_note", "ddim_coefficients",
+           "ddim_timesteps", "declared", "describe", "descriptions", "effective_steps",
+           "langevin_dynamics", "make_plan", "named_options", "option_names", "reads",
+           "run_plan", "sample", "space_timesteps", "split_fn"]
 
 # Plain dict, sampling.method -> the module that implements it (written out here only).
 SAMPLERS: Dict[str, ModuleType] = {
@@ -119,13 +122,26 @@ def effective_steps(num_steps: int, num_timesteps: int) -> int:
   return n if 0 < n <= levels else levels
 
 
+def cost_note(num_timesteps: int, method: str, **options) -> str:
+  """The sampler's own words about its cost beyond its steps ("100 Langevin steps each"
+  for annealed Langevin), or ""."""
+  own = getattr(SAMPLERS[method], "describe", None)
+  return "" if own is None else own(num_timesteps, _with_defaults(method, options))
+
+
 def describe(num_timesteps: int, method: str, **options) -> str:
   """How a sampler draws, for a log line: ``"ddim, 50 steps"``, and the sampler's own
   words about its cost (annealed Langevin: the steps at each level)."""
+  steps = effective_steps(_with_defaults(method, options)["num_steps"], num_timesteps)
+  note = cost_note(num_timesteps, method, **options)
+  return f"{method}, {steps} steps" + (f", {note}" if note else "")
+
+
+def named_options(method: str, **options) -> Dict:
+  """{option: value} of the options that tell this sampler's samples apart in an output
+  folder's name and its meta.json (DDIM: ``eta``); {} for most samplers."""
   full = _with_defaults(method, options)
-  text = f"{method}, {effective_steps(full['num_steps'], num_timesteps)} steps"
-  own = getattr(SAMPLERS[method], "describe", None)
-  return text + (f", {own(num_timesteps, full)}" if own is not None else "")
+  return {k: full[k] for k in getattr(SAMPLERS[method], "NAMED_BY", ())}
 
 
 def descriptions() -> Dict[str, str]:

@@ -19,6 +19,7 @@ from diffusion.samplers.chain import CLIP_X0, NUM_STEPS, Plan, f32, levels
 from diffusion.samplers.timesteps import ddim_timesteps
 
 DESCRIPTION = "DDIM (Song et al. 2020) with eta, on a uniform or quadratic sub-sequence"
+NAMED_BY = ("eta",)   # samples of another eta are other samples (sample.py's folder name)
 SKIP_TYPES = ("uniform", "quad")
 
 
