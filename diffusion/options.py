@@ -43,7 +43,8 @@ _NO_DEFAULT = object()
 class Option:
   """One keyword option: a one-line ``doc``, allowed ``choices`` or a range ``rule``
   (on each item of a tuple), its ``default`` and its ``kind`` (bool, int, float, str,
-  or a ``Tuple[...]`` type; when left out, the type of the default).
+  or a ``Tuple[...]`` type). :func:`declare` fills in the default and the kind from the
+  entry function's signature (its annotation, else the default's type).
 
   ``choices`` may be a mapping (its keys are the choices, looked up when a value is
   checked, so a registry dict stays the one list).

@@ -233,6 +233,10 @@ def option_fields(options: Mapping[str, Option], docs: Optional[Mapping[str, str
   ``dataclasses.make_dataclass``; ``docs`` may replace an option's doc (e.g. prefixed
   with the plug-ins that read it)."""
   docs = docs or {}
+  undeclared = [name for name, o in options.items() if not o.has_default or o.kind is None]
+  if undeclared:
+    raise TypeError(f"options {undeclared} have no default or type: give them through "
+                    "options.declare(entry, ...).")
   return [(name, o.kind, field(o.default, docs.get(name, o.doc), choices=o.choices,
                                rule=o.rule))
           for name, o in options.items()]
