@@ -11,6 +11,7 @@ TensorFlow in a subprocess (``tests/fixtures/make_ddpm_tf_fixture.py``).
 import collections
 import io
 import glob
+import importlib
 import json
 import os
 import pickle
@@ -115,7 +116,7 @@ def test_256px_configs_build_the_released_114m_unet(name):
   cfg = config_check.validate(config)
   abstract = families.make_family(cfg).abstract_params()   # jax.eval_shape: no allocation
   assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract)) == 113_673_219
-  doc = sys.modules[f"configs.ddpm.{name}"].__doc__
+  doc = importlib.import_module(f"configs.ddpm.{name}").__doc__   # the file loaded above
   assert "113,673,219 parameters" in doc
   assert (cfg.model.ch, cfg.model.ch_mult, cfg.model.attn_resolutions, cfg.model.dropout,
           cfg.training.ema_decay, cfg.optim.lr, cfg.training.batch_size, cfg.data.image_size,
