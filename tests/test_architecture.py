@@ -61,6 +61,12 @@ def test_the_maths_imports_no_config_and_nothing_above_it(floor):
   assert not {k: v for k, v in bad.items() if v}
 
 
+def test_the_option_vocabulary_is_on_the_lowest_floor():
+  """diffusion/options.py (how plug-ins declare options) imports no project module, so
+  samplers/ and models/ can use it without importing the config package above them."""
+  assert _imports(PACKAGE / "options.py") == set()
+
+
 def test_config_and_io_use_nothing_above_them():
   above = ("diffusion.train", "diffusion.evals", "diffusion.families", "diffusion.sweeps",
            "diffusion.reproduce", "diffusion.api")
