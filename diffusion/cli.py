@@ -163,19 +163,15 @@ def config_file(argv) -> str | None:
 
 def check_config_file(argv) -> None:
   """A missing or broken ``--config`` file as one line (before config_flags runs it)."""
+  # Imported here: this module loads before JAX (preamble), the config package after it.
+  from diffusion.config import files  # pylint: disable=import-outside-toplevel
   path = config_file(argv)
   if path is None:
     return
-  if not os.path.isfile(path):
-    fail(f"--config={path}: no such file; give a config file such as "
-         "configs/ddpm/digits.py.")
   try:
-    with open(path, encoding="utf-8") as f:
-      compile(f.read(), path, "exec")
-  except SyntaxError as e:
-    fail(f"--config={path}: syntax error at line {e.lineno}: {e.msg}.")
-  except (OSError, UnicodeDecodeError) as e:
-    fail(f"--config={path}: cannot be read ({e}).")
+    files.check_file(path, name=f"--config={path}")
+  except ConfigError as e:
+    fail(str(e))
 
 
 HELP_FLAGS = ("--help", "-help", "-?", "--helpshort", "--helpfull", "--helpxml")

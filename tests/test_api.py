@@ -48,6 +48,9 @@ def test_readme_python_api_walkthrough():
   samples = diffusion.sample(eps_fn, process, (3, 8, 8, 1), jax.random.PRNGKey(2),
                              config.sampling)
   assert samples.shape == (3, 8, 8, 1) and bool(jnp.all(jnp.isfinite(samples)))
+  direct = diffusion.samplers.sample(eps_fn, process, (3, 8, 8, 1), jax.random.PRNGKey(2),
+                                     method="ddim", num_steps=5)   # no config object
+  np.testing.assert_array_equal(np.asarray(direct), np.asarray(samples))
 
 
 def test_plain_dict_configs_are_accepted():

@@ -2,6 +2,9 @@
 README's lists, and plug-ins that need no edit outside their own module."""
 
 import ast
+import dataclasses
+import importlib
+import inspect
 import pathlib
 import re
 import types
@@ -12,10 +15,10 @@ import numpy as np
 import pytest
 
 import diffusion
-from diffusion import evals, samplers
-from diffusion.config import SamplingConfig, parse_config
+import diffusion.config.evals
+from diffusion import evals, families, models, options, samplers
+from diffusion.config import ModelConfig, SamplingConfig, parse_config
 from diffusion.config import checks
-from diffusion.families import builders
 from diffusion import config as C
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -56,6 +59,12 @@ def test_the_maths_imports_no_config_and_nothing_above_it(floor):
   bad = {name: sorted(i for i in _imports(path) if i.startswith(above))
          for name, path in MODULES.items() if name.startswith(floor)}
   assert not {k: v for k, v in bad.items() if v}
+
+
+def test_the_option_vocabulary_is_on_the_lowest_floor():
+  """diffusion/options.py (how plug-ins declare options) imports no project module, so
+  samplers/ and models/ can use it without importing the config package above them."""
+  assert _imports(PACKAGE / "options.py") == set()
 
 
 def test_config_and_io_use_nothing_above_them():
@@ -140,20 +149,91 @@ def _table_names(header: str):
   return names
 
 
+def _field(cls, name):
+  return next(f for f in dataclasses.fields(cls) if f.name == name)
+
+
 def test_sampler_names_come_from_the_registry_and_match_the_readme():
-  assert set(C.SAMPLERS) == set(samplers.SAMPLERS)
+  assert _field(SamplingConfig, "method").metadata["choices"] is samplers.SAMPLERS
   assert sorted(_table_names("| `sampling.method`")) == sorted(samplers.SAMPLERS)
 
 
-def test_evaluator_names_match_the_config_sections_and_the_readme():
+def test_evaluator_names_are_one_table_each_name_a_module_with_its_class():
+  """config/evals.py's table is the one list: the family sections, the evaluator classes
+  and the README's table are derived from it or equal it; each name is a module
+  diffusion/evals/<name>.py whose EVALUATOR is an Evaluator of that name."""
+  table = diffusion.config.evals.EVALUATORS
   sections = set(C.DiffusionEvalConfig.field_docs()) | set(C.VAEEvalConfig.field_docs())
-  names = {path.split(".")[1] for path in sections}
-  assert names == set(evals.EVALUATORS)
-  assert sorted(_table_names("| `config.eval` section")) == sorted(evals.EVALUATORS)
+  assert {path.split(".")[1] for path in sections} == set(table) == set(evals.EVALUATORS)
+  for name, (section, families_) in table.items():
+    assert (PACKAGE / "evals" / f"{name}.py").is_file(), name
+    cls = importlib.import_module(f"diffusion.evals.{name}").EVALUATOR
+    assert issubclass(cls, evals.base.Evaluator) and cls.name == name
+    assert section.PATH == f"eval.{name}"
+    for run_cls in C.RUN_CONFIGS.values():
+      assert (name in {f.name for f in dataclasses.fields(run_cls().eval)}) == \
+          (run_cls().family in families_)
+  assert sorted(_table_names("| `config.eval` section")) == sorted(table)
 
 
-def test_network_names_are_the_builders():
-  assert tuple(builders.NETWORKS) == C.NETWORKS
+def _first_cell_names(header: str):
+  """Every backticked name in the first cell of each row of the README table ``header``."""
+  lines = README.splitlines()
+  start = next(i for i, line in enumerate(lines) if line.startswith(header))
+  names = []
+  for line in lines[start + 2:]:
+    if not line.startswith("|"):
+      break
+    names += re.findall(r"`([a-z_0-9]+)`", line.split("|")[1])
+  return names
+
+
+def test_network_names_come_from_the_registry_and_match_the_readme():
+  assert _field(ModelConfig, "name").metadata["choices"] is models.NETWORKS
+  assert sorted(_first_cell_names("| `model.name`")) == sorted(models.NETWORKS)
+
+
+def test_family_names_are_the_run_configs_and_their_families():
+  """Families are keyed by their whole-config class; the names come from those classes."""
+  assert set(families.FAMILIES) == set(C.RUN_CONFIGS.values())
+  for name, run_cls in C.RUN_CONFIGS.items():
+    assert run_cls().family == name and C.parse_config({"family": name}).family == name
+
+
+def test_plugin_options_are_declared_once_and_make_the_config_sections():
+  """Each sampler and network declares the options its entry function takes (defaults from
+  the signature: one source); options several read are declared equal; the sampling and
+  model sections are those options plus their common fields, with the same defaults."""
+  merged, readers = samplers.declared()
+  for name, module in samplers.SAMPLERS.items():
+    entry = getattr(module, "make_plan", None) or module.sample
+    assert module.DESCRIPTION and "\n" not in module.DESCRIPTION, name
+    assert options.keyword_defaults(entry) == {k: o.default for k, o in module.OPTIONS.items()}
+    for key, option in module.OPTIONS.items():
+      assert merged[key] == option and name in readers[key], (name, key)
+  fields = {f.name: f.default for f in dataclasses.fields(SamplingConfig)}
+  assert fields == {**{k: o.default for k, o in merged.items()},
+                    "quantize": "truncate", "batch_size": 256}
+  net_options, _ = options.union((n, net.options) for n, net in models.NETWORKS.items())
+  for name, network in models.NETWORKS.items():
+    assert network.description and set(network.context) <= set(models.network.CONTEXT)
+    assert options.keyword_defaults(network.build) == {
+        k: o.default for k, o in network.options.items()}, name
+  fields = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+  assert {k: fields[k] for k in net_options} == {k: o.default for k, o in net_options.items()}
+  assert set(fields) == {"name", "cond", "scale_by_sigma", "rescale_inputs"} | set(net_options)
+
+
+def test_options_read_by_several_plugins_must_agree():
+  """The union refuses two declarations of one option that differ (e.g. a default)."""
+  a = options.Option("steps", rule=options.NONNEGATIVE, default=0, kind=int)
+  with pytest.raises(TypeError, match="'num_steps' is declared differently by 'x'.*'y'"):
+    options.union([("x", {"num_steps": a}),
+                   ("y", {"num_steps": dataclasses.replace(a, default=1)})])
+  merged, readers = options.union([("x", {"num_steps": a}), ("y", {"num_steps": a})])
+  assert merged == {"num_steps": a} and readers == {"num_steps": ("x", "y")}
+  with pytest.raises(TypeError, match="keyword-only"):
+    options.declare(lambda process, *, eta=0.0: None, num_steps=a)
 
 
 def test_a_new_sampler_is_one_module(monkeypatch):
@@ -161,12 +241,12 @@ def test_a_new_sampler_is_one_module(monkeypatch):
   through the config, the public API and a family's sample_fn with no other edit."""
   from diffusion.samplers.chain import Plan, f32, levels  # the names a sampler module uses
 
-  def make_plan(process, settings):
+  def make_plan(process):
     _, std = process.host_marginal()
     order = np.arange(process.num_timesteps)[::-1]
     nxt = np.append(std[order][1:], 0.0)
     return Plan(dict(model_t=jnp.asarray(order.astype(np.int32)),
-                     dsigma=f32(nxt - std[order])), process, settings, step)
+                     dsigma=f32(nxt - std[order])), process, step)
 
   def step(eps_fn, plan, x0_range, x, row, z):
     del x0_range, z
@@ -174,6 +254,7 @@ def test_a_new_sampler_is_one_module(monkeypatch):
 
   toy = types.ModuleType("toy_euler")
   toy.make_plan, toy.step = make_plan, step
+  toy.OPTIONS, toy.DESCRIPTION = options.declare(make_plan), "Euler on the ε-ODE"
   monkeypatch.setitem(samplers.SAMPLERS, "toy_euler", toy)
   config = parse_config({"diffusion": {"variant": "ncsn", "num_timesteps": 50, "sigma_max": 5.0},
                          "data": {"dataset": "mixture", "mixture_weights": (1.0,),
@@ -184,6 +265,38 @@ def test_a_new_sampler_is_one_module(monkeypatch):
   x = family.sample_fn(2000)({}, jax.random.PRNGKey(0))
   # The exact ε of N(0, I) data: Euler on the ODE maps N(0, (1 + σ_max²) I) to about N(0, I).
   assert abs(float(jnp.std(x)) - 1.0) < 0.1
+  assert samplers.descriptions()["toy_euler"] == "Euler on the ε-ODE"
+
+
+def test_a_new_network_is_its_module_and_its_registry_line(monkeypatch):
+  """A throw-away network (a zero ε: the data's prior as the model) declared as a
+  ``Network``, registered in the one dict, trains' init and samples through the family
+  with no other edit; its option comes from the config section's shared ``out_channels``."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+
+  class Zero(nn.Module):
+    out_channels: int
+
+    @nn.compact
+    def __call__(self, x, cond=None, train=False):
+      del cond, train
+      w = self.param("w", nn.initializers.ones, ())
+      return jnp.zeros(x.shape[:-1] + (self.out_channels,)) * w
+
+  def build(*, out_channels: int = 3):
+    return Zero(out_channels)
+
+  network = models.Network("zero eps", build,
+                           options.declare(build, out_channels=models.network.OUT_CHANNELS))
+  monkeypatch.setitem(models.NETWORKS, "zero_eps", network)
+  family = diffusion.make_family({"data": {"dataset": "swiss_roll", "num_channels": 2},
+                                  "model": {"name": "zero_eps", "out_channels": 2},
+                                  "diffusion": {"num_timesteps": 20},
+                                  "sampling": {"method": "ddim"}})
+  params = family.init_params(jax.random.PRNGKey(0))
+  assert jax.tree.leaves(params)[0].shape == ()
+  x = family.sample_fn(8)(params, jax.random.PRNGKey(1))
+  assert x.shape == (8, 2) and bool(jnp.all(jnp.isfinite(x)))
 
 
 def test_a_new_evaluator_is_reached_only_through_the_interface(monkeypatch, tmp_path):
@@ -209,6 +322,92 @@ def test_a_new_evaluator_is_reached_only_through_the_interface(monkeypatch, tmp_
   (ev,) = evals.make_evaluators(family, str(tmp_path), ["bpd"])
   assert ev.run({}, 7) == {"eval/probe": 1.5} and calls == [7]
   assert ev.summary().startswith("bpd:") and "eval/probe" in evals.maximised_metrics()
+
+
+def _plugin_owners():
+  """{plug-in name: the files that are its own}: a sampler's module, a network's module,
+  diffusion/evals/<name>.py, a family's module and its config sections' module."""
+  def rel(obj):
+    return pathlib.Path(inspect.getfile(obj)).resolve().relative_to(REPO).as_posix()
+  owners = {name: {rel(module)} for name, module in samplers.SAMPLERS.items()}
+  owners.update({name: {rel(net.build)} for name, net in models.NETWORKS.items()})
+  owners.update({name: {rel(cls)} for name, cls in models.VAE_NETWORKS.items()})
+  owners.update({name: {f"diffusion/evals/{name}.py"}
+                 for name in diffusion.config.evals.EVALUATORS})
+  for run_cls, family_cls in families.FAMILIES.items():
+    owners[run_cls().family] = {rel(run_cls), rel(family_cls)}
+  return owners
+
+
+# The one dict of each kind of plug-in: its lines may name them all.
+REGISTRIES = {"diffusion/samplers/__init__.py": {"SAMPLERS"},
+              "diffusion/models/__init__.py": {"NETWORKS", "VAE_NETWORKS"},
+              "diffusion/config/evals.py": {"EVALUATORS"}}
+# Generic code: the package and the two commands. Left out: diffusion/reproduce/ (each
+# paper's entries name the sampler, network and evaluator the paper used), diffusion/
+# pretrained/ (each weight reader converts one named network), and config/presets.py
+# (the papers' choices as plain data, like configs/).
+LEFT_OUT = ("diffusion/reproduce/", "diffusion/pretrained/", "diffusion/config/presets.py")
+# A plug-in's spelling used for another thing, where that thing lives.
+HOMONYMS = {
+    ("diffusion/samplers/timesteps.py", "ddim"): "improved-diffusion's 'ddimN' respacing",
+    ("diffusion/config/vae.py", "elbo"): "the VAE objective vae.objective='elbo'",
+    ("diffusion/families/vae.py", "elbo"): "the VAE objective and its elbo metric",
+    ("diffusion/evals/metrics.py", "bpd"): "the result key of bits/dim (eval/bpd)",
+    ("diffusion/evals/metrics.py", "fid"): "the result key of FID (eval/fid)",
+    ("diffusion/evals/ode_bpd.py", "bpd"): "its result's bits/dim key",
+}
+def _plugin_literals(root: pathlib.Path):
+  """(file, line, name) of every string literal that is exactly a plug-in's name, in the
+  generic code under ``root``, outside the plug-in's own files and its registry line
+  (docstrings are prose and not counted)."""
+  owners = _plugin_owners()
+  files_ = sorted(p for p in (root / "diffusion").rglob("*.py"))
+  files_ += [root / "train.py", root / "sample.py"]
+  found = []
+  for path in files_:
+    name = path.relative_to(root).as_posix()
+    if name.startswith(LEFT_OUT):
+      continue
+    tree = ast.parse(path.read_text())
+    skip = set()
+    for node in ast.walk(tree):
+      body = getattr(node, "body", None)
+      if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and \
+          isinstance(body[0].value, ast.Constant):
+        skip.add(id(body[0].value))                                     # a docstring
+      targets = (node.targets if isinstance(node, ast.Assign) else
+                 [node.target] if isinstance(node, ast.AnnAssign) else [])
+      if any(getattr(t, "id", None) in REGISTRIES.get(name, ()) for t in targets):
+        skip.update(id(n) for n in ast.walk(node.value))                # a registry line
+    for node in ast.walk(tree):
+      if (isinstance(node, ast.Constant) and isinstance(node.value, str) and
+          node.value in owners and id(node) not in skip and
+          name not in owners[node.value] and (name, node.value) not in HOMONYMS):
+        found.append((name, node.lineno, node.value))
+  return found
+
+
+def test_no_plugin_name_outside_its_own_module_and_registry():
+  """The generic code asks a plug-in (or the family) instead of naming it: no sampler,
+  evaluator, family or network name as a string literal outside the plug-in's own
+  files, its registry line, and the left-out folders above (configs/ and the README
+  are not code). On the main before this rule there were 99 such literals in 12 files (e.g.
+  families/diffusion.py 'annealed_langevin', train/loop.py 'analytic', sample.py
+  'ddim')."""
+  assert not _plugin_literals(REPO)
+
+
+def test_the_plugin_name_rule_sees_a_name_in_generic_code(tmp_path):
+  """The rule finds a family or sampler branch written in generic code, and not the same
+  words in a docstring."""
+  (tmp_path / "diffusion" / "train").mkdir(parents=True)
+  (tmp_path / "train.py").write_text("")
+  (tmp_path / "sample.py").write_text('"""ddim"""\nif method == "ddim":\n  pass\n')
+  (tmp_path / "diffusion" / "train" / "loop.py").write_text(
+      'def f(cfg):\n  """analytic"""\n  return cfg.family == "vae"\n')
+  assert sorted(_plugin_literals(tmp_path)) == [("diffusion/train/loop.py", 3, "vae"),
+                                                ("sample.py", 2, "ddim")]
 
 
 def test_the_config_is_validated_once_at_the_entry_point():

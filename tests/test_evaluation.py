@@ -585,6 +585,32 @@ def test_bpd_learned_variance_and_errors(tiny_bpd):
 
 
 
+def test_an_evaluator_that_does_not_apply_fails_before_anything_is_written(tmp_path,
+                                                                          monkeypatch):
+  """Each evaluator owns its rule (bits/dim needs 8-bit images on a VP process, FID
+  images): a run that enables one where it does not apply fails in one line before the
+  loop reads data or creates its workdir, as when config validation held these rules."""
+  from diffusion import evals  # pylint: disable=import-outside-toplevel
+  from diffusion.train import loop  # pylint: disable=import-outside-toplevel
+  from tests.test_training import toy_config  # pylint: disable=import-outside-toplevel
+
+  def no_data(*args, **kwargs):
+    raise AssertionError("the data were opened before the evaluators' rules were checked")
+  monkeypatch.setattr(loop, "make_source", no_data)
+  cases = [("bpd", {"every": 8}, r"bits/dim \(eval.bpd, --bpd\) scores 8-bit images"),
+           ("fid", {"every": 8, "inception_weights": str(tmp_path / "w.npz")},
+            r"FID \(eval.fid, --fid\) needs image data")]
+  for name, section, message in cases:
+    config = toy_config()
+    config.eval[name].update(section)
+    with pytest.raises(ConfigError, match=message) as info:
+      diffusion.train(config, str(tmp_path / "run"), progress=False)
+    assert "\n" not in str(info.value) and not (tmp_path / "run").exists()
+  ve = diffusion.make_family({"diffusion": {"variant": "ncsn"}}).config
+  with pytest.raises(ConfigError, match="applies to VP variants"):
+    evals.check_applies(ve, ["bpd"])
+
+
 def test_fit_temperature_recovers_the_overconfidence_of_logits():
   """Labels drawn from softmax(z); a model that reports 3z is overconfident by T = 3.
   Temperature scaling (Guo et al. 2017) must find T ≈ 3 (20,000 draws: MC error ~2%)."""

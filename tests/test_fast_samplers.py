@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 import diffusion
+from diffusion import options
 from diffusion import samplers
 from diffusion.config import SamplingConfig
 from diffusion.errors import ConfigError
@@ -52,8 +53,10 @@ def exact_eps(process, mix=MIX):
   return eps_fn
 
 
-def settings(**kw):
-  return SamplingConfig.parse(kw)
+def sampler_options(method, **kw):
+  """The keyword options of sampler ``method``: the config's defaults with ``kw``."""
+  typed = SamplingConfig.parse(dict(kw, method=method))
+  return {k: getattr(typed, k) for k in samplers.SAMPLERS[method].OPTIONS}
 
 
 # ---- samples against the mixture ------------------------------------------------
@@ -119,7 +122,7 @@ def test_ode_log_likelihood_single_gaussian(processes, kind):
   mu, s = np.array([0.3, -0.5, 1.0]), np.array([0.5, 0.8, 0.3])
   x = np.random.default_rng(0).normal(mu, s, (16, 3)) * p.host_marginal()[0][0]
   ll, nfe = ode.log_likelihood(exact_eps(p, AnalyticMixture.gaussian(mu, s)), p, x,
-                               jax.random.PRNGKey(0), settings(method="ode"), "rademacher")
+                               jax.random.PRNGKey(0), "rademacher")
   ode_ll, true_ll = _gaussian_ode_reference(p, x, mu, np.diag(s ** 2))
   assert np.max(np.abs(np.asarray(ll) - ode_ll)) < 2e-3
   # What separates the ODE's value from the true density is only the prior mismatch,
@@ -147,8 +150,7 @@ def test_ode_log_likelihood_gaussian_probes_unbiased(processes):
                         covs=(((0.5, 0.3), (0.3, 0.4)),))
   x0 = np.array([0.4, 0.1], np.float64)
   x = np.repeat(x0[None], 64, axis=0)
-  ll, _ = ode.log_likelihood(exact_eps(p, mix), p, x, jax.random.PRNGKey(1),
-                             settings(method="ode"), "gaussian")
+  ll, _ = ode.log_likelihood(exact_eps(p, mix), p, x, jax.random.PRNGKey(1), "gaussian")
   ll = np.asarray(ll, np.float64)
   ode_ll, _ = _gaussian_ode_reference(p, x[:1], mu, cov)
   assert ll.std() > 1e-3  # the probes do vary
@@ -165,9 +167,9 @@ def test_ode_encode_decode_roundtrip(processes, kind):
   rng = np.random.default_rng(1)
   comp = rng.random(64) < W[1]
   x = (MU[comp.astype(int)] + SD[comp.astype(int)] * rng.normal(size=(64, 2))).astype(np.float32)
-  s = settings(method="ode", rtol=1e-7, atol=1e-7)
-  z, nfe_up = ode.encode(exact_eps(p), p, x, s)
-  back, nfe_down = ode.decode(exact_eps(p), p, z, s)
+  s = dict(rtol=1e-7, atol=1e-7)
+  z, nfe_up = ode.encode(exact_eps(p), p, x, **s)
+  back, nfe_down = ode.decode(exact_eps(p), p, z, **s)
   assert np.max(np.abs(np.asarray(back) - x)) < 1e-3
   assert nfe_up > 0 and nfe_down > 0
   prior_std = 1.0 if kind == "vp" else 50.0          # z is at the top level, not x again
@@ -183,8 +185,7 @@ def test_ode_reports_true_nfe(processes):
     jax.debug.callback(lambda: calls.append(1))
     return base(x, t)
 
-  _, nfe = ode.sample_with_nfe(counting, p, (8, 2), jax.random.PRNGKey(0),
-                               settings(method="ode"))
+  _, nfe = ode.sample_with_nfe(counting, p, (8, 2), jax.random.PRNGKey(0))
   jax.effects_barrier()
   assert nfe == len(calls)
 
@@ -200,8 +201,8 @@ def _nearest(table, v):
 @pytest.mark.parametrize("churn", [0.0, 40.0])
 def test_heun_coefficients_edm(processes, kind, churn):
   p = processes[kind]
-  st = settings(method="heun", num_steps=12, s_churn=churn, s_tmin=0.05, s_tmax=50.0)
-  c = heun.heun_coefficients(p, st)
+  st = sampler_options("heun", num_steps=12, s_churn=churn, s_tmin=0.05, s_tmax=50.0)
+  c = heun.heun_coefficients(p, **st)
   scale, std = p.host_marginal()
   sig = std / scale                                   # EDM VP: √(1/ᾱ − 1); VE: σ
   n, rho = 12, 7.0
@@ -217,7 +218,7 @@ def test_heun_coefficients_edm(processes, kind, churn):
     np.testing.assert_allclose(c["noise"][i], math.sqrt(sig[j_hat] ** 2 - s_i ** 2), rtol=1e-9,
                                atol=1e-12)
   assert c["sigma_next"][-1] == 0 and c["second"][-1] == 0 and c["second"][:-1].all()
-  plan = heun.make_plan(p, st)                        # float32 rows of the float64 table
+  plan = heun.make_plan(p, **st)                      # float32 rows of the float64 table
   np.testing.assert_allclose(np.asarray(plan.rows["sigma_hat"]), c["sigma_hat"], rtol=1e-6)
 
 
@@ -257,8 +258,8 @@ def test_dpm_solver_coefficients(processes, steps):
 @pytest.mark.parametrize("predictor", ["reverse_diffusion", "euler_maruyama"])
 def test_pc_rows_score_sde(processes, kind, predictor):
   p = processes[kind]
-  st = settings(method="pc", num_steps=50, predictor=predictor, n_corrector=2)
-  r = pc.pc_rows(p, st)
+  st = dict(num_steps=50, predictor=predictor, n_corrector=2)
+  r = pc.pc_rows(p, **st)
   kept = samplers.space_timesteps(1000, "50")
   scale, std = p.host_marginal()
   a2 = scale[kept] ** 2
@@ -366,12 +367,35 @@ def test_registry_sample(processes, method):
   assert out.shape == (16, 2) and np.all(np.isfinite(np.asarray(out)))
 
 
-def test_config_names_equal_registry():
-  from diffusion import config as C  # pylint: disable=import-outside-toplevel
-  assert tuple(C.SAMPLERS) == tuple(samplers.SAMPLERS)
-  assert set(NEW) <= set(C.SAMPLERS)
+def test_the_new_samplers_are_registered_and_keep_their_rules():
+  assert set(NEW) <= set(samplers.SAMPLERS)
   with pytest.raises(ConfigError, match="num_steps"):
-    samplers.check_num_steps(settings(method="ode", num_steps=10), 1000)
+    samplers.check(1000, method="ode", num_steps=10)
+  with pytest.raises(ConfigError, match="sampling.num_steps=1 is not valid for heun"):
+    samplers.check(1000, method="heun", num_steps=1)
+  with pytest.raises(ConfigError, match="needs diffusion.num_timesteps >= 2"):
+    samplers.check(1, method="dpm_solver")
+
+
+def test_ode_functions_state_the_declared_defaults():
+  """ode.py's helpers repeat the solver defaults of its entry point: they must agree."""
+  declared = {k: o.default for k, o in ode.OPTIONS.items()}
+  for fn in (ode.encode, ode.decode, ode.sample_with_nfe, ode.log_likelihood):
+    given = options.keyword_defaults(fn)
+    assert given == {k: declared[k] for k in given}, fn.__name__
+
+
+def test_ode_and_dpm_solver_through_a_family_sample_fn():
+  """The samplers that run their own loop draw inside the family's jitted sample_fn
+  (the ODE's step count stays a traced value there)."""
+  for method in ("ode", "dpm_solver"):
+    family = diffusion.make_family({
+        "diffusion": {"variant": "ncsn", "num_timesteps": 20, "sigma_max": 5.0},
+        "data": {"dataset": "mixture", "mixture_weights": (1.0,),
+                 "mixture_means": ((0.0, 0.0),), "mixture_stds": (1.0,)},
+        "model": {"name": "analytic"}, "sampling": {"method": method}})
+    x = family.sample_fn(256)({}, jax.random.PRNGKey(0))
+    assert x.shape == (256, 2) and abs(float(jnp.std(x)) - 1.0) < 0.15, method
 
 
 def test_ode_bpd_of_images_closed_form(processes):
@@ -404,7 +428,8 @@ def test_ode_bpd_of_images_closed_form(processes):
 
 def test_ode_bpd_refuses_vae_and_toy():
   from diffusion.config import DiffusionRunConfig, VAERunConfig  # pylint: disable=import-outside-toplevel
-  from diffusion.evals.ode_bpd import check_applies  # pylint: disable=import-outside-toplevel
+  from diffusion.evals.ode_bpd import OdeBitsPerDim  # pylint: disable=import-outside-toplevel
+  check_applies = OdeBitsPerDim.check_applies
   with pytest.raises(ConfigError, match="ode_bpd.*diffusion family"):
     check_applies(VAERunConfig())
   toy = DiffusionRunConfig.parse(dict(data=dict(dataset="swiss_roll")))

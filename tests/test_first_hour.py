@@ -211,10 +211,11 @@ def test_grid_chain_reports_progress_with_the_same_samples():
   chain draws; the reports count finished steps up to the chain's length."""
   import jax
   from diffusion import families, samplers
+  from diffusion.families import builders
   from diffusion.samplers import chain
   from tests.test_training import toy_config
   family = families.make_family(toy_config(**{"model.name": "analytic"}))
-  plan = samplers.make_plan(family.process, family.config.sampling)
+  plan = samplers.make_plan(family.process, **builders.sampler_options(family.config.sampling))
   key = jax.random.PRNGKey(3)
   whole = samplers.run_plan(plan, family.eps_fn({}), (128, 2), key, x0_range=None)
   reports = []

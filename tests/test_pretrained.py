@@ -11,6 +11,7 @@ TensorFlow in a subprocess (``tests/fixtures/make_ddpm_tf_fixture.py``).
 import collections
 import io
 import glob
+import importlib
 import json
 import os
 import pickle
@@ -115,7 +116,7 @@ def test_256px_configs_build_the_released_114m_unet(name):
   cfg = config_check.validate(config)
   abstract = families.make_family(cfg).abstract_params()   # jax.eval_shape: no allocation
   assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract)) == 113_673_219
-  doc = sys.modules[f"configs.ddpm.{name}"].__doc__
+  doc = importlib.import_module(f"configs.ddpm.{name}").__doc__   # the file loaded above
   assert "113,673,219 parameters" in doc
   assert (cfg.model.ch, cfg.model.ch_mult, cfg.model.attn_resolutions, cfg.model.dropout,
           cfg.training.ema_decay, cfg.optim.lr, cfg.training.batch_size, cfg.data.image_size,
@@ -180,16 +181,15 @@ def test_public_load_eps_equals_diffusers(imported):
 def test_ddim_chain_with_our_eps_equals_diffusers_ddim_scheduler(imported):
   """DDIMScheduler (η = 0, no clipping, t = 900, 800, ..., 0, ᾱ_prev = 1 at the end) is
   our DDIM with uniform τ, clip_x0 False; every state of the chain agrees."""
-  cfg, family, params, _ = load_run(imported[0])
+  _, family, params, _ = load_run(imported[0])
   np.testing.assert_allclose(np.asarray(family.process.alphas_cumprod), REF["alphas_cumprod"],
                              rtol=2e-6)
-  settings = cfg.sampling.replace(method="ddim", num_steps=10, eta=0.0, clip_x0=False,
-                                  skip_type="uniform")
-  plan = samplers.make_plan(family.process, settings)
+  plan = samplers.make_plan(family.process, method="ddim", num_steps=10, eta=0.0,
+                            clip_x0=False, skip_type="uniform")
   np.testing.assert_array_equal(np.asarray(plan.rows["model_t"]), REF["ddim_t"])
   x_T = jnp.asarray(REF["ddim_x"][0])
   _, traj = samplers.run_plan(plan, family.eps_fn(params), x_T.shape, jax.random.PRNGKey(0),
-                              init=x_T, x0_range=None, trajectory_every=1)
+                              x_T=x_T, x0_range=None, trajectory_every=1)
   np.testing.assert_allclose(np.asarray(traj), REF["ddim_x"], rtol=1e-4, atol=1e-4)
 
 

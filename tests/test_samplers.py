@@ -413,10 +413,26 @@ def test_base_config_sampling_section_is_valid():
 
 
 def test_public_sample_parses_then_runs_the_registry_sampler(vp):
-  """diffusion.sample (dict settings) equals samplers.sample (typed settings)."""
-  from diffusion.config import SamplingConfig  # pylint: disable=import-outside-toplevel
+  """diffusion.sample (dict settings) equals samplers.sample (plain keyword options)."""
   settings = dict(method="ddim", num_steps=10)
   key = jax.random.PRNGKey(0)
   a = diffusion.sample(gaussian_eps_fn(vp), vp, (4, D), key, settings)
-  b = samplers.sample(gaussian_eps_fn(vp), vp, (4, D), key, SamplingConfig.parse(settings))
+  b = samplers.sample(gaussian_eps_fn(vp), vp, (4, D), key, **settings)
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_samplers_describe_themselves_without_a_config():
+  """The words a sampler owns: its line in --sampler's help, its cost in a log line, the
+  options that name its samples; and a notebook call with plain keywords."""
+  assert set(samplers.descriptions()) == set(samplers.SAMPLERS)
+  assert samplers.describe(1000, method="ddim", num_steps=50) == "ddim, 50 steps"
+  assert samplers.describe(10, method="annealed_langevin", n_steps_each=5) == \
+      "annealed_langevin, 10 steps, 5 Langevin steps each"
+  assert samplers.named_options("ddim", eta=0.5) == {"eta": 0.5}
+  assert samplers.named_options("ancestral") == {}
+  with pytest.raises(ConfigError, match="not a sampling option.*did you mean 'num_steps'"):
+    samplers.check(1000, method="ddim", num_step=50)
+  small = diffusion.make_process(dict(variant="ddpm", num_timesteps=20))
+  from diffusion.samplers import ddim  # pylint: disable=import-outside-toplevel
+  plan = ddim.make_plan(small, num_steps=5, eta=0.0)
+  assert plan.num_steps == 5 and plan.options["eta"] == 0.0

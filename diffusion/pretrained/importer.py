@@ -19,7 +19,7 @@ must be new or empty. ``DIR/pretrained.json`` records where the weights came fro
 
 import contextlib
 import datetime
-import importlib
+import importlib.util
 import json
 import os
 import re
@@ -32,7 +32,7 @@ import numpy as np
 
 from diffusion import families
 from diffusion.config import checks as config_check
-from diffusion.config import parse_config
+from diffusion.config import files, parse_config
 from diffusion.core import schedules
 from diffusion.evals.inception_convert import sha256
 from diffusion.io import workdir as runs
@@ -68,8 +68,15 @@ def release_config_name(src: str) -> Optional[str]:
 
 
 def load_config_module(name: str):
-  """``get_config()`` of a config module such as ``configs.ddpm.cifar10``."""
-  return importlib.import_module(name).get_config()
+  """``get_config()`` of a config module such as ``configs.ddpm.cifar10`` (found where
+  Python would import it, loaded by the one config-file loader)."""
+  try:
+    spec = importlib.util.find_spec(name)
+  except ModuleNotFoundError:   # its package is not importable
+    spec = None
+  if spec is None or not spec.origin:
+    raise WeightsError(f"no config module {name!r}; pass --config=configs/<variant>/<file>.py.")
+  return files.load(spec.origin, name=name.replace(".", "/") + ".py")
 
 
 def _base_config(src: str, config, spec_size: Optional[int],

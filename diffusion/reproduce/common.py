@@ -4,7 +4,6 @@ keeping measurements and samples so that a rerun resumes, and the words and budg
 entries share."""
 
 import hashlib
-import importlib.util
 import json
 import os
 from typing import Any, Callable, Dict, Optional
@@ -13,9 +12,9 @@ import ml_collections
 import numpy as np
 
 from diffusion import evals, families
+from diffusion.config import files
 from diffusion.io import atomic
 from diffusion.io.workdir import config_json, restore_ema_params
-from diffusion.sweeps.grid import apply_overrides
 from diffusion.train.loop import PENDING_STOP, Interrupted, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -40,25 +39,16 @@ SMALL_DIGITS_UNET = {
 }
 
 
-def _read_config_file(path: str) -> ml_collections.ConfigDict:
-  """``get_config()`` of the Python config file at ``path``."""
-  spec = importlib.util.spec_from_file_location("reproduce_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
 def load_config_file(path: str,
                      overrides: Optional[Dict[str, Any]] = None) -> ml_collections.ConfigDict:
   """A config file's get_config() (``path`` relative to the repository, e.g.
   ``configs/ddpm/digits.py``) with dotted ``overrides`` ({"model.ch": 32, ...})."""
-  config = _read_config_file(os.path.join(REPO, path))
-  return apply_overrides(config, overrides or {})
+  return files.load(os.path.join(REPO, path), overrides or {}, name=path)
 
 
 def with_sampling(config, **sampling) -> ml_collections.ConfigDict:
   """``config`` with ``sampling.<key>`` overrides (a protocol's sampler)."""
-  return apply_overrides(config, {f"sampling.{k}": v for k, v in sampling.items()})
+  return files.apply_overrides(config, {f"sampling.{k}": v for k, v in sampling.items()})
 
 
 def check_stop() -> None:

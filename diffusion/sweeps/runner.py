@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import jax
 from jax.experimental import multihost_utils
 
+from diffusion import evals
 from diffusion.config import checks as config_check
 from diffusion.io import workdir as runs
 from diffusion.config import program_key
@@ -46,7 +47,7 @@ def validated_point(config, point: Dict[str, Any], fixed: Optional[Dict[str, Any
   then the config checks; ConfigError ``"<label>: <the one-line error>"``."""
   try:
     cfg = point_config(config, point, fixed)
-    config_check.validate(cfg)
+    evals.check_applies(config_check.validate(cfg))
   except ConfigError as e:
     raise ConfigError(f"{label}: {e}") from None
   return cfg

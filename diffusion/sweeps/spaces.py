@@ -29,10 +29,10 @@ the search before anything trains. Optuna is imported only by :meth:`to_optuna`.
 
 import ast
 import dataclasses
-import importlib.util
 import math
 from typing import Any, Dict, List, Optional, Tuple
 
+from diffusion.config import files
 from diffusion.errors import ConfigError, did_you_mean
 from diffusion.sweeps.grid import format_value
 
@@ -300,20 +300,12 @@ def _parse_distribution(expr: str, where: str) -> Distribution:
   return DISTRIBUTIONS[name](*args)
 
 
-def _config_module(config_file: str):
-  """The config file as a module (its ``search_*`` functions)."""
-  module_spec = importlib.util.spec_from_file_location("_search_config", config_file)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module
-
-
 def load_space(config_file: str, spec: str) -> Space:
   """The space of ``--search=spec``: a ``search_<spec>()`` of the config file, or a space
   written ``key=dist(...);key2=...``."""
   if "=" in spec:
     return parse_space(spec)
-  module = _config_module(config_file)
+  module = files.load_module(config_file)
   names = sorted(n[len("search_"):] for n in dir(module) if n.startswith("search_"))
   if spec not in names:
     listed = ", ".join(names) or "none"

@@ -175,6 +175,7 @@ def train_layout(layout: Layout, progress: bool = True) -> List[Union[dict, Exce
   """
   for m in layout.members:
     check_workdir(m.workdir)
+    evals.check_applies(m.cfg)   # each declared evaluator's own rules, before any write
   data = layout.members[0].cfg.data
   source = make_source(data, split=data.split)  # missing data fails here, before any write
   with _claimed(layout):
