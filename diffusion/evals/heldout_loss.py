@@ -96,3 +96,6 @@ class HeldoutLoss(Evaluator):
     r = self.last
     return (f"held-out loss on {r['num_examples']} fixed (x0, t, eps) of seed {r['seed']}: "
             f"{r['heldout_loss']:.5f} +- {r['heldout_loss_se']:.5f} (EMA params)")
+
+
+EVALUATOR = HeldoutLoss
