@@ -341,17 +341,6 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path):
   assert "Failed trials:" in (tmp_path / "s" / "summary.md").read_text()
 
 
-def test_the_held_out_loss_needs_its_evaluator(tmp_path):
-  cfg = toy_file_config(**STEPS)
-  if "heldout_loss" in cfg.eval:
-    pytest.skip("the held-out loss evaluator is registered")
-  with pytest.raises(ConfigError, match="--metric=eval/heldout_loss needs the heldout_loss "
-                                        "evaluator"):
-    trials.run_search(cfg, TOY_FILE, SPACE, str(tmp_path / "s"), search_settings.SearchSettings(),
-                      train_fn=fake_train)
-  assert not (tmp_path / "s").exists()
-
-
 def test_a_metric_never_logged_stops_the_search_naming_those_that_are(tmp_path):
   with pytest.raises(ConfigError, match=r"--metric=eval/nope was not logged by step 10.*the run "
                                         r"logs: eval/fake, loss"):

@@ -164,8 +164,9 @@ def train(config, workdir: str, *, progress: bool = True, devices=None,
       the loop logged or ran an evaluator, after that step's evaluators, with that step's
       training scalars and ``eval/*`` results merged. True stops the run there: a
       checkpoint of that step is saved and the result is ``{"step": step, "stopped":
-      True, ...}`` (neither a failure nor an interruption). With several processes the
-      chief's answer is broadcast (give every process an ``on_log``).
+      True, ...}`` (neither a failure nor an interruption). Not called at a step where a
+      signal stopped the run (it reports again from the step it resumes at). With several
+      processes the chief's answer is broadcast (give every process an ``on_log``).
 
   Raises:
     ConfigError: invalid config, missing data, unreadable/mismatched checkpoint.
@@ -278,12 +279,14 @@ def _run_loop(layout: Layout, source, progress: bool,
           _sample_grids(layout, sample_fn, ema, step, chain_bar)
         if evaluating:
           _evaluate(layout, ema, step, stop)
-        if itstime(step, t.log_every, total) or evaluating:
-          state = _report(layout, state, step, on_log)
         if stop.received:   # it may have come during the samples or evaluations
           _save(layout, state, step)
           print(f"\nreceived {stop.received}: saved checkpoint {step}, exiting", flush=True)
           break
+        # After this step's checkpoint: a checkpoint always holds the state before _report
+        # changed it (a population-based training's exploit).
+        if itstime(step, t.log_every, total) or evaluating:
+          state = _report(layout, state, step, on_log)
         if not any(m.training for m in members):
           break
       # A signal after the last call still stops what comes next (a reproduction's

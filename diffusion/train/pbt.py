@@ -18,11 +18,12 @@ makes a resumed population bit-identical to one that was not interrupted:
 
   - a member's hyperparameters after an exploit are in its state, so a resumed member
     keeps its checkpoint's rather than its config's (``keeps_checkpoint_hyperparameters``);
-  - the loop saves a step's checkpoint before that step's evaluations, so a checkpoint of
-    an exploit step holds the state before the exploit: on resume the recorded decision of
-    that step is applied again, and where none was recorded (stopped between the save and
-    the decision) the population resumes from its previous common checkpoint and redoes
-    the steps, deterministically, deciding again.
+  - the loop saves a step's checkpoint before it hands the step's reports to the layout
+    (:meth:`diffusion.train.layout.Layout.exploit`), so a checkpoint of an exploit step
+    holds the state before the exploit: on resume the recorded decision of that step is
+    applied again, and where none was recorded (stopped between the save and the
+    decision) the population resumes from its previous common checkpoint and redoes the
+    steps, deterministically, deciding again.
 """
 
 import dataclasses
