@@ -173,7 +173,7 @@ def _owner_alive(owner: Optional[Dict[str, Any]], workdir: str) -> bool:
   return False
 
 
-def _deadline(cfg) -> int:
+def deadline_of(cfg) -> int:
   """The step by which every metric a run of ``cfg`` logs has appeared once: the first log
   step and every enabled evaluator's first cadence (each runs at multiples of its
   ``every`` and at the last step)."""
@@ -183,6 +183,12 @@ def _deadline(cfg) -> int:
     if hasattr(section, "get") and int(section.get("every", 0) or 0) > 0:
       every.append(int(section["every"]))
   return min(int(t.num_train_steps), max(every))
+
+
+def base_config(config, fixed: Dict[str, Any]):
+  """The config every trial starts from: the command line's, and its --config.* overrides
+  (a short run's log_every as a point's, :func:`diffusion.sweeps.grid.point_config`)."""
+  return point_config(config, {}, fixed)
 
 
 class Search:
@@ -323,7 +329,7 @@ class Search:
              else None)
     reporter = Reporter(self.settings.metric, self.mode, self.rungs, trial=trial,
                         prune=self.settings.scheduler == "asha" and trial is not None,
-                        deadline=_deadline(cfg),
+                        deadline=deadline_of(cfg),
                         on_rung=lambda history: self.ledger.set(job.name, "running",
                                                                 rungs=list(history)),
                         entry=self.ledger.point(job.name))
