@@ -48,10 +48,11 @@ from ray.tune.search.optuna import OptunaSearch
 from diffusion.errors import ConfigError
 from diffusion.evals import maximised_metrics
 from diffusion.sweeps import pbt, ray_mode, search, search_settings
-from diffusion.sweeps.grid import point_names
+from diffusion.sweeps.grid import point_config, point_names
 from diffusion.sweeps.ledger import Ledger
 from diffusion.sweeps.points import one_line
 from diffusion.sweeps.report import summarize
+from diffusion.sweeps.reporter import Reporter, deadline_of
 from diffusion.sweeps.runner import validated_point
 from diffusion.sweeps.spaces import Choice, LogUniform, RandInt, Space, Uniform, describe
 from diffusion.sweeps.summary import point_metrics
@@ -108,7 +109,6 @@ def trainable(trial_config: Dict[str, Any], job: Dict[str, Any]) -> None:
   (and with PBT the checkpoint of that step); an error of the run is written to the
   workdir's ``ray_failure.txt`` (not retried)."""
   # pylint: disable=import-outside-toplevel  # the worker imports the training loop itself
-  from diffusion.sweeps.trials import Reporter, deadline_of
   from diffusion.train.loop import NonFiniteLossError, train
 
   keys, metric = job["keys"], job["metric"]
@@ -358,9 +358,8 @@ def run_search(config, config_file: str, spec: str, sweep_dir: str, settings, sp
   """Runs (or resumes) the search on Ray Tune; returns the ledger (see the module
   docstring)."""
   del progress   # Tune prints its own table; trials run without bars
-  from diffusion.sweeps.trials import base_config  # pylint: disable=import-outside-toplevel
   mode = settings.mode(maximised_metrics())
-  base = base_config(config, fixed)
+  base = point_config(config, {}, fixed)
   total, log_every = int(base.training.num_train_steps), int(base.training.log_every)
   first_rung = (search_settings.asha_min_steps(settings, total, log_every)
                 if settings.scheduler == "asha" else None)

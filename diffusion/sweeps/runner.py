@@ -56,6 +56,12 @@ def validated_point(config, point: Dict[str, Any], fixed: Optional[Dict[str, Any
   return cfg
 
 
+def typed_point(config, point: Dict[str, Any], fixed: Optional[Dict[str, Any]], label: str):
+  """:func:`validated_point` as the typed config of one member of a population (the values
+  population-based training explores)."""
+  return config_check.validate(validated_point(config, point, fixed, label), num_devices=1)
+
+
 def prepare(config, config_file: str, spec: str,
             fixed: Optional[Dict[str, Any]] = None, seeds: int = 1) -> List[Dict[str, Any]]:
   """[{name, overrides, config}] of every point, each validated (ConfigError naming it).
@@ -251,5 +257,4 @@ def _controller(ledger: Ledger, group, config, fixed, points) -> pbt.Controller:
       ledger, [p["name"] for p in group], [p["overrides"] for p in group],
       pbt.dimensions_of(None, [p["overrides"] for p in points], keys),
       group[0]["config"].training.num_train_steps,
-      lambda overrides, label: config_check.validate(
-          validated_point(config, overrides, fixed, label), num_devices=1))
+      lambda overrides, label: typed_point(config, overrides, fixed, label))

@@ -13,6 +13,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from diffusion import trees
 from diffusion.errors import ConfigError
+from diffusion.evals import heldout_loss
 from diffusion.sweeps.summary import LOSS_DEFINING
 
 class MetricNotLogged(ConfigError):
@@ -260,9 +261,8 @@ def definition(settings: SearchSettings, space: Dict[str, str], mode: str,
 
 def heldout_loss_logged(cfg, metric: str, seed: int):
   """``cfg`` (a ConfigDict) judged by ``metric``: for the held-out loss, its evaluator on at
-  every log step and on the search's own set (``eval.heldout_loss.seed``: every trial and
-  every member scores the same examples)."""
-  if metric.startswith(DEFAULT_METRIC) and "heldout_loss" in cfg.get("eval", {}):
-    cfg.eval.heldout_loss.every = cfg.training.log_every
-    cfg.eval.heldout_loss.seed = seed
+  every log step and on the search's own set (every trial and every member scores the same
+  examples; :func:`diffusion.evals.heldout_loss.log_with_training`)."""
+  if metric.startswith(DEFAULT_METRIC):
+    heldout_loss.log_with_training(cfg, seed)
   return cfg

@@ -375,3 +375,27 @@ def test_kill_9_of_a_pbt_search_resumes_to_the_same_parameters(tmp_path):
     assert pa["name"] == pb["name"] and pa["schedule"] == pb["schedule"]
     cfg = toy(**pa["overrides"])
     assert_same_tree(final_state(pa["workdir"], cfg)[1], final_state(pb["workdir"], cfg)[1])
+
+
+SHIPPED = ["configs/ddpm/digits.py", "configs/ddpm/toy_mixture.py"]
+
+
+@pytest.mark.parametrize("path", SHIPPED)
+def test_the_shipped_searches_take_every_scheduler(path):
+  """search_lr_ema() of each shipped config: PBT can perturb every key (population fields),
+  ASHA's rungs fall inside a run, and Ray Tune has a domain for every distribution."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  from diffusion.sweeps import spaces  # pylint: disable=import-outside-toplevel
+  config = importlib.import_module(path[:-3].replace("/", ".")).get_config()
+  space = spaces.load_space(path, "lr_ema")
+  assert pbt.check_perturbable(list(space), "the search space") == list(space)
+  assert pbt.check_interval(search_settings.SearchSettings(scheduler="pbt"), config) == \
+      config.training.log_every
+  t = config.training
+  first = search_settings.asha_min_steps(search_settings.SearchSettings(scheduler="asha"),
+                                         t.num_train_steps, t.log_every)
+  assert search_settings.rungs(first, 3, t.num_train_steps)[-1] < t.num_train_steps
+  if importlib.util.find_spec("ray") is not None:
+    from diffusion.sweeps import ray_tune  # pylint: disable=import-outside-toplevel
+    for dist in space.values():
+      ray_tune.tune_domain(dist)
