@@ -362,7 +362,9 @@ def plot_schedules(ledger: Dict[str, Any], path: str, final: Dict[str, float]) -
                                                d["metric_mode"]), p["name"]))
   rank = {p["name"]: r for r, p in enumerate(order)}
   keys = d["keys"]
-  fig, axes = plt.subplots(len(keys), 1, figsize=(7, 2.6 * len(keys) + 0.6), squeeze=False)
+  legend = len(points) <= 16
+  fig, axes = plt.subplots(len(keys), 1, figsize=(9.5 if legend else 7, 2.6 * len(keys) + 0.6),
+                           squeeze=False)
   cmap = plt.get_cmap("viridis")
   total = max([int((p.get("final") or {}).get("step", 0)) for p in points] +
               [e["step"] for p in points for e in p["schedule"]] + [1])
@@ -377,15 +379,18 @@ def plot_schedules(ledger: Dict[str, Any], path: str, final: Dict[str, float]) -
         continue
       colour = cmap(rank[p["name"]] / max(len(points) - 1, 1))
       ax.step(xs, ys, where="post", color=colour, lw=1.4,
-              label=f"{rank[p['name']] + 1}. {p['name']}" if len(points) <= 10 else None)
+              label=f"{rank[p['name']] + 1}. {p['name']}" if legend else None)
     values = [e["values"].get(key) for p in points for e in p["schedule"]]
     if numeric and values and min(values) > 0 and max(values) / min(values) > 20:
       ax.set_yscale("log")
     ax.set(ylabel=key, xlabel="step")
   axes[0, 0].set_title(f"PBT schedules, coloured by final rank on {d['metric']} "
                        "(1 = best, yellow = worst)", fontsize=9)
-  if len(points) <= 10:
-    axes[0, 0].legend(fontsize=6, ncol=2)
+  if legend:   # beside the plots, best first
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: int(labels[i].split(".")[0]))
+    axes[0, 0].legend([handles[i] for i in order], [labels[i] for i in order], fontsize=6,
+                      loc="upper left", bbox_to_anchor=(1.01, 1.0))
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)

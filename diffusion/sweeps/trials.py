@@ -417,6 +417,13 @@ def run_search(config, config_file: str, spec: str, sweep_dir: str,
   if size < 1:
     raise ConfigError(f"--population={size}: give the number of trials per population, "
                       "P >= 1.")
+  if settings.seeds > 1 and (settings.scheduler == "pbt" or mode == "ray"):
+    raise ConfigError(f"--seeds={settings.seeds} repeats a trial's configuration, which "
+                      + ("a PBT member does not keep (its values change as it trains); "
+                         "repeat the search with another --config.training.seed instead."
+                         if settings.scheduler == "pbt" else
+                         "--sweep_mode=ray does not do; run the search with the local engine "
+                         "(--sweep_mode=sequential or vmap) for seed repeats."))
   if settings.scheduler == "pbt":
     if mode == "sequential":
       raise ConfigError("--scheduler=pbt trains its members side by side: use "

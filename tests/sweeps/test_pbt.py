@@ -399,3 +399,11 @@ def test_the_shipped_searches_take_every_scheduler(path):
     from diffusion.sweeps import ray_tune  # pylint: disable=import-outside-toplevel
     for dist in space.values():
       ray_tune.tune_domain(dist)
+
+
+def test_seed_repeats_of_a_pbt_search_are_refused(tmp_path):
+  from diffusion.sweeps import trials  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ConfigError, match="a PBT member does not keep"):
+    trials.run_search(toy(), TOY_FILE, "optim.lr=loguniform(1e-4,1e-2)", str(tmp_path / "s"),
+                      settings(trials=4, seeds=2), mode="vmap")
+  assert not (tmp_path / "s").exists()
