@@ -95,7 +95,7 @@ class Layout:
 
   def exploit(self, state, step: int, reports: Dict[int, Dict[str, float]]):
     """The members' device state after ``step``'s reports ({member: scalars} of the members
-    that logged or were evaluated, on every process): what a layout changes between calls
-    (population-based training copies and perturbs members); here nothing."""
+    that logged or were evaluated; ``eval/*`` on the chief only): what a layout changes
+    between calls (population-based training copies and perturbs members); here nothing."""
     del step, reports
     return state

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffusion import families
+from diffusion.errors import ConfigError
 from diffusion.train import optim
 from diffusion.train.loop import MemberOnLog, train_layout
 from diffusion.train.population import Population, make_population
@@ -165,6 +166,9 @@ def train_pbt(configs: Sequence, workdirs: Sequence[str], *, exploiter: Exploite
   population-based training (:func:`diffusion.train.population.train_population`, plus
   ``exploiter``'s exploit and explore between calls); per member its final metrics or the
   exception that stopped it."""
+  if jax.process_count() > 1:   # the exploiter decides from the chief's evaluations
+    raise ConfigError("--scheduler=pbt ranks the members by evaluations the chief process "
+                      "runs; run it in one process (without --distributed).")
   layout = make_population(configs, workdirs, names=names, devices=devices,
                            strategy=strategy, layout=PBTPopulation, exploiter=exploiter)
   return train_layout(layout, progress=progress, on_log=on_log)
