@@ -1,5 +1,6 @@
 """The shape of the package, enforced: import rules, no cycles, registries equal the
-README's lists, and plug-ins that need no edit outside their own module."""
+README's lists, plug-ins that need no edit outside their own module, one home per default,
+and a package that installs."""
 
 import ast
 import dataclasses
@@ -7,7 +8,10 @@ import importlib
 import inspect
 import pathlib
 import re
+import subprocess
+import sys
 import types
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -436,3 +440,36 @@ def test_atomic_writes_have_the_usual_file_mode(tmp_path):
   umask = os.umask(0)
   os.umask(umask)
   assert (path.stat().st_mode & 0o777) == 0o666 & ~umask and path.read_text() == "{}"
+
+
+def test_no_second_table_of_defaults_in_the_package():
+  for path in PACKAGE.rglob("*.py"):
+    text = path.read_text()
+    assert "_DEFAULTS" not in text, path
+    assert "get_field(" not in text, path
+
+
+def test_processes_are_asked_what_they_are_not_tested():
+  pattern = re.compile(r"hasattr\(process|isinstance\(process|variant ==")
+  offenders = [str(p) for p in PACKAGE.rglob("*.py") if p.name != "processes.py"
+               and pattern.search(p.read_text())]
+  assert not offenders
+  assert diffusion.make_process({"variant": "ddpm"}).kind == "vp"
+  assert diffusion.make_process({"variant": "ncsn"}).kind == "ve"
+
+
+@pytest.mark.slow
+def test_package_builds_a_wheel_with_both_packages(tmp_path):
+  res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                        "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
+                       capture_output=True, text=True, timeout=300)
+  if res.returncode and "No module named" in res.stderr and "setuptools" in res.stderr:
+    pytest.skip("setuptools is not installed in this environment")
+  assert res.returncode == 0, res.stderr[-2000:]
+  wheel = next(tmp_path.glob("diffusion-*.whl"))
+  names = zipfile.ZipFile(wheel).namelist()
+  assert "diffusion/config/__init__.py" in names and "configs/base.py" in names
+  assert "diffusion/models/unet.py" in names and "diffusion/data/sources.py" in names
+  # packages.find ships a folder only with its __init__.py: the reproductions need theirs.
+  assert "diffusion/reproduce/registry.py" in names
+  assert "diffusion/reproduce/papers/ddim.py" in names

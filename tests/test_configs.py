@@ -1,6 +1,8 @@
-"""Every shipped config validates and builds what its docstring promises."""
+"""The shipped configs/ files: every one validates and builds what its docstring
+promises (the papers' networks, the released 256 px U-Net), with the papers' settings."""
 
 import glob
+import importlib
 import importlib.util
 import os
 
@@ -10,9 +12,10 @@ import numpy as np
 import pytest
 
 from diffusion.config import checks as config_check
+from diffusion import families, make_model, make_process
 from diffusion.families import make_family
-from diffusion import make_model, make_process
 from diffusion.core.processes import VEProcess, VPProcess
+from diffusion.pretrained import importer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(
@@ -160,3 +163,33 @@ def test_ncsn_digits_refinenet_builds_ncsns_network_at_8px():
       assert np.all(g[~centre] == 0.0) and np.any(g[centre] != 0.0), (block, name)
   g = np.asarray(grads["res3_0"]["conv1"]["kernel"])
   assert np.any(g[~centre] != 0.0)      # dilation 2 still reaches pixels at 4x4
+
+
+def test_base_config_sampling_section_is_valid():
+  from configs import base  # pylint: disable=import-outside-toplevel
+  from diffusion.config import SamplingConfig  # pylint: disable=import-outside-toplevel
+  for variant in ("ddpm", "ncsn", "dpm"):
+    s = SamplingConfig.parse(base.get_config(variant).sampling)
+    assert s.var_type == "fixedlarge"
+  assert SamplingConfig.parse(base.get_config("ncsn").sampling).method == "annealed_langevin"
+
+
+def test_dpm_configs_do_not_clip_gradients():
+  import importlib  # pylint: disable=import-outside-toplevel
+  for name in ("cifar10", "digits", "swiss_roll", "mnist"):
+    config = importlib.import_module(f"configs.dpm.{name}").get_config()
+    assert config.optim.grad_clip == 0.0, name
+
+
+@pytest.mark.parametrize("name", ["celebahq_256", "church_256", "bedroom_256", "cat_256"])
+def test_256px_configs_build_the_released_114m_unet(name):
+  config = importer.load_config_module(f"configs.ddpm.{name}")
+  cfg = config_check.validate(config)
+  abstract = families.make_family(cfg).abstract_params()   # jax.eval_shape: no allocation
+  assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract)) == 113_673_219
+  doc = importlib.import_module(f"configs.ddpm.{name}").__doc__   # the file loaded above
+  assert "113,673,219 parameters" in doc
+  assert (cfg.model.ch, cfg.model.ch_mult, cfg.model.attn_resolutions, cfg.model.dropout,
+          cfg.training.ema_decay, cfg.optim.lr, cfg.training.batch_size, cfg.data.image_size,
+          cfg.sampling.var_type, cfg.diffusion.var_type) == \
+      (128, (1, 1, 2, 2, 4, 4), (16,), 0.0, 0.9999, 2e-5, 64, 256, "fixedsmall", "fixedsmall")

@@ -7,7 +7,7 @@ PyTorch code, read for its facts only (GPL-3.0): NCSN ``CondRefineNetDilated``
 ``NCSNv2Deeper``, ``NCSNv2Deepest`` (ermongroup/ncsnv2@1bcea03 ``models/ncsnv2.py``).
 The papers' appendices describe these networks; where a detail matters the code is the
 reference.
-Checked against the official outputs by ``tests/test_refinenet.py``.
+Checked against the official outputs by ``tests/models/test_refinenet.py``.
 
 Layout (``stages`` below; x ngf channels per entry):
 
