@@ -20,14 +20,14 @@ import pathlib
 import pytest
 
 import diffusion
-from diffusion import cli
+from diffusion import cli, paths
 
 # The commands' start-up: tests compile many of the same programs (and the CLIs they start
 # do too), so share them in the persistent cache; and the project's CPU kernel choice
 # (diffusion/xla_cpu.py), so tests run what users run.
 cli.start_computing()
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(paths.REPO)
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 

@@ -20,12 +20,12 @@ import pytest
 
 import diffusion
 import diffusion.config.evals
-from diffusion import evals, families, models, options, samplers
+from diffusion import evals, families, models, options, paths, samplers
 from diffusion.config import ModelConfig, SamplingConfig, parse_config
 from diffusion.config import checks
 from diffusion import config as C
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(paths.REPO)
 PACKAGE = REPO / "diffusion"
 README = (REPO / "README.md").read_text()
 
@@ -130,6 +130,25 @@ def test_the_cycle_check_sees_imports_inside_functions(tmp_path):
                                 "diffusion.sweeps.ray_mode"]
   graph["diffusion.sweeps.ray_mode"].discard("diffusion.sweeps.runner")
   assert _find_cycle(graph) is None
+
+
+def test_the_repository_is_found_in_one_module():
+  """diffusion/paths.py's REPO is the repository (README.md, configs/, tests/); no other
+  module of the package or of tests/ reads ``__file__`` to find it (before this rule three
+  package modules computed it: reproduce/common.py, sweeps/ray_mode.py, data/files.py).
+  Left out: the scripts that put the repository on sys.path before they can import the
+  package (benchmarks/, docs/make_config_reference.py) and tests/fixtures/' generators."""
+  assert (REPO / "README.md").is_file() and (REPO / "configs" / "base.py").is_file()
+  assert (REPO / "tests" / "test_architecture.py").is_file()
+  readers = []
+  for path in sorted([*PACKAGE.rglob("*.py"), *(REPO / "tests").rglob("*.py")]):
+    name = path.relative_to(REPO).as_posix()
+    if name == "diffusion/paths.py" or name.startswith("tests/fixtures/"):
+      continue
+    tree = ast.parse(path.read_text())
+    if any(isinstance(n, ast.Name) and n.id == "__file__" for n in ast.walk(tree)):
+      readers.append(name)
+  assert not readers, readers
 
 
 def test_one_atomic_write_and_no_private_jax():

@@ -3,7 +3,6 @@ absl), shows warnings but not libraries' routine logs, ends a signal at start-up
 line, and warns once when JAX leaves an accelerator unused."""
 
 import os
-import pathlib
 import re
 import signal
 import subprocess
@@ -12,8 +11,8 @@ import sys
 import pytest
 
 from diffusion import cli
+from diffusion.paths import REPO
 
-REPO = str(pathlib.Path(__file__).resolve().parents[1])
 
 
 # ---- every command parses with absl through diffusion/cli.py --------------------------------

@@ -16,8 +16,8 @@ from diffusion import families, make_model, make_process
 from diffusion.families import make_family
 from diffusion.core.processes import VEProcess, VPProcess
 from diffusion.pretrained import importer
+from diffusion.paths import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(
     os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "configs", "*", "*.py"))
     if not p.endswith("__init__.py"))

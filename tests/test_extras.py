@@ -1,7 +1,6 @@
 """diffusion/extras.py, the light core: optional packages are imported only where needed,
 and a missing one is one line naming the extra to install."""
 
-import pathlib
 import subprocess
 import sys
 
@@ -9,8 +8,8 @@ import pytest
 
 from diffusion import extras
 from diffusion.errors import ConfigError
+from diffusion.paths import REPO
 
-REPO = str(pathlib.Path(__file__).resolve().parents[1])
 
 
 @pytest.mark.parametrize("module,extra", [("tensorflow_datasets", "tfds"), ("ray", "ray"),

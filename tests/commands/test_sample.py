@@ -6,7 +6,6 @@ Runs on a 20-step toy_mixture run (seconds) and the tiny digits run of train.py'
 
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -14,10 +13,10 @@ import numpy as np
 import pytest
 
 from diffusion import samplers
+from diffusion.paths import REPO
 
 from tests.commands.test_train import error_line, run, run_cli, TINY
 
-REPO = str(pathlib.Path(__file__).resolve().parents[2])
 
 
 TOY = ["--config=configs/ddpm/toy_mixture.py", "--progress=false",

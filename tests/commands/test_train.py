@@ -6,7 +6,6 @@ import glob
 import importlib.util
 import json
 import os
-import pathlib
 import signal
 import socket
 import subprocess
@@ -21,13 +20,13 @@ from PIL import Image
 from diffusion import sweeps
 from diffusion.io import metric_writers
 from diffusion.io.metric_writers import read_metrics
+from diffusion.paths import REPO
 
 from tests.io.test_metric_writers import read_tensorboard_scalars
 from tests.sweeps.test_grid import TOY_FILE, toy_file_config
 from tests.sweeps.test_trials import SPACE
 from tests.train.test_loop import assert_trees_equal, read_state, saved_steps
 
-REPO = str(pathlib.Path(__file__).resolve().parents[2])
 # The searches' tests need Optuna, as tests/sweeps/test_trials.py does.
 needs_optuna = pytest.mark.skipif(importlib.util.find_spec("optuna") is None,
                                   reason="needs optuna (pip install '.[sweeps]')")

@@ -5,8 +5,9 @@ import pathlib
 import sys
 
 from diffusion import config as C
+from diffusion import paths
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+REPO = pathlib.Path(paths.REPO)
 
 
 def test_config_reference_is_current_and_lists_every_field():

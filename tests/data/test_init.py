@@ -1,11 +1,11 @@
 """diffusion/data/__init__.py: importing the data package does not import TensorFlow."""
 
 import os
-import pathlib
 import subprocess
 import sys
 
-REPO = str(pathlib.Path(__file__).resolve().parents[2])
+from diffusion.paths import REPO
+
 
 
 def test_import_is_light():

@@ -3,7 +3,6 @@ pack and list, and one-line errors."""
 
 import json
 import os
-import pathlib
 import subprocess
 import sys
 import time
@@ -14,7 +13,8 @@ from PIL import Image
 
 from tests.test_cli import command, one_error
 
-REPO = str(pathlib.Path(__file__).resolve().parents[2])
+from diffusion.paths import REPO
+
 
 
 def test_data_command_line(tmp_path):

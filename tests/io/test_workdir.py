@@ -2,7 +2,6 @@
 creates first, and a reader racing a writer that keeps one checkpoint."""
 
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -10,10 +9,10 @@ import pytest
 
 from diffusion.errors import WorkdirError
 from diffusion.train.loop import train
+from diffusion.paths import REPO
 
 from tests.train.test_loop import toy_config
 
-REPO = str(pathlib.Path(__file__).resolve().parents[2])
 
 
 def test_lock_is_released_when_the_holder_ends(tmp_path):

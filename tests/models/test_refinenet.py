@@ -16,9 +16,10 @@ from diffusion import make_eps_fn
 from diffusion.core.processes import VEProcess
 from diffusion.errors import ConfigError
 from diffusion.models import refinenet as rn, refinenet_layers as rl
+from diffusion.paths import REPO
 from diffusion.pretrained import ncsn_torch
 
-FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "ncsn"
+FIXTURES = pathlib.Path(REPO) / "tests" / "fixtures" / "ncsn"
 RTOL = 1e-5
 
 

@@ -11,7 +11,6 @@ CIFAR-10 and 256 px configurations."""
 import io
 import json
 import os
-import pathlib
 import shutil
 import zipfile
 
@@ -28,8 +27,8 @@ from diffusion.config import checks as config_check
 from diffusion.io import workdir as runs
 from diffusion.pretrained import diffusers, import_weights, importer
 from diffusion.pretrained.network import flatten, WeightsError
+from diffusion.paths import REPO
 
-REPO = str(pathlib.Path(__file__).resolve().parents[2])
 
 
 FIXTURES = os.path.join(REPO, "tests", "fixtures")

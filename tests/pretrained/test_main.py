@@ -3,7 +3,6 @@ one-line errors with status 2."""
 
 import glob
 import os
-import pathlib
 import pickle
 import shutil
 import subprocess
@@ -14,12 +13,12 @@ import numpy as np
 import pytest
 
 from diffusion.pretrained import diffusers
+from diffusion.paths import REPO
 
 from tests.io.test_torch_pickle import _RunsACommand
 from tests.models.test_refinenet import FIXTURES
 from tests.pretrained.test_importer import _copy_fixture, _edit_config, TINY, TINY_OLD_BIN
 
-REPO = str(pathlib.Path(__file__).resolve().parents[2])
 
 
 def cli(*args):

@@ -1,7 +1,6 @@
 """python -m diffusion.reproduce: list, unknown names, flags, and a signal during a real
 reproduction, each one line."""
 
-import pathlib
 import signal
 import subprocess
 import sys
@@ -9,10 +8,10 @@ import sys
 import pytest
 
 from diffusion.reproduce.registry import BASELINES
+from diffusion.paths import REPO
 
 from tests.test_cli import command, one_error
 
-REPO = str(pathlib.Path(__file__).resolve().parents[2])
 
 
 def test_list_and_unknown_names():

@@ -2,11 +2,10 @@
 its weights protocols are valid configs."""
 
 import os
-import pathlib
 
 from diffusion.reproduce.registry import BASELINES
+from diffusion.paths import REPO
 
-REPO = str(pathlib.Path(__file__).resolve().parents[2])
 
 
 def test_every_entry_is_complete():

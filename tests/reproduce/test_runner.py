@@ -5,15 +5,14 @@ hold another reproduction."""
 import dataclasses
 import json
 import os
-import pathlib
 
 import pytest
 
 from diffusion.reproduce import runner
 from diffusion.reproduce.registry import BASELINES
 from diffusion.train.loop import Interrupted
+from diffusion.paths import REPO
 
-REPO = str(pathlib.Path(__file__).resolve().parents[2])
 
 
 def _fake_experiment(monkeypatch, behaviour):

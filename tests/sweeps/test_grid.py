@@ -4,7 +4,6 @@ shipped sweep, and short points' logging (which trains the same point)."""
 import glob
 import importlib
 import os
-import pathlib
 
 import pytest
 
@@ -13,10 +12,10 @@ from diffusion.config import checks
 from diffusion.errors import ConfigError
 from diffusion.io.metric_writers import read_metrics
 from diffusion.sweeps import grid
+from diffusion.paths import REPO
 
 from tests.train.test_loop import assert_same_final_state
 
-REPO = str(pathlib.Path(__file__).resolve().parents[2])
 
 
 TOY_FILE = "configs/ddpm/toy_mixture.py"

@@ -4,7 +4,6 @@ line, bad spaces in one line, every shipped search valid."""
 import glob
 import importlib
 import os
-import pathlib
 
 import pytest
 
@@ -15,8 +14,8 @@ from diffusion.sweeps import search_settings, spaces
 pytest.importorskip("optuna")
 # pylint: disable=wrong-import-position
 from diffusion.sweeps import trials  # noqa: E402
+from diffusion.paths import REPO
 
-REPO = str(pathlib.Path(__file__).resolve().parents[2])
 
 
 def test_spaces_from_a_config_function_and_the_command_line():

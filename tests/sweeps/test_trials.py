@@ -8,7 +8,6 @@ that logs a known metric) so that each case takes seconds."""
 import json
 import math
 import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -24,10 +23,10 @@ from diffusion.sweeps import search_settings
 pytest.importorskip("optuna")
 # pylint: disable=wrong-import-position
 from diffusion.sweeps import search, trials  # noqa: E402
+from diffusion.paths import REPO
 
 from tests.sweeps.test_grid import TOY_FILE, toy_file_config
 
-REPO = str(pathlib.Path(__file__).resolve().parents[2])
 
 
 # ---- a stand-in for the training loop -------------------------------------------------------

@@ -5,7 +5,6 @@ parameters, sample grids, and the VAE through the same loop."""
 import glob
 import json
 import os
-import pathlib
 import shutil
 import signal
 import subprocess
@@ -20,10 +19,10 @@ from diffusion.errors import ConfigError
 from diffusion.io import checkpoints, metric_writers
 from diffusion.train import optim as optimizers
 from diffusion.train.loop import initial_state, NonFiniteLossError, train
+from diffusion.paths import REPO
 
 from tests.families.test_vae import tiny_config
 
-REPO = str(pathlib.Path(__file__).resolve().parents[2])
 
 
 # ---- the toy run and its saved state (helpers of tests across tests/) -----------------------

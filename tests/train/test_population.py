@@ -3,7 +3,6 @@ and vmapped populations equal sequential runs (also on 8 devices)."""
 
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -15,11 +14,11 @@ import pytest
 from diffusion import families, sweeps
 from diffusion.config import POPULATION_FIELDS, program_key
 from diffusion.io.metric_writers import read_metrics
+from diffusion.paths import REPO
 
 from tests.sweeps.test_grid import TOY_FILE, toy_file_config
 from tests.train.test_loop import read_state, saved_steps, toy_config
 
-REPO = str(pathlib.Path(__file__).resolve().parents[2])
 
 
 # ---- population fields do not change the program --------------------------------------------
