@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffusion.config import checks as config_check
+from diffusion.config import checks
 from diffusion import families, make_model, make_process
 from diffusion.families import make_family
 from diffusion.core.processes import VEProcess, VPProcess
@@ -39,7 +39,7 @@ def test_there_are_configs_for_every_variant():
 @pytest.mark.parametrize("path", CONFIG_FILES)
 def test_config_validates_and_builds(path):
   config = load(path)
-  config_check.validate(config, num_devices=1)
+  checks.validate(config, num_devices=1)
   if config.family == "vae":
     family = make_family(config)
     params = family.abstract_params()
@@ -148,7 +148,7 @@ def test_ncsn_digits_refinenet_builds_ncsns_network_at_8px():
   # The formula reproduces the official MNIST count (ngf 64) and the flax network's.
   assert _ncsn_refinenet_params(64, 1, 10) == 7_638_657
   assert param_count(config, (8, 8, 1)) == _ncsn_refinenet_params(16, 1, 10) == 518_817
-  family = make_family(config_check.validate(config))
+  family = make_family(checks.validate(config))
   params = family.init_params(jax.random.PRNGKey(0))
   x = jax.random.uniform(jax.random.PRNGKey(1), (3, 8, 8, 1))
   t = jnp.array([0, 4, 9])
@@ -184,7 +184,7 @@ def test_dpm_configs_do_not_clip_gradients():
 @pytest.mark.parametrize("name", ["celebahq_256", "church_256", "bedroom_256", "cat_256"])
 def test_256px_configs_build_the_released_114m_unet(name):
   config = importer.load_config_module(f"configs.ddpm.{name}")
-  cfg = config_check.validate(config)
+  cfg = checks.validate(config)
   abstract = families.make_family(cfg).abstract_params()   # jax.eval_shape: no allocation
   assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract)) == 113_673_219
   doc = importlib.import_module(f"configs.ddpm.{name}").__doc__   # the file loaded above

@@ -5,7 +5,7 @@ training grids' sampler where it is set."""
 import pytest
 
 from configs import base
-from diffusion.config import checks as config_check
+from diffusion.config import checks
 from diffusion.errors import ConfigError
 
 
@@ -55,7 +55,7 @@ def _set(config, overrides):
 def test_invalid_config_names_the_field(key, value, field):
   config = _set(base.get_config("ddpm"), {key: value})
   with pytest.raises(ConfigError) as info:
-    config_check.validate(config, num_devices=8)
+    checks.validate(config, num_devices=8)
   message = str(info.value)
   assert field in message and "\n" not in message
 
@@ -65,7 +65,7 @@ def test_invalid_config_names_the_field(key, value, field):
 def test_invalid_combination_names_the_field(overrides, field):
   config = _set(base.get_config("ddpm"), overrides)
   with pytest.raises(ConfigError) as info:
-    config_check.validate(config, num_devices=1)
+    checks.validate(config, num_devices=1)
   message = str(info.value)
   assert field in message and "\n" not in message
 

@@ -4,8 +4,8 @@ generator writes now and lists every field."""
 import pathlib
 import sys
 
-from diffusion import config as C
 from diffusion import paths
+from diffusion.config import DiffusionRunConfig, VAERunConfig
 
 REPO = pathlib.Path(paths.REPO)
 
@@ -16,6 +16,6 @@ def test_config_reference_is_current_and_lists_every_field():
   import make_config_reference  # pylint: disable=import-outside-toplevel
   doc = (REPO / "docs" / "config.md").read_text()
   assert doc == make_config_reference.text(), "run: python docs/make_config_reference.py"
-  for run_cls in (C.DiffusionRunConfig, C.VAERunConfig):
+  for run_cls in (DiffusionRunConfig, VAERunConfig):
     missing = [path for path in run_cls.field_docs() if f"`{path}`" not in doc]
     assert not missing

@@ -11,13 +11,13 @@ import pytest
 
 import diffusion
 from configs import base
-from diffusion import config as C
-from diffusion.config import checks as config_check
+from diffusion.config import DiffusionConfig, DiffusionRunConfig
+from diffusion.config import checks
 from diffusion.errors import ConfigError
 
 
 def test_every_field_has_a_doc_and_a_valid_default():
-  docs = C.DiffusionRunConfig.field_docs()
+  docs = DiffusionRunConfig.field_docs()
   assert all(docs.values()), [k for k, v in docs.items() if not v]
   assert "diffusion.num_timesteps" in docs and "eval.bpd.every" in docs
 
@@ -48,7 +48,7 @@ def test_a_misspelt_key_does_not_fall_back_to_the_default():
 
 def test_sections_accept_dict_configdict_and_dataclass():
   as_dict = {"variant": "ncsn", "num_timesteps": 5, "sigma_max": 2.0}
-  typed = C.DiffusionConfig.parse(as_dict)
+  typed = DiffusionConfig.parse(as_dict)
   for cfg in (as_dict, ml_collections.ConfigDict(as_dict), typed):
     p = diffusion.make_process(cfg)
     np.testing.assert_allclose(np.asarray(p.sigmas), np.geomspace(0.01, 2.0, 5), rtol=1e-6)
@@ -106,7 +106,7 @@ def test_bad_value_names_its_field(key, value):
   with config.ignore_type():
     _set(config, key, value)
   with pytest.raises(ConfigError) as info:
-    config_check.validate(config)
+    checks.validate(config)
   message = str(info.value)
   assert message.startswith(key + "=") and "\n" not in message, message
 
@@ -118,5 +118,5 @@ def test_bad_combination_names_the_field_the_user_wrote(overrides, field):
   for key, value in overrides.items():
     _set(config, key, value)
   with pytest.raises(ConfigError) as info:
-    config_check.validate(config)
+    checks.validate(config)
   assert str(info.value).startswith(field) and "\n" not in str(info.value)

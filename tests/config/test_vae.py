@@ -2,7 +2,7 @@
 
 import pytest
 
-from diffusion.config import checks as config_check
+from diffusion.config import checks
 from diffusion.errors import ConfigError
 
 from tests.families.test_vae import tiny_config
@@ -24,11 +24,11 @@ def test_vae_config_errors_are_one_line():
         a, b, c = k.split(".")
         config[a][b][c] = v
     with pytest.raises(ConfigError) as info:
-      config_check.validate(config)
+      checks.validate(config)
     assert field in str(info.value) and "\n" not in str(info.value), str(info.value)
   config = tiny_config()
   config.data.dataset = "swiss_roll"
   config.data.num_channels = 2
   config.data.binarize = "none"
   with pytest.raises(ConfigError, match="2-D points"):
-    config_check.validate(config)
+    checks.validate(config)

@@ -12,12 +12,12 @@ import diffusion
 from scipy import integrate, special
 
 from configs.base import get_config
-from diffusion.core import losses as Lo
-from diffusion.core import schedules as S
+from diffusion.core import losses
+from diffusion.core import schedules
 from diffusion.errors import ConfigError
 
 LN2 = math.log(2.0)
-LINEAR = S.get_beta_schedule("linear", 1000)
+LINEAR = schedules.get_beta_schedule("linear", 1000)
 
 
 
@@ -35,11 +35,11 @@ def cfg(**kw):
 def test_mean_flat_and_eps_mse():
   rng = np.random.default_rng(0)
   a, b = rng.normal(size=(2, 3, 4, 5)), rng.normal(size=(2, 3, 4, 5))
-  np.testing.assert_allclose(Lo.mean_flat(jnp.asarray(a)), a.reshape(2, -1).mean(1), rtol=1e-6)
+  np.testing.assert_allclose(losses.mean_flat(jnp.asarray(a)), a.reshape(2, -1).mean(1), rtol=1e-6)
   ref = ((a - b) ** 2).reshape(2, -1).mean(1)
-  np.testing.assert_allclose(Lo.eps_mse(jnp.asarray(a), jnp.asarray(b)), ref, rtol=1e-5)
+  np.testing.assert_allclose(losses.eps_mse(jnp.asarray(a), jnp.asarray(b)), ref, rtol=1e-5)
   w = jnp.array([2.0, 0.5])
-  np.testing.assert_allclose(Lo.eps_mse(jnp.asarray(a), jnp.asarray(b), w), ref * [2, 0.5],
+  np.testing.assert_allclose(losses.eps_mse(jnp.asarray(a), jnp.asarray(b), w), ref * [2, 0.5],
                              rtol=1e-5)
 
 
@@ -50,15 +50,15 @@ def test_normal_kl_against_quadrature(m1, v1, m2, v2):
   logp = lambda x: -(x - m1) ** 2 / (2 * v1) - 0.5 * math.log(2 * math.pi * v1)  # noqa: E731
   sd = math.sqrt(v1)
   ref = integrate.quad(lambda x: p(x) * (logp(x) - logq(x)), m1 - 12 * sd, m1 + 12 * sd)[0]
-  got = Lo.normal_kl(jnp.float32(m1), jnp.float32(math.log(v1)), jnp.float32(m2),
-                     jnp.float32(math.log(v2)))
+  got = losses.normal_kl(jnp.float32(m1), jnp.float32(math.log(v1)), jnp.float32(m2),
+                         jnp.float32(math.log(v2)))
   np.testing.assert_allclose(got, ref, rtol=1e-5)
 
 
 def decoder_bits(x, var):
   """Decoder NLL in bits with a perfect mean, x a [1, n] row on the 8-bit grid."""
   x = jnp.asarray(x, jnp.float32)[None]
-  ll = Lo.discretized_gaussian_log_likelihood(x, x, 0.5 * jnp.log(jnp.float32(var)))
+  ll = losses.discretized_gaussian_log_likelihood(x, x, 0.5 * jnp.log(jnp.float32(var)))
   return -np.asarray(ll)[0] / LN2
 
 
@@ -80,7 +80,7 @@ def test_decoder_bins_sum_to_one():
   # The 256 bins partition the real line, so probabilities sum to 1 for any mean/scale.
   grid = jnp.asarray(2 * np.arange(256) / 255 - 1, jnp.float32)
   for mean, log_scale in ((0.13, math.log(0.05)), (-0.8, math.log(0.3))):
-    ll = Lo.discretized_gaussian_log_likelihood(grid, jnp.full_like(grid, mean), log_scale)
+    ll = losses.discretized_gaussian_log_likelihood(grid, jnp.full_like(grid, mean), log_scale)
     np.testing.assert_allclose(jnp.sum(jnp.exp(ll)), 1.0, rtol=1e-5)
 
 
@@ -97,25 +97,25 @@ def test_vb_terms_bpd(vp):
   for var_type in ("fixedlarge", "fixedsmall"):
     for x0, ref in ((x_int, 1.30567), (x_edge, 0.50991)):
       x_t = vp.q_sample(x0, t0, noise)
-      vb = Lo.vb_terms_bpd(vp, x0, x_t, t0, noise, var_type)  # perfect ε -> perfect mean
+      vb = losses.vb_terms_bpd(vp, x0, x_t, t0, noise, var_type)  # perfect ε -> perfect mean
       np.testing.assert_allclose(vb, ref, rtol=1e-4)
   # t > 0, perfect ε: fixedsmall KL = 0; fixedlarge KL = ½(β̃/β − 1 − ln(β̃/β)) / ln 2.
   t = jnp.array([1, 10, 500])
   x0 = jnp.asarray(rng.uniform(-1, 1, size=(3, 2, 2, 1)), jnp.float32)
   x_t = vp.q_sample(x0, t, noise)
-  np.testing.assert_allclose(Lo.vb_terms_bpd(vp, x0, x_t, t, noise, "fixedsmall"), 0, atol=1e-6)
+  np.testing.assert_allclose(losses.vb_terms_bpd(vp, x0, x_t, t, noise, "fixedsmall"), 0, atol=1e-6)
   ab = np.cumprod(1 - LINEAR)
   tt = np.array([1, 10, 500])
   r = LINEAR[tt] * (1 - ab[tt - 1]) / (1 - ab[tt]) / LINEAR[tt]
   ref = 0.5 * (r - 1 - np.log(r)) / LN2
-  np.testing.assert_allclose(Lo.vb_terms_bpd(vp, x0, x_t, t, noise, "fixedlarge"), ref,
+  np.testing.assert_allclose(losses.vb_terms_bpd(vp, x0, x_t, t, noise, "fixedlarge"), ref,
                              rtol=1e-3, atol=1e-6)
 
 
 def test_vb_terms_needs_vp(ve):
   x = jnp.zeros((1, 2))
   with pytest.raises(ValueError, match="VP"):
-    Lo.vb_terms_bpd(ve, x, x, jnp.array([1]), x, "fixedlarge")
+    losses.vb_terms_bpd(ve, x, x, jnp.array([1]), x, "fixedlarge")
 
 
 # ---- NCSN: DSM with λ(σ) = σ² is ε-MSE on the VE process --------------------------------
@@ -130,7 +130,7 @@ def test_ncsn_dsm_identity(ve):
   z = rng.normal(size=x.shape)
   t = np.array([0, 3, 5, 9, 9], np.int32)
   eps_hat = rng.normal(size=x.shape)               # an arbitrary model output
-  sigma = S.geometric_sigmas(0.01, 1.0, 10)[t][:, None, None, None]
+  sigma = schedules.geometric_sigmas(0.01, 1.0, 10)[t][:, None, None, None]
   x_tilde = x + sigma * z
   s_theta = -eps_hat / sigma                       # ε-model read as a score model
   dsm = 0.5 * ((s_theta + (x_tilde - x) / sigma ** 2) ** 2).reshape(B, -1).sum(1) * \
@@ -152,9 +152,9 @@ def test_loss_weights(vp):
   t = jnp.array([0, 300, 999])
   ab = np.cumprod(1 - LINEAR)[[0, 300, 999]]
   snr = ab / (1 - ab)
-  np.testing.assert_allclose(Lo.loss_weights(vp, t, "none"), 1.0)
-  np.testing.assert_allclose(Lo.loss_weights(vp, t, "snr"), snr, rtol=1e-4)
-  np.testing.assert_allclose(Lo.loss_weights(vp, t, "min_snr_5"), np.minimum(snr, 5) / snr,
+  np.testing.assert_allclose(losses.loss_weights(vp, t, "none"), 1.0)
+  np.testing.assert_allclose(losses.loss_weights(vp, t, "snr"), snr, rtol=1e-4)
+  np.testing.assert_allclose(losses.loss_weights(vp, t, "min_snr_5"), np.minimum(snr, 5) / snr,
                              rtol=1e-4)
   x0 = jnp.zeros((3, 2))
   noise = jnp.ones((3, 2))
@@ -279,8 +279,8 @@ def test_gaussian_decoder_for_continuous_data():
   t = jnp.zeros((3,), jnp.int32)
   x_t = process.q_sample(jnp.asarray(x0), t, jnp.asarray(eps))
   eps_hat = jnp.asarray(eps) + 0.1
-  got = np.asarray(Lo.vb_terms_bpd(process, jnp.asarray(x0), x_t, t, eps_hat,
-                                       "fixedlarge", decoder="gaussian"))
+  got = np.asarray(losses.vb_terms_bpd(process, jnp.asarray(x0), x_t, t, eps_hat,
+                                           "fixedlarge", decoder="gaussian"))
   # Independent float64: x0_hat from eps_hat, posterior mean at t=0 is x0_hat (coef1 = 1),
   # variance of fixedlarge at t=0 is the posterior variance at t=1.
   betas = np.linspace(1e-4, 0.02, 10)

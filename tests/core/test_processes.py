@@ -13,12 +13,12 @@ import diffusion
 
 from configs.base import get_config
 from diffusion import samplers
-from diffusion.core import processes as P
-from diffusion.core import schedules as S
+from diffusion.core import processes
+from diffusion.core import schedules
 from diffusion.errors import ConfigError
 
-LINEAR = S.get_beta_schedule("linear", 1000)       # float64, tested in test_schedules
-NCSN_SIGMAS = S.geometric_sigmas(0.01, 1.0, 10)
+LINEAR = schedules.get_beta_schedule("linear", 1000)       # float64, tested in test_schedules
+NCSN_SIGMAS = schedules.geometric_sigmas(0.01, 1.0, 10)
 
 
 
@@ -35,14 +35,14 @@ def np_marginal(kind, t):
 
 
 def test_make_process_variants():
-  for variant, cls, T in (("ddpm", P.VPProcess, 1000), ("dpm", P.VPProcess, 1000),
-                          ("ncsn", P.VEProcess, 10)):
+  for variant, cls, T in (("ddpm", processes.VPProcess, 1000), ("dpm", processes.VPProcess, 1000),
+                          ("ncsn", processes.VEProcess, 10)):
     p = diffusion.make_process(get_config(variant).diffusion)
     assert isinstance(p, cls) and p.num_timesteps == T
     arrays = jax.tree_util.tree_leaves(p)
     assert arrays and all(a.dtype == jnp.float32 and a.shape == (T,) for a in arrays)
   p = diffusion.make_process(get_config("dpm").diffusion)
-  np.testing.assert_allclose(p.betas, S.get_beta_schedule("dpm", 1000), rtol=1e-6)
+  np.testing.assert_allclose(p.betas, schedules.get_beta_schedule("dpm", 1000), rtol=1e-6)
 
 
 def test_exposed_arrays(vp, ve):

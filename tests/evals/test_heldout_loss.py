@@ -107,8 +107,8 @@ def test_heldout_images_are_the_eval_split_scaled_as_training_scales_them():
 
 
 def test_vae_heldout_loss_is_its_training_loss_with_a_fixed_key():
-  from configs.vae import digits as vae_digits  # pylint: disable=import-outside-toplevel
-  config = vae_digits.get_config()
+  from configs.vae import digits  # pylint: disable=import-outside-toplevel
+  config = digits.get_config()
   family = families.make_family(parse_config(config.to_dict()))
   params = family.init_params(jax.random.PRNGKey(1))
   x = heldout_data(family, 32, 0)

@@ -12,7 +12,7 @@ import pytest
 
 import diffusion
 from diffusion.errors import ConfigError
-from diffusion.evals import metrics, metrics as evaluation
+from diffusion.evals import metrics
 
 
 # ---- FID / KID / IS -------------------------------------------------------------------------
@@ -23,18 +23,18 @@ def test_frechet_distance_against_eigenvalue_formula():
   d = 6
   a = rng.standard_normal((400, d)) @ rng.standard_normal((d, d))
   b = rng.standard_normal((300, d)) @ rng.standard_normal((d, d)) + 0.5
-  mu1, s1 = evaluation.feature_statistics(a)
-  mu2, s2 = evaluation.feature_statistics(b)
+  mu1, s1 = metrics.feature_statistics(a)
+  mu2, s2 = metrics.feature_statistics(b)
   np.testing.assert_allclose(s1, np.cov(a.T), rtol=1e-12)
   # tr (S1 S2)^{1/2} = Σ √eig(√S1 S2 √S1), √S1 from the symmetric eigendecomposition.
   w, u = np.linalg.eigh(s1)
   root1 = u @ np.diag(np.sqrt(w)) @ u.T
   tr_covmean = np.sum(np.sqrt(np.clip(np.linalg.eigvalsh(root1 @ s2 @ root1), 0, None)))
   want = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * tr_covmean
-  assert evaluation.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(want, rel=1e-9)
-  assert abs(evaluation.frechet_distance(mu1, s1, mu1, s1)) < 1e-8
+  assert metrics.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(want, rel=1e-9)
+  assert abs(metrics.frechet_distance(mu1, s1, mu1, s1)) < 1e-8
   # 1-D Gaussians: (μ1 − μ2)² + (σ1 − σ2)².
-  assert evaluation.frechet_distance([0.0], [[4.0]], [1.0], [[9.0]]) == pytest.approx(2.0)
+  assert metrics.frechet_distance([0.0], [[4.0]], [1.0], [[9.0]]) == pytest.approx(2.0)
 
 
 def test_frechet_distance_of_rank_deficient_covariances_is_quiet_and_right():
@@ -43,8 +43,8 @@ def test_frechet_distance_of_rank_deficient_covariances_is_quiet_and_right():
   import warnings  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(5)
   a, b = rng.standard_normal((5, 12)), rng.standard_normal((7, 12)) + 0.3
-  mu1, s1 = evaluation.feature_statistics(a)
-  mu2, s2 = evaluation.feature_statistics(b)
+  mu1, s1 = metrics.feature_statistics(a)
+  mu2, s2 = metrics.feature_statistics(b)
   assert np.linalg.matrix_rank(s1) == 4
   w, u = np.linalg.eigh(s1)
   root1 = u @ np.diag(np.sqrt(np.clip(w, 0, None))) @ u.T
@@ -52,9 +52,9 @@ def test_frechet_distance_of_rank_deficient_covariances_is_quiet_and_right():
   want = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * tr_covmean
   with warnings.catch_warnings():
     warnings.simplefilter("error")
-    got = evaluation.frechet_distance(mu1, s1, mu2, s2)
+    got = metrics.frechet_distance(mu1, s1, mu2, s2)
     # Identical samples (blank images): zero covariance, so d² = ‖μ₁ − μ₂‖² + tr(Σ₂).
-    blank = evaluation.frechet_distance(np.zeros(12), np.zeros((12, 12)), mu2, s2)
+    blank = metrics.frechet_distance(np.zeros(12), np.zeros((12, 12)), mu2, s2)
   assert got == pytest.approx(want, rel=1e-6)
   assert blank == pytest.approx(np.sum(mu2 ** 2) + np.trace(s2), rel=1e-6)
 
@@ -80,7 +80,7 @@ def test_kid_against_explicit_loops():
   rng = np.random.default_rng(4)
   f1, f2 = rng.standard_normal((12, 5)), rng.standard_normal((15, 5)) + 0.3
   m, subsets, seed = 6, 3, 7
-  got_mean, got_std = evaluation.kernel_inception_distance(f1, f2, subsets, m, seed)
+  got_mean, got_std = metrics.kernel_inception_distance(f1, f2, subsets, m, seed)
   k = lambda x, y: (np.dot(x, y) / 5 + 1) ** 3  # noqa: E731
   draw = np.random.default_rng(seed)
   mmds = []
@@ -98,15 +98,15 @@ def test_kid_against_explicit_loops():
 def test_inception_score_cases():
   k, splits = 8, 2
   confident = 50.0 * np.eye(k)[np.arange(k * splits) % k]
-  assert evaluation.inception_score(confident, splits)[0] == pytest.approx(k, rel=1e-6)
-  assert evaluation.inception_score(np.zeros((10, k)), 2) == pytest.approx((1.0, 0.0))
+  assert metrics.inception_score(confident, splits)[0] == pytest.approx(k, rel=1e-6)
+  assert metrics.inception_score(np.zeros((10, k)), 2) == pytest.approx((1.0, 0.0))
   logits = np.random.default_rng(5).standard_normal((20, k))
   scores = []
   for part in (logits[:10], logits[10:]):
     p = np.exp(part) / np.exp(part).sum(1, keepdims=True)
     py = p.mean(0)
     scores.append(math.exp(np.mean([np.sum(pi * np.log(pi / py)) for pi in p])))
-  got = evaluation.inception_score(logits, 2)
+  got = metrics.inception_score(logits, 2)
   assert got == pytest.approx((np.mean(scores), np.std(scores)), rel=1e-10)
 
 
@@ -118,19 +118,19 @@ def test_reference_stats_are_cached(tmp_path):
     calls.append(1)
     return feats
 
-  a = evaluation.reference_stats(str(tmp_path / "w"), "cifar10/train", 50, compute)
-  b = evaluation.reference_stats(str(tmp_path / "w"), "cifar10/train", 50, compute)
+  a = metrics.reference_stats(str(tmp_path / "w"), "cifar10/train", 50, compute)
+  b = metrics.reference_stats(str(tmp_path / "w"), "cifar10/train", 50, compute)
   assert len(calls) == 1
   np.testing.assert_array_equal(a["mu"], b["mu"])
   np.testing.assert_allclose(b["sigma"], np.cov(feats.T), rtol=1e-12)
-  assert os.path.basename(evaluation.reference_stats_path("w", "cifar10/train", 50)) == \
+  assert os.path.basename(metrics.reference_stats_path("w", "cifar10/train", 50)) == \
       "fid_stats_cifar10_train_50.npz"
-  c = evaluation.reference_stats(str(tmp_path / "w"), "cifar10/train", 50, compute,
-                                 keep_features=True)  # cache lacks features: recompute
+  c = metrics.reference_stats(str(tmp_path / "w"), "cifar10/train", 50, compute,
+                              keep_features=True)  # cache lacks features: recompute
   assert len(calls) == 2 and c["features"].shape == (50, 16)
   sample = {"pool": feats[:20] + 0.1, "logits_unbiased": np.zeros((20, 1008))}
-  m = evaluation.sample_quality_metrics(sample, c, is_splits=2, kid_subsets=2,
-                                        kid_subset_size=10)
+  m = metrics.sample_quality_metrics(sample, c, is_splits=2, kid_subsets=2,
+                                     kid_subset_size=10)
   assert set(m) == {"fid", "is_mean", "is_std", "kid_mean", "kid_std"}
   assert m["is_mean"] == pytest.approx(1.0)
 
@@ -155,7 +155,7 @@ def tiny_bpd():
     return (x.reshape(x.shape[0], -1) @ jnp.asarray(W)).reshape(x.shape)
 
   key = jax.random.PRNGKey(8)
-  out = evaluation.calc_bpd(eps_fn, process, x0, key, var_type="fixedlarge", clip_x0=True)
+  out = metrics.calc_bpd(eps_fn, process, x0, key, var_type="fixedlarge", clip_x0=True)
   return dict(T=T, process=process, W=W, x0=x0, eps_fn=eps_fn, key=key, out=out)
 
 
@@ -208,14 +208,14 @@ def test_bpd_terms_against_numpy(tiny_bpd):
 def test_bpd_learned_variance_and_errors(tiny_bpd):
   p, eps_fn, x0, key = tiny_bpd["process"], tiny_bpd["eps_fn"], tiny_bpd["x0"], tiny_bpd["key"]
   learned = lambda x, t: (eps_fn(x, t), jnp.ones_like(x))  # noqa: E731  v = +1 -> log β_t
-  out = evaluation.calc_bpd(learned, p, x0, key, var_type="learned_range")
+  out = metrics.calc_bpd(learned, p, x0, key, var_type="learned_range")
   # learned_range with v = 1 equals fixedlarge except at t = 0 (log β_0 vs log β̃_1).
   np.testing.assert_allclose(np.asarray(out["terms_bpd"])[:, 1:],
                              np.asarray(tiny_bpd["out"]["terms_bpd"])[:, 1:], rtol=1e-5)
-  agg = evaluation.evaluate_bpd(eps_fn, p, [x0[:2], x0[2:]], key)
+  agg = metrics.evaluate_bpd(eps_fn, p, [x0[:2], x0[2:]], key)
   assert np.isfinite(agg["bpd"]) and agg["num_examples"] == 4 and agg["terms_bpd"].shape == (20,)
   ve = diffusion.make_process(dict(variant="ncsn"))
   with pytest.raises(ConfigError, match="bits/dim applies to VP"):
-    evaluation.calc_bpd(eps_fn, ve, x0, key)
+    metrics.calc_bpd(eps_fn, ve, x0, key)
   with pytest.raises(ConfigError, match="learned_range"):
-    evaluation.calc_bpd(eps_fn, p, x0, key, var_type="learned_range")
+    metrics.calc_bpd(eps_fn, p, x0, key, var_type="learned_range")

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 
 import diffusion
 from diffusion import families
-from diffusion.config import checks as config_check
+from diffusion.config import checks
 
 from tests.train.test_loop import toy_config
 
@@ -15,7 +15,7 @@ def test_the_family_describes_its_sampling_and_whether_it_trains():
   """What sample.py names its folder, console line and meta.json by comes from the
   family: the chain's length (0 = every level), the sampler's named options (DDIM's η);
   a model without parameters is not trained (the loop asks ``trainable`` only)."""
-  family = families.make_family(config_check.validate(toy_config(**{
+  family = families.make_family(checks.validate(toy_config(**{
       "sampling.method": "ddim", "sampling.num_steps": 10, "sampling.eta": 0.5})))
   record = family.sampling_record(steps_from="--steps")
   assert (record.sampler, record.steps, record.name, record.options) == (
@@ -28,11 +28,11 @@ def test_the_family_describes_its_sampling_and_whether_it_trains():
   assert every.phrase == "100 steps of 100 levels (config.sampling.num_steps=0, 0 = every level)"
   assert family.trainable and family.write_extras({}, "unused", None) == []
   from configs.ncsn import toy_mixture  # pylint: disable=import-outside-toplevel
-  langevin = families.make_family(config_check.validate(toy_mixture.get_config()))
+  langevin = families.make_family(checks.validate(toy_mixture.get_config()))
   assert langevin.sampling_record().phrase == (
       "10 steps of 10 levels (config.sampling.num_steps=0, 0 = every level), "
       f"{langevin.config.sampling.n_steps_each} Langevin steps each")
-  analytic = families.make_family(config_check.validate(toy_config(**{"model.name": "analytic"})))
+  analytic = families.make_family(checks.validate(toy_config(**{"model.name": "analytic"})))
   assert not analytic.trainable and analytic.init_params(jax.random.PRNGKey(0)) == {}
 
 

@@ -10,14 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs.vae import digits as vae_digits
+from configs.vae import digits
 from diffusion import families
 from diffusion.families import vae
 
 
 def tiny_config(**overrides):
   """configs/vae/digits.py with a small network and a few hundred steps."""
-  config = vae_digits.get_config()
+  config = digits.get_config()
   config.model.hidden_dims = (32,)
   config.model.latent_dim = 4
   config.training.num_train_steps = 40

@@ -38,7 +38,7 @@ def test_lock_is_released_when_the_holder_ends(tmp_path):
 def test_make_workdir_when_another_process_creates_it_first(tmp_path, monkeypatch):
   """The race of two train.py on one new workdir: the loser's makedirs finds the folder the
   winner made; it must go on to the lock (one 'in use' line), never delete that folder."""
-  from diffusion.io import workdir as wd  # pylint: disable=import-outside-toplevel
+  from diffusion.io import workdir  # pylint: disable=import-outside-toplevel
   target = tmp_path / "run"
   real = os.makedirs
 
@@ -47,8 +47,8 @@ def test_make_workdir_when_another_process_creates_it_first(tmp_path, monkeypatc
     (target / "metrics.jsonl").write_text("{}\n")   # the winner's run
     raise FileExistsError(path)
 
-  monkeypatch.setattr(wd.os, "makedirs", racing)
-  assert wd.make_workdir(str(target)) is False
+  monkeypatch.setattr(workdir.os, "makedirs", racing)
+  assert workdir.make_workdir(str(target)) is False
   assert (target / "metrics.jsonl").exists()
 
 
@@ -57,7 +57,8 @@ def test_reader_racing_a_writer_that_keeps_one_checkpoint_finds_the_new_one(tmp_
   """sample.py lists checkpoint N, the run saves N+k and deletes N (keep_checkpoints=1)
   before the read: the reader looks again instead of saying "train first"."""
   from diffusion import families
-  from diffusion.io import checkpoints, workdir as runs
+  from diffusion.io import checkpoints
+  from diffusion.io.workdir import restore_ema_params
   w = str(tmp_path / "w")
   config = toy_config(**{"training.keep_checkpoints": 1})
   train(config, w, progress=False)
@@ -65,5 +66,5 @@ def test_reader_racing_a_writer_that_keeps_one_checkpoint_finds_the_new_one(tmp_
   real = checkpoints.Checkpointer.steps
   monkeypatch.setattr(checkpoints.Checkpointer, "steps",
                       lambda self: next(listed, None) or real(self))
-  _, step = runs.restore_ema_params(w, families.make_family(config))
+  _, step = restore_ema_params(w, families.make_family(config))
   assert step == 8

@@ -15,7 +15,7 @@ import pytest
 from diffusion import make_eps_fn
 from diffusion.core.processes import VEProcess
 from diffusion.errors import ConfigError
-from diffusion.models import refinenet as rn, refinenet_layers as rl
+from diffusion.models import refinenet, refinenet_layers
 from diffusion.paths import REPO
 from diffusion.pretrained import ncsn_torch
 
@@ -31,8 +31,8 @@ def rel_err(ours, ref) -> float:
 
 def load(released, name, raw=False):
   params, sigmas, meta = ncsn_torch.import_ncsn_checkpoint(released[name], raw=raw)
-  module = rn.make_refinenet(meta["architecture"], meta["ngf"], meta["channels"],
-                             meta["num_classes"] or 1)
+  module = refinenet.make_refinenet(meta["architecture"], meta["ngf"], meta["channels"],
+                                    meta["num_classes"] or 1)
   return module, params, sigmas, meta
 
 
@@ -42,24 +42,24 @@ def load(released, name, raw=False):
 
 
 @pytest.mark.parametrize("module, image_size, expected", [
-    (rn.ncsn(64, 10, 1), 28, 7_638_657),        # NCSN MNIST (ncsn configs/anneal.yml)
-    (rn.ncsn(128, 10, 3), 32, 30_117_635),      # NCSN CIFAR-10 / CelebA
-    (rn.ncsnv2(128), 32, 29_694_083),           # NCSNv2 CIFAR-10 (L 232), CelebA (L 500)
-    (rn.ncsnv2_deeper(128), 32, 83_445_379),    # NCSNv2Deeper: LSUN church, bedroom
-    (rn.ncsnv2_deepest(128), 32, 94_132_611),   # NCSNv2Deepest: FFHQ
+    (refinenet.ncsn(64, 10, 1), 28, 7_638_657),        # NCSN MNIST (ncsn configs/anneal.yml)
+    (refinenet.ncsn(128, 10, 3), 32, 30_117_635),      # NCSN CIFAR-10 / CelebA
+    (refinenet.ncsnv2(128), 32, 29_694_083),           # NCSNv2 CIFAR-10 (L 232), CelebA (L 500)
+    (refinenet.ncsnv2_deeper(128), 32, 83_445_379),    # NCSNv2Deeper: LSUN church, bedroom
+    (refinenet.ncsnv2_deepest(128), 32, 94_132_611),   # NCSNv2Deepest: FFHQ
 ], ids=["ncsn_mnist", "ncsn_cifar10", "ncsnv2_cifar10", "ncsnv2_deeper", "ncsnv2_deepest"])
 def test_parameter_counts_match_official_code(module, image_size, expected):
-  assert rn.param_count(module, image_size) == expected
+  assert refinenet.param_count(module, image_size) == expected
 
 
 def test_ncsnv2_count_does_not_depend_on_levels():
   # Unconditional: CIFAR-10's 232 levels and CelebA's 500 give the same network.
-  assert rn.make_refinenet("ncsnv2", num_classes=232) == rn.make_refinenet(
+  assert refinenet.make_refinenet("ncsnv2", num_classes=232) == refinenet.make_refinenet(
       "ncsnv2", num_classes=500)
 
 
 def test_shapes_and_divisibility():
-  net = rn.ncsnv2_deeper(4)
+  net = refinenet.ncsnv2_deeper(4)
   x = jax.ShapeDtypeStruct((2, 16, 16, 3), jnp.float32)
   cond = jax.ShapeDtypeStruct((2,), jnp.float32)
   params = jax.eval_shape(net.init, jax.random.PRNGKey(0), x, cond)
@@ -77,7 +77,7 @@ def test_shapes_and_divisibility():
 
 def test_resize_align_corners_matches_formula():
   x = np.random.default_rng(0).normal(size=(1, 3, 4, 2)).astype(np.float32)
-  out = np.asarray(rl.resize_bilinear_align_corners(jnp.asarray(x), (5, 7)))
+  out = np.asarray(refinenet_layers.resize_bilinear_align_corners(jnp.asarray(x), (5, 7)))
   # Reference: separable linear interpolation at i*(n_in-1)/(n_out-1), corners aligned.
   def interp_axis(a, axis, n_out):
     n_in = a.shape[axis]
@@ -94,7 +94,7 @@ def test_resize_align_corners_matches_formula():
 
 def test_instance_norm_plus_uses_unbiased_channel_variance():
   x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 5, 5, 3)), jnp.float32)
-  normed, means = rl._instance_norm_plus_core(x)  # pylint: disable=protected-access
+  normed, means = refinenet_layers._instance_norm_plus_core(x)  # pylint: disable=protected-access
   mu = np.asarray(x, np.float64).mean(axis=(1, 2))
   ref = (mu - mu.mean(-1, keepdims=True)) / np.sqrt(mu.var(-1, ddof=1, keepdims=True) + 1e-5)
   np.testing.assert_allclose(np.asarray(means)[:, 0, 0], ref, rtol=1e-5)
@@ -105,9 +105,9 @@ def test_instance_norm_plus_uses_unbiased_channel_variance():
 
 def test_pooling_conventions():
   x = jnp.ones((1, 5, 5, 1))
-  avg = np.asarray(rl.pool_5x5(x, "avg"))[0, :, :, 0]
+  avg = np.asarray(refinenet_layers.pool_5x5(x, "avg"))[0, :, :, 0]
   assert avg[2, 2] == pytest.approx(1.0) and avg[0, 0] == pytest.approx(9 / 25)  # pad counted
-  mx = np.asarray(rl.pool_5x5(-x, "max"))[0, :, :, 0]
+  mx = np.asarray(refinenet_layers.pool_5x5(-x, "max"))[0, :, :, 0]
   np.testing.assert_array_equal(mx, -1.0)                                # pad never wins
 
 
@@ -115,7 +115,7 @@ def test_pooling_conventions():
 def test_refine_block_is_differentiable(num_classes):
   """Training needs reverse-mode through pooling, fusion and the norms (a small block
   stands for the network: same layers, a fraction of the compile time)."""
-  block = rl.RefineBlock(4, num_classes=num_classes)
+  block = refinenet_layers.RefineBlock(4, num_classes=num_classes)
   xs = [jnp.ones((1, 4, 4, 4)) * jnp.arange(4.0), jnp.ones((1, 2, 2, 4)) * jnp.arange(4.0)[::-1]]
   y = jnp.array([1])
   params = block.init(jax.random.PRNGKey(0), xs, y)

@@ -10,7 +10,7 @@ import pytest
 import safetensors.numpy
 
 from configs.ddpm import cifar10
-from diffusion.config import checks as config_check
+from diffusion.config import checks
 from diffusion.pretrained import diffusers, import_weights, importer
 
 from tests.pretrained.test_importer import (load_run, params_of, RELEASES, TINY, tiny_config, TINY_OLD_BIN)
@@ -37,7 +37,7 @@ def test_mapping_names_every_tensor_of_the_published_configs(release):
   assert sum(int(np.prod(s)) for s in shapes.values()) == r["num_params"] == \
       {"cifar10_32": 35_746_307, "lsun_256": 113_673_219}[release]
   # The release's architecture is exactly the dataset config's.
-  base = config_check.validate(config)
+  base = checks.validate(config)
   assert (cfg.model.ch, cfg.model.ch_mult, cfg.model.num_res_blocks,
           cfg.model.attn_resolutions) == (base.model.ch, base.model.ch_mult,
                                           base.model.num_res_blocks, base.model.attn_resolutions)
@@ -68,7 +68,7 @@ def test_both_formats_and_both_name_generations_give_the_same_network(imported, 
                               str(old_st / diffusers.SAFETENSORS_NAME))
   conv_attn = {k: (v[:, :, None, None] if ".query." in k and v.ndim == 2 else v)
                for k, v in old.items()}
-  shapes = importer._shapes(config_check.validate(load_run(imported[0])[0]))  # pylint: disable=protected-access
+  shapes = importer._shapes(checks.validate(load_run(imported[0])[0]))  # pylint: disable=protected-access
   want = params_of(imported[0])
   for name, state in (("safetensors, to_q", st), ("pickle, query", old),
                       ("safetensors, query",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from diffusion import families
-from diffusion.config import checks as config_check
+from diffusion.config import checks
 from diffusion.pretrained import diffusers, export_run, import_weights, importer
 from diffusion.pretrained.network import WeightsError
 
@@ -46,7 +46,7 @@ def test_export_reproduces_diffusers_file_and_imports_bit_exact(imported, tmp_pa
 
 
 def test_export_refuses_a_network_without_a_diffusers_counterpart(tmp_path):
-  cfg = config_check.validate(tiny_config())
+  cfg = checks.validate(tiny_config())
   cfg = cfg.replace(model=cfg.model.replace(ch=32, ch_mult=(1, 1), num_res_blocks=1,
                                             attn_resolutions=(8,), resamp_with_conv=False))
   workdir = str(tmp_path / "avgpool")

@@ -23,8 +23,8 @@ import safetensors.numpy
 import diffusion
 from configs.ddpm import cifar10
 from diffusion import families, samplers
-from diffusion.config import checks as config_check
-from diffusion.io import workdir as runs
+from diffusion.config import checks
+from diffusion.io.workdir import load_config, restore_ema_params
 from diffusion.pretrained import diffusers, import_weights, importer
 from diffusion.pretrained.network import flatten, WeightsError
 from diffusion.paths import REPO
@@ -48,9 +48,9 @@ def tiny_config():
 
 def load_run(workdir):
   """What ``diffusion.load(DIR)`` does: the config.json, the family, the EMA params."""
-  cfg = config_check.validate(runs.load_config(workdir))
+  cfg = checks.validate(load_config(workdir))
   family = families.make_family(cfg)
-  params, step = runs.restore_ema_params(workdir, family)
+  params, step = restore_ema_params(workdir, family)
   return cfg, family, params, step
 
 

@@ -9,7 +9,7 @@ import pytest
 
 import diffusion
 from diffusion.errors import ConfigError
-from diffusion.models import refinenet as rn
+from diffusion.models import refinenet
 from diffusion.pretrained import ncsn_torch
 
 from tests.models.test_refinenet import FIXTURES, rel_err, RTOL
@@ -55,7 +55,7 @@ def test_refuses_foreign_and_mismatched_weights(released, tmp_path):
   weights = {k: v for k, v in weights.items() if not k.startswith("refine4.crp")}
   params = ncsn_torch.to_flax_params(weights)
   with pytest.raises(ncsn_torch.NCSNWeightsError, match="missing") as err:
-    ncsn_torch.check_params(params, rn.ncsnv2(4))
+    ncsn_torch.check_params(params, refinenet.ncsnv2(4))
   assert "\n" not in str(err.value)
   # A pickle that would run code is refused before anything runs.
   class Evil:

@@ -57,9 +57,9 @@ def test_product_zip_chain_and_the_command_line_grid():
     ("optim.lr=", "empty key or value"), ("optim.lr=1e-3,,2e-3", "empty key or value"),
     ("optim.lr=1e-3,nan", "optim.lr=nan is not a finite number")])
 def test_grid_empty_and_nan_values_are_refused(grid, message):
-  from diffusion.sweeps import grid as grids
+  from diffusion.sweeps.grid import parse_grid
   with pytest.raises(ConfigError, match=message):
-    grids.parse_grid(grid)
+    parse_grid(grid)
 
 
 def test_point_names_are_readable_stable_and_safe():

@@ -45,10 +45,10 @@ def test_ledger_states_skip_retry_and_changed_definitions(tmp_path):
 
 def test_ledger_of_the_wrong_shape_is_one_line(tmp_path, capsys):
   from diffusion import sweeps
-  from diffusion.sweeps.__main__ import main as sweeps_command
+  from diffusion.sweeps.__main__ import main
   (tmp_path / "sweep.json").write_text('{"config": 3, "points": 5}')
   with pytest.raises(ConfigError, match="sweep.json is JSON but not a sweep ledger"):
     sweeps.run_sweep(_toy_sweep_config(), TOY_FILE, "optim.lr=1e-3", str(tmp_path))
-  assert sweeps_command(["python -m diffusion.sweeps", "summarize", str(tmp_path)]) == 2
+  assert main(["python -m diffusion.sweeps", "summarize", str(tmp_path)]) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and "not a sweep ledger" in err[0] and "move it away" in err[0]

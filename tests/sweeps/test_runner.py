@@ -56,7 +56,6 @@ def test_a_signal_stops_the_sweep_not_just_its_point(tmp_path, monkeypatch, how)
   """Ctrl-C before a point's first step left the point failed and trained the next one;
   a signal at a point's last step went unnoticed."""
   from diffusion import sweeps
-  from diffusion.sweeps import runner as sweep_runner
   calls = []
 
   def fake_train(config, workdir, progress=True):
@@ -65,7 +64,7 @@ def test_a_signal_stops_the_sweep_not_just_its_point(tmp_path, monkeypatch, how)
       raise Interrupted("interrupted (Ctrl-C) before the first step; nothing was saved.")
     return {"step": config.training.num_train_steps, "loss": 1.0, "interrupted": "SIGINT"}
 
-  monkeypatch.setattr(sweep_runner, "train", fake_train)
+  monkeypatch.setattr(sweeps.runner, "train", fake_train)
   sweeps.run_sweep(_toy_sweep_config(), TOY_FILE, "optim.lr=1e-3,2e-3", str(tmp_path))
   statuses = [p["status"] for p in sweeps.read_ledger(str(tmp_path))["points"]]
   assert len(calls) == 1

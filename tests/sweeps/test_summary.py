@@ -18,7 +18,7 @@ from tests.sweeps.test_grid import toy_file_config
 def _fake_sweep(sweep_dir, config, points, statuses=None):
   """A sweep DIR as training leaves it, without training: the ledger, and each started
   point's config.json and metrics.jsonl (10 rows)."""
-  from diffusion.io import workdir as runs  # pylint: disable=import-outside-toplevel
+  from diffusion.io.workdir import config_json  # pylint: disable=import-outside-toplevel
   names = sweeps.point_names(points)
   sweep_dir.mkdir(parents=True, exist_ok=True)
   ledger = sweeps.Ledger.open(str(sweep_dir), "configs/fake.py", "fake", {}, names, points)
@@ -27,7 +27,7 @@ def _fake_sweep(sweep_dir, config, points, statuses=None):
     if status != "pending":
       folder = sweep_dir / name
       folder.mkdir()
-      (folder / "config.json").write_text(runs.config_json(grid.point_config(config, point)))
+      (folder / "config.json").write_text(config_json(grid.point_config(config, point)))
       rows = [{"step": s, "loss": 1.0 + i + 10.0 / s} for s in range(10, 101, 10)]
       rows[-1]["eval/fid"] = 50.0 - i
       (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

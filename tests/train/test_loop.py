@@ -17,7 +17,7 @@ import pytest
 from diffusion import families
 from diffusion.errors import ConfigError
 from diffusion.io import checkpoints, metric_writers
-from diffusion.train import optim as optimizers
+from diffusion.train import optim
 from diffusion.train.loop import initial_state, NonFiniteLossError, train
 from diffusion.paths import REPO
 
@@ -44,7 +44,7 @@ def toy_config(**overrides):
 def read_state(workdir, config):
   """(step, params, ema_params) of the latest checkpoint of a run, as numpy."""
   family = families.make_family(config)
-  optimizer = optimizers.make_optimizer(config.optim)
+  optimizer = optim.make_optimizer(config.optim)
   target = jax.eval_shape(lambda: initial_state(family, optimizer))
   ckpt = checkpoints.Checkpointer(workdir)
   state, step = ckpt.restore_latest(target)

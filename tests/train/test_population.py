@@ -36,12 +36,12 @@ POPULATION_CHANGES = [
 
 def _step_program(config):
   """The jaxpr of one train step of ``config``: constants baked in would show here."""
-  from diffusion.train import optim as optimizers  # pylint: disable=import-outside-toplevel
+  from diffusion.train import optim  # pylint: disable=import-outside-toplevel
   from diffusion.data import make_source  # pylint: disable=import-outside-toplevel
   from diffusion.train.loop import initial_state  # pylint: disable=import-outside-toplevel
   from diffusion.train.step import train_step  # pylint: disable=import-outside-toplevel
   family = families.make_family(config)
-  opt = optimizers.make_optimizer(config.optim)
+  opt = optim.make_optimizer(config.optim)
   source = make_source(config.data)
   state = jax.eval_shape(lambda: initial_state(family, opt))
   fn = lambda s: train_step(s, {}, loss_fn=family.loss_fn, optimizer=opt,  # noqa: E731
@@ -71,8 +71,8 @@ def test_population_fields_do_not_change_the_program():
            for wd in (0.0, 0.1)]
   assert _step_program(adamw[0]) == _step_program(adamw[1])
   changed.add("optim.weight_decay")
-  from configs.vae import digits as vae_digits  # pylint: disable=import-outside-toplevel
-  vae = [vae_digits.get_config() for _ in range(2)]
+  from configs.vae import digits  # pylint: disable=import-outside-toplevel
+  vae = [digits.get_config() for _ in range(2)]
   vae[1].vae.kl_weight = 4.0
   assert program_key(vae[0]) == program_key(vae[1])
   jaxprs = []

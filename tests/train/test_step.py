@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from diffusion.train import optim as optimizers
+from diffusion.train import optim
 from diffusion.train.step import create_train_state, scan_steps, train_step
 
 
@@ -54,7 +54,7 @@ def test_scanned_steps_equal_single_steps():
     del key, hparams
     return jnp.mean((batch - params["m"]) ** 2), {}
 
-  opt = optimizers.make_optimizer({"lr": 0.05, "warmup_steps": 2})
+  opt = optim.make_optimizer({"lr": 0.05, "warmup_steps": 2})
   state = create_train_state({"m": jnp.zeros(4)}, opt, seed=0, ema_decay=0.5)
   one = jax.jit(lambda s, d: train_step(s, d, loss_fn=loss_fn, optimizer=opt,
                                         get_batch=get_batch))
