@@ -15,7 +15,10 @@ from diffusion import compile_cache, xla_cpu
 
 # Tests compile many of the same programs (and the CLIs they start do too): share them.
 compile_cache.enable()
-# The project's CPU kernel choice (diffusion/xla_cpu.py), so tests run what users run.
+# The project's CPU convolution kernel (diffusion/xla_cpu.py), fixed to Eigen so that the
+# suite (and every command it starts) neither measures on a fresh machine nor depends on
+# what a measurement chose; tests/test_xla_cpu.py tests the automatic choice itself.
+os.environ.setdefault("DIFFUSION_CPU_CONVOLUTIONS", "eigen")
 xla_cpu.configure()
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
