@@ -44,8 +44,9 @@ import subprocess
 import sys
 import time
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import jax
 import jaxlib
 
 from diffusion import compile_cache
@@ -292,3 +293,30 @@ def run_worker(kernel: str, batch: int, shapes: Sequence[Shape],
     pass
   last = (out.stderr.strip().splitlines() or ["no output"])[-1]
   return None, f"exit status {out.returncode}: {last[:200]}"
+
+
+def slow_in_a_loop(fn: Callable, *args) -> bool:
+  """Whether XLA:CPU would run ``fn(*args)`` much slower inside a loop body (``lax.scan``,
+  ``lax.map``, ``while_loop``) than at the top level of a program: JAX computes on the
+  CPU and ``fn`` has a convolution. XLA:CPU rewrites a convolution into the form its Eigen
+  and YNNPACK kernels take (input NHWC, kernel HWIO) only in the program's entry
+  computation (its ``ConvCanonicalization`` pass); the gradient convolutions of a loop body
+  keep their transposed dimension numbers and run as a generic loop nest (about 20x slower
+  for the quickstart's training step, BENCHMARKS.md). ``args`` may be tracers."""
+  if jax.default_backend() != "cpu":
+    return False
+  return "conv_general_dilated" in primitives(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+def primitives(jaxpr) -> set:
+  """The names of the primitives of ``jaxpr`` and of the jaxprs nested in it (a scan's
+  body, a cond's branches, a custom_vjp's rule)."""
+  names = set()
+  for eqn in jaxpr.eqns:
+    names.add(eqn.primitive.name)
+    for param in eqn.params.values():
+      for sub in (param if isinstance(param, (tuple, list)) else (param,)):
+        inner = getattr(sub, "jaxpr", sub)    # a ClosedJaxpr holds its Jaxpr
+        if hasattr(inner, "eqns"):
+          names |= primitives(inner)
+  return names

@@ -3,8 +3,10 @@ overridden by the variable, skipped where no convolution runs, and in effect."""
 
 import json
 import os
+import re
 
 import jax
+import jax.numpy as jnp
 import jaxlib
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ import pytest
 
 from diffusion import xla_cpu
 from diffusion.errors import ConfigError
+from diffusion.train.step import scan_steps
 
 
 def _conv(x, w):
@@ -238,3 +241,58 @@ def test_the_automatic_choice_measures_for_real(fresh, capsys):
   assert kernel == min(record["ms"], key=record["ms"].get)
   assert (xla_cpu.FLAG in os.environ.get("XLA_FLAGS", "")) == (kernel == "eigen")
   assert capsys.readouterr().err.startswith(f"CPU convolutions: {kernel} (measured: ")
+
+
+# ---- loop bodies: scan_steps writes a convolutional step out on the CPU -------------------
+
+
+def _conv_step(w, x):
+  """One gradient step of sum(tanh(conv(x, w))²) in w: a forward and a kernel-gradient
+  convolution."""
+  loss = lambda w: jnp.sum(jnp.tanh(_conv(x, w)) ** 2)  # noqa: E731
+  value, grad = jax.value_and_grad(loss)(w)
+  return w - 1e-3 * grad, {"loss": value}
+
+
+def _dense_step(w, x):
+  loss = lambda w: jnp.sum(jnp.tanh(x.reshape(x.shape[0], -1)[:, :w.shape[0]] @ w) ** 2)  # noqa: E731
+  value, grad = jax.value_and_grad(loss)(w)
+  return w - 1e-3 * grad, {"loss": value}
+
+
+def _dim_labels(hlo: str):
+  return re.findall(r" convolution\(.*?dim_labels=(\S+?),", hlo)
+
+
+def test_scan_steps_writes_out_a_convolutional_step_on_the_cpu():
+  """XLA:CPU brings a convolution into its kernels' form (NHWC input, HWIO kernel) only at
+  the program's top level: in a loop body the kernel gradient keeps transposed dimension
+  labels (a generic loop nest, ~20x slower: BENCHMARKS.md). scan_steps therefore unrolls a
+  convolutional step on the CPU (no while loop, every convolution in the kernels' form),
+  keeps the loop for a step without convolutions, and computes the same steps either way."""
+  rng = np.random.default_rng(0)
+  w = jnp.asarray(rng.standard_normal((3, 3, 8, 8)).astype(np.float32) * 0.1)
+  x = jnp.asarray(rng.standard_normal((4, 6, 6, 8)).astype(np.float32))
+  rolled = jax.jit(scan_steps(_conv_step, 3, False, unroll=False))
+  chosen = jax.jit(scan_steps(_conv_step, 3, False))
+  rolled_hlo = rolled.lower(w, x).compile().as_text()
+  chosen_hlo = chosen.lower(w, x).compile().as_text()
+  assert " while(" in rolled_hlo and " while(" not in chosen_hlo
+  assert set(_dim_labels(chosen_hlo)) == {"b01f_01io->b01f"}
+  if jaxlib_known():   # the cause, as jaxlib 0.10 compiles it
+    assert set(_dim_labels(rolled_hlo)) - {"b01f_01io->b01f"}
+  single = jax.jit(_conv_step)
+  ref = w
+  for _ in range(3):
+    ref, metrics = single(ref, x)
+  for fn in (rolled, chosen):
+    out, last = fn(w, x)
+    np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(last["loss"], metrics["loss"], rtol=1e-6)
+  # One batch per step (streamed data): the same choice.
+  per_step = jax.jit(scan_steps(_conv_step, 3, True))
+  assert " while(" not in per_step.lower(w, jnp.stack([x] * 3)).compile().as_text()
+  np.testing.assert_allclose(per_step(w, jnp.stack([x] * 3))[0], ref, rtol=1e-6, atol=1e-7)
+  # Without a convolution the loop stays (a scanned MLP step is fast on XLA:CPU).
+  dense = jax.jit(scan_steps(_dense_step, 3, False))
+  assert " while(" in dense.lower(jnp.ones((8, 4)), x).compile().as_text()
