@@ -19,8 +19,8 @@ computation. The choice, in order:
    (``DIFFUSION_EIGEN_CONVOLUTIONS=1`` / ``=0``, the former switch, say the same).
 3. ``auto`` (the default): the kernel measured fastest on this machine. The first time
    for a (CPU model and flags, core count, jaxlib version, convolution shapes), each
-   candidate times the U-Net's convolutions (:func:`conv_shapes`: the 3x3 at the top
-   and lowest resolutions and a 1x1 skip projection, forward and both gradients, at the
+   candidate times the U-Net's convolutions (:func:`conv_shapes`: the 3x3 convolutions of
+   the top, the second and the lowest resolution, forward and both gradients, at the
    run's batch, capped so one convolution is at most 2.5 GFLOP) in a process of its own
    (``diffusion/conv_timing.py``); a candidate within 10% of the other is timed again. The
    choice and its times are printed once (one line on stderr) and kept in
@@ -148,21 +148,21 @@ def runs_on_cpu() -> bool:
 
 
 def conv_shapes(config=None) -> Tuple[int, List[Shape]]:
-  """(batch, shapes) the measurement times, from the config's U-Net: the 3x3 convolution
-  at the top resolution (ch * ch_mult[0] channels in and out) and at the lowest, and the
-  1x1 skip projection of the up path at the top (2 ch * ch_mult[0] -> ch * ch_mult[0]).
-  The batch is the run's (``training.batch_size``), capped so that the top 3x3
-  convolution costs at most :data:`MAX_GFLOP`; without a config, the DDPM CIFAR-10 U-Net
-  (32x32, ch 128, ch_mult (1, 2, 2, 2)) at batch 8."""
+  """(batch, shapes) the measurement times, from the config's U-Net: its 3x3 convolution
+  (ch * ch_mult[i] channels in and out) at the top resolution, the next one down and the
+  lowest (the U-Net's 1x1 projections are dense layers, not convolutions). The batch is
+  the run's (``training.batch_size``), capped so that the top convolution costs at most
+  :data:`MAX_GFLOP`; without a config, the DDPM CIFAR-10 U-Net (32x32, ch 128, ch_mult
+  (1, 2, 2, 2)) at batch 8."""
   model, data = _field(config, "model", None), _field(config, "data", None)
   size = int(_field(data, "image_size", 32))
   ch = int(_field(model, "ch", 0) or _field(model, "ngf", 128))
   mult = tuple(int(m) for m in _field(model, "ch_mult", (1, 2, 2, 2))) or (1,)
   batch = int(_field(_field(config, "training", None), "batch_size", 8))
-  top, low = ch * mult[0], ch * mult[-1]
-  side = max(1, size >> (len(mult) - 1))
-  shapes = [(size, size, top, top, 3), (side, side, low, low, 3), (size, size, 2 * top, top, 1)]
-  gflop_per_image = 2 * size * size * top * top * 9 / 1e9
+  levels = sorted({0, min(1, len(mult) - 1), len(mult) - 1})
+  shapes = [(max(1, size >> i), max(1, size >> i), ch * mult[i], ch * mult[i], 3)
+            for i in levels]
+  gflop_per_image = 2 * size * size * (ch * mult[0]) ** 2 * 9 / 1e9
   return max(1, min(batch, int(MAX_GFLOP // gflop_per_image))), shapes
 
 
@@ -232,7 +232,7 @@ def describe(record: dict, kept: str) -> str:
                                                          key=lambda kv: kv[1]))
   why = (f"measured: {times}" if times else f"measurement failed ({record['error']}); "
          "the former default")
-  return (f"CPU convolutions: {record['choice']} ({why}; the U-Net's 3x3 and 1x1 "
+  return (f"CPU convolutions: {record['choice']} ({why}; the U-Net's 3x3 "
           f"convolutions at batch {record['batch']}, forward + both gradients; "
           f"{record['seconds']:.0f} s, once for this CPU and jaxlib {record['jaxlib']}; {kept}; "
           f"{ENV}=eigen|ynnpack overrides)")
