@@ -5,8 +5,9 @@ convolutions become ``__ynn_fusion`` custom fusions) and XLA's own Eigen convolu
 (``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution``). Which is faster
 depends on the CPU: for the DDPM CIFAR-10 U-Net's step at batch 8, Eigen took 0.68x
 YNNPACK's time on a 2-core AMD EPYC (Zen 1), while on a 2-core AVX-512 EPYC (Zen 4) the
-two are within a few per cent with YNNPACK ahead (BENCHMARKS.md). (The oneDNN and XNNPACK
-flags of this jaxlib leave convolutions where they are: no third candidate.)
+whole steps were within their round-to-round spread (BENCHMARKS.md, "CPU kernels per
+machine"). (The oneDNN and XNNPACK flags of this jaxlib leave convolutions where they
+are, and its oneDNN custom calls are not built in: there is no third candidate.)
 
 :func:`configure` picks the kernel for this machine and sets ``XLA_FLAGS`` to it. It has
 to run before JAX starts its CPU backend (the flags are read once, then); the command
