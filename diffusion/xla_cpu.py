@@ -26,8 +26,8 @@ computation. The choice, in order:
    (``diffusion/conv_timing.py``); a candidate within 10% of the other is timed again. The
    choice and its times are printed once (one line on stderr) and kept in
    ``cpu_convolutions.json`` beside the compilation cache (``~/.cache/diffusion/``, see
-   :mod:`diffusion.compile_cache`); later runs read it. This costs about 10-20 s of a
-   2-core machine, once; an unreadable file is measured again.
+   :mod:`diffusion.compile_cache`); later runs read it. This costs 10-30 s of a 2-core
+   machine (more under load), once; an unreadable file is measured again.
 
 Nothing is measured or set (the return value is ``""``) when: the config's network has no
 convolution (``mlp``, ``analytic``, ``mlp_vae``); JAX will compute on a GPU or TPU; the
