@@ -296,6 +296,23 @@ def run_worker(kernel: str, batch: int, shapes: Sequence[Shape],
   return None, f"exit status {out.returncode}: {last[:200]}"
 
 
+# scan_steps writes out at most this many steps (compilation grows about K-fold).
+UNROLL_LIMIT = 8
+
+
+def steps_per_call_warning(config, platform: str) -> str:
+  """The one line the training loop prints when ``training.steps_per_call`` exceeds
+  :data:`UNROLL_LIMIT` for a convolutional network on the CPU (``platform``: the devices'
+  platform), else "". Such a call keeps its loop, whose gradient convolutions XLA:CPU runs
+  20-50x slower (:func:`slow_in_a_loop`)."""
+  k = int(_field(_field(config, "training", None), "steps_per_call", 1))
+  if platform != "cpu" or k <= UNROLL_LIMIT or not has_convolutions(config):
+    return ""
+  return (f"warning: training.steps_per_call={k} on a CPU runs this convolutional network's "
+          f"steps 20-50x slower (XLA:CPU loop bodies); use at most {UNROLL_LIMIT} (those "
+          "calls are written out, same speed as 1) or 1.")
+
+
 def slow_in_a_loop(fn: Callable, *args) -> bool:
   """Whether XLA:CPU would run ``fn(*args)`` much slower inside a loop body (``lax.scan``,
   ``lax.map``, ``while_loop``) than at the top level of a program: JAX computes on the

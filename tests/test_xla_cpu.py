@@ -295,3 +295,19 @@ def test_scan_steps_writes_out_a_convolutional_step_on_the_cpu():
   # Without a convolution the loop stays (a scanned MLP step is fast on XLA:CPU).
   dense = jax.jit(scan_steps(_dense_step, 3, False))
   assert " while(" in dense.lower(jnp.ones((8, 4)), x).compile().as_text()
+
+
+def test_more_steps_than_the_unroll_limit_keep_the_loop_and_warn():
+  w = jnp.zeros((3, 3, 8, 8))
+  x = jnp.zeros((4, 6, 6, 8))
+  k = xla_cpu.UNROLL_LIMIT + 1
+  hlo = jax.jit(scan_steps(_conv_step, k, False)).lower(w, x).compile().as_text()
+  assert " while(" in hlo
+  unet = dict(TINY_UNET, training={"batch_size": 2, "steps_per_call": k})
+  line = xla_cpu.steps_per_call_warning(unet, "cpu")
+  assert line.startswith(f"warning: training.steps_per_call={k} on a CPU") and "\n" not in line
+  assert xla_cpu.steps_per_call_warning(unet, "gpu") == ""
+  assert xla_cpu.steps_per_call_warning(
+      dict(unet, training={"steps_per_call": xla_cpu.UNROLL_LIMIT}), "cpu") == ""
+  assert xla_cpu.steps_per_call_warning(
+      dict(unet, model={"name": "mlp"}), "cpu") == ""
