@@ -68,7 +68,6 @@ KNOWN_JAXLIB = ("0.10.",)
 ENV = "DIFFUSION_CPU_CONVOLUTIONS"
 LEGACY_ENV = "DIFFUSION_EIGEN_CONVOLUTIONS"
 CHOICES = ("auto",) + tuple(KERNELS)
-NO_CONVOLUTION_NETWORKS = ("mlp", "analytic", "mlp_vae")
 CACHE_FILE = "cpu_convolutions.json"
 # A second round of both candidates when the totals differ by less than this fraction.
 CLOSE = 0.10
@@ -132,8 +131,15 @@ def _field(section, name: str, default):
 
 
 def has_convolutions(config) -> bool:
-  """Whether the config's network has convolutions (unknown: yes)."""
-  return _field(_field(config, "model", None), "name", "") not in NO_CONVOLUTION_NETWORKS
+  """Whether the config's network has convolutions (unknown: yes): a registered network
+  says so itself (``Network.convolutional``); the VAE's networks are MLPs."""
+  # Imported here: the network registry loads Flax, which a command needs only after this.
+  from diffusion import models  # pylint: disable=import-outside-toplevel
+  name = _field(_field(config, "model", None), "name", "")
+  if name in models.VAE_NETWORKS:
+    return False
+  network = models.NETWORKS.get(name)
+  return network is None or network.convolutional
 
 
 def runs_on_cpu() -> bool:
