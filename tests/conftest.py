@@ -23,8 +23,10 @@ import diffusion
 from diffusion import cli, paths
 
 # The commands' start-up: tests compile many of the same programs (and the CLIs they start
-# do too), so share them in the persistent cache; and the project's CPU kernel choice
-# (diffusion/xla_cpu.py), so tests run what users run.
+# do too), so share them in the persistent cache; the CPU convolution kernel is fixed to
+# Eigen so that the suite (and every command it starts) neither measures on a fresh machine
+# nor depends on what a measurement chose (tests/test_xla_cpu.py tests the automatic choice).
+os.environ.setdefault("DIFFUSION_CPU_CONVOLUTIONS", "eigen")
 cli.start_computing()
 
 REPO = pathlib.Path(paths.REPO)
