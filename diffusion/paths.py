@@ -8,5 +8,7 @@ and the shared data of a workplace (``REPO/../shared/data``) are found from it.
 
 import os
 
-# diffusion/paths.py -> diffusion/ -> the repository: a str, for os.path, cwd= and PYTHONPATH.
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# diffusion/paths.py -> diffusion/ (PACKAGE) -> the repository: strs, for os.path, cwd= and
+# PYTHONPATH.
+PACKAGE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(PACKAGE)

@@ -53,6 +53,7 @@ import jaxlib
 from diffusion import compile_cache
 from diffusion.errors import ConfigError
 from diffusion.io import atomic
+from diffusion.paths import PACKAGE
 
 try:  # JAX has no public call that says whether its backends started (0.10 to 0.12).
   from jax._src.xla_bridge import backends_are_initialized
@@ -73,7 +74,7 @@ CACHE_FILE = "cpu_convolutions.json"
 CLOSE = 0.10
 MAX_GFLOP = 2.5         # the measured batch is capped so one convolution costs at most this
 TIMEOUT_S = 180         # per candidate process; a candidate that fails or hangs drops out
-WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conv_timing.py")
+WORKER = os.path.join(PACKAGE, "conv_timing.py")
 
 Shape = Tuple[int, int, int, int, int]   # (H, W, Cin, Cout, kernel size)
 
