@@ -38,7 +38,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from diffusion import extras
 from diffusion.errors import ConfigError
 from diffusion.evals import maximised_metrics
-from diffusion.io import workdir as runs
+from diffusion.io.workdir import WorkdirLock, check_workdir, make_workdir
 from diffusion.sweeps import pbt, search_settings
 from diffusion.sweeps.grid import point_config, point_names
 from diffusion.sweeps.ledger import Ledger
@@ -92,7 +92,7 @@ def _owner_alive(owner: Optional[Dict[str, Any]], workdir: str) -> bool:
   if not os.path.isdir(workdir):
     return True     # claimed on another machine, not started yet
   try:
-    runs.WorkdirLock(workdir).acquire().release()
+    WorkdirLock(workdir).acquire().release()
   except Exception:  # noqa: BLE001 - held (or unreadable): leave it to its owner
     return True
   return False
@@ -434,8 +434,8 @@ def run_search(config, config_file: str, spec: str, sweep_dir: str,
       raise ConfigError(f"--scheduler=pbt needs populations of at least 2 members; "
                         f"--population={size} with --trials={settings.trials} gives fewer.")
   check_space(config, space, fixed, label)
-  runs.check_workdir(sweep_dir)
-  runs.make_workdir(sweep_dir)
+  check_workdir(sweep_dir)
+  make_workdir(sweep_dir)
   if mode == "ray":
     extras.require("ray")   # one line naming the ray extra if it is missing
     from diffusion.sweeps import ray_tune  # pylint: disable=import-outside-toplevel  # heavy

@@ -13,11 +13,11 @@ import pytest
 
 from diffusion import sweeps
 from diffusion.io.metric_writers import read_metrics
+from diffusion.paths import REPO
 from diffusion.sweeps import search_settings, trials
 
 pytest.importorskip("optuna")
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOY_FILE = "configs/ddpm/toy_mixture.py"
 SPACE = "optim.lr=loguniform(1e-4,3e-2);training.ema_decay=choice(0.5,0.9)"
 RUNGS = [10, 30, 90]
@@ -116,3 +116,4 @@ def test_asha_stops_members_inside_one_population(tmp_path):
   assert any(p["status"] == "done" for p in points)
   assert math.isclose(sum(p["steps"] for p in points),
                       sum(100 if p["stopped"] is None else p["stopped"]["step"] for p in points))
+

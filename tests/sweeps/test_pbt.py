@@ -23,11 +23,10 @@ from diffusion.io.metric_writers import read_metrics
 from diffusion.sweeps import pbt, search_settings
 from diffusion.sweeps.ledger import Ledger
 from diffusion.train import optim
-from diffusion.train import pbt as train_pbt_module
 from diffusion.train.loop import initial_state
-from diffusion.train.pbt import Decision, train_pbt
+from diffusion.train.pbt import Decision, _exploit, state_hyperparameters, train_pbt
+from diffusion.paths import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOY_FILE = "configs/ddpm/toy_mixture.py"
 GRID = "optim.lr=5e-4,1e-3,2e-3,4e-3"
 
@@ -91,10 +90,10 @@ def test_the_exploit_copies_a_members_whole_state_but_its_seed_and_sets_new_hype
   stacked = jax.tree.map(lambda *a: np.stack(a), *states)
   new_cfg = checks.validate(toy(**{"optim.lr": 3e-3, "training.ema_decay": 0.5,
                                    "training.seed": 7}))
-  hparams, opt = train_pbt_module.state_hyperparameters(new_cfg)
+  hparams, opt = state_hyperparameters(new_cfg)
   rows_h = {k: np.asarray([0.0, v, 0.0], np.float32) for k, v in hparams.items()}
   rows_o = {k: np.asarray([0.0, v, 0.0], np.float32) for k, v in opt.items()}
-  out = train_pbt_module._exploit(stacked, np.asarray([0, 0, 2], np.int32),
+  out = _exploit(stacked, np.asarray([0, 0, 2], np.int32),
                                   np.asarray([False, True, False]), rows_h, rows_o)
   out = jax.tree.map(np.asarray, out)
   member = lambda tree, i: jax.tree.map(lambda a: a[i], tree)   # noqa: E731
@@ -407,3 +406,4 @@ def test_seed_repeats_of_a_pbt_search_are_refused(tmp_path):
     trials.run_search(toy(), TOY_FILE, "optim.lr=loguniform(1e-4,1e-2)", str(tmp_path / "s"),
                       settings(trials=4, seeds=2), mode="vmap")
   assert not (tmp_path / "s").exists()
+

@@ -14,11 +14,11 @@ import pytest
 
 from diffusion import sweeps
 from diffusion.io.metric_writers import read_metrics
+from diffusion.paths import REPO
 
 pytest.importorskip("ray")
 pytest.importorskip("optuna")
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOY_FILE = "configs/ddpm/toy_mixture.py"
 SPACE = "optim.lr=loguniform(1e-4,3e-3);training.ema_decay=choice(0.5,0.9)"
 ARGS = [f"--config={TOY_FILE}", "--search=" + SPACE, "--trials=3", "--searcher=random",
