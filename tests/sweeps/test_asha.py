@@ -117,3 +117,37 @@ def test_asha_stops_members_inside_one_population(tmp_path):
   assert math.isclose(sum(p["steps"] for p in points),
                       sum(100 if p["stopped"] is None else p["stopped"]["step"] for p in points))
 
+
+@pytest.mark.slow
+def test_train_py_asha_in_populations_with_another_reduction_and_max_mode(tmp_path):
+  """--sweep_mode=vmap --population=3 --asha_reduction=2 --metric_mode=max through train.py:
+  rungs at 10·2^k, two populations of three trials one after the other, each member judged
+  at its rung by the rule re-implemented (max mode: the rule on the negated values)."""
+  res = subprocess.run(
+      [sys.executable, os.path.join(REPO, "train.py"), f"--config={TOY_FILE}",
+       f"--workdir={tmp_path / 's'}", "--search=" + SPACE, "--trials=6", "--searcher=random",
+       "--scheduler=asha", "--asha_min_steps=10", "--asha_reduction=2", "--metric_mode=max",
+       "--sweep_mode=vmap", "--population=3", "--progress=false",
+       "--config.training.num_train_steps=100", "--config.training.log_every=10",
+       "--config.training.checkpoint_every=50", "--config.eval.heldout_loss.num_examples=128"],
+      cwd=REPO, capture_output=True, text=True, timeout=900)
+  assert res.returncode == 0, res.stderr[-3000:]
+  ledger = sweeps.read_ledger(str(tmp_path / "s"))
+  rungs = [10, 20, 40, 80]
+  assert ledger["definition"]["rungs"] == rungs
+  points = sorted(ledger["points"], key=lambda p: p["trial"])
+  # Populations of trials 0-2, then 3-5; inside one, the members report rung by rung.
+  reports = [(p["trial"], r["rung"], -r["value"]) for batch in (points[:3], points[3:])
+             for k in range(len(rungs)) for p in batch for r in p["rungs"] if r["rung"] == k]
+  want = asha_rule(reports, 2)
+  got = {p["trial"]: p["stopped"]["rung"] for p in points if p["stopped"]}
+  assert got == want and got, got
+  for p in points:
+    if p["stopped"] is None:
+      assert p["status"] == "done" and p["steps"] == 100
+      continue
+    assert p["status"] == "stopped" and p["steps"] == rungs[p["stopped"]["rung"]]
+    assert max(r["step"] for r in read_metrics(p["workdir"])) == p["steps"]
+  # max mode: the first population's largest held-out loss at the first rung goes on.
+  first = {p["trial"]: p["rungs"][0]["value"] for p in points[:3]}
+  assert got.get(max(first, key=first.get), 1) > 0

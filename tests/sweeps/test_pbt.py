@@ -407,3 +407,82 @@ def test_seed_repeats_of_a_pbt_search_are_refused(tmp_path):
                       settings(trials=4, seeds=2), mode="vmap")
   assert not (tmp_path / "s").exists()
 
+
+def _explore_re_derived(current, rng, resample):
+  """PBT's explore, re-implemented from its statement for the space of
+  test_train_py_pbt_exploits_and_explores_by_the_rule: per key in sorted order, with
+  probability ``resample`` a fresh draw (lr log-uniform on [1e-4, 1e-2], EMA one of the
+  choices), else lr × 0.8 or × 1.25 clipped into its range, EMA a neighbouring choice."""
+  choices = [0.5, 0.9, 0.99]
+  new, how = {}, {}
+  for key in ("optim.lr", "training.ema_decay"):
+    if rng.random() < resample:
+      how[key] = "resampled"
+      if key == "optim.lr":
+        new[key] = math.exp(rng.uniform(math.log(1e-4), math.log(1e-2)))
+      else:
+        new[key] = choices[int(rng.integers(3))]
+    elif key == "optim.lr":
+      factor = (0.8, 1.25)[int(rng.integers(2))]
+      new[key], how[key] = min(max(current[key] * factor, 1e-4), 1e-2), f"x{factor:g}"
+    else:
+      move = (-1, 1)[int(rng.integers(2))]
+      index = min(max(choices.index(current[key]) + move, 0), 2)
+      new[key], how[key] = choices[index], ("previous" if move < 0 else "next")
+  return new, how
+
+
+@pytest.mark.slow
+def test_train_py_pbt_exploits_and_explores_by_the_rule(tmp_path):
+  """--scheduler=pbt --sweep_mode=vmap --population --pbt_interval --pbt_quantile
+  --pbt_resample through train.py; every decision re-derived here from the held-out losses
+  the members logged and the rule (rank, the bottom q = min(ceil(P·quantile), P // 2) copy a
+  member of the top q drawn from (seed, step), explore), and the final checkpoints hold the
+  values each member's schedule ends with."""
+  space = "optim.lr=loguniform(1e-4,1e-2);training.ema_decay=choice(0.5,0.9,0.99)"
+  res = run_train(f"--config={TOY_FILE}", f"--workdir={tmp_path / 's'}", f"--search={space}",
+                  "--trials=4", "--population=4", "--searcher=random", "--sweep_mode=vmap",
+                  "--scheduler=pbt", "--pbt_interval=10", "--pbt_quantile=0.5",
+                  "--pbt_resample=0.5", *SHORT)
+  assert res.returncode == 0, res.stderr[-3000:]
+  data = sweeps.read_ledger(str(tmp_path / "s"))
+  d = data["pbt"]
+  assert (d["quantile"], d["resample"], d["interval"]) == (0.5, 0.5, 10)
+  assert d["seed"] == toy().training.seed
+  assert [r["step"] for r in d["decisions"]] == [10, 20, 30, 40]
+  points = {p["name"]: p for p in data["points"]}
+  current = {n: {k: p["overrides"][k] for k in ("optim.lr", "training.ema_decay")}
+             for n, p in points.items()}
+  hows = set()
+  for record in d["decisions"]:
+    step, names = record["step"], record["members"]
+    logged = {n: next(r["eval/heldout_loss"] for r in read_metrics(points[n]["workdir"])
+                      if r["step"] == step and "eval/heldout_loss" in r) for n in names}
+    ranking = sorted(range(4), key=lambda i: (logged[names[i]], i))
+    assert record["ranking"] == [[names[i], logged[names[i]]] for i in ranking]
+    q = min(math.ceil(4 * 0.5), 4 // 2)
+    top, bottom = ranking[:q], ranking[4 - q:]
+    rng = np.random.default_rng([d["seed"], step, pbt.SALT])
+    want = []
+    for i in bottom:
+      j = top[int(rng.integers(len(top)))]
+      values, how = _explore_re_derived(current[names[j]], rng, 0.5)
+      want.append((names[i], names[j], values, how))
+      hows.update(how.values())
+    got = [(c["member"], c["from"], c["values"], c["how"]) for c in record["copies"]]
+    assert [g[:2] for g in got] == [w[:2] for w in want]
+    for g, w in zip(got, want):
+      assert g[3] == w[3] and g[2]["training.ema_decay"] == w[2]["training.ema_decay"]
+      assert g[2]["optim.lr"] == pytest.approx(w[2]["optim.lr"], rel=1e-12)
+    for member, source, values, _ in got:
+      current[member] = dict(values)
+      assert {"step": step, "values": values, "from": source} in points[member]["schedule"]
+  assert {"resampled"} < hows   # both explore rules happened
+  for name, p in points.items():
+    assert p["schedule"][-1]["values"] == current[name]
+    assert p["status"] == "done"
+    cfg = toy(**p["overrides"])
+    step, state = final_state(p["workdir"], cfg)
+    assert step == 50
+    assert state.hparams["ema_decay"] == np.float32(current[name]["training.ema_decay"])
+    assert state.opt_state.hyperparams["learning_rate"] == np.float32(current[name]["optim.lr"])
