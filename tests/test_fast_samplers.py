@@ -318,7 +318,8 @@ def test_heun_matches_edm_algorithm_1(processes, kind):
       x_next = x + (t_next - t_cur) * (0.5 * d + 0.5 * d2)
     x = x_next
   got = diffusion.sample(_eps_jax(T), p, x_T.shape, jax.random.PRNGKey(0),
-                         dict(method="heun", num_steps=n), init=jnp.asarray(x_T, jnp.float32))
+                         dict(method="heun", num_steps=n), init=jnp.asarray(x_T, jnp.float32),
+                         x0_range=None)
   np.testing.assert_allclose(np.asarray(got), x, rtol=2e-4, atol=2e-4 * np.abs(x).max())
 
 

@@ -9,11 +9,18 @@
   pc.py          score_sde's predictor–corrector (Alg. 2/3)
   ode.py         the probability-flow ODE (diffrax), encode/decode, log-likelihood
   heun.py        EDM's Heun sampler (Alg. 1, stochastic Alg. 2), ρ = 7 σ steps
-  dpm_solver.py  DPM-Solver++(2M) on the discrete-time schedule
+  multistep.py   the step and plan of the linear multistep samplers below
+  dpm_solver.py  DPM-Solver++(2M / 3M) and SDE-DPM-Solver++(2M)
+  ipndm.py       iPNDM: 4th-order Adams–Bashforth in σ on EDM's ρ = 7 grid
+  unipc.py       UniPC: predictor–corrector, order 3, B(h) = bh2, data prediction
+  deis.py        DEIS-tAB3: Adams–Bashforth in t on the exponential integrator
 
 All samplers meet the model only through ``eps_fn(x_t, t)``:
   x_t: [B, ...] float32, t: int32 [B] (0 = least noise) -> ε̂ with x_t's shape,
   or (ε̂, v) for learned-variance models (read by ``model_fn.as_prediction``).
+  With ``sigma_policy='interpolate'`` (heun, ode, dpm_solver, ipndm, unipc, deis) t is
+  float32 [B]: fractional levels in [0, T − 1], log σ linear between levels (what a
+  network makes of them: core/model_fn.py, "Fractional levels").
 Any function works: a trained network, an analytic mixture ε, an external model.
 
 A sampler module defines, with plain keyword options (EDM's ``edm_sampler(net, latents,
@@ -43,7 +50,8 @@ import jax
 
 from diffusion.errors import ConfigError, check_choice, did_you_mean
 from diffusion.options import Option, declare, union
-from diffusion.samplers import ancestral, chain, ddim, dpm_solver, heun, langevin, ode, pc
+from diffusion.samplers import (ancestral, chain, ddim, deis, dpm_solver, heun, ipndm, langevin,
+                               ode, pc, unipc)
 from diffusion.samplers.chain import Plan, run_plan, split_fn
 from diffusion.samplers.ddim import ddim_coefficients
 from diffusion.samplers.langevin import langevin as langevin_dynamics
@@ -63,6 +71,9 @@ SAMPLERS: Dict[str, ModuleType] = {
     "ode": ode,
     "heun": heun,
     "dpm_solver": dpm_solver,
+    "ipndm": ipndm,
+    "unipc": unipc,
+    "deis": deis,
 }
 DEFAULT_METHOD = next(iter(SAMPLERS))   # the first: DDPM's own sampler
 
@@ -152,7 +163,7 @@ def descriptions() -> Dict[str, str]:
 class Sampler:
   """One sampler with its options, checked, and a chain's rows computed once (on the
   host, float64): call it to draw. ``plan`` is the chain of a plan-based sampler, None
-  for one that runs its own loop (ode, dpm_solver)."""
+  for one that runs its own loop (the adaptive ODE)."""
 
   def __init__(self, process, method: str, **options):
     check(process.num_timesteps, method, **options)
