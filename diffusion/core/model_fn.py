@@ -38,9 +38,8 @@ float t, a level u between the trained ones (the process continued in log σ,
     ignores it): it sees u itself (or log σ(u) with ``cond=log_sigma``), one evaluation;
   * any other network (NCSN's RefineNet, one embedding row per level): the two
     neighbouring levels j = ⌊u⌋, j + 1 are evaluated on x̂ = x/s(u) at their own scales
-    and mixed linearly, (1 − w) ε(s_j x̂, j) + w ε(s_{j+1} x̂, j + 1), w = u − j — two
-    evaluations, one batched call (:func:`between_levels`; the probability-flow ODE's
-    interpolation);
+    and their denoised x̂₀ mixed linearly, w = u − j — two evaluations, one batched call
+    (:func:`between_levels`; the probability-flow ODE's interpolation);
   * the exact model (``models.analytic``) gets the continued process's scale and std: the
     exact ε of the data at σ(u).
 An integer t takes the unchanged integer path (the same program as before fractional levels).
@@ -153,10 +152,13 @@ def make_eps_fn(module, params, process, *, cond: str = "index",
 def between_levels(eps_at_levels: EpsFn, process, x_t: jax.Array, u: jax.Array):
   """ε at fractional levels ``u`` [B] of a network that knows only integer levels.
 
-  With j = ⌊u⌋ (at most T − 2), w = u − j and x̂ = x_t/s(u) (the process continued in
-  log σ, ``level_marginal``): (1 − w) ε(s_j x̂, j) + w ε(s_{j+1} x̂, j + 1), each level
-  seeing x̂ at its own signal scale; one call of ``eps_at_levels`` on [2B, ...]. A
-  learned-variance pair (ε̂, v) is mixed the same way. x_t [B, ...] float32.
+  With j = ⌊u⌋ (at most T − 2), w = u − j, x̂ = x_t/s(u) (the process continued in log σ,
+  ``level_marginal``; σ = std/scale) and each level seeing x̂ at its own signal scale, the
+  levels' denoised x̂₀ = x̂ − σ_j ε_j are mixed, (1 − w) x̂₀_j + w x̂₀_{j+1}, which gives
+    ε = ((1 − w) σ_j ε(s_j x̂, j) + w σ_{j+1} ε(s_{j+1} x̂, j + 1))/σ(u)
+  (mixing ε itself would be off by σ_{j+1}/σ_j where neighbouring levels are far apart);
+  one call of ``eps_at_levels`` on [2B, ...]. A learned-variance v is mixed linearly.
+  x_t [B, ...] float32.
   """
   T = process.num_timesteps
   u = jnp.asarray(u, jnp.float32)
@@ -169,4 +171,10 @@ def between_levels(eps_at_levels: EpsFn, process, x_t: jax.Array, u: jax.Array):
                         process.signal_scale(k).reshape(shape) * x_hat], axis=0)
   out = eps_at_levels(xs, jnp.concatenate([j, k]))
   b = x_t.shape[0]
-  return jax.tree.map(lambda a: (1.0 - w) * a[:b] + w * a[b:], out)
+  sigma_u = process.noise_std(u) / process.signal_scale(u)
+  cj = (1.0 - w) * (process.noise_std(j) / process.signal_scale(j) / sigma_u).reshape(shape)
+  ck = w * (process.noise_std(k) / process.signal_scale(k) / sigma_u).reshape(shape)
+  if isinstance(out, (tuple, list)):
+    eps, v = out
+    return cj * eps[:b] + ck * eps[b:], (1.0 - w) * v[:b] + w * v[b:]
+  return cj * out[:b] + ck * out[b:]

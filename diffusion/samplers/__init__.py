@@ -43,10 +43,12 @@ A notebook draws with ``sample(eps_fn, process, shape, key, method="ddim",
 num_steps=50)``, or ``ddim.make_plan(process, num_steps=50, eta=0.0)`` and ``run_plan``.
 """
 
+import math
 from types import ModuleType
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import jax
+import numpy as np
 
 from diffusion.errors import ConfigError, check_choice, did_you_mean
 from diffusion.options import Option, declare, union
@@ -103,14 +105,40 @@ def option_names() -> Tuple[str, ...]:
   return tuple(declared()[0])
 
 
+def _check_value(name: str, option: Option, value) -> None:
+  """One given option against its declaration (choices, or a finite number within its
+  rule, or a bool): a ConfigError of one line naming ``sampling.<name>``. The config
+  schema checks the same for a config; this covers plain keyword calls."""
+  if option.choices is not None:
+    check_choice(f"sampling.{name}", value, option.choices)
+    return
+  kind = option.kind
+  if kind is bool:
+    ok, what = isinstance(value, (bool, np.bool_)), "True or False"
+  elif kind in (int, float):
+    is_int = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    is_num = is_int or isinstance(value, (float, np.floating))
+    ok = (is_int if kind is int else is_num and math.isfinite(value))
+    ok = ok and (option.rule is None or bool(option.rule.test(value)))
+    what = ("an integer" if kind is int else "a finite number") + \
+        (f" {option.rule.text}" if option.rule else "")
+  else:
+    return
+  if not ok:
+    raise ConfigError(f"sampling.{name}={value!r} is not valid; it must be {what}.")
+
+
 def _with_defaults(method: str, options: Mapping) -> Dict:
-  """``options`` completed with every declared default; an unknown name fails in one line."""
+  """``options`` completed with every declared default; an unknown name or a value its
+  declaration refuses fails in one line."""
   every = declared()[0]
   for name in options:
     if name not in every:
       raise ConfigError(f"sampling.{name} is not a sampling option{did_you_mean(name, every)}; "
                         f"the samplers take: {', '.join(every)}.")
   check_choice("sampling.method", method, SAMPLERS)
+  for name, value in options.items():
+    _check_value(name, every[name], value)
   return {**{k: o.default for k, o in every.items()}, **options, "method": method}
 
 
@@ -122,9 +150,14 @@ def check(num_timesteps: int, method: str, **options) -> None:
   own_check = getattr(SAMPLERS[method], "check", None)
   if own_check is not None:
     own_check(T, full)
-  if n > T:
+  # Steps between the levels (fractional levels) may outnumber them; on the levels they
+  # cannot.
+  between = full.get("sigma_policy") == "interpolate" and "sigma_policy" in reads(method)
+  if n > T and not between:
     raise ConfigError(f"sampling.num_steps={n} is not valid for {method}; it "
-                      f"must be <= diffusion.num_timesteps={T} (0 = every level).")
+                      f"must be <= diffusion.num_timesteps={T} (0 = every level"
+                      + (", or sampling.sigma_policy='interpolate' to step between levels)."
+                         if "sigma_policy" in reads(method) else ")."))
 
 
 def effective_steps(num_steps: int, num_timesteps: int) -> int:

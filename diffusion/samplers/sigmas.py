@@ -70,10 +70,14 @@ def interpolated_eps(eps_fn, scale: Array, log_sigma: Array, x_hat: Array, log_s
   """ε̂(x̂, σ) at a continuous σ between the discrete levels, for the ODE.
 
   With u the fractional level where log σ_u = log σ (σ piecewise log-linear in t
-  between levels), j = ⌊u⌋ and w = u − j:
-    ε̂ = (1 − w) ε_θ(s_j x̂, j) + w ε_θ(s_{j+1} x̂, j + 1),
-  each level seeing x̂ at its own signal scale (EDM's VP wrapper). One eps_fn call
-  on a doubled batch [2B, ...] (2 network evaluations per ODE evaluation).
+  between levels), j = ⌊u⌋ and w = u − j, the denoiser D = x̂ − σ ε̂ (the x̂₀ each level
+  predicts) is interpolated, D = (1 − w) D_j + w D_{j+1}, D_j = x̂ − σ_j ε_θ(s_j x̂, j):
+    ε̂ = (x̂ − D)/σ = ((1 − w) σ_j ε_θ(s_j x̂, j) + w σ_{j+1} ε_θ(s_{j+1} x̂, j + 1))/σ,
+  each level seeing x̂ at its own signal scale (EDM's VP wrapper). Interpolating ε̂
+  itself would be wrong where neighbouring σ's differ a lot (cosine T = 100: σ_98 ≈ 64,
+  σ_99 ≈ 2029): a level's ε̂ at an x̂ of the other's scale is off by their ratio (the
+  mixture of issue 33 collapsed to one mode). One eps_fn call on a doubled batch
+  [2B, ...] (2 network evaluations per ODE evaluation).
   Args: scale, log_sigma: float32 [T] tables; x_hat [B, ...]; log_s: scalar.
   """
   T = log_sigma.shape[0]
@@ -85,7 +89,9 @@ def interpolated_eps(eps_fn, scale: Array, log_sigma: Array, x_hat: Array, log_s
   xs = jnp.concatenate([scale[j] * x_hat, scale[k] * x_hat], axis=0).astype(jnp.float32)
   ts = jnp.concatenate([jnp.full((b,), j, jnp.int32), jnp.full((b,), k, jnp.int32)])
   eps = as_prediction(eps_fn(xs, ts)).eps.astype(x_hat.dtype)
-  return (1.0 - w) * eps[:b] + w * eps[b:]
+  sigma = jnp.exp(log_s)
+  return ((1.0 - w) * jnp.exp(log_sigma[j]) / sigma * eps[:b]
+          + w * jnp.exp(log_sigma[k]) / sigma * eps[b:])
 
 
 def data_prediction(eps_fn, x: Array, level, alpha, sigma, clip=None) -> Array:
