@@ -160,10 +160,15 @@ def check(num_timesteps: int, method: str, **options) -> None:
                          if "sigma_policy" in reads(method) else ")."))
 
 
-def effective_steps(num_steps: int, num_timesteps: int) -> int:
-  """Levels a chain visits: ``num_steps``, or all ``num_timesteps`` when it is 0."""
+def effective_steps(num_steps: int, num_timesteps: int, method: str = "") -> int:
+  """Steps a chain takes: ``num_steps``; when it is 0, the sampler ``method``'s own
+  ``DEFAULT_STEPS`` (heun's 18 σ steps, dpm_solver's 20, ...) or else every level.
+  With ``sigma_policy='interpolate'`` a chain may take more steps than there are levels."""
   n, levels = int(num_steps), int(num_timesteps)
-  return n if 0 < n <= levels else levels
+  default = getattr(SAMPLERS[method], "DEFAULT_STEPS", 0) if method else 0
+  if n == 0 and default:
+    return int(default)
+  return n if n > 0 else levels
 
 
 def cost_note(num_timesteps: int, method: str, **options) -> str:
@@ -176,7 +181,7 @@ def cost_note(num_timesteps: int, method: str, **options) -> str:
 def describe(num_timesteps: int, method: str, **options) -> str:
   """How a sampler draws, for a log line: ``"ddim, 50 steps"``, and the sampler's own
   words about its cost (annealed Langevin: the steps at each level)."""
-  steps = effective_steps(_with_defaults(method, options)["num_steps"], num_timesteps)
+  steps = effective_steps(_with_defaults(method, options)["num_steps"], num_timesteps, method)
   note = cost_note(num_timesteps, method, **options)
   return f"{method}, {steps} steps" + (f", {note}" if note else "")
 

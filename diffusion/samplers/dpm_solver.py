@@ -23,8 +23,9 @@ x_{t_i} = (σ_{t_i}/σ_{t_{i−1}}) x_{t_{i−1}} + Σ_k b_k m_{i−1−k}:
       tests/samplers/test_dpm_solver.py): as published, the update is exact for x_θ linear
       in λ and carries an O(h³ x_θ'') local error otherwise. Kept as published, so that
       this code and diffusers agree on identical inputs.
-  SDE (``dpm_sde``, SDE-DPM-Solver++(2M), diffusers' ``sde-dpmsolver++`` with its default
-      midpoint solver_type; Lu et al. 2022b §5 / its code): the step of the reverse SDE
+  SDE (``dpm_sde``, SDE-DPM-Solver++(2M): the data-prediction exponential integrator of
+      the reverse SDE, as diffusers' ``sde-dpmsolver++`` with its default midpoint
+      solver_type and k-diffusion's ``sample_dpmpp_2m_sde``): the step
       x = (σ_t/σ_s) e^{−h} x + α_t (1 − e^{−2h}) (m_{i−1} + (m_{i−1} − m_{i−2})/(2r))
       + σ_t √(1 − e^{−2h}) z  (first order: without the difference term).
 Warm-up: step i uses order min(dpm_order, i). Lower order at the end (DPM-Solver's code,

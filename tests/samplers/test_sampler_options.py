@@ -117,3 +117,13 @@ def test_a_bool_option_must_be_a_bool():
   with pytest.raises(ConfigError, match=r"sampling.dpm_sde='yes' is not valid; it must be "
                                         r"True or False"):
     samplers.check(1000, "dpm_solver", dpm_sde="yes")
+
+
+def test_the_step_count_in_log_lines_and_output_names_is_the_one_the_chain_takes():
+  """num_steps = 0 is every level for the level samplers and the sampler's own default
+  for the σ samplers (heun's 18, DEIS's 10); between levels it may exceed T."""
+  assert samplers.effective_steps(0, 1000, "ddim") == 1000
+  assert samplers.effective_steps(0, 1000, "heun") == 18
+  assert samplers.effective_steps(0, 100, "deis") == 10
+  assert samplers.effective_steps(50, 10, "heun") == 50
+  assert samplers.describe(100, "heun", num_steps=0) == "heun, 18 steps, 35 network evaluations"
