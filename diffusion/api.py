@@ -24,7 +24,7 @@ from diffusion.config import (DataConfig, DiffusionConfig, ModelConfig, Sampling
 from diffusion.core import losses
 from diffusion.errors import ConfigError
 from diffusion.families import builders
-from diffusion.io import workdir as workdirs
+from diffusion.io.workdir import load_config, restore_ema_params
 
 
 def make_process(diffusion_cfg=None):
@@ -134,7 +134,7 @@ def load(workdir: str, step: int = -1) -> Run:
   """The run in ``workdir``: its config (config.json) and the EMA parameters of
   checkpoint ``step`` (-1: the newest readable one). Raises ConfigError (one line)
   when there is no run or no readable checkpoint."""
-  config = checks.validate(workdirs.load_config(workdir))
+  config = checks.validate(load_config(workdir))
   family = families.make_family(config)
-  params, found = workdirs.restore_ema_params(workdir, family, step)
+  params, found = restore_ema_params(workdir, family, step)
   return Run(workdir, config, family, params, found)

@@ -37,7 +37,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from diffusion import evals
+from diffusion import evals, xla_cpu
 from diffusion.config import checks
 from diffusion.config import grid_sampling
 from diffusion.data import make_source
@@ -208,6 +208,9 @@ def _run_loop(layout: Layout, source, progress: bool) -> List[Union[dict, Except
     step = int(sharding.to_host(states[0].step))
     state = layout.place(states)
     _print_start(layout, n_params, resumed)
+    slow = xla_cpu.steps_per_call_warning(lead.cfg, layout.mesh.devices.flat[0].platform)
+    if slow and chief:
+      print(slow, file=sys.stderr, flush=True)
 
     # The compiled call: K steps scanned, the state donated.
     step_fn = layout.step_fn(
