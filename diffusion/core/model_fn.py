@@ -28,6 +28,21 @@ and the score is learned in data space.
 
 Learned variance: a network with twice the data channels outputs [ε̂, v] along
 the last axis; v in [-1, 1] interpolates the log-variance (Improved DDPM eq. 15).
+
+Fractional levels (a sampler's ``sigma_policy='interpolate'``): ``eps_fn`` also takes a
+float t, a level u between the trained ones (the process continued in log σ,
+``Process.level_marginal``). What the network makes of it is the network's:
+  * a network whose ``continuous_levels`` is True embeds its noise-level input with a
+    continuous function (the U-Net's and the MLP's sinusoidal embedding, as DPM-Solver and
+    diffusers feed DDPM's U-Net a fractional t; NCSNv2's unconditional RefineNet, which
+    ignores it): it sees u itself (or log σ(u) with ``cond=log_sigma``), one evaluation;
+  * any other network (NCSN's RefineNet, one embedding row per level): the two
+    neighbouring levels j = ⌊u⌋, j + 1 are evaluated on x̂ = x/s(u) at their own scales
+    and their denoised x̂₀ mixed linearly, w = u − j — two evaluations, one batched call
+    (:func:`between_levels`; the probability-flow ODE's interpolation);
+  * the exact model (``models.analytic``) gets the continued process's scale and std: the
+    exact ε of the data at σ(u).
+An integer t takes the unchanged integer path (the same program as before fractional levels).
 """
 
 from typing import Any, Callable, NamedTuple, Optional
@@ -35,6 +50,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from diffusion.core.processes import is_fractional
 from diffusion.errors import ConfigError
 
 EpsFn = Callable[[jax.Array, jax.Array], Any]
@@ -105,6 +121,7 @@ def make_eps_fn(module, params, process, *, cond: str = "index",
     def analytic_eps(x_t, t):              # called with the level's scale and noise std
       return module.apply({}, x_t, process.signal_scale(t), process.noise_std(t))
     return analytic_eps
+  continuous = bool(getattr(module, "continuous_levels", False))
 
   rngs = {"dropout": dropout_rng} if train else {}
   output_is_score = bool(getattr(module, "output_is_score", False))
@@ -112,7 +129,7 @@ def make_eps_fn(module, params, process, *, cond: str = "index",
     raise ConfigError(f"model.scale_by_sigma=True, but {type(module).__name__} outputs the "
                       "score itself (NCSN); set model.scale_by_sigma=False.")
 
-  def eps_fn(x_t, t):
+  def network_eps(x_t, t):
     x_in = 2.0 * x_t - 1.0 if rescale_inputs else x_t   # NCSN: [0, 1] data seen as [-1, 1]
     out = module.apply({"params": params}, x_in, model_cond(process, t, cond),
                        train=train, rngs=rngs)
@@ -124,4 +141,40 @@ def make_eps_fn(module, params, process, *, cond: str = "index",
       eps = process.score_to_eps(eps, t)
     return eps if v is None else (eps, v)
 
+  def eps_fn(x_t, t):
+    if is_fractional(t) and not continuous:
+      return between_levels(network_eps, process, x_t, t)
+    return network_eps(x_t, t)
+
   return eps_fn
+
+
+def between_levels(eps_at_levels: EpsFn, process, x_t: jax.Array, u: jax.Array):
+  """ε at fractional levels ``u`` [B] of a network that knows only integer levels.
+
+  With j = ⌊u⌋ (at most T − 2), w = u − j, x̂ = x_t/s(u) (the process continued in log σ,
+  ``level_marginal``; σ = std/scale) and each level seeing x̂ at its own signal scale, the
+  levels' denoised x̂₀ = x̂ − σ_j ε_j are mixed, (1 − w) x̂₀_j + w x̂₀_{j+1}, which gives
+    ε = ((1 − w) σ_j ε(s_j x̂, j) + w σ_{j+1} ε(s_{j+1} x̂, j + 1))/σ(u)
+  (mixing ε itself would be off by σ_{j+1}/σ_j where neighbouring levels are far apart);
+  one call of ``eps_at_levels`` on [2B, ...]. A learned-variance v is mixed linearly.
+  x_t [B, ...] float32.
+  """
+  T = process.num_timesteps
+  u = jnp.asarray(u, jnp.float32)
+  j = jnp.clip(jnp.floor(u).astype(jnp.int32), 0, max(T - 2, 0))
+  k = jnp.minimum(j + 1, T - 1)
+  shape = (-1,) + (1,) * (x_t.ndim - 1)
+  w = jnp.clip(u - j, 0.0, 1.0).reshape(shape)
+  x_hat = x_t / process.signal_scale(u).reshape(shape)
+  xs = jnp.concatenate([process.signal_scale(j).reshape(shape) * x_hat,
+                        process.signal_scale(k).reshape(shape) * x_hat], axis=0)
+  out = eps_at_levels(xs, jnp.concatenate([j, k]))
+  b = x_t.shape[0]
+  sigma_u = process.noise_std(u) / process.signal_scale(u)
+  cj = (1.0 - w) * (process.noise_std(j) / process.signal_scale(j) / sigma_u).reshape(shape)
+  ck = w * (process.noise_std(k) / process.signal_scale(k) / sigma_u).reshape(shape)
+  if isinstance(out, (tuple, list)):
+    eps, v = out
+    return cj * eps[:b] + ck * eps[b:], (1.0 - w) * v[:b] + w * v[b:]
+  return cj * out[:b] + ck * out[b:]

@@ -1,7 +1,8 @@
 """Forward noising processes: VP (DPM, DDPM) and VE (NCSN) as JAX pytrees.
 
 Both families share one interface indexed by the noise level t (int32 [B],
-0 = least noise, T−1 = most):
+0 = least noise, T−1 = most; ``signal_scale``, ``noise_std`` and the score/ε
+conversions also take a float t: a fractional level, see ``level_marginal``):
 
   VP (Ho et al. 2020 eq. 4):  x_t = √ᾱ_t x₀ + √(1 − ᾱ_t) ε
   VE (Song & Ermon 2019):     x_t = x₀ + σ_t ε,       σ ascending with t
@@ -35,8 +36,18 @@ def _gather(table: Array, t: Array, ndim: int) -> Array:
 
   t: int [B] -> [B, 1, ..., 1] (rank ndim); t scalar -> scalar.
   """
-  c = table[t]
+  return _broadcast(table[t], ndim)
+
+
+def _broadcast(c: Array, ndim: int) -> Array:
+  """Per-example values c [B] as [B, 1, ..., 1] (rank ``ndim``); a scalar stays one."""
   return c.reshape(c.shape + (1,) * max(ndim - c.ndim, 0))
+
+
+def is_fractional(t) -> bool:
+  """Whether levels ``t`` are fractional (a float dtype) rather than integer indices.
+  Decided from the dtype, so it is static under jit."""
+  return bool(jnp.issubdtype(jnp.result_type(t), jnp.floating))
 
 
 def _f32(a: np.ndarray) -> Array:
@@ -74,12 +85,33 @@ class _ProcessMethods:
 
   # -- marginal q(x_t | x0) ---------------------------------------------------
   def signal_scale(self, t: Array) -> Array:
-    """√ᾱ_t (VP) or 1 (VE); t int [B] -> float32 [B]."""
+    """√ᾱ_t (VP) or 1 (VE); t int [B] -> float32 [B] (a float t: ``level_marginal``)."""
+    if is_fractional(t):
+      return self.level_marginal(t)[0]
     return self._scale[t]
 
   def noise_std(self, t: Array) -> Array:
-    """√(1 − ᾱ_t) (VP) or σ_t (VE); t int [B] -> float32 [B]."""
+    """√(1 − ᾱ_t) (VP) or σ_t (VE); t int [B] -> float32 [B] (a float t: ``level_marginal``)."""
+    if is_fractional(t):
+      return self.level_marginal(t)[1]
     return self._std[t]
+
+  def level_marginal(self, u: Array) -> Tuple[Array, Array]:
+    """(scale, std) at fractional levels u ∈ [0, T−1] (float [B] or scalar), float32.
+
+    Between two levels the process is continued in EDM's σ = std/scale (Karras et al.
+    2022, §2): log σ is linear in u between the levels' log σ_j (k-diffusion's
+    ``DiscreteSchedule``), and the marginal is that σ's: VP scale = 1/√(1 + σ²) (ᾱ =
+    1/(1 + σ²)), std = σ·scale; VE scale = 1, std = σ. At an integer u this is the
+    level's own (scale, std) up to float32 rounding; u outside [0, T−1] is clamped.
+    """
+    log_sigma = jnp.log(self._std / self._scale)
+    levels = jnp.arange(log_sigma.shape[0], dtype=jnp.float32)
+    sigma = jnp.exp(jnp.interp(jnp.asarray(u, jnp.float32), levels, log_sigma))
+    if self.kind == "ve":
+      return jnp.ones_like(sigma), sigma
+    scale = jax.lax.rsqrt(1.0 + sigma ** 2)
+    return scale, sigma * scale
 
   def snr(self, t: Array) -> Array:
     """Signal-to-noise ratio ᾱ_t/(1 − ᾱ_t) (VP) or 1/σ_t² (VE); [B] float32."""
@@ -126,11 +158,11 @@ class _ProcessMethods:
 
   def eps_to_score(self, eps: Array, t: Array) -> Array:
     """∇ log q(x_t | x₀) = −ε/std_t (Vincent 2011; Song et al. 2021 eq. 7)."""
-    return -eps / _gather(self._std, t, eps.ndim)
+    return -eps / _broadcast(self.noise_std(t), eps.ndim)
 
   def score_to_eps(self, score: Array, t: Array) -> Array:
     """ε = −std_t · score."""
-    return -_gather(self._std, t, score.ndim) * score
+    return -_broadcast(self.noise_std(t), score.ndim) * score
 
   # -- reverse step p(x_{t-1} | x_t) --------------------------------------------
   def p_log_variance(self, t: Array, var_type: str, v: Optional[Array] = None,

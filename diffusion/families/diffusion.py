@@ -153,10 +153,11 @@ class DiffusionFamily:
     s = settings or self.config.sampling
     options = builders.sampler_options(s)
     levels = int(self.process.num_timesteps)
-    steps, n = samplers.effective_steps(s.num_steps, levels), int(s.num_steps)
+    steps, n = samplers.effective_steps(s.num_steps, levels, s.method), int(s.num_steps)
     cost = samplers.cost_note(levels, **options)
+    zero = ", 0 = every level" if steps == levels else ", 0 = the sampler's own"
     phrase = (f"{steps} steps of {levels} levels ({steps_from}={n}"
-              + (", 0 = every level" if n == 0 else "") + ")" + (f", {cost}" if cost else ""))
+              + (zero if n == 0 else "") + ")" + (f", {cost}" if cost else ""))
     named = {k: float(v) for k, v in samplers.named_options(**options).items()}
     name = "_".join([s.method, f"s{steps}"] + [f"{k}{v:g}" for k, v in named.items()])
     return SamplingRecord(sampler=s.method, steps=steps, phrase=phrase, name=name,

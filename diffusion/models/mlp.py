@@ -41,6 +41,10 @@ class MLP(nn.Module):
   conditional: bool = True
   dtype: Dtype = jnp.float32
 
+  # The level input is embedded sinusoidally, a continuous function of it: a fractional
+  # level between the trained ones is meaningful (core/model_fn.py, "Fractional levels").
+  continuous_levels = True
+
   @nn.compact
   def __call__(self, x: jax.Array, cond: jax.Array | None = None,
                train: bool = False) -> jax.Array:

@@ -121,6 +121,12 @@ class RefineNet(nn.Module):
     σ·score (NCSNv2, read with ``model.scale_by_sigma``)."""
     return self.num_classes > 0
 
+  @property
+  def continuous_levels(self) -> bool:
+    """False for NCSN (one embedding row per level: a fractional level is read between the
+    two neighbouring rows' outputs, core/model_fn.py); NCSNv2 ignores the level."""
+    return self.num_classes == 0
+
   @nn.compact
   def __call__(self, x: jax.Array, cond: jax.Array | None = None,
                train: bool = False) -> jax.Array:

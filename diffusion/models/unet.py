@@ -71,6 +71,10 @@ class UNet(nn.Module):
   dtype: Dtype = jnp.float32
   attn_implementation: str | None = None
 
+  # The level input is embedded sinusoidally, a continuous function of it: a fractional
+  # level between the trained ones is meaningful (core/model_fn.py, "Fractional levels").
+  continuous_levels = True
+
   @nn.compact
   def __call__(self, x: jax.Array, cond: jax.Array | None = None,
                train: bool = False) -> jax.Array:

@@ -9,11 +9,18 @@
   pc.py          score_sde's predictor–corrector (Alg. 2/3)
   ode.py         the probability-flow ODE (diffrax), encode/decode, log-likelihood
   heun.py        EDM's Heun sampler (Alg. 1, stochastic Alg. 2), ρ = 7 σ steps
-  dpm_solver.py  DPM-Solver++(2M) on the discrete-time schedule
+  multistep.py   the step and plan of the linear multistep samplers below
+  dpm_solver.py  DPM-Solver++(2M / 3M) and SDE-DPM-Solver++(2M)
+  ipndm.py       iPNDM: 4th-order Adams–Bashforth in σ on EDM's ρ = 7 grid
+  unipc.py       UniPC: predictor–corrector, order 3, B(h) = bh2, data prediction
+  deis.py        DEIS-tAB3: Adams–Bashforth in t on the exponential integrator
 
 All samplers meet the model only through ``eps_fn(x_t, t)``:
   x_t: [B, ...] float32, t: int32 [B] (0 = least noise) -> ε̂ with x_t's shape,
   or (ε̂, v) for learned-variance models (read by ``model_fn.as_prediction``).
+  With ``sigma_policy='interpolate'`` (heun, ode, dpm_solver, ipndm, unipc, deis) t is
+  float32 [B]: fractional levels in [0, T − 1], log σ linear between levels (what a
+  network makes of them: core/model_fn.py, "Fractional levels").
 Any function works: a trained network, an analytic mixture ε, an external model.
 
 A sampler module defines, with plain keyword options (EDM's ``edm_sampler(net, latents,
@@ -36,14 +43,17 @@ A notebook draws with ``sample(eps_fn, process, shape, key, method="ddim",
 num_steps=50)``, or ``ddim.make_plan(process, num_steps=50, eta=0.0)`` and ``run_plan``.
 """
 
+import math
 from types import ModuleType
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import jax
+import numpy as np
 
 from diffusion.errors import ConfigError, check_choice, did_you_mean
 from diffusion.options import Option, declare, union
-from diffusion.samplers import ancestral, chain, ddim, dpm_solver, heun, langevin, ode, pc
+from diffusion.samplers import (ancestral, chain, ddim, deis, dpm_solver, heun, ipndm, langevin,
+                               ode, pc, unipc)
 from diffusion.samplers.chain import Plan, run_plan, split_fn
 from diffusion.samplers.ddim import ddim_coefficients
 from diffusion.samplers.langevin import langevin_dynamics
@@ -63,6 +73,9 @@ SAMPLERS: Dict[str, ModuleType] = {
     "ode": ode,
     "heun": heun,
     "dpm_solver": dpm_solver,
+    "ipndm": ipndm,
+    "unipc": unipc,
+    "deis": deis,
 }
 DEFAULT_METHOD = next(iter(SAMPLERS))   # the first: DDPM's own sampler
 
@@ -92,14 +105,40 @@ def option_names() -> Tuple[str, ...]:
   return tuple(declared()[0])
 
 
+def _check_value(name: str, option: Option, value) -> None:
+  """One given option against its declaration (choices, or a finite number within its
+  rule, or a bool): a ConfigError of one line naming ``sampling.<name>``. The config
+  schema checks the same for a config; this covers plain keyword calls."""
+  if option.choices is not None:
+    check_choice(f"sampling.{name}", value, option.choices)
+    return
+  kind = option.kind
+  if kind is bool:
+    ok, what = isinstance(value, (bool, np.bool_)), "True or False"
+  elif kind in (int, float):
+    is_int = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    is_num = is_int or isinstance(value, (float, np.floating))
+    ok = (is_int if kind is int else is_num and math.isfinite(value))
+    ok = ok and (option.rule is None or bool(option.rule.test(value)))
+    what = ("an integer" if kind is int else "a finite number") + \
+        (f" {option.rule.text}" if option.rule else "")
+  else:
+    return
+  if not ok:
+    raise ConfigError(f"sampling.{name}={value!r} is not valid; it must be {what}.")
+
+
 def _with_defaults(method: str, options: Mapping) -> Dict:
-  """``options`` completed with every declared default; an unknown name fails in one line."""
+  """``options`` completed with every declared default; an unknown name or a value its
+  declaration refuses fails in one line."""
   every = declared()[0]
   for name in options:
     if name not in every:
       raise ConfigError(f"sampling.{name} is not a sampling option{did_you_mean(name, every)}; "
                         f"the samplers take: {', '.join(every)}.")
   check_choice("sampling.method", method, SAMPLERS)
+  for name, value in options.items():
+    _check_value(name, every[name], value)
   return {**{k: o.default for k, o in every.items()}, **options, "method": method}
 
 
@@ -111,15 +150,25 @@ def check(num_timesteps: int, method: str, **options) -> None:
   own_check = getattr(SAMPLERS[method], "check", None)
   if own_check is not None:
     own_check(T, full)
-  if n > T:
+  # Steps between the levels (fractional levels) may outnumber them; on the levels they
+  # cannot.
+  between = full.get("sigma_policy") == "interpolate" and "sigma_policy" in reads(method)
+  if n > T and not between:
     raise ConfigError(f"sampling.num_steps={n} is not valid for {method}; it "
-                      f"must be <= diffusion.num_timesteps={T} (0 = every level).")
+                      f"must be <= diffusion.num_timesteps={T} (0 = every level"
+                      + (", or sampling.sigma_policy='interpolate' to step between levels)."
+                         if "sigma_policy" in reads(method) else ")."))
 
 
-def effective_steps(num_steps: int, num_timesteps: int) -> int:
-  """Levels a chain visits: ``num_steps``, or all ``num_timesteps`` when it is 0."""
+def effective_steps(num_steps: int, num_timesteps: int, method: str = "") -> int:
+  """Steps a chain takes: ``num_steps``; when it is 0, the sampler ``method``'s own
+  ``DEFAULT_STEPS`` (heun's 18 σ steps, dpm_solver's 20, ...) or else every level.
+  With ``sigma_policy='interpolate'`` a chain may take more steps than there are levels."""
   n, levels = int(num_steps), int(num_timesteps)
-  return n if 0 < n <= levels else levels
+  default = getattr(SAMPLERS[method], "DEFAULT_STEPS", 0) if method else 0
+  if n == 0 and default:
+    return int(default)
+  return n if n > 0 else levels
 
 
 def cost_note(num_timesteps: int, method: str, **options) -> str:
@@ -132,7 +181,7 @@ def cost_note(num_timesteps: int, method: str, **options) -> str:
 def describe(num_timesteps: int, method: str, **options) -> str:
   """How a sampler draws, for a log line: ``"ddim, 50 steps"``, and the sampler's own
   words about its cost (annealed Langevin: the steps at each level)."""
-  steps = effective_steps(_with_defaults(method, options)["num_steps"], num_timesteps)
+  steps = effective_steps(_with_defaults(method, options)["num_steps"], num_timesteps, method)
   note = cost_note(num_timesteps, method, **options)
   return f"{method}, {steps} steps" + (f", {note}" if note else "")
 
@@ -152,7 +201,7 @@ def descriptions() -> Dict[str, str]:
 class Sampler:
   """One sampler with its options, checked, and a chain's rows computed once (on the
   host, float64): call it to draw. ``plan`` is the chain of a plan-based sampler, None
-  for one that runs its own loop (ode, dpm_solver)."""
+  for one that runs its own loop (the adaptive ODE)."""
 
   def __init__(self, process, method: str, **options):
     check(process.num_timesteps, method, **options)

@@ -6,6 +6,10 @@ fixedlarge (β_t) or fixedsmall (β̃_t), or learned_range when eps_fn returns (
 (Improved DDPM eq. 15). With 0 < num_steps < T the chain runs on
 ``space_timesteps(T, str(num_steps))`` with respaced β_i = 1 − ᾱ_{τ_i}/ᾱ_{τ_{i−1}}
 (Improved DDPM, ``process.respace``); the model still sees the original t = τ_i.
+``ancestral_steps='ddim_tau'`` takes DDIM's τ instead (``skip_type`` uniform or quad; repeated
+quad levels, which are no-op steps in DDIM's code, visited once): with fixedlarge and x̂₀
+clipped this is DDIM's "σ̂" sampler (Song et al. 2020, Table 1; ermongroup/ddim
+``ddpm_steps``: variance 1 − ᾱ_t/ᾱ_s on τ).
 """
 
 import jax.numpy as jnp
@@ -16,22 +20,30 @@ from diffusion.core.model_fn import as_prediction
 from diffusion.core.processes import VAR_TYPES
 from diffusion.options import Option, declare
 from diffusion.samplers.chain import CLIP_X0, NUM_STEPS, Plan, f32, levels
-from diffusion.samplers.timesteps import space_timesteps
+from diffusion.samplers.ddim import SKIP_TYPE
+from diffusion.samplers.timesteps import ddim_timesteps, space_timesteps
 
 DESCRIPTION = "DDPM's ancestral sampling (Ho et al. 2020, Alg. 2), respaced when shortened"
+STEP_CHOICES = ("respace", "ddim_tau")
 
 
 def make_plan(process, *, num_steps: int = 0, var_type: str = "fixedlarge",
-              clip_x0: bool = True) -> Plan:
+              clip_x0: bool = True, ancestral_steps: str = "respace",
+              skip_type: str = "uniform") -> Plan:
   """DDPM ancestral rows, last level first: model t, x̂₀ coefficients, posterior mean
   coefficients, log-variances (fixed, and the learned_range end points), noise mask.
 
   num_steps: levels visited (0 = all T; fewer respace the chain); var_type: the fixed
   reverse variance (learned_range is read from a 2C-output model); clip_x0: clip x̂₀
-  to the data range."""
+  to the data range; ancestral_steps: which levels a shortened chain visits (module doc),
+  skip_type: DDIM's τ then."""
   T = process.num_timesteps
   model_t = np.arange(T)
-  if num_steps not in (0, T):
+  if ancestral_steps == "ddim_tau":
+    model_t = np.unique(ddim_timesteps(T, num_steps, skip_type))
+    if len(model_t) < T:
+      process = process.respace(model_t)
+  elif num_steps not in (0, T):
     model_t = space_timesteps(T, str(num_steps))
     process = process.respace(model_t)
   scale, std = process.host_marginal()
@@ -55,7 +67,10 @@ def make_plan(process, *, num_steps: int = 0, var_type: str = "fixedlarge",
 
 
 OPTIONS = declare(
-    make_plan, num_steps=NUM_STEPS, clip_x0=CLIP_X0,
+    make_plan, num_steps=NUM_STEPS, clip_x0=CLIP_X0, skip_type=SKIP_TYPE,
+    ancestral_steps=Option("levels of a shortened chain: respace (Improved DDPM) or ddim_tau "
+                           "(DDIM's tau with skip_type: DDIM Table 1's sigma-hat row)",
+                           choices=STEP_CHOICES),
     var_type=Option("reverse variance: fixedlarge (VP: beta_t; VE: sigma_t^2 - "
                     "sigma_{t-1}^2, score_sde's reverse diffusion) or fixedsmall (the "
                     "posterior's; VE: score_sde's ancestral sampling); learned_range is "

@@ -39,8 +39,13 @@ Array = jax.Array
 # ---------------------------------------------------------------------------
 
 NUM_STEPS = Option("steps of the chain (0 = the sampler's own: every level; heun 18, "
-                   "dpm_solver 20); fewer than T respace the chain", rule=NONNEGATIVE)
-CLIP_X0 = Option("clip x0_hat to the data range")
+                   "dpm_solver 20, ipndm / unipc / deis 10); fewer than T respace the "
+                   "chain", rule=NONNEGATIVE)
+CLIP_X0 = Option("clip x0_hat (the denoiser's output D) to the data range inside each step")
+SIGMA_POLICIES = ("round", "interpolate")
+SIGMA_POLICY = Option("a step between the network's levels: round (to the nearest level, "
+                      "EDM's round_sigma) or interpolate (a fractional level, log sigma "
+                      "linear between levels; README: Sampling)", choices=SIGMA_POLICIES)
 DENOISE = Option("a final denoising step to x0_hat from the last level (NCSNv2; score_sde's "
                  "noise_removal, DPM-Solver's denoise_to_zero; +1 NFE)")
 INITS = ("prior", "uniform")
@@ -56,12 +61,24 @@ class Plan:
   ``finish(eps_fn, plan, x) -> x`` (optional) runs once after the last row.
   ``options`` are the sampler's options that ``step`` and ``finish`` read (e.g. DDIM's
   ``eta``, ``clip_x0``), a hashable mapping: equal plans share one compiled chain.
+  ``memory(x_T) -> m`` (optional, a multistep sampler's): the memory of earlier
+  predictions it starts with (e.g. zeros); the chain's state is then the pair (x, m),
+  which ``step`` takes and returns, while trajectories and ``finish`` see x.
   """
   rows: Dict[str, Array]
   process: Any
   step: Callable = flax.struct.field(pytree_node=False)
   finish: Optional[Callable] = flax.struct.field(pytree_node=False, default=None)
   options: FrozenDict = flax.struct.field(pytree_node=False, default=FrozenDict())
+  memory: Optional[Callable] = flax.struct.field(pytree_node=False, default=None)
+
+  def begin(self, x: Array):
+    """The chain's state at x_T: x, or (x, memory(x)) for a multistep sampler."""
+    return x if self.memory is None else (x, self.memory(x))
+
+  def samples(self, state) -> Array:
+    """x of a chain state (see :meth:`begin`)."""
+    return state if self.memory is None else state[0]
 
   @property
   def num_steps(self) -> int:
@@ -74,8 +91,20 @@ def f32(a) -> Array:
 
 
 def levels(row, x: Array) -> Array:
-  """The row's model level as int32 [B] for a batch x."""
-  return jnp.full((x.shape[0],), row["model_t"], jnp.int32)
+  """The row's model level for a batch x: int32 [B], or float32 [B] when the row holds a
+  fractional level (``sigma_policy='interpolate'``)."""
+  t = row["model_t"]
+  dtype = jnp.float32 if jnp.issubdtype(t.dtype, jnp.floating) else jnp.int32
+  return jnp.full((x.shape[0],), t, dtype)
+
+
+def level_rows(levels_: np.ndarray) -> Array:
+  """A plan's column of model levels: int32 for integer levels, float32 for fractional
+  ones (a float64 table of ``sigma_policy='interpolate'``)."""
+  levels_ = np.asarray(levels_)
+  if np.issubdtype(levels_.dtype, np.integer):
+    return jnp.asarray(levels_.astype(np.int32))
+  return f32(levels_)
 
 
 # ---------------------------------------------------------------------------
@@ -137,13 +166,15 @@ def _start(plan: Plan, key, x_T, shape, init: str):
 
 
 def _scan_steps(eps_fn, plan: Plan, x0_range, loop_key, x, index, rows):
-  """x after the steps ``index`` (int32 [n], their global numbers) with their ``rows``."""
+  """The chain state ``x`` (see :meth:`Plan.begin`) after the steps ``index`` (int32 [n],
+  their global numbers) with their ``rows``."""
   step = functools.partial(plan.step, eps_fn, plan, x0_range)
 
-  def body(x, i_row):
+  def body(state, i_row):
     i, row = i_row
+    x = plan.samples(state)
     z = jax.random.normal(jax.random.fold_in(loop_key, i), x.shape, x.dtype)
-    return step(x, row, z), None
+    return step(state, row, z), None
 
   return jax.lax.scan(body, x, (index, rows))[0]
 
@@ -157,21 +188,27 @@ def _run_chain(dynamic, plan: Plan, key, x_T, *, spec, shape, x0_range, trajecto
   n = plan.num_steps
   index = jnp.arange(n, dtype=jnp.int32)
 
-  def run(x, start, stop):
-    return scan(x, *jax.tree.map(lambda a: a[start:stop], (index, plan.rows)))
+  def run(state, start, stop):
+    return scan(state, *jax.tree.map(lambda a: a[start:stop], (index, plan.rows)))
 
   traj = None
+  state = plan.begin(x)
   if trajectory_every > 0:
     k, chunks = trajectory_every, n // trajectory_every
+
+    def block_step(state, block):
+      state = scan(state, *block)
+      return state, plan.samples(state)
+
     blocks = jax.tree.map(lambda a: a[:chunks * k].reshape((chunks, k) + a.shape[1:]),
                           (index, plan.rows))
-    x_init = x
-    x, states = jax.lax.scan(lambda x, block: (scan(x, *block),) * 2, x, blocks)
-    traj = jnp.concatenate([x_init[None], states], axis=0)
-    x = run(x, chunks * k, n)
+    state, states = jax.lax.scan(block_step, state, blocks)
+    traj = jnp.concatenate([x[None], states], axis=0)
+    state = run(state, chunks * k, n)
   else:
-    x = run(x, 0, n)
+    state = run(state, 0, n)
 
+  x = plan.samples(state)
   if plan.finish is not None:
     x = plan.finish(eps_fn, plan, x)
   return x, traj
@@ -220,12 +257,14 @@ def _run_in_segments(dynamic, plan: Plan, key, x_T, on_progress, *, spec, shape,
   ``on_progress(steps done, steps in all)``. The programs hold no host callback, so the
   persistent compilation cache keeps them, and each report counts finished steps."""
   x, loop_key = _jit_start(plan, key, x_T, shape=shape, init=init)
+  state = plan.begin(x)
   n = plan.num_steps
   for start, stop in segments(n):
-    x = _run_segment(dynamic, plan, loop_key, x, start, spec=spec, x0_range=x0_range,
-                     length=stop - start)
-    x.block_until_ready()
+    state = _run_segment(dynamic, plan, loop_key, state, start, spec=spec, x0_range=x0_range,
+                         length=stop - start)
+    jax.block_until_ready(state)
     on_progress(stop, n)
+  x = plan.samples(state)
   if plan.finish is not None:
     x = _run_finish(dynamic, plan, x, spec=spec)
   return x

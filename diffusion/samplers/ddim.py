@@ -14,7 +14,7 @@ import numpy as np
 from flax.core import FrozenDict
 
 from diffusion.core.model_fn import as_prediction
-from diffusion.options import NONNEGATIVE, Option, declare
+from diffusion.options import Option, Rule, declare
 from diffusion.samplers.chain import CLIP_X0, NUM_STEPS, Plan, f32, levels
 from diffusion.samplers.timesteps import ddim_timesteps
 
@@ -57,10 +57,13 @@ def make_plan(process, *, num_steps: int = 0, skip_type: str = "uniform", eta: f
   return Plan(rows, process, step, options=FrozenDict(eta=float(eta), clip_x0=bool(clip_x0)))
 
 
+SKIP_TYPE = Option("DDIM's tau: uniform (range(0, T, T // S)) or quad", choices=SKIP_TYPES)
+# η = 1 is the DDPM posterior's noise; above it c2 = √(n_s² − c1²) has no real value.
+ETA = Rule(lambda v: 0 <= v <= 1, "in [0, 1]")
+
 OPTIONS = declare(
-    make_plan, num_steps=NUM_STEPS, clip_x0=CLIP_X0,
-    skip_type=Option("step selection: uniform or quad", choices=SKIP_TYPES),
-    eta=Option("noise (0 deterministic, 1 = the DDPM posterior)", rule=NONNEGATIVE))
+    make_plan, num_steps=NUM_STEPS, clip_x0=CLIP_X0, skip_type=SKIP_TYPE,
+    eta=Option("noise (0 deterministic, 1 = the DDPM posterior)", rule=ETA))
 
 
 def step(eps_fn, plan: Plan, x0_range, x, row, z):

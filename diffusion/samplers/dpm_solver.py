@@ -1,138 +1,182 @@
-"""DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", Algorithm 2), data-prediction form.
+"""DPM-Solver++ (Lu et al. 2022b): multistep 2M (Algorithm 2) and 3M, and SDE-DPM-Solver++(2M).
 
-On DPM-Solver's discrete-time schedule: α_t = √ᾱ_t (VP) or 1 (VE), σ_t the
-noise std, λ_t = log α_t − log σ_t, read at integer levels from the process's
-float64 table, so the network is only evaluated at its own levels (no σ
-interpolation). Time steps (``dpm_skip``): M + 1 levels t_0 = T−1 > ... > t_M = 0,
-  logsnr (default): λ uniform between λ_{T−1} and λ_0, each rounded to the level
-    of nearest λ (DPM-Solver's 'logSNR', its choice for low-resolution data; on a
-    geometric VE ladder it is time_uniform);
-  time_uniform: uniform in the level index, rounded (DPM-Solver's 'time_uniform');
-  time_quadratic: (√(T−1)·(1 − i/M))², rounded (its 'time_quadratic');
-levels merged by rounding are dropped (then NFE < M). Data prediction
-x_θ = (x − σ_t ε̂)/α_t.
+Data-prediction form on the process's own schedule: α_t = √ᾱ_t (VP) or 1 (VE), σ_t the
+noise std, λ_t = log α_t − log σ_t, x_θ = (x − σ_t ε̂)/α_t (eq. 8). Time points
+(``dpm_skip``, ``sigma_policy``: ``timesteps.solver_grid``): M + 1 points t_0 = T−1 > ...
+> t_M = 0, λ-uniform by default (DPM-Solver's 'logSNR', its choice for low-resolution
+data); ``round`` puts them on the nearest levels (the network sees only its levels;
+merged levels are dropped, then NFE < M), ``interpolate`` keeps them where they fall
+(fractional levels, log σ linear between levels).
 
-With h_i = λ_{t_i} − λ_{t_{i−1}} and r_i = h_{i−1}/h_i:
-  i = 1:  x_{t_1} = (σ_{t_1}/σ_{t_0}) x_{t_0} − α_{t_1}(e^{−h_1} − 1) x_θ(t_0)
-  i ≥ 2:  D_i = (1 + 1/(2r_i)) x_θ(t_{i−1}) − 1/(2r_i) x_θ(t_{i−2})
-          x_{t_i} = (σ_{t_i}/σ_{t_{i−1}}) x_{t_{i−1}} − α_{t_i}(e^{−h_i} − 1) D_i
-Lower-order final step (DPM-Solver's code, ``lower_order_final``): when M < 10
-the last step is first order (D_M = x_θ(t_{M−1})). The output is x at level 0
-(σ_0: 0.01 for DDPM's linear schedule); with ``denoise`` one more evaluation
-returns x_θ(t_M) (DPM-Solver's ``denoise_to_zero``).
+With h_i = λ_{t_i} − λ_{t_{i−1}}, r_i = h_{i−1}/h_i, m_k = x_θ(t_k) and the step
+x_{t_i} = (σ_{t_i}/σ_{t_{i−1}}) x_{t_{i−1}} + Σ_k b_k m_{i−1−k}:
+  order 1 (DDIM):  b_0 = −α_{t_i} (e^{−h_i} − 1)                               (eq. 9, k = 1)
+  2M (Alg. 2):     D = (1 + 1/(2r_i)) m_{i−1} − 1/(2r_i) m_{i−2},  x = … − α(e^{−h} − 1) D
+  3M (the official code's third-order multistep update, also diffusers'
+      DPMSolverMultistepScheduler with solver_order=3): with r0 = h_{i−1}/h_i,
+      r1 = h_{i−2}/h_i, D1_0 = (m_{i−1} − m_{i−2})/r0, D1_1 = (m_{i−2} − m_{i−3})/r1,
+      D1 = D1_0 + r0/(r0 + r1)(D1_0 − D1_1), D2 = (D1_0 − D1_1)/(r0 + r1),
+      φ1 = e^{−h} − 1, φ2 = φ1/h + 1, φ3 = φ2/h − 1/2:
+      x = (σ_t/σ_s) x − α_t φ1 m_{i−1} + α_t φ2 D1 − α_t φ3 D2.
+      D1 = h x_θ'(λ) and D2 = h² x_θ''/2 of the quadratic through the last three
+      predictions; exact integration of that quadratic would weigh D2 by 2φ3 (checked in
+      tests/samplers/test_dpm_solver.py): as published, the update is exact for x_θ linear
+      in λ and carries an O(h³ x_θ'') local error otherwise. Kept as published, so that
+      this code and diffusers agree on identical inputs.
+  SDE (``dpm_sde``, SDE-DPM-Solver++(2M): the data-prediction exponential integrator of
+      the reverse SDE, as diffusers' ``sde-dpmsolver++`` with its default midpoint
+      solver_type and k-diffusion's ``sample_dpmpp_2m_sde``): the step
+      x = (σ_t/σ_s) e^{−h} x + α_t (1 − e^{−2h}) (m_{i−1} + (m_{i−1} − m_{i−2})/(2r))
+      + σ_t √(1 − e^{−2h}) z  (first order: without the difference term).
+Warm-up: step i uses order min(dpm_order, i). Lower order at the end (DPM-Solver's code,
+``lower_order_final``): when M < 10 step i uses at most order M + 1 − i (the last step
+first order, the one before at most second). diffusers lowers the order when M < 15.
 
-num_steps = M = NFE (0 means 20; + 1 with denoise). Recommended 10–20 (paper:
-10 for good, 20 for converged samples on CIFAR-10).
+The output is x at level 0 (σ_0 = 0.01 for DDPM's linear schedule); with ``denoise``
+one more evaluation returns x_θ(t_M) (DPM-Solver's ``denoise_to_zero``). ``clip_x0``
+(with an ``x0_range``): every x_θ is clipped to the data range before it enters the
+update (DPM-Solver++'s static thresholding, §3.3).
+
+num_steps = M = NFE (0 means 20; + 1 with denoise). Recommended 10–20 (paper: 10 for
+good, 20 for converged samples on CIFAR-10).
+
+Comparing with diffusers on identical inputs: DPMSolverMultistepScheduler(
+algorithm_type="dpmsolver++" (or "sde-dpmsolver++"), solver_order=2|3,
+solver_type="midpoint", timestep_spacing="linspace", lower_order_final=True,
+final_sigmas_type="sigma_min", thresholding=False) steps through
+round(linspace(T − 1, 0, M + 1)), i.e. ``dpm_skip=time_uniform`` with
+``sigma_policy=round`` and ``clip_x0=False``, and agrees step for step when M ≥ 15 or
+M < 10 (between, diffusers lowers the last orders and this code does not).
 """
 
-import functools
 from typing import Mapping
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from diffusion.errors import ConfigError
 from diffusion.options import Option, declare
-from diffusion.samplers.chain import CLIP_X0, DENOISE, NUM_STEPS, f32, split_fn
-from diffusion.samplers.sigmas import eps_at
+from diffusion.samplers import multistep
+from diffusion.samplers.chain import CLIP_X0, DENOISE, NUM_STEPS, SIGMA_POLICY, Plan
+from diffusion.samplers.timesteps import SOLVER_SKIPS, solver_grid
 
-DESCRIPTION = "DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) on the discrete-time schedule"
+DESCRIPTION = ("DPM-Solver++ (Lu et al. 2022): multistep 2M (Alg. 2) / 3M, or SDE-DPM-Solver++"
+               "(2M)")
 DEFAULT_STEPS = 20
-SKIPS = ("logsnr", "time_uniform", "time_quadratic")
+SKIPS = SOLVER_SKIPS
+ORDERS = (2, 3)
 
 
 def check(num_timesteps: int, options: Mapping) -> None:
-  """λ needs two levels at least."""
-  del options
+  """λ needs two levels; an order needs as many steps; the SDE form is second order."""
   if num_timesteps < 2:
     raise ConfigError("sampling.method='dpm_solver' needs diffusion.num_timesteps >= 2.")
+  order, n = options["dpm_order"], options["num_steps"]
+  if 0 < n < order:
+    raise ConfigError(f"sampling.num_steps={n} is not valid for dpm_solver with "
+                      f"sampling.dpm_order={order}; it must be >= {order} (the multistep "
+                      "method needs that many steps), or 0 for 20.")
+  if options["dpm_sde"] and order != 2:
+    raise ConfigError(f"sampling.dpm_order={order} is not valid with sampling.dpm_sde=True; "
+                      "SDE-DPM-Solver++ is second order (dpm_order=2).")
 
 
-def dpm_timesteps(process, num_steps: int, skip: str = "logsnr") -> np.ndarray:
-  """t_0 = T−1 > ... > t_M = 0 (int64 [≤ M + 1], strictly descending); see the module doc."""
-  T, m = process.num_timesteps, num_steps or DEFAULT_STEPS
-  if skip == "time_uniform":
-    ts = np.round(np.linspace(T - 1, 0, m + 1))
-  elif skip == "time_quadratic":
-    ts = np.round(np.linspace(np.sqrt(T - 1), 0, m + 1) ** 2)
-  else:
-    scale, std = process.host_marginal()
-    lam = np.log(scale) - np.log(std)                                  # descending in t
-    target = np.linspace(lam[-1], lam[0], m + 1)
-    ts = np.argmin(np.abs(lam[None, :] - target[:, None]), axis=1)
-  ts = ts.astype(np.int64)
-  return ts[np.append(True, np.diff(ts) < 0)]                          # drop merged levels
+def describe(num_timesteps: int, options: Mapping) -> str:
+  """The words after "N steps": which DPM-Solver++ and its network evaluations."""
+  del num_timesteps
+  n = (options["num_steps"] or DEFAULT_STEPS) + int(options["denoise"])
+  kind = "SDE-DPM-Solver++(2M)" if options["dpm_sde"] else \
+      f"DPM-Solver++({options['dpm_order']}M)"
+  return f"{kind}, {n} network evaluations"
+
+
+def step_orders(m: int, order: int) -> np.ndarray:
+  """The order of steps 1..M: warm-up min(order, i); below 10 steps at most M + 1 − i."""
+  i = np.arange(1, m + 1)
+  orders = np.minimum(order, i)
+  if m < 10:                                                         # lower_order_final
+    orders = np.minimum(orders, m + 1 - i)
+  return orders
+
+
+def multistep_rows(process, *, num_steps: int, dpm_skip: str = "logsnr", dpm_order: int = 2,
+                   dpm_sde: bool = False, sigma_policy: str = "round") -> dict:
+  """float64 rows of the chain, index i − 1 for the step t_{i−1} -> t_i (i = 1..M).
+
+  Returns dict of [M] arrays: model_t (level t_{i−1}), alpha_prev, sigma_prev (α, σ
+  there), a (the coefficient on x), b0, b1, b2 (on m_{i−1}, m_{i−2}, m_{i−3}), g (the
+  noise std; 0 for the ODE), order; and alpha_out, sigma_out, t_out at t_i.
+  """
+  ts, alpha, sigma = solver_grid(process, num_steps or DEFAULT_STEPS, dpm_skip, sigma_policy)
+  m = len(ts) - 1
+  lam = np.log(alpha) - np.log(sigma)
+  h = np.diff(lam)                                                   # h_i, i = 1..M
+  orders = step_orders(m, dpm_order)
+  a, b, g = np.zeros(m), np.zeros((m, 3)), np.zeros(m)
+  for k in range(m):                                                 # the step t_k -> t_{k+1}
+    hk, at, st, ss = h[k], alpha[k + 1], sigma[k + 1], sigma[k]
+    if dpm_sde:                                                      # SDE-DPM-Solver++(2M)
+      a[k] = st / ss * np.exp(-hk)
+      c = -at * np.expm1(-2.0 * hk)                                  # α_t (1 − e^{−2h})
+      g[k] = st * np.sqrt(-np.expm1(-2.0 * hk))
+      b[k, 0] = c
+      if orders[k] == 2:                                             # midpoint: + c/2 D1
+        r = h[k - 1] / hk
+        b[k, :2] += 0.5 * c / r * np.array([1.0, -1.0])
+      continue
+    a[k] = st / ss
+    phi1 = np.expm1(-hk)
+    b[k, 0] = -at * phi1                                             # first order (DDIM)
+    if orders[k] == 2:                                               # Alg. 2
+      r = h[k - 1] / hk
+      b[k, :2] = -at * phi1 * np.array([1.0 + 0.5 / r, -0.5 / r])
+    elif orders[k] == 3:                                             # 3M, expanded in m_j
+      r0, r1 = h[k - 1] / hk, h[k - 2] / hk
+      phi2 = phi1 / hk + 1.0
+      phi3 = phi2 / hk - 0.5
+      d10 = np.array([1.0, -1.0, 0.0]) / r0                          # D1_0 in (m0, m1, m2)
+      d11 = np.array([0.0, 1.0, -1.0]) / r1                          # D1_1
+      d1 = d10 + r0 / (r0 + r1) * (d10 - d11)
+      d2 = (d10 - d11) / (r0 + r1)
+      b[k] = -at * phi1 * np.array([1.0, 0.0, 0.0]) + at * phi2 * d1 - at * phi3 * d2
+  return dict(model_t=ts[:-1], alpha_prev=alpha[:-1], sigma_prev=sigma[:-1], a=a,
+              b0=b[:, 0], b1=b[:, 1], b2=b[:, 2], g=g, order=orders.astype(np.float64),
+              t_out=ts[1:], alpha_out=alpha[1:], sigma_out=sigma[1:])
 
 
 def dpm_coefficients(process, num_steps: int, skip: str = "logsnr") -> dict:
-  """float64 rows of Algorithm 2, index i − 1 for the step t_{i−1} -> t_i (i = 1..M).
-
-  Returns dict of [M] arrays: t_prev (level t_{i−1}), alpha_prev, sigma_prev,
-  ratio = σ_{t_i}/σ_{t_{i−1}}, phi = −α_{t_i}(e^{−h_i} − 1), c_cur = 1 + 1/(2r_i),
-  c_old = −1/(2r_i) (c_cur = 1, c_old = 0 on first-order steps), and the levels'
-  alpha_out/sigma_out/t_out at t_i.
-  """
-  scale, std = process.host_marginal()
-  ts = dpm_timesteps(process, num_steps, skip)
-  m = len(ts) - 1
-  alpha, sigma = scale[ts], std[ts]
-  lam = np.log(alpha) - np.log(sigma)                                # λ = log α − log σ
-  h = lam[1:] - lam[:-1]                                             # h_i, i = 1..M
-  r = np.append(np.nan, h[:-1] / h[1:])                              # r_i = h_{i−1}/h_i
-  second = np.arange(1, m + 1) >= 2
-  if m < 10:                                                         # lower_order_final
-    second[-1] = False
-  with np.errstate(invalid="ignore", divide="ignore"):
-    c_cur = np.where(second, 1.0 + 0.5 / r, 1.0)
-    c_old = np.where(second, -0.5 / r, 0.0)
-  return dict(t_prev=ts[:-1], alpha_prev=alpha[:-1], sigma_prev=sigma[:-1],
-              ratio=sigma[1:] / sigma[:-1], phi=-alpha[1:] * np.expm1(-h),
-              c_cur=c_cur, c_old=c_old, t_out=ts[1:], alpha_out=alpha[1:],
-              sigma_out=sigma[1:])
+  """Algorithm 2's rows (2M, rounded levels) in its own terms, index i − 1 for the step
+  t_{i−1} -> t_i: t_prev, alpha_prev, sigma_prev, ratio = σ_{t_i}/σ_{t_{i−1}},
+  phi = −α_{t_i}(e^{−h_i} − 1), c_cur = 1 + 1/(2r_i), c_old = −1/(2r_i) (1 and 0 on
+  first-order steps), t_out, alpha_out, sigma_out."""
+  r = multistep_rows(process, num_steps=num_steps, dpm_skip=skip)
+  lam = np.log(np.append(r["alpha_prev"], r["alpha_out"][-1])) - \
+      np.log(np.append(r["sigma_prev"], r["sigma_out"][-1]))
+  phi = -r["alpha_out"] * np.expm1(-np.diff(lam))
+  return dict(t_prev=r["model_t"], alpha_prev=r["alpha_prev"], sigma_prev=r["sigma_prev"],
+              ratio=r["a"], phi=phi, c_cur=r["b0"] / phi, c_old=r["b1"] / phi,
+              t_out=r["t_out"], alpha_out=r["alpha_out"], sigma_out=r["sigma_out"])
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "denoise", "x0_range"))
-def _run(dynamic, rows, x, *, spec, denoise, x0_range):
-  eps_fn = spec.rebuild(dynamic)
-
-  def body(carry, row):
-    x, x0_old = carry
-    eps = eps_at(eps_fn, x, row["t_prev"])
-    x0 = (x - row["sigma_prev"] * eps) / row["alpha_prev"]           # data prediction x_θ
-    if x0_range is not None:                                         # static thresholding
-      x0 = jnp.clip(x0, x0_range[0], x0_range[1])                    # (Lu et al. 2022b §3.3)
-    d = row["c_cur"] * x0 + row["c_old"] * x0_old                    # D_i (first order: x_θ)
-    x = row["ratio"] * x + row["phi"] * d                            # Alg. 2 update
-    return (x, x0), None
-
-  x, _ = jax.lax.scan(body, (x, jnp.zeros_like(x)), rows)[0]
-  if denoise:                                                        # denoise_to_zero
-    eps = eps_at(eps_fn, x, 0)
-    x = (x - rows["sigma_out"][-1] * eps) / rows["alpha_out"][-1]
-  return x
+def make_plan(process, *, num_steps: int = 0, dpm_skip: str = "logsnr", dpm_order: int = 2,
+              dpm_sde: bool = False, sigma_policy: str = "round", denoise: bool = False,
+              clip_x0: bool = True) -> Plan:
+  """The DPM-Solver++ chain of M = ``num_steps`` steps (0 = 20)."""
+  c = multistep_rows(process, num_steps=num_steps, dpm_skip=dpm_skip, dpm_order=dpm_order,
+                     dpm_sde=dpm_sde, sigma_policy=sigma_policy)
+  rows = dict(model_t=c["model_t"], alpha=c["alpha_prev"], sigma=c["sigma_prev"], a=c["a"],
+              b0=c["b0"], b1=c["b1"], b2=c["b2"], g=c["g"])
+  final = multistep.final_point(c["t_out"], c["alpha_out"], c["sigma_out"]) if denoise \
+      else None
+  return multistep.make_plan(process, rows, predict="x0", clip_x0=clip_x0, noise=dpm_sde,
+                             final=final)
 
 
-def sample(eps_fn, process, shape, key, x_T=None, x0_range=(-1.0, 1.0), *, num_steps: int = 0,
-           dpm_skip: str = "logsnr", denoise: bool = False, clip_x0: bool = True):
-  """DPM-Solver++(2M) samples [shape] float32 from ``x_T`` or the process prior.
-
-  With ``clip_x0`` and an ``x0_range``, each data prediction x_θ is clipped to the
-  range before it enters the update (DPM-Solver++'s thresholding, its static form), as
-  the DDPM and DDIM samplers clip x̂₀ of images.
-  """
-  clip = None if (x0_range is None or not clip_x0) else (
-      float(x0_range[0]), float(x0_range[1]))
-  c = dpm_coefficients(process, num_steps, dpm_skip)
-  rows = {k: (jnp.asarray(v.astype(np.int32)) if k.startswith("t_") else f32(v))
-          for k, v in c.items()}
-  x = (jnp.asarray(x_T, jnp.float32) if x_T is not None
-       else process.prior_sample(key, tuple(shape)).astype(jnp.float32))
-  spec, dynamic = split_fn(eps_fn)
-  return _run(dynamic, rows, x, spec=spec, denoise=bool(denoise), x0_range=clip)
-
+DPM_SKIP = Option("time steps: logsnr, time_uniform or time_quadratic (DPM-Solver's "
+                  "skip_type)", choices=SKIPS)
 
 OPTIONS = declare(
-    sample, num_steps=NUM_STEPS, denoise=DENOISE, clip_x0=CLIP_X0,
-    dpm_skip=Option("time steps: logsnr, time_uniform or time_quadratic (DPM-Solver's "
-                    "skip_type)", choices=SKIPS))
+    make_plan, num_steps=NUM_STEPS, denoise=DENOISE, clip_x0=CLIP_X0,
+    sigma_policy=SIGMA_POLICY,
+    dpm_skip=DPM_SKIP,
+    dpm_order=Option("multistep order: 2 (DPM-Solver++(2M)) or 3 (3M)", choices=ORDERS),
+    dpm_sde=Option("SDE-DPM-Solver++(2M): the reverse SDE's step, noise added (dpm_order=2)"))

@@ -23,9 +23,21 @@ field: 6 per attempted step + 1 (measured against a counter in the tests);
 network evaluations are 2 × nfe. num_steps is not used (0): the solver picks its
 steps; the typical count is 50–300 ODE evaluations at 1e-5.
 
+``sigma_policy``: an adaptive solver's steps fall between levels, so σ cannot be
+rounded; ``round`` (the default, above) evaluates the network only at its levels and
+interpolates their outputs; ``interpolate`` feeds eps_fn the fractional level u(σ) and
+x = s(σ) x̂ with s = 1/√(1 + σ²) (VP) or 1 (VE) — one evaluation for a network that embeds
+its level continuously (the U-Net, the MLP, the exact model: the exact ε at σ), the same
+two-level mix for NCSN's RefineNet (core/model_fn.py, "Fractional levels").
+
+``clip_x0`` (with an ``x0_range``): the field is σ·(x̂ − D)/σ with the denoiser's output
+D = x̂ − σ ε̂ clipped to the data range (DPM-Solver++'s static thresholding, in x̂); the
+log-likelihood never clips.
+
 The output x = s_0 x̂(σ_0) is at level 0 (σ_0 = 0.01 for DDPM's linear schedule);
 with ``denoise`` one Tweedie step x̂ − σ_0 ε̂(x̂, σ_0) returns the data prediction
-(score_sde's ``noise_removal``).
+(score_sde's ``noise_removal``). The NFE comes back as an int32 array, so every function
+here runs inside ``jax.jit`` (a family's ``sample_fn``); ``int(nfe)`` outside.
 """
 
 import functools
@@ -37,8 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffusion.errors import ConfigError
-from diffusion.options import POSITIVE, Option, declare
-from diffusion.samplers.chain import DENOISE, split_fn
+from diffusion.options import Option, Rule, declare
+from diffusion.samplers.chain import CLIP_X0, DENOISE, SIGMA_POLICY, split_fn
 from diffusion.samplers.sigmas import eps_at, interpolated_eps, sigma_table
 
 DESCRIPTION = ("the probability-flow ODE (Song et al. 2021, eq. 13), adaptive diffrax solver "
@@ -66,17 +78,33 @@ def _tables(process):
   return (jnp.asarray(scale, jnp.float32), jnp.asarray(np.log(sig), jnp.float32))
 
 
-def ode_field(eps_fn, scale, log_sigma):
-  """f(τ, x̂) = σ ε̂(x̂, σ), σ = e^τ: the probability-flow ODE in τ = log σ."""
+def ode_field(eps_fn, scale, log_sigma, *, kind: str = "vp", sigma_policy: str = "round",
+              clip=None):
+  """f(τ, x̂) = σ ε̂(x̂, σ), σ = e^τ: the probability-flow ODE in τ = log σ (module doc:
+  ``sigma_policy``, and ``clip`` = (lo, hi) for the denoiser's output, or None)."""
+  levels = jnp.arange(log_sigma.shape[0], dtype=log_sigma.dtype)
+
   def f(tau, x_hat, args):
     del args
-    return jnp.exp(tau) * interpolated_eps(eps_fn, scale, log_sigma, x_hat, tau)
+    sigma = jnp.exp(tau)
+    if sigma_policy == "round":
+      eps = interpolated_eps(eps_fn, scale, log_sigma, x_hat, tau)
+    else:
+      s = jax.lax.rsqrt(1.0 + sigma ** 2) if kind == "vp" else jnp.ones_like(sigma)
+      eps = eps_at(eps_fn, (s * x_hat).astype(jnp.float32),
+                   jnp.interp(tau, log_sigma, levels)).astype(x_hat.dtype)
+    if clip is None:
+      return sigma * eps
+    return x_hat - jnp.clip(x_hat - sigma * eps, clip[0], clip[1])   # σ (x̂ − D)/σ
   return f
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "solver", "rtol", "atol"))
-def _solve(dynamic, tables, x_hat, t0, t1, *, spec, solver, rtol, atol):
-  f = ode_field(spec.rebuild(dynamic), *tables)
+@functools.partial(jax.jit, static_argnames=("spec", "solver", "rtol", "atol", "kind",
+                                             "sigma_policy", "clip"))
+def _solve(dynamic, tables, x_hat, t0, t1, *, spec, solver, rtol, atol, kind, sigma_policy,
+           clip):
+  f = ode_field(spec.rebuild(dynamic), *tables, kind=kind, sigma_policy=sigma_policy,
+                clip=clip)
   sol = diffrax.diffeqsolve(
       diffrax.ODETerm(f), _solver(solver), t0, t1, None, x_hat,
       stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
@@ -85,48 +113,51 @@ def _solve(dynamic, tables, x_hat, t0, t1, *, spec, solver, rtol, atol):
 
 
 def integrate(eps_fn, process, x_hat, up: bool, *, ode_solver: str, rtol: float,
-              atol: float) -> Tuple[jax.Array, int]:
-  """x̂ carried from σ_0 to σ_{T−1} (``up``) or back; returns (x̂ [B, ...], nfe). Inside
-  ``jax.jit`` (a family's ``sample_fn``) the nfe stays a traced int32 scalar."""
+              atol: float, sigma_policy: str = "round", clip=None) -> Tuple[jax.Array, jax.Array]:
+  """x̂ carried from σ_0 to σ_{T−1} (``up``) or back; returns (x̂ [B, ...], nfe int32 [])."""
   tables = _tables(process)
   lo, hi = tables[1][0], tables[1][-1]
   t0, t1 = (lo, hi) if up else (hi, lo)
   spec, dynamic = split_fn(eps_fn)
-  y, nfe = _solve(dynamic, tables, jnp.asarray(x_hat, jnp.float32), t0, t1, spec=spec,
-                  solver=ode_solver, rtol=float(rtol), atol=float(atol))
-  try:
-    return y, int(nfe)
-  except jax.errors.ConcretizationTypeError:
-    return y, nfe
+  clip = None if clip is None else (float(clip[0]), float(clip[1]))
+  return _solve(dynamic, tables, jnp.asarray(x_hat, jnp.float32), t0, t1, spec=spec,
+                solver=ode_solver, rtol=float(rtol), atol=float(atol), kind=process.kind,
+                sigma_policy=sigma_policy, clip=clip)
 
 
 # The solver's keyword defaults below are :data:`OPTIONS`' (score_sde's RK45 tolerances);
 # tests/samplers/test_ode.py checks every function here states the same ones.
 
 def encode(eps_fn, process, x, *, ode_solver: str = "tsit5", rtol: float = 1e-5,
-           atol: float = 1e-5) -> Tuple[jax.Array, int]:
-  """x at level 0 [B, ...] -> its latent x_T at the top level, and the nfe."""
+           atol: float = 1e-5) -> Tuple[jax.Array, jax.Array]:
+  """x at level 0 [B, ...] -> its latent x_T at the top level, and the nfe (int32 [])."""
   scale, _ = sigma_table(process)
   y, nfe = integrate(eps_fn, process, jnp.asarray(x) / scale[0], True, ode_solver=ode_solver,
                      rtol=rtol, atol=atol)
   return y * scale[-1], nfe
 
 
-def decode(eps_fn, process, x_T, *, ode_solver: str = "tsit5", rtol: float = 1e-5,
-           atol: float = 1e-5) -> Tuple[jax.Array, int]:
-  """x_T at the top level [B, ...] -> x at level 0, and the nfe."""
+def decode(eps_fn, process, x_T, clip=None, *, ode_solver: str = "tsit5", rtol: float = 1e-5,
+           atol: float = 1e-5, sigma_policy: str = "round") -> Tuple[jax.Array, jax.Array]:
+  """x_T at the top level [B, ...] -> x at level 0, and the nfe (int32 []); ``clip``:
+  (lo, hi) for the denoiser's output, or None."""
   scale, _ = sigma_table(process)
   y, nfe = integrate(eps_fn, process, jnp.asarray(x_T) / scale[-1], False,
-                     ode_solver=ode_solver, rtol=rtol, atol=atol)
+                     ode_solver=ode_solver, rtol=rtol, atol=atol, sigma_policy=sigma_policy,
+                     clip=clip)
   return y * scale[0], nfe
 
 
-def sample_with_nfe(eps_fn, process, shape, key, x_T=None, *, ode_solver: str = "tsit5",
-                    rtol: float = 1e-5, atol: float = 1e-5, denoise: bool = False):
-  """Samples [shape] float32 and the nfe (ODE-field evaluations) the solver used."""
+def sample_with_nfe(eps_fn, process, shape, key, x_T=None, x0_range=None, *,
+                    ode_solver: str = "tsit5", rtol: float = 1e-5, atol: float = 1e-5,
+                    denoise: bool = False, sigma_policy: str = "round", clip_x0: bool = True):
+  """Samples [shape] float32 and the nfe (ODE-field evaluations, int32 []) the solver used.
+  ``x0_range`` (lo, hi) with ``clip_x0`` clips the denoiser's output; None never clips."""
   x_T = (jnp.asarray(x_T, jnp.float32) if x_T is not None
          else process.prior_sample(key, tuple(shape)).astype(jnp.float32))
-  x, nfe = decode(eps_fn, process, x_T, ode_solver=ode_solver, rtol=rtol, atol=atol)
+  clip = x0_range if clip_x0 else None
+  x, nfe = decode(eps_fn, process, x_T, clip, ode_solver=ode_solver, rtol=rtol, atol=atol,
+                  sigma_policy=sigma_policy)
   if denoise:
     scale, sig = sigma_table(process)
     x_hat = x / scale[0]
@@ -136,19 +167,22 @@ def sample_with_nfe(eps_fn, process, shape, key, x_T=None, *, ode_solver: str = 
 
 def sample(eps_fn, process, shape, key, x_T=None, x0_range=(-1.0, 1.0), *,
            ode_solver: str = "tsit5", rtol: float = 1e-5, atol: float = 1e-5,
-           denoise: bool = False):
+           denoise: bool = False, sigma_policy: str = "round", clip_x0: bool = True):
   """Probability-flow ODE samples [shape] float32 (the registry's entry point), from
   ``x_T`` or the process prior."""
-  del x0_range
-  return sample_with_nfe(eps_fn, process, shape, key, x_T, ode_solver=ode_solver, rtol=rtol,
-                         atol=atol, denoise=denoise)[0]
+  return sample_with_nfe(eps_fn, process, shape, key, x_T, x0_range, ode_solver=ode_solver,
+                         rtol=rtol, atol=atol, denoise=denoise, sigma_policy=sigma_policy,
+                         clip_x0=clip_x0)[0]
 
+
+# score_sde's RK45 ran at 1e-5; a tolerance of 1 or more is no error control.
+TOLERANCE = Rule(lambda v: 0 < v < 1, "in (0, 1)")
 
 OPTIONS = declare(
-    sample, denoise=DENOISE,
+    sample, denoise=DENOISE, sigma_policy=SIGMA_POLICY, clip_x0=CLIP_X0,
     ode_solver=Option("adaptive solver: tsit5 or dopri5", choices=SOLVERS),
-    rtol=Option("relative tolerance (score_sde RK45: 1e-5)", rule=POSITIVE),
-    atol=Option("absolute tolerance (score_sde RK45: 1e-5)", rule=POSITIVE))
+    rtol=Option("relative tolerance (score_sde RK45: 1e-5)", rule=TOLERANCE),
+    atol=Option("absolute tolerance (score_sde RK45: 1e-5)", rule=TOLERANCE))
 
 
 # ---------------------------------------------------------------------------
@@ -185,7 +219,7 @@ def log_likelihood(eps_fn, process, x, key, probe: str = "rademacher", *,
   carried up the ODE, p_T is the process prior seen in x̂ (VP N(0, 1/s_{T−1}² I),
   VE N(0, σ_max² I)) and div f ≈ vᵀ ∂f/∂x̂ v with v Rademacher or N(0, I), fixed
   along the path (score_sde's ``likelihood.py``).
-  Args: x [B, ...]; key: the probe draw. Returns (log p [B] float32, nfe int).
+  Args: x [B, ...]; key: the probe draw. Returns (log p [B] float32, nfe int32 []).
   """
   x = jnp.asarray(x, jnp.float32)
   scale, sig = sigma_table(process)
@@ -201,4 +235,4 @@ def log_likelihood(eps_fn, process, x, key, probe: str = "rademacher", *,
   prior_var = (1.0 / scale[-1]) ** 2 if process.kind == "vp" else prior_std[-1] ** 2
   flat = y.reshape(y.shape[0], -1)
   log_prior = -0.5 * (jnp.sum(flat ** 2, axis=1) / prior_var + d * np.log(2 * np.pi * prior_var))
-  return log_prior + div - d * np.log(scale[0]), int(nfe)
+  return log_prior + div - d * np.log(scale[0]), nfe

@@ -1,11 +1,14 @@
-"""Which levels a shortened chain visits: DDIM's τ and Improved DDPM's respacing.
+"""Which levels a shortened chain visits: DDIM's τ, Improved DDPM's respacing, and the
+time steps of the multistep solvers (DPM-Solver, UniPC, DEIS).
 
-Both return sorted int64 level indices (0 = least noise), computed on the host.
+DDIM's τ and the respacing are sorted int64 level indices (0 = least noise); the
+solvers' grid descends and may hold fractional levels. All are computed on the host.
 """
 
 import numpy as np
 
 from diffusion.errors import ConfigError
+from diffusion.samplers.sigmas import fractional_level, scale_of
 
 
 def ddim_timesteps(num_timesteps: int, num_steps: int, skip_type: str = "uniform") -> np.ndarray:
@@ -64,3 +67,49 @@ def space_timesteps(num_timesteps: int, section_counts) -> np.ndarray:
       position += stride
     start += size
   return np.array(sorted(set(steps)), dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------
+# The time steps of the exponential-integrator solvers (DPM-Solver, UniPC, DEIS)
+# ---------------------------------------------------------------------------
+
+SOLVER_SKIPS = ("logsnr", "time_uniform", "time_quadratic")
+
+
+def solver_grid(process, num_steps: int, skip: str, sigma_policy: str = "round"):
+  """The M + 1 time points t_0 = T−1 > ... > t_M = 0 of a multistep solver, with their
+  signal scale α and noise std σ: (levels, alpha, sigma), float64 [≤ M + 1].
+
+  skip (DPM-Solver's ``skip_type``, Lu et al. 2022a §3.3 and its code):
+    logsnr: λ = log α − log σ uniform between λ_{T−1} and λ_0;
+    time_uniform: uniform in the level, linspace(T − 1, 0, M + 1);
+    time_quadratic: (√(T − 1)·(1 − i/M))² (DEIS's quadratic time, ts_order = 2).
+  sigma_policy:
+    round: each point rounded to the nearest level (for logsnr the level of nearest λ),
+      levels merged by rounding dropped (then fewer than M steps), α and σ the levels';
+      int64 levels;
+    interpolate: the points kept where they fall, as fractional levels u with log σ_EDM
+      linear between levels (``sigmas.fractional_level``), α = 1/√(1 + σ_EDM²) (VP) or 1
+      (VE) and σ = α σ_EDM there; float64 levels.
+  """
+  T, m = process.num_timesteps, int(num_steps)
+  scale, std = process.host_marginal()
+  edm = std / scale
+  lam = -np.log(edm)                                                  # λ = log α − log σ
+  if skip == "logsnr":
+    target = np.linspace(lam[-1], lam[0], m + 1)
+    u = (np.argmin(np.abs(lam[None, :] - target[:, None]), axis=1) if sigma_policy == "round"
+         else fractional_level(edm, np.exp(-target)))
+  elif skip == "time_uniform":
+    u = np.linspace(T - 1, 0, m + 1)
+  else:
+    u = np.linspace(np.sqrt(T - 1), 0, m + 1) ** 2
+  if sigma_policy == "round":
+    ts = np.round(u).astype(np.int64)
+    ts = ts[np.append(True, np.diff(ts) < 0)]                         # drop merged levels
+    return ts, scale[ts], std[ts]
+  u = np.clip(np.asarray(u, np.float64), 0.0, T - 1.0)
+  u[0], u[-1] = T - 1.0, 0.0
+  sig = np.exp(np.interp(u, np.arange(T, dtype=np.float64), np.log(edm)))
+  alpha = scale_of(process.kind, sig)
+  return u, alpha, alpha * sig

@@ -84,16 +84,26 @@ STEPS = Baseline(
 # Table 1 (CIFAR-10) from DDPM's released weights
 # ---------------------------------------------------------------------------
 
-# The paper's code does not clip x̂₀ and uses quadratic τ for CIFAR-10; S = 1000 visits
-# every step. The σ̂ row (ancestral sampling on DDIM's τ) needs a respacing on τ that the
-# ancestral sampler does not offer yet: not registered.
+# The paper's code does not clip x̂₀ in DDIM (``generalized_steps``) and uses quadratic τ
+# for CIFAR-10; S = 1000 visits every step. The σ̂ row is ancestral sampling on the same τ
+# with the respaced fixedlarge variance 1 − ᾱ_t/ᾱ_s and x̂₀ clipped (the code's
+# ``ddpm_steps``): ``ancestral_steps='ddim_tau'``.
 TABLE1_STEPS = (10, 20, 50, 100, 1000)   # Table 1's columns S
 TABLE1_FID = {0.0: (13.36, 6.84, 4.67, 4.16, 4.04), 0.2: (14.04, 7.11, 4.77, 4.25, 4.09),
               0.5: (16.66, 8.35, 5.25, 4.46, 4.29), 1.0: (41.07, 18.36, 8.01, 5.78, 4.73)}
+SIGMA_HAT_FID = (367.43, 133.37, 32.72, 9.99, 3.17)   # Table 1's "σ̂" row
 
 
 def _fid_name(eta: float, steps: int) -> str:
   return f"fid_eta{eta:g}_S{steps}".replace(".", "p")
+
+
+def _sigma_hat_name(steps: int) -> str:
+  return f"fid_sigmahat_S{steps}"
+
+
+def _tau(steps: int) -> str:
+  return "uniform" if steps == 1000 else "quad"
 
 
 CIFAR10_WEIGHTS = Baseline(
@@ -105,12 +115,25 @@ CIFAR10_WEIGHTS = Baseline(
                "and 1 are confirmed from the paper, the others to be checked",
                FID_PROTOCOL + f"; DDIM η = {eta:g}, S = {s}, "
                + ("every step" if s == 1000 else "quadratic τ") + ", x̂₀ not clipped.")
-        for eta, row in TABLE1_FID.items() for s, fid in zip(TABLE1_STEPS, row)),
+        for eta, row in TABLE1_FID.items() for s, fid in zip(TABLE1_STEPS, row))
+    + tuple(
+        Metric(_sigma_hat_name(s), fid, (0.92 * fid, 1.08 * fid),
+               "±8%: sampling seeds and the Inception port; S = 1000 is DDPM's own sampler "
+               "(3.17 in DDPM's Table 1), the others to be checked",
+               FID_PROTOCOL + f"; DDIM's σ̂: ancestral, fixedlarge respaced on DDIM's τ "
+               f"(S = {s}, " + ("every step" if s == 1000 else "quadratic τ")
+               + "), x̂₀ clipped.")
+        for s, fid in zip(TABLE1_STEPS, SIGMA_HAT_FID)),
     tiers={"weights": Budget({"protocols": {
-        _fid_name(eta, s): fid_protocol(
+        **{_fid_name(eta, s): fid_protocol(
             {"method": "ddim", "eta": eta, "num_steps": s, "clip_x0": False,
-             "skip_type": "uniform" if s == 1000 else "quad"},
+             "skip_type": _tau(s)},
             {_fid_name(eta, s): "fid"})
-        for eta in TABLE1_FID for s in TABLE1_STEPS}}, 600, GPU, runnable_here=False)},
-    note="The DDPM CIFAR-10 release imported (--weights), as ddpm_cifar10_weights; 20 FIDs "
-         "of 50,000 samples (about 10 h with the S = 1000 column).")
+           for eta in TABLE1_FID for s in TABLE1_STEPS},
+        **{_sigma_hat_name(s): fid_protocol(
+            {"method": "ancestral", "ancestral_steps": "ddim_tau", "num_steps": s,
+             "skip_type": _tau(s), "var_type": "fixedlarge", "clip_x0": True},
+            {_sigma_hat_name(s): "fid"})
+           for s in TABLE1_STEPS}}}, 750, GPU, runnable_here=False)},
+    note="The DDPM CIFAR-10 release imported (--weights), as ddpm_cifar10_weights; 25 FIDs "
+         "of 50,000 samples (about 12.5 h with the two S = 1000 columns).")
