@@ -26,6 +26,7 @@ from diffusion.config import (DataConfig, DiffusionConfig, ModelConfig, Sampling
 from diffusion.core import losses
 from diffusion.errors import ConfigError, did_you_mean
 from diffusion.families import builders
+from diffusion.io import untrusted
 from diffusion.io import workdir as workdirs
 
 
@@ -168,7 +169,13 @@ def load(workdir: str, step: int = -1) -> Run:
   if not _is_int(step) or step < -1:
     raise ConfigError(f"load(step={step!r}) is not valid; give a saved checkpoint's step "
                       "(an integer >= 0), or -1 for the newest.")
-  config = checks.validate(workdirs.load_config(workdir))
+  if not os.path.isfile(os.path.join(workdir, "config.json")):
+    raise ConfigError(f"load(workdir={workdir!r}): no config.json there; give a training "
+                      "run's --workdir.")
+  path = os.path.join(workdir, "config.json")
+  with untrusted.reading(path, "run config", name_source=True,
+                         fix="restore it, or train a new run"):
+    config = checks.validate(workdirs.load_config(workdir))
   family = families.make_family(config)
   params, found = workdirs.restore_ema_params(workdir, family, int(step))
   return Run(workdir, config, family, params, found)

@@ -34,8 +34,10 @@ def describe(value: Any, limit: int = 60, _depth: int = 0) -> str:
   if isinstance(value, str):
     text = repr(value if len(value) <= limit else value[:limit] + "...")
     return f"{text} (text)" if value else "'' (empty text)"
-  if isinstance(value, (int, float)):
-    return repr(value) if isinstance(value, int) and abs(value) < 10 ** 15 else f"{value:.6g}"
+  if isinstance(value, int):
+    return repr(value) if abs(value) < 10 ** 15 else f"{value:.6g}"
+  if isinstance(value, float):
+    return repr(value) if len(repr(value)) <= 24 else f"{value:.6g}"
   if isinstance(value, Mapping):
     return f"{{{', '.join(map(str, list(value)[:4]))}{', ...' if len(value) > 4 else ''}}} " \
            "(a mapping)"
@@ -140,22 +142,29 @@ def first_line(e: BaseException, limit: int = 200) -> str:
 
 
 @contextlib.contextmanager
-def reading(source: str, what: str, error: Type[ConfigError] = ConfigError) -> Iterator[None]:
+def reading(source: str, what: str, error: Type[ConfigError] = ConfigError,
+            fix: str = "", name_source: bool = False) -> Iterator[None]:
   """Any exception but a ConfigError (already one line) raised in the block while a
-  file is read becomes ``error("SOURCE: not a readable WHAT (Type: first line)")``.
+  file is read becomes ``error("SOURCE: not a readable WHAT (Type: first line)[; fix]")``;
+  a ConfigError of the block gets ``fix`` too, and with ``name_source`` the prefix
+  "SOURCE: " when its line does not name SOURCE (a checker that knows fields, not files).
   KeyboardInterrupt and SystemExit pass."""
+  tail = f"; {fix}" if fix else ""
   try:
     yield
   except ConfigError as e:
-    if "\n" in str(e):
-      raise error(str(e).strip().splitlines()[0]) from None
+    line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    if name_source and source not in line:
+      line = f"{source}: {line}"
+    if line != str(e) or fix:
+      raise type(e)(line.rstrip(".") + tail + ".") from None
     raise
   except (KeyboardInterrupt, SystemExit, GeneratorExit):
     raise
   except RecursionError:
-    raise error(f"{source}: not a readable {what} (nested too deeply)") from None
+    raise error(f"{source}: not a readable {what} (nested too deeply){tail}.") from None
   except Exception as e:  # noqa: BLE001 - the one boundary: any failure on outside bytes
     lines = str(e).strip().splitlines()
     if lines and source in lines[0]:        # the reader's own line, naming the file
-      raise error(lines[0][:400]) from None
-    raise error(f"{source}: not a readable {what} ({first_line(e)})") from None
+      raise error(lines[0][:400].rstrip(".") + tail + ".") from None
+    raise error(f"{source}: not a readable {what} ({first_line(e)}){tail}.") from None

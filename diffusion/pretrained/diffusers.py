@@ -419,7 +419,9 @@ def read_state_dict(path: str) -> Dict[str, np.ndarray]:
   try:
     return torch_pickle.load_state_dict(path)
   except (pickle.UnpicklingError, ValueError, OSError) as e:
-    raise WeightsError(str(e).splitlines()[0] if str(e) else f"{path}: unreadable") from None
+    text = (str(e).splitlines() or [""])[0]
+    raise WeightsError(text if path in text else f"{path}: not readable ({text or e!r})") \
+        from None
 
 
 def _read_safetensors(path: str) -> Dict[str, np.ndarray]:

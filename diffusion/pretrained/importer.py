@@ -263,11 +263,7 @@ def read_weights(src: str, config=None, raw: bool = False,
     with untrusted.reading(sched_path or folder, "scheduler config", WeightsError):
       notes += check_scheduler(sched_path, sched, cfg)
     weights = diffusers.weights_file(folder)
-    shapes = _shapes(cfg)
-    with untrusted.reading(weights, "weights file", WeightsError):
-      state = diffusers.read_state_dict(weights)
-      leaves, naming = diffusers.to_params(state, shapes, spec.num_levels, weights)
-    del state
+    leaves, naming = read_diffusers_weights(weights, _shapes(cfg), spec.num_levels)
     step, which = 0, "as published"
     fmt = "diffusers " + ("safetensors" if weights.endswith(".safetensors") else "torch pickle")
     fmt += f", attention names {naming}"
@@ -280,9 +276,7 @@ def read_weights(src: str, config=None, raw: bool = False,
     with untrusted.reading(index, "TensorFlow checkpoint", WeightsError):
       spec = ddpm_tf.spec_from_checkpoint(reader, size)
     cfg = release_config(base, spec, prefix)
-    with untrusted.reading(index, "TensorFlow checkpoint", WeightsError):
-      leaves = ddpm_tf.to_params(reader, _shapes(cfg), ema=not raw)
-      step = reader.global_step()
+    leaves, step = read_tf_weights(reader, _shapes(cfg), raw)
     which = "raw variables" if raw else "EMA shadow variables (ExponentialMovingAverage)"
     weights, fmt = reader.data_files[0], "TensorFlow checkpoint (DDPM's variable names)"
   num_params = int(sum(a.size for a in leaves.values()))
@@ -297,6 +291,25 @@ def read_weights(src: str, config=None, raw: bool = False,
       "date": datetime.datetime.now().isoformat(timespec="seconds"),
   }
   return Release(cfg, unflatten(leaves), step, provenance, notes)
+
+
+def read_diffusers_weights(weights: str, shapes: Dict[str, Tuple[int, ...]],
+                           num_levels: int) -> Tuple[Dict[str, np.ndarray], str]:
+  """The parameters {path: float32 array} in a diffusers weights file (safetensors or
+  torch pickle) for our parameter ``shapes``, and the attention naming found; any failure
+  is one WeightsError line naming the file (and the tensor)."""
+  with untrusted.reading(weights, "weights file", WeightsError):
+    state = diffusers.read_state_dict(weights)
+    return diffusers.to_params(state, shapes, num_levels, weights)
+
+
+def read_tf_weights(reader, shapes: Dict[str, Tuple[int, ...]], raw: bool
+                    ) -> Tuple[Dict[str, np.ndarray], int]:
+  """The parameters {path: float32 array} of a DDPM TensorFlow checkpoint (EMA shadows,
+  or ``raw``) for our parameter ``shapes``, and its step; any failure is one WeightsError
+  line naming the file (and the tensor)."""
+  with untrusted.reading(reader.prefix + ".index", "TensorFlow checkpoint", WeightsError):
+    return ddpm_tf.to_params(reader, shapes, ema=not raw), reader.global_step()
 
 
 def _shapes(cfg) -> Dict[str, Tuple[int, ...]]:

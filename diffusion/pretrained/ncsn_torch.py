@@ -25,6 +25,7 @@ ModuleList index joins its list's name (``res2.0.conv2.conv.weight`` ->
 [γ | α | β]); NCSNv2's IN++ ``alpha``, ``gamma``, ``beta`` keep their names.
 """
 
+import functools
 import re
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -189,15 +190,22 @@ def _flat(tree, prefix=()) -> Dict[Tuple[str, ...], Tuple[int, ...]]:
   return out
 
 
-def check_params(params: Mapping[str, Any], module, source: str = "checkpoint") -> None:
-  """Raises NCSNWeightsError unless ``params`` has exactly ``module``'s names and shapes
-  (``jax.eval_shape`` of its init: nothing is computed)."""
+@functools.lru_cache(maxsize=8)
+def _parameter_shapes(module) -> Dict[Tuple[str, ...], Tuple[int, ...]]:
+  """{path: shape} of ``module``'s parameters (``jax.eval_shape`` of its init: nothing is
+  computed; kept for the few networks a process imports)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   factor = 8  # any size divisible by every network's down-sampling
   x = jax.ShapeDtypeStruct((1, factor, factor, module.out_channels), jnp.float32)
   cond = jax.ShapeDtypeStruct((1,), jnp.float32)
-  want = _flat(jax.eval_shape(module.init, jax.random.PRNGKey(0), x, cond)["params"])
+  return _flat(jax.eval_shape(module.init, jax.random.PRNGKey(0), x, cond)["params"])
+
+
+def check_params(params: Mapping[str, Any], module, source: str = "checkpoint") -> None:
+  """Raises NCSNWeightsError unless ``params`` has exactly ``module``'s names and shapes
+  (``jax.eval_shape`` of its init: nothing is computed)."""
+  want = _parameter_shapes(module)
   have = _flat(params)
   missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
   if missing or extra:
