@@ -27,7 +27,7 @@ from diffusion.core import losses
 from diffusion.errors import ConfigError, did_you_mean
 from diffusion.families import builders
 from diffusion.io import untrusted
-from diffusion.io import workdir as workdirs
+from diffusion.io.workdir import load_config, restore_ema_params
 
 
 def make_process(diffusion_cfg=None):
@@ -175,9 +175,9 @@ def load(workdir: str, step: int = -1) -> Run:
   path = os.path.join(workdir, "config.json")
   with untrusted.reading(path, "run config", name_source=True,
                          fix="restore it, or train a new run"):
-    config = checks.validate(workdirs.load_config(workdir))
+    config = checks.validate(load_config(workdir))
   family = families.make_family(config)
-  params, found = workdirs.restore_ema_params(workdir, family, int(step))
+  params, found = restore_ema_params(workdir, family, int(step))
   return Run(workdir, config, family, params, found)
 
 

@@ -19,7 +19,7 @@ import pytest
 
 import diffusion
 from configs.ddpm import toy_mixture
-from diffusion import families
+from diffusion import families, paths
 from diffusion.config import checks, files
 from diffusion.errors import ConfigError
 from diffusion.io import metric_writers, untrusted
@@ -27,7 +27,7 @@ from diffusion.pretrained import importer
 from diffusion.reproduce import runner
 from diffusion.sweeps import ledger, report
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+REPO = pathlib.Path(paths.REPO)
 LIMIT_S = 30
 
 

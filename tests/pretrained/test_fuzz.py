@@ -26,13 +26,14 @@ import pytest
 import yaml
 
 import diffusion
+from diffusion import paths
 from configs.ddpm import cifar10
 from diffusion.config import checks
 from diffusion.errors import ConfigError
 from diffusion.pretrained import ddpm_tf, diffusers, importer, ncsn_torch
 from diffusion.pretrained.network import WeightsError
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+REPO = pathlib.Path(paths.REPO)
 FIXTURES = REPO / "tests" / "fixtures"
 TINY = FIXTURES / "diffusers" / "tiny"
 TINY_BIN = FIXTURES / "diffusers" / "tiny_old_bin"
