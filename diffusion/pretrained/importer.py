@@ -97,8 +97,9 @@ def _base_config(src: str, config, spec_size: Optional[int],
   return load_config_module(name), name.replace(".", "/") + ".py"
 
 
-def release_config(base, spec: UNetSpec, source: str):
-  """The typed, validated config of a release: ``base`` with the network ``spec`` sets.
+def release_config(base, spec: UNetSpec, source: str, config_file: str = "the given config"):
+  """The typed, validated config of a release: ``base`` (read from ``config_file``) with
+  the network ``spec`` sets.
 
   Raises WeightsError when the weights do not fit ``base``'s data (another image size
   or channel count)."""
@@ -106,7 +107,7 @@ def release_config(base, spec: UNetSpec, source: str):
   if cfg.family != "diffusion" or cfg.diffusion.process_kind != "vp":
     kind = (f"{cfg.family!r} family" if cfg.family != "diffusion" else
             f"{cfg.diffusion.variant} ({cfg.diffusion.process_kind.upper()} process)")
-    raise WeightsError(f"the config is a {kind} config; DDPM weights need a DDPM (VP) "
+    raise WeightsError(f"{config_file} is a {kind} config; DDPM weights need a DDPM (VP) "
                        "config such as configs/ddpm/cifar10.py.")
   if cfg.data.image_size != spec.image_size:
     raise WeightsError(
@@ -258,7 +259,7 @@ def read_weights(src: str, config=None, raw: bool = False,
     with untrusted.reading(cfg_path, "diffusers config", WeightsError):
       spec = diffusers.spec_from_config(diffusers.read_config(folder), cfg_path)
     base, config_file = _base_config(src, config, spec.image_size, config_name)
-    cfg = release_config(base, spec, folder)
+    cfg = release_config(base, spec, folder, config_file)
     sched_path, sched = diffusers.read_scheduler(folder)
     with untrusted.reading(sched_path or folder, "scheduler config", WeightsError):
       notes += check_scheduler(sched_path, sched, cfg)
@@ -275,7 +276,7 @@ def read_weights(src: str, config=None, raw: bool = False,
     size = parse_config(base).data.image_size
     with untrusted.reading(index, "TensorFlow checkpoint", WeightsError):
       spec = ddpm_tf.spec_from_checkpoint(reader, size)
-    cfg = release_config(base, spec, prefix)
+    cfg = release_config(base, spec, prefix, config_file)
     leaves, step = read_tf_weights(reader, _shapes(cfg), raw)
     which = "raw variables" if raw else "EMA shadow variables (ExponentialMovingAverage)"
     weights, fmt = reader.data_files[0], "TensorFlow checkpoint (DDPM's variable names)"
