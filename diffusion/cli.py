@@ -9,6 +9,7 @@ signal while the command starts prints ``error: <one line>`` (:func:`error`, the
 printer) and exits with status 2, never a traceback.
 """
 
+import atexit
 import logging
 import os
 import re
@@ -96,15 +97,23 @@ def end_startup() -> None:
 def exiting(status: int) -> None:
   """The command is done (its status is ``status``): a signal from here on, while the
   interpreter and the libraries shut down, ends the process at once with that status and
-  prints nothing (an exit 130 after the success lines would say it failed)."""
+  prints nothing (an exit 130 after the success lines would say it failed). From the
+  interpreter's exit handlers on, the signals are ignored: Python's finalization puts back
+  the system's default handlers, under which a late Ctrl-C killed the finished command
+  (status -2)."""
   def handler(signum, frame):
     del signum, frame
     os._exit(status)   # pylint: disable=protected-access
+
+  def ignore():
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      signal.signal(sig, signal.SIG_IGN)   # finalization keeps an ignored signal ignored
   try:
     for sig in (signal.SIGINT, signal.SIGTERM):
       signal.signal(sig, handler)
   except ValueError:   # not the main thread (a command run in-process): nothing to do
-    pass
+    return
+  atexit.register(ignore)   # registered last, so it runs first of the exit handlers
 
 
 def _flush_and_exit(status: int) -> None:

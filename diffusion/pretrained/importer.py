@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import time
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -365,7 +366,7 @@ def fresh_folder(target: str, what: str = "--workdir"):
       os.rmdir(real)           # empty (checked first); an OSError if it no longer is
     os.rename(tmp, real)
   except BaseException as e:
-    shutil.rmtree(tmp, ignore_errors=True)
+    _remove_partial(tmp)
     if isinstance(e, OSError) or is_disk_full(e):
       path = getattr(e, "filename", None) or real
       why = ("no space left on the device" if is_disk_full(e) else
@@ -373,6 +374,20 @@ def fresh_folder(target: str, what: str = "--workdir"):
       raise WeightsError(f"cannot write {path} ({why}); nothing was written to {what}="
                          f"{target}. Fix that and run the command again.") from None
     raise
+
+
+def _remove_partial(tmp: str) -> None:
+  """Removes the temporary ``tmp`` of a failed or interrupted block, retrying while a
+  library's writer thread (the checkpoint's) may still add a file to it, and through a
+  second Ctrl-C: a Ctrl-C must not leave a partial folder behind."""
+  for _ in range(100):
+    try:
+      shutil.rmtree(tmp, ignore_errors=True)
+      if not os.path.lexists(tmp):
+        return
+      time.sleep(0.02)
+    except KeyboardInterrupt:
+      continue
 
 
 def write_run(cfg, params, workdir: str, step: int, provenance: Dict[str, Any]) -> None:

@@ -177,3 +177,26 @@ def test_cli_import_follows_a_symlinked_workdir(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert link.is_symlink() and (target / "config.json").is_file()
   assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+
+
+@pytest.mark.slow
+def test_a_signal_at_any_point_of_an_import_ends_cleanly(tmp_path):
+  """Ctrl-C (SIGTERM once) at many points of an import: one true line and exit 2 with
+  nothing written, or the whole run and exit 0 (never 130 after the success lines, as the
+  probe saw); no temporary folder either way (issue 30)."""
+  from tests.test_cli import assert_ended_cleanly, signalled  # pylint: disable=import-outside-toplevel
+  import signal  # pylint: disable=import-outside-toplevel
+  outcomes = []
+  for i, (sig, delay) in enumerate([(signal.SIGINT, d) for d in (1, 3, 6, 9, 12, 13, 14, 18)]
+                                   + [(signal.SIGTERM, 6)]):
+    workdir = tmp_path / f"w{i}"
+    argv = [sys.executable, "-m", "diffusion.pretrained", "import", TINY,
+            f"--workdir={workdir}", "--config=configs/ddpm/cifar10.py",
+            "--config.data.image_size=16"]
+    for delay_, rc, out, err in signalled(argv, [delay], sig):
+      assert_ended_cleanly(delay_, rc, out, err, ["sample: python sample.py"])
+      assert (workdir / "config.json").is_file() if rc == 0 else not workdir.exists()
+      outcomes.append(rc)
+  assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+  print("import exit statuses by signal:", outcomes)
+  assert 2 in outcomes, outcomes
