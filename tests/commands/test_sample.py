@@ -247,6 +247,8 @@ def test_damaged_config_json_is_one_line(toy_run, tmp_path, damage):
     ("--steps=-1", "error: --steps=-1 is not valid"),
     ("--seed=-1", "error: --seed=-1 is not valid"),
     ("--checkpoint_step=7", "error: --checkpoint_step=7 is not in"),
+    ("--config.sampling.bogus=1", "error: --config.sampling.bogus: the config has no field "
+                                  "'bogus'"),   # was ml_collections' traceback (issue 30)
 ])
 def test_sample_cli_numeric_flags(toy_run, tmp_path, flag, start):
   workdir = toy_run
