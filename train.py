@@ -6,7 +6,8 @@
       --sweep=lr_ema [--sweep_mode=sequential|vmap|ray] [--seeds=K] [--config.x=y ...]
   python train.py --config=configs/ddpm/digits.py --workdir=runs/search \
       --search=lr_ema --trials=16 [--searcher=quasirandom|random|tpe] \
-      [--scheduler=none|asha] [--metric=eval/heldout_loss] [--seeds=K --seeds_top=M]
+      [--scheduler=none|asha|pbt] [--metric=eval/heldout_loss] [--seeds=K --seeds_top=M] \
+      [--sweep_mode=sequential|vmap|ray] [--population=P]
 
 Everything about a run lives in --workdir (config.json, checkpoints/, tb/,
 metrics.jsonl, samples/). Re-running the same command resumes from the latest
@@ -79,6 +80,8 @@ _PBT_INTERVAL = flags.DEFINE_integer("pbt_interval", None, "PBT: steps between e
                                      "explore (default: training.log_every).")
 _PBT_QUANTILE = flags.DEFINE_float("pbt_quantile", 0.25, "PBT: the bottom quantile copies "
                                    "the top one.")
+_POPULATION = flags.DEFINE_integer("population", None, "--sweep_mode=vmap: trials of a "
+                                   "--search trained as one population (default: all).")
 _PBT_RESAMPLE = flags.DEFINE_float("pbt_resample", 0.25, "PBT: probability of resampling a "
                                    "value from the space instead of perturbing it.")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -111,9 +114,6 @@ def _run(argv):
   if _SWEEP.value is None:
     train(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value)
     return
-  if settings.scheduler == "pbt":
-    raise ConfigError("--scheduler=pbt is not available yet (issue 29's next part); run the "
-                      "grid without it.")
   for name, value in (("--ray_gpus_per_point", _RAY_GPUS.value),
                       ("--ray_cpus_per_point", _RAY_CPUS.value)):
     if value is not None and value < 0:
@@ -123,7 +123,8 @@ def _run(argv):
                    common_overrides=_common_overrides(argv), progress=_PROGRESS.value,
                    population_strategy=_STRATEGY.value,
                    ray_address=_RAY_ADDRESS.value, ray_gpus_per_point=_RAY_GPUS.value,
-                   ray_cpus_per_point=_RAY_CPUS.value, seeds=_SEEDS.value)
+                   ray_cpus_per_point=_RAY_CPUS.value, seeds=_SEEDS.value,
+                   settings=settings)
   failed = [p["name"] for p in ledger.points if p["status"] == "failed"]
   if failed:   # the others are finished; the exit status says not all went well
     raise ConfigError(f"{len(failed)} sweep point(s) failed: {', '.join(failed[:5])}"
@@ -136,7 +137,10 @@ def _run_search(argv, settings: search_settings.SearchSettings) -> None:
   ledger = trials.run_search(_CONFIG.value, cli.config_file(argv), _SEARCH.value,
                              _WORKDIR.value, settings, mode=_SWEEP_MODE.value,
                              common_overrides=_common_overrides(argv),
-                             progress=_PROGRESS.value)
+                             progress=_PROGRESS.value, population_size=_POPULATION.value,
+                             population_strategy=_STRATEGY.value,
+                             ray_address=_RAY_ADDRESS.value, ray_gpus_per_trial=_RAY_GPUS.value,
+                             ray_cpus_per_trial=_RAY_CPUS.value)
   failed = [p for p in ledger.points if p["status"] == "failed"]
   if failed and len(failed) == len(ledger.points):   # nothing trained: say so
     raise ConfigError(f"every trial failed (first: {failed[0]['error']}); see "

@@ -46,7 +46,7 @@ from diffusion.config.common import (BINARIZATIONS, LR_SCHEDULES, OPTIMIZERS, WR
 from diffusion.config.diffusion import (DiffusionConfig, DiffusionEvalConfig,
                                         DiffusionRunConfig, ModelConfig, SamplingConfig)
 from diffusion.config.evals import (BpdEvalConfig, ClassifierFidEvalConfig, ElboEvalConfig,
-                                    FidEvalConfig, OdeBpdEvalConfig)
+                                    FidEvalConfig, HeldoutLossEvalConfig, OdeBpdEvalConfig)
 from diffusion.config.presets import PROCESS_OF_VARIANT, VARIANT_PRESETS, VARIANTS
 from diffusion.config.schema import Section, mapping_items
 from diffusion.config.vae import (VAEConfig, VAEEvalConfig, VAEModelConfig, VAERunConfig,
@@ -58,7 +58,8 @@ __all__ = [
     "BINARIZATIONS", "LR_SCHEDULES", "OPTIMIZERS", "POPULATION_FIELDS", "PROCESS_OF_VARIANT",
     "RUN_CONFIGS", "VARIANTS", "VARIANT_PRESETS", "VAR_TYPES", "WRITERS", "BpdEvalConfig",
     "ClassifierFidEvalConfig", "DataConfig", "DiffusionConfig", "DiffusionEvalConfig",
-    "DiffusionRunConfig", "ElboEvalConfig", "FidEvalConfig", "ModelConfig",
+    "DiffusionRunConfig", "ElboEvalConfig", "FidEvalConfig", "HeldoutLossEvalConfig",
+    "ModelConfig",
     "OdeBpdEvalConfig", "OptimConfig", "SamplingConfig", "Section", "TrainingConfig",
     "VAEConfig", "VAEEvalConfig", "VAEModelConfig", "VAERunConfig", "VAESamplingConfig",
     "default_config", "grid_sampling", "parse_config", "program_key", "reference_table",

@@ -86,6 +86,19 @@ class ElboEvalConfig(Section):
   batch_size: int = field(100, "test images per compiled call", rule=AT_LEAST_1)
 
 
+@dataclasses.dataclass(frozen=True)
+class HeldoutLossEvalConfig(Section):
+  """The family's loss with the EMA parameters on one fixed held-out set of (x0, t, eps)
+  drawn from ``seed`` (a search's default metric: every trial scores the same set)."""
+  PATH: ClassVar[str] = "eval.heldout_loss"
+  every: int = field(0, "training steps between evaluations (0 = never; a search judged "
+                     "by it sets training.log_every)", rule=NONNEGATIVE)
+  num_examples: int = field(1024, "held-out examples scored (at most the eval split)",
+                            rule=AT_LEAST_1)
+  batch_size: int = field(256, "examples per compiled call", rule=AT_LEAST_1)
+  seed: int = field(0, "draws the set (x0 order, t, eps); a search sets its own seed",
+                    rule=NONNEGATIVE)
+
 
 # Plain dict, config.eval.<name> -> (its section, the families whose runs take it); the
 # evaluator is the module diffusion/evals/<name>.py (written out here only).
@@ -95,6 +108,7 @@ EVALUATORS: Dict[str, Tuple[Type[Section], Tuple[str, ...]]] = {
     "elbo": (ElboEvalConfig, ("vae",)),
     "classifier_fid": (ClassifierFidEvalConfig, ("diffusion", "vae")),
     "ode_bpd": (OdeBpdEvalConfig, ("diffusion",)),
+    "heldout_loss": (HeldoutLossEvalConfig, ("diffusion", "vae")),
 }
 
 

@@ -24,6 +24,8 @@ float}`` and ``summary()``.
                   and the share of confidently classified samples and their classes
   ode_bpd         exact bits/dim through the probability-flow ODE (Hutchinson trace,
                   dequantized as score_sde), with standard errors and NFE
+  heldout_loss    the family's loss with the EMA parameters on one fixed held-out set of
+                  (x0, t, eps) drawn from its seed (a search's default metric)
   ==============  ==================================================================
 
   base.py        the interface, eval randomness, result files

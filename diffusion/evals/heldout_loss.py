@@ -96,3 +96,18 @@ class HeldoutLoss(Evaluator):
     r = self.last
     return (f"held-out loss on {r['num_examples']} fixed (x0, t, eps) of seed {r['seed']}: "
             f"{r['heldout_loss']:.5f} +- {r['heldout_loss_se']:.5f} (EMA params)")
+
+
+def log_with_training(config, seed: int):
+  """``config`` (a run's ConfigDict) with this evaluator on at every ``training.log_every``,
+  scoring the set of ``seed``: how a search judged by the held-out loss (its default metric)
+  makes every trial and member log it, on one set. A config without the section is
+  returned as it is."""
+  if HeldoutLoss.name in config.get("eval", {}):
+    section = config.eval[HeldoutLoss.name]
+    section.every = config.training.log_every
+    section.seed = seed
+  return config
+
+
+EVALUATOR = HeldoutLoss

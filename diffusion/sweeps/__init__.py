@@ -8,7 +8,11 @@
   ray_mode.py        points as Ray tasks (a local or existing cluster)
   search_settings.py a search's flags and the checks between them
   search.py          Optuna: samplers (random, Sobol, TPE), ASHA, the study in DIR
-  trials.py          a search's driver: ask, train, report, tell
+  trials.py          a search's driver: ask, train, report, tell (one trial at a time, or
+                     populations of --population trials)
+  reporter.py        what a trial reports to its search while it trains (ASHA's rungs)
+  pbt.py             population-based training: rank, exploit, explore, the lineage
+  ray_tune.py        a search on Ray Tune (ASHA, PBT, OptunaSearch), the same ledger
   seeds.py           seeds as an axis: repeats, mean and 95% Student-t interval
   summary.py         a grid's summary.md / .csv and plots
   search_summary.py  a search's summary, and several sweeps compared

@@ -26,20 +26,34 @@ def train_point(config, workdir: str) -> Dict[str, float]:
   return train(config, workdir, progress=False)
 
 
+def connect(address: Optional[str]) -> bool:
+  """Ray, started here (a local instance, or joined at ``address``) unless it runs already;
+  the workers get this checkout on their PYTHONPATH and the JAX settings of this process.
+  Returns whether it was started here (the caller shuts it down)."""
+  if ray.is_initialized():
+    return False
+  env = {"PYTHONPATH": os.pathsep.join(filter(None, [paths.REPO, os.environ.get("PYTHONPATH")]))}
+  for name in ("JAX_PLATFORMS", "XLA_FLAGS", "TF_CPP_MIN_LOG_LEVEL"):
+    if name in os.environ:
+      env[name] = os.environ[name]
+  ray.init(address=address, include_dashboard=False, runtime_env={"env_vars": env},
+           logging_level="warning", configure_logging=True)
+  return True
+
+
+def gpus_per_task(gpus: Optional[float]) -> float:
+  """The GPUs of one task: ``gpus``, else one where the cluster has GPUs, else none."""
+  if gpus is not None:
+    return gpus
+  return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
 def run(ledger: Ledger, todo: Sequence[Dict[str, Any]], *, address: Optional[str] = None,
         gpus: Optional[float] = None, cpus: float = 1.0, max_retries: int = 3) -> None:
   """Submits every point of ``todo``, then records each as it finishes."""
-  started_here = not ray.is_initialized()
-  if started_here:
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [paths.REPO, os.environ.get("PYTHONPATH")]))}
-    for name in ("JAX_PLATFORMS", "XLA_FLAGS", "TF_CPP_MIN_LOG_LEVEL"):
-      if name in os.environ:
-        env[name] = os.environ[name]
-    ray.init(address=address, include_dashboard=False, runtime_env={"env_vars": env},
-             logging_level="warning", configure_logging=True)
+  started_here = connect(address)
   try:
-    if gpus is None:
-      gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    gpus = gpus_per_task(gpus)
     task = ray.remote(train_point).options(num_gpus=gpus, num_cpus=cpus,
                                            max_retries=max_retries, retry_exceptions=False)
     pending = {}

@@ -10,7 +10,8 @@ in ``DIR/sweep.json``:
               warm-up, EMA decay, Adam β's, ε, clipping, loss weights) train as one
               population, ``jax.vmap`` over train states, the population axis sharded
               over the devices; groups that differ in anything else run one after
-              another;
+              another; with ``--scheduler=pbt`` each population trains with
+              population-based training (:mod:`diffusion.sweeps.pbt`);
   ray         each point is a Ray task on a local or existing cluster
               (``--ray_address``); a worker lost mid-point is retried by Ray and the
               point resumes from its checkpoint. Ray is the scheduler.
@@ -30,12 +31,14 @@ from diffusion.config import checks
 from diffusion.io.workdir import WorkdirLock, check_workdir, make_workdir
 from diffusion.config import program_key
 from diffusion.errors import ConfigError
+from diffusion.sweeps import pbt, search_settings
 from diffusion.sweeps.grid import load_sweep, log_every_note, point_config, point_names
 from diffusion.sweeps.ledger import Ledger, missing_result, read_ledger
 from diffusion.sweeps.points import finish
+from diffusion.sweeps.report import summarize
 from diffusion.sweeps.seeds import SEED_KEY, seed_values, with_seeds
-from diffusion.sweeps.summary import summarize
 from diffusion.train.loop import Interrupted, train
+from diffusion.train.pbt import train_pbt
 from diffusion.train.population import train_population
 
 MODES = ("sequential", "vmap", "ray")
@@ -51,6 +54,12 @@ def validated_point(config, point: Dict[str, Any], fixed: Optional[Dict[str, Any
   except ConfigError as e:
     raise ConfigError(f"{label}: {e}") from None
   return cfg
+
+
+def typed_point(config, point: Dict[str, Any], fixed: Optional[Dict[str, Any]], label: str):
+  """:func:`validated_point` as the typed config of one member of a population (the values
+  population-based training explores)."""
+  return checks.validate(validated_point(config, point, fixed, label), num_devices=1)
 
 
 def prepare(config, config_file: str, spec: str,
@@ -78,7 +87,8 @@ def run_sweep(config, config_file: str, spec: str, sweep_dir: str, *,
               common_overrides: Optional[Dict[str, Any]] = None, progress: bool = False,
               population_strategy: str = "auto", ray_address: Optional[str] = None,
               ray_gpus_per_point: Optional[float] = None, ray_cpus_per_point: float = 1.0,
-              ray_max_retries: int = 3, seeds: int = 1) -> Ledger:
+              ray_max_retries: int = 3, seeds: int = 1,
+              settings: Optional[search_settings.SearchSettings] = None) -> Ledger:
   """Runs (or resumes) the sweep ``spec`` of ``config_file`` in ``sweep_dir``.
 
   Args:
@@ -93,6 +103,8 @@ def run_sweep(config, config_file: str, spec: str, sweep_dir: str, *,
     common_overrides: the ``--config.*`` overrides, recorded in the ledger.
     seeds: K > 1 trains every point with K training seeds (``--seeds``); the summary
       groups them by configuration (mean ± 95% interval).
+    settings: the search flags; ``scheduler="pbt"`` (vmap mode) trains each population
+      with population-based training judged by ``settings.metric``.
   Returns:
     the ledger after the run.
   """
@@ -103,6 +115,9 @@ def run_sweep(config, config_file: str, spec: str, sweep_dir: str, *,
     raise ConfigError(f"--seeds={seeds}: give the number of training seeds per point, K >= 1.")
   # every point, before any training
   points = prepare(config, config_file, spec, common_overrides, seeds=seeds)
+  lineage = None
+  if settings is not None and settings.scheduler == "pbt":
+    lineage = _pbt_plan(config, points, common_overrides, settings, mode)
   check_workdir(sweep_dir)
   make_workdir(sweep_dir)   # a path the system refuses: one line, no folder left
   chief = jax.process_index() == 0
@@ -113,8 +128,10 @@ def run_sweep(config, config_file: str, spec: str, sweep_dir: str, *,
   try:
     names = [p["name"] for p in points]
     if chief:
-      Ledger.open(sweep_dir, config_file, spec, common_overrides or {}, names,
-                  [p["overrides"] for p in points])
+      opened = Ledger.open(sweep_dir, config_file, spec, common_overrides or {}, names,
+                           [p["overrides"] for p in points])
+      if lineage is not None:
+        pbt.open_lineage(opened, lineage)
     if jax.process_count() > 1:   # every process reads the ledger the chief wrote
       multihost_utils.sync_global_devices("sweep ledger")
     ledger = Ledger(sweep_dir, read_ledger(sweep_dir), read_only=not chief)
@@ -138,7 +155,8 @@ def run_sweep(config, config_file: str, spec: str, sweep_dir: str, *,
       if mode == "sequential":
         _sequential(ledger, todo, progress)
       elif mode == "vmap":
-        _populations(ledger, todo, progress, population_strategy)
+        _populations(ledger, todo, progress, population_strategy,
+                     lineage and (config, common_overrides, points))
       else:
         from diffusion import extras  # pylint: disable=import-outside-toplevel
         extras.require("ray")  # one line naming the ray extra if it is missing
@@ -178,20 +196,51 @@ def groups(todo: Sequence[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
   return list(out.values())
 
 
+def _pbt_plan(config, points, common_overrides, settings, mode: str) -> Dict[str, Any]:
+  """Checks a grid's population-based training before anything trains (one line each),
+  sets each point's config to log the metric, and returns the ledger's ``"pbt"``."""
+  if mode != "vmap":
+    raise ConfigError("--scheduler=pbt with a --sweep grid trains each population with "
+                      "population-based training: use --sweep_mode=vmap.")
+  keys = list(dict.fromkeys(k for p in points for k in p["overrides"]))
+  perturbed = pbt.check_perturbable(keys, "the grid")
+  base = point_config(config, {}, common_overrides)
+  search_settings.check_against_config(settings, keys, base.to_dict(), search=True)
+  interval = pbt.check_interval(settings, points[0]["config"])
+  for p in points:
+    search_settings.heldout_loss_logged(p["config"], settings.metric, settings.seed)
+  small = [g for g in groups(points) if len(g) < 2]
+  if small:
+    raise ConfigError(f"--scheduler=pbt needs populations of at least 2 members; "
+                      f"{small[0][0]['name']} shares its compiled program with no other "
+                      "point (the grid varies a field that is not a population field).")
+  mode_name = settings.mode(evals.maximised_metrics())
+  return pbt.definition(settings, interval, mode_name, perturbed)
+
+
 def _populations(ledger: Ledger, todo: Sequence[Dict[str, Any]], progress: bool,
-                 strategy: str = "auto") -> None:
+                 strategy: str = "auto", pbt_of=None) -> None:
+  """Each group of ``todo`` as one population; ``pbt_of`` (config, fixed overrides, every
+  point): with population-based training."""
   for group in groups(todo):
     names = [p["name"] for p in group]
     for name in names:
       ledger.set(name, "running")
     print(f"sweep: training a population of {len(group)}: {', '.join(names)}", flush=True)
     try:
-      results = train_population([p["config"] for p in group],
-                                 [ledger.point(n)["workdir"] for n in names], names=names,
-                                 progress=progress, strategy=strategy)
+      configs = [p["config"] for p in group]
+      workdirs = [ledger.point(n)["workdir"] for n in names]
+      if pbt_of is None or len(group) < 2:
+        results = train_population(configs, workdirs, names=names, progress=progress,
+                                   strategy=strategy)
+      else:
+        results = train_pbt(configs, workdirs, exploiter=_controller(ledger, group, *pbt_of),
+                            names=names, progress=progress, strategy=strategy)
     except Interrupted:   # Ctrl-C before the first step: the points stay to be resumed
       print("sweep: interrupted; run the same command to resume", flush=True)
       return
+    except search_settings.MetricNotLogged:
+      raise
     except Exception as e:  # noqa: BLE001 - one failing group never stops the others
       results = [e] * len(group)
     complete = [finish(ledger, n, r, p["config"].training.num_train_steps)
@@ -199,3 +248,13 @@ def _populations(ledger: Ledger, todo: Sequence[Dict[str, Any]], progress: bool,
     if not all(complete):
       print("sweep: interrupted; run the same command to resume", flush=True)
       return
+
+
+def _controller(ledger: Ledger, group, config, fixed, points) -> pbt.Controller:
+  """The PBT controller of one group: the grid's values of each perturbed key bound it."""
+  keys = ledger.data["pbt"]["keys"]
+  return pbt.Controller(
+      ledger, [p["name"] for p in group], [p["overrides"] for p in group],
+      pbt.dimensions_of(None, [p["overrides"] for p in points], keys),
+      group[0]["config"].training.num_train_steps,
+      lambda overrides, label: typed_point(config, overrides, fixed, label))

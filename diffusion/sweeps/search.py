@@ -17,6 +17,7 @@ sampler is deterministic from the search's seed and the trial number
 would have drawn (Sobol's position in its sequence is kept in the study itself).
 """
 
+import functools
 import hashlib
 import os
 import warnings
@@ -84,9 +85,18 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
     """Nothing: the seed of every trial is fixed by design."""
 
 
+def _random(seed: int) -> optuna.samplers.BaseSampler:
+  return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _tpe(seed: int, startup: int) -> optuna.samplers.BaseSampler:
+  return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+
+
 def make_sampler(searcher: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
-  """The searcher's Optuna sampler, deterministic from ``seed``."""
-  random = TrialSeededSampler(lambda s: optuna.samplers.RandomSampler(seed=s), seed)
+  """The searcher's Optuna sampler, deterministic from ``seed`` (picklable: Ray Tune's
+  OptunaSearch saves it with its experiment)."""
+  random = TrialSeededSampler(_random, seed)
   if searcher == "random":
     return random
   if searcher == "quasirandom":
@@ -99,8 +109,7 @@ def make_sampler(searcher: str, seed: int, trials: int) -> optuna.samplers.BaseS
                                         warn_independent_sampling=False)
   if searcher == "tpe":
     startup = tpe_startup_trials(trials)
-    return TrialSeededSampler(
-        lambda s: optuna.samplers.TPESampler(seed=s, n_startup_trials=startup), seed)
+    return TrialSeededSampler(functools.partial(_tpe, startup=startup), seed)
   raise ValueError(f"unknown searcher {searcher!r}")
 
 

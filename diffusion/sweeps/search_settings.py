@@ -13,7 +13,12 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from diffusion import trees
 from diffusion.errors import ConfigError
+from diffusion.evals import heldout_loss
 from diffusion.sweeps.summary import LOSS_DEFINING
+
+class MetricNotLogged(ConfigError):
+  """The search's metric did not appear by the step every logged metric has appeared."""
+
 
 SEARCHERS = ("random", "quasirandom", "tpe")
 SCHEDULERS = ("none", "asha", "pbt")
@@ -27,7 +32,8 @@ LOSS_METRICS = ("loss", "mse", "vb", DEFAULT_METRIC)
 SEED_KEY = "training.seed"
 
 # Flags that only a search reads, and those a grid reads too (train.py's names).
-SEARCH_ONLY = ("trials", "searcher", "asha_min_steps", "asha_reduction", "seeds_top")
+SEARCH_ONLY = ("trials", "searcher", "asha_min_steps", "asha_reduction", "seeds_top",
+               "population")
 SWEEP_OR_SEARCH = ("scheduler", "metric", "metric_mode", "seeds", "pbt_interval",
                    "pbt_quantile", "pbt_resample")
 PBT_FLAGS = ("pbt_interval", "pbt_quantile", "pbt_resample")
@@ -123,6 +129,13 @@ def check_flags(settings: SearchSettings, *, search: Optional[str], sweep: Optio
     raise ConfigError("--scheduler=pbt trains its members side by side, exploiting and "
                       "exploring between steps: use --sweep_mode=vmap (one population) or "
                       "--sweep_mode=ray (Ray Tune's PBT), not sequential.")
+  if scheduler == "pbt" and search is None and sweep_mode == "ray":
+    raise ConfigError("--scheduler=pbt with --sweep_mode=ray is Ray Tune's PBT over the "
+                      "trials of a --search; a --sweep grid's PBT runs inside one population: "
+                      "use --sweep_mode=vmap.")
+  if "population" in given and sweep_mode != "vmap":
+    raise ConfigError(f"--population sets how many trials train as one population in "
+                      f"--sweep_mode=vmap (the mode is {sweep_mode}).")
   if scheduler == "asha" and search is None:
     raise ConfigError("--scheduler=asha stops the worse trials of a --search early; a --sweep "
                       "grid trains every point (use --search, or drop --scheduler).")
@@ -244,3 +257,12 @@ def definition(settings: SearchSettings, space: Dict[str, str], mode: str,
           "asha_reduction": settings.asha_reduction if settings.scheduler == "asha" else None,
           "seeds": settings.seeds, "seeds_top": settings.top() if settings.seeds > 1 else None,
           "trials": settings.trials}
+
+
+def heldout_loss_logged(cfg, metric: str, seed: int):
+  """``cfg`` (a ConfigDict) judged by ``metric``: for the held-out loss, its evaluator on at
+  every log step and on the search's own set (every trial and every member scores the same
+  examples; :func:`diffusion.evals.heldout_loss.log_with_training`)."""
+  if metric.startswith(DEFAULT_METRIC):
+    heldout_loss.log_with_training(cfg, seed)
+  return cfg

@@ -2,14 +2,24 @@
 outcome; repeat, keeping ``DIR/sweep.json`` true throughout.
 
   python train.py --config=FILE --workdir=DIR --search=NAME --trials=N \\
-      [--searcher=quasirandom|random|tpe] [--scheduler=none|asha] [--metric=...]
+      [--searcher=quasirandom|random|tpe] [--scheduler=none|asha|pbt] [--metric=...] \\
+      [--sweep_mode=sequential|vmap|ray] [--population=P]
 
 Every trial is an ordinary run in ``DIR/trial<NNN>_<overrides>/`` (``sample.py`` works on
-it). A trial reports its metric at every log step through ``on_log(step, scalars) -> stop``
-(:class:`Reporter`): the values at ASHA's rungs go to the ledger, every value to the study,
-and at a rung the pruner may stop it (status ``stopped``, with the rung and the value that
-stopped it). ``--seeds=K`` then trains the best ``--seeds_top`` finished configurations
-with K − 1 more training seeds each (entries ``<trial>_seed=S``, outside the study).
+it). A trial reports its metric at every log step through the training loop's
+``on_log(step, scalars) -> stop`` (:class:`Reporter`): the values at ASHA's rungs go to the
+ledger, every value to the study, and at a rung the pruner may stop it (status ``stopped``,
+with the rung and the value that stopped it; the loop saves it there and stops).
+``--seeds=K`` then trains the best ``--seeds_top`` finished configurations with K − 1 more
+training seeds each (entries ``<trial>_seed=S``, outside the study).
+
+``--sweep_mode=sequential`` trains one trial after another; ``vmap`` asks the searcher for
+``--population=P`` trials at a time and trains those that differ only in population fields
+as one population (:func:`diffusion.train.population.train_population`), ASHA stopping
+members inside it (a stopped member is saved and no longer logged; its slot computes on
+until the population ends) and ``--scheduler=pbt`` exploiting and exploring between them
+(:mod:`diffusion.sweeps.pbt`); ``ray`` hands the trials to Ray Tune
+(:mod:`diffusion.sweeps.ray_tune`).
 
 Resuming: running the command again (after Ctrl-C or kill -9 of the driver) skips finished
 trials, resumes an interrupted one from its checkpoint, and asks the study for the rest: the
@@ -29,99 +39,25 @@ from diffusion import extras
 from diffusion.errors import ConfigError
 from diffusion.evals import maximised_metrics
 from diffusion.io.workdir import WorkdirLock, check_workdir, make_workdir
-from diffusion.io.metric_writers import read_metrics
-from diffusion.sweeps import search_settings
+from diffusion.sweeps import pbt, search_settings
 from diffusion.sweeps.grid import point_config, point_names
 from diffusion.sweeps.ledger import Ledger
 from diffusion.sweeps.points import one_line
 from diffusion.sweeps.report import summarize
-from diffusion.sweeps.runner import validated_point
+from diffusion.sweeps.runner import groups, typed_point, validated_point
+from diffusion.sweeps.reporter import Reporter, deadline_of
+from diffusion.sweeps.search_settings import MetricNotLogged
 from diffusion.sweeps.seeds import SEED_KEY, seed_values
 from diffusion.sweeps.spaces import Space, describe, load_space
 from diffusion.sweeps.summary import point_metrics
+from diffusion.train import population
 from diffusion.train.loop import Interrupted, train
+from diffusion.train.pbt import train_pbt
 
-# on_log(step, scalars) -> True to stop the run at this step (it is saved first).
-OnLog = Callable[[int, Dict[str, float]], bool]
 # train_fn(config, workdir, *, progress, on_log) -> final metrics (as train.loop.train).
 TrainFn = Callable[..., dict]
 FINISHED = ("done", "stopped", "failed")
-
-
-class MetricNotLogged(ConfigError):
-  """The search's metric did not appear by the step every logged metric has appeared."""
-
-
-class Reporter:
-  """``on_log`` of one trial: follows the metric, records it at the rungs, reports it to the
-  study and says when ASHA stops the trial.
-
-  Args:
-    metric, mode: the metric and which end is better (min | max).
-    rungs: ASHA's rung steps (empty: no rungs recorded).
-    trial: the Optuna trial to report to (None: a seed replica, never stopped).
-    prune: whether the study's pruner may stop the trial.
-    deadline: the step by which every metric the run logs has appeared once (the last
-      evaluator's first cadence, or the end of the run).
-    on_rung: called with the rung records after each new one (the ledger's update).
-  """
-
-  def __init__(self, metric: str, mode: str, rungs: Sequence[int], trial=None,
-               prune: bool = False, deadline: int = 0,
-               on_rung: Optional[Callable[[List[Dict[str, Any]]], None]] = None):
-    self.metric, self.mode, self.rungs = metric, mode, list(rungs)
-    self.trial, self.prune, self.deadline, self.on_rung = trial, prune, deadline, on_rung
-    self.history: List[Dict[str, Any]] = []   # the metric at each rung reached
-    self.last: Optional[float] = None
-    self.best: Optional[float] = None
-    self.step = 0
-    self.stopped: Optional[Dict[str, Any]] = None
-    self.error: Optional[ConfigError] = None
-    self.seen: set = set()
-
-  def __call__(self, step: int, scalars: Dict[str, float]) -> bool:
-    self.step = max(self.step, int(step))
-    self.seen.update(scalars)
-    if self.metric not in scalars:
-      if self.last is None and step >= self.deadline:
-        names = ", ".join(sorted(n for n in self.seen if n not in ("step", "time"))) or "none"
-        self.error = MetricNotLogged(
-            f"--metric={self.metric} was not logged by step {step}, when every metric of the "
-            f"run has been; the run logs: {names}. Choose one of those (an eval/* metric needs "
-            "its evaluator on: --config.eval.<name>.every=N).")
-        return True
-      return False
-    value = float(scalars[self.metric])
-    self.last = value
-    if math.isfinite(value):
-      better = max if self.mode == "max" else min
-      self.best = value if self.best is None else better(self.best, value)
-    reached = [(k, r) for k, r in enumerate(self.rungs) if r <= step and k >= len(self.history)]
-    for k, r in reached:
-      self.history.append({"rung": k, "step": r, "at_step": int(step), "value": value})
-    if self.trial is not None:
-      self.trial.report(value, int(step))
-      if self.prune and reached and self.trial.should_prune():
-        k, r = reached[-1]
-        self.stopped = {"rung": k, "step": r, "at_step": int(step), "value": value,
-                        "by": "asha"}
-    if reached and self.on_rung is not None:
-      self.on_rung(self.history)
-    return self.stopped is not None
-
-  def replay(self, workdir: str) -> None:
-    """Reports a finished run's logged rows (order of step), never stopping it: a run that
-    had already reached its end when it was resumed reports nothing by itself."""
-    rows: Dict[int, Dict[str, float]] = {}
-    for row in read_metrics(workdir):
-      rows.setdefault(int(row["step"]), {}).update(row)
-    prune, self.prune = self.prune, False
-    try:
-      for step in sorted(rows):
-        if self(step, rows[step]):
-          break
-    finally:
-      self.prune = prune
+MODES = ("sequential", "vmap", "ray")
 
 
 @dataclasses.dataclass
@@ -132,22 +68,6 @@ class Job:
   trial: Optional[int]
   config_id: str
   seed: int
-
-
-def train_and_replay(config, workdir: str, *, progress: bool, on_log: OnLog) -> dict:
-  """A run trained to its end by :func:`train.loop.train`, then its logged rows reported
-  to ``on_log`` in order of step (until it asks to stop): the search without early
-  stopping, for a loop that does not report while it trains."""
-  result = train(config, workdir, progress=progress)
-  rows: Dict[int, Dict[str, float]] = {}
-  for row in read_metrics(workdir):
-    rows.setdefault(int(row["step"]), {}).update(row)
-  for step in sorted(rows):
-    if step > result.get("step", 0):
-      break
-    if on_log(step, rows[step]):
-      break
-  return result
 
 
 def _owner() -> Dict[str, Any]:
@@ -178,36 +98,16 @@ def _owner_alive(owner: Optional[Dict[str, Any]], workdir: str) -> bool:
   return False
 
 
-def _deadline(cfg) -> int:
-  """The step by which every metric a run of ``cfg`` logs has appeared once: the first log
-  step and every enabled evaluator's first cadence (each runs at multiples of its
-  ``every`` and at the last step)."""
-  t = cfg.training
-  every = [int(t.log_every)]
-  for section in cfg.get("eval", {}).values():
-    if hasattr(section, "get") and int(section.get("every", 0) or 0) > 0:
-      every.append(int(section["every"]))
-  return min(int(t.num_train_steps), max(every))
-
-
-def _with_heldout_loss(cfg, metric: str, seed: int):
-  """A trial judged by the held-out loss logs it at every log step, on the search's set
-  (``eval.heldout_loss.seed``): where the config has that evaluator's section."""
-  if metric.startswith(search_settings.DEFAULT_METRIC) and "heldout_loss" in cfg.get("eval", {}):
-    cfg.eval.heldout_loss.every = cfg.training.log_every
-    cfg.eval.heldout_loss.seed = seed
-  return cfg
-
-
 class Search:
   """One driver of a search (see the module docstring); :func:`run_search` runs it."""
 
   def __init__(self, config, config_file: str, spec: str, sweep_dir: str,
                settings: search_settings.SearchSettings, space: Space, fixed: Dict[str, Any],
-               train_fn: TrainFn, progress: bool):
+               train_fn: TrainFn, progress: bool, batch: int = 1, strategy: str = "auto"):
     self.config, self.config_file, self.spec, self.dir = config, config_file, spec, sweep_dir
     self.settings, self.space, self.fixed = settings, space, fixed
     self.train_fn, self.progress = train_fn, progress
+    self.batch, self.strategy = batch, strategy   # trials per population (vmap mode)
     self.mode = settings.mode(maximised_metrics())
     base = point_config(config, {}, fixed)
     t = base.training
@@ -235,6 +135,11 @@ class Search:
         self.dir, searcher=self.settings.searcher, seed=self.settings.seed,
         trials=self.settings.trials, mode=self.mode, scheduler=self.settings.scheduler,
         min_steps=self.first_rung, reduction=self.settings.asha_reduction)
+    if self.settings.scheduler == "pbt":
+      base = point_config(self.config, {}, self.fixed)
+      pbt.open_lineage(self.ledger, pbt.definition(
+          self.settings, pbt.check_interval(self.settings, base), self.mode,
+          pbt.check_perturbable(list(self.space), "the search space")))
 
   def _entry(self, name: str, overrides: Dict[str, Any], trial: Optional[int],
              config_id: str, seed: int) -> Dict[str, Any]:
@@ -258,23 +163,30 @@ class Search:
         entry.update(status="pending", owner=None)
         self.ledger.add(entry)
 
-  def next_job(self) -> Optional[Job]:
-    """Under the ledger's lock: an unfinished entry nobody trains, else a new trial while
-    the study has fewer than --trials, else a seed replica of a best configuration."""
+  def next_jobs(self, n: int) -> List[Job]:
+    """Under the ledger's lock, up to ``n`` entries to train: unfinished ones nobody trains,
+    then new trials while the study has fewer than --trials, then seed replicas of the best
+    configurations (once every trial has finished)."""
+    jobs: List[Job] = []
     with self.ledger.locked():
       self._adopt_orphans()
       for p in self.ledger.points:
-        if p["status"] in ("running", "pending") and not _owner_alive(p.get("owner"),
-                                                                      p["workdir"]):
+        if len(jobs) < n and p["status"] in ("running", "pending") and not _owner_alive(
+            p.get("owner"), p["workdir"]):
           self.ledger.set(p["name"], "running", owner=_owner())
-          return Job(p["name"], p["overrides"], p.get("trial"), p.get("config_id", p["name"]),
-                     p.get("seed", self.settings.seed))
-      if self.search.count(self.study) < self.settings.trials:
+          jobs.append(Job(p["name"], p["overrides"], p.get("trial"),
+                          p.get("config_id", p["name"]), p.get("seed", self.settings.seed)))
+      while len(jobs) < n and self.search.count(self.study) < self.settings.trials:
         trial, overrides = self.search.ask(self.study, self.space)
         name = self._trial_name(trial.number, overrides)
         self.ledger.add(self._entry(name, overrides, trial.number, name, self.settings.seed))
-        return Job(name, overrides, trial.number, name, self.settings.seed)
-      return self._next_replica()
+        jobs.append(Job(name, overrides, trial.number, name, self.settings.seed))
+      while len(jobs) < n and not jobs:
+        replica = self._next_replica()
+        if replica is None:
+          break
+        jobs.append(replica)
+    return jobs
 
   def _next_replica(self) -> Optional[Job]:
     """A seed replica still to train, once every trial has finished (--seeds > 1)."""
@@ -302,18 +214,21 @@ class Search:
 
   # -- one job ---------------------------------------------------------------------------
 
-  def run_job(self, job: Job) -> bool:
-    """Trains one entry and records its outcome; False when the search must stop here (a
-    signal: the entry stays running, to resume)."""
-    label = (f"trial {job.trial}" if job.trial is not None else
-             f"{job.config_id} seed {job.seed}")
+  def _label(self, job: Job) -> str:
+    return (f"trial {job.trial}" if job.trial is not None else
+            f"{job.config_id} seed {job.seed}")
+
+  def _prepare(self, job: Job):
+    """(the validated config, the Reporter) of a job, or None when the config refuses its
+    overrides (recorded failed: the search goes on)."""
+    label = self._label(job)
     try:
       cfg = validated_point(self.config, job.overrides, self.fixed, f"search {label}")
     except ConfigError as e:   # a sampled point the config refuses: the search goes on
       self._finish(job, "failed", error=str(e))
       print(f"search: {e}", flush=True)
-      return True
-    cfg = _with_heldout_loss(cfg, self.settings.metric, self.settings.seed)
+      return None
+    cfg = search_settings.heldout_loss_logged(cfg, self.settings.metric, self.settings.seed)
     # A trial the study has finished already (a driver killed between telling the study and
     # writing the ledger) reports nothing more: its run resumes and is recorded.
     trial = (self.search.trial_by_number(self.study, job.trial)
@@ -321,20 +236,83 @@ class Search:
              else None)
     reporter = Reporter(self.settings.metric, self.mode, self.rungs, trial=trial,
                         prune=self.settings.scheduler == "asha" and trial is not None,
-                        deadline=_deadline(cfg),
+                        deadline=deadline_of(cfg),
                         on_rung=lambda history: self.ledger.set(job.name, "running",
-                                                                rungs=list(history)))
+                                                                rungs=list(history)),
+                        entry=self.ledger.point(job.name))
     described = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in job.overrides.items())
     print(f"search: training {label}: {described}", flush=True)
-    try:
-      result = self.train_fn(cfg, os.path.join(self.dir, job.name), progress=self.progress,
-                             on_log=reporter)
-    except Interrupted:   # Ctrl-C before its first step: it stays to be resumed
-      return False
-    except Exception as e:  # noqa: BLE001 - a failing trial never stops the search
-      self._finish(job, "failed", reporter, error=one_line(e))
-      print(f"search: {label} failed: {one_line(e)}", flush=True)
+    return cfg, reporter
+
+  def run_jobs(self, jobs: Sequence[Job]) -> bool:
+    """Trains entries (one: a run; several: populations of those that share a compiled
+    program) and records their outcomes; False when the search must stop here (a signal:
+    the entries stay running, to resume)."""
+    prepared = []
+    for job in jobs:
+      ready = self._prepare(job)
+      if ready is not None:
+        prepared.append({"job": job, "config": ready[0], "reporter": ready[1],
+                         "workdir": os.path.join(self.dir, job.name)})
+    for group in groups(prepared):
+      if len(group) == 1 and self.settings.scheduler != "pbt":
+        g = group[0]
+        try:
+          results = [self.train_fn(g["config"], g["workdir"], progress=self.progress,
+                                   on_log=g["reporter"])]
+        except Interrupted:   # Ctrl-C before its first step: it stays to be resumed
+          return False
+        except Exception as e:  # noqa: BLE001 - a failing trial never stops the search
+          results = [e]
+      else:
+        try:
+          results = self._train_population(group)
+        except Interrupted:
+          return False
+        except MetricNotLogged as e:
+          for g in group:
+            self._finish(g["job"], "failed", g["reporter"], error=str(e))
+          raise
+        except Exception as e:  # noqa: BLE001 - a failing population never stops the search
+          results = [e] * len(group)
+      going_on = [self._outcome(g["job"], g["reporter"], r) for g, r in zip(group, results)]
+      if not all(going_on):
+        return False
+    return True
+
+  def _train_population(self, group: Sequence[Dict[str, Any]]) -> list:
+    """A group of trials as one population: their reporters hear each member; with PBT a
+    :class:`diffusion.sweeps.pbt.Controller` exploits and explores between them."""
+    names = [g["job"].name for g in group]
+    print(f"search: training a population of {len(group)}"
+          + (" with population-based training" if self.settings.scheduler == "pbt" else ""),
+          flush=True)
+    reporters = [g["reporter"] for g in group]
+    on_log = lambda i, step, scalars: reporters[i](step, scalars)   # noqa: E731
+    configs = [g["config"] for g in group]
+    workdirs = [g["workdir"] for g in group]
+    if self.settings.scheduler != "pbt":
+      return population.train_population(configs, workdirs, names=names,
+                                         progress=self.progress, strategy=self.strategy,
+                                         on_log=on_log)
+    if len(group) < 2:
+      raise ConfigError(f"--scheduler=pbt needs a population of at least 2 members; "
+                        f"{names[0]} has no partner (give --population=P with P >= 2).")
+    keys = pbt.check_perturbable(list(self.space), "the search space")
+    controller = pbt.Controller(
+        self.ledger, names, [g["job"].overrides for g in group],
+        pbt.dimensions_of(self.space, None, keys), self.total,
+        lambda overrides, label: typed_point(self.config, overrides, self.fixed, label))
+    return train_pbt(configs, workdirs, exploiter=controller, names=names,
+                     progress=self.progress, strategy=self.strategy, on_log=on_log)
+
+  def _outcome(self, job: Job, reporter: Reporter, result) -> bool:
+    """Records one trained entry's outcome; False when the search must stop (a signal)."""
+    label = self._label(job)
+    if isinstance(result, BaseException):
+      self._finish(job, "failed", reporter, error=one_line(result))
+      print(f"search: {label} failed: {one_line(result)}", flush=True)
       return True
     step = int(result.get("step", 0))
     if reporter.error is not None:
@@ -352,6 +330,7 @@ class Search:
                       metric=reporter.last, best_metric=reporter.best, owner=None)
       return False
     if reporter.last is None and reporter.error is None:
+      # A run that had already reached its end when it was resumed reports nothing itself.
       reporter.replay(os.path.join(self.dir, job.name))
       if reporter.error is not None:
         self._finish(job, "failed", reporter, error=str(reporter.error), steps=step)
@@ -381,10 +360,10 @@ class Search:
 
   def run(self) -> None:
     while True:
-      job = self.next_job()
-      if job is None:
+      jobs = self.next_jobs(self.batch)
+      if not jobs:
         return
-      if not self.run_job(job):
+      if not self.run_jobs(jobs):
         print("search: interrupted; run the same command to resume", flush=True)
         return
 
@@ -401,7 +380,10 @@ def check_space(config, space: Space, fixed: Dict[str, Any], label: str) -> None
 def run_search(config, config_file: str, spec: str, sweep_dir: str,
                settings: search_settings.SearchSettings, *, mode: str = "sequential",
                common_overrides: Optional[Dict[str, Any]] = None, progress: bool = False,
-               train_fn: Optional[TrainFn] = None) -> Ledger:
+               train_fn: Optional[TrainFn] = None, population_size: Optional[int] = None,
+               population_strategy: str = "auto", ray_address: Optional[str] = None,
+               ray_gpus_per_trial: Optional[float] = None,
+               ray_cpus_per_trial: float = 1.0) -> Ledger:
   """Runs (or resumes, or joins) the search ``spec`` of ``config_file`` in ``sweep_dir``.
 
   Args:
@@ -409,47 +391,69 @@ def run_search(config, config_file: str, spec: str, sweep_dir: str,
       overrides go on top of it.
     spec: a ``search_<spec>()`` of the config file, or a space ``"key=dist(...);..."``.
     settings: the search flags (:class:`search_settings.SearchSettings`).
-    mode: sequential (vmap and ray modes are not available for searches yet).
+    mode: sequential (one trial after another), vmap (``population_size`` trials at a time
+      as populations) or ray (Ray Tune, :mod:`diffusion.sweeps.ray_tune`).
     common_overrides: the ``--config.*`` overrides, recorded in the ledger.
-    train_fn: ``train_fn(config, workdir, *, progress, on_log) -> final metrics``, a run
-      that calls ``on_log(step, scalars)`` at every log step and stops when it returns
-      True (default: the training loop, reporting after each run: no early stopping).
+    train_fn: ``train_fn(config, workdir, *, progress, on_log) -> final metrics`` of the
+      sequential mode (default: the training loop, :func:`diffusion.train.loop.train`),
+      calling ``on_log(step, scalars)`` at every log step and stopping when it says so.
+    population_size: vmap mode: trials per population (default: all of ``--trials``).
+    population_strategy: vmap mode: auto | vmap | map.
+    ray_address, ray_gpus_per_trial, ray_cpus_per_trial: ray mode: the cluster (default:
+      a local one) and each trial's resources (default: one GPU where the cluster has
+      GPUs, else none).
   Returns:
     the ledger after the run.
   """
   fixed = dict(common_overrides or {})
   label = f"--search={spec}"
+  if mode not in MODES:
+    raise ConfigError(f"--sweep_mode={mode!r} is not valid; choose one of "
+                      f"{', '.join(repr(m) for m in MODES)}.")
   space = load_space(config_file, spec)
   base = point_config(config, {}, fixed)
   search_settings.check_against_config(settings, list(space), base.to_dict(), search=True)
-  if settings.metric.startswith(search_settings.DEFAULT_METRIC) and "heldout_loss" not in base.get(
-      "eval", {}):
-    sections = ", ".join(base.get("eval", {})) or "none"
-    raise ConfigError(f"--metric={settings.metric} needs the heldout_loss evaluator, which "
-                      f"this config's eval section does not have ({sections}); give "
-                      "--metric=loss or an eval/* metric its evaluators log.")
-  if mode != "sequential":
-    raise ConfigError(f"--search runs its trials one after another for now: use "
-                      f"--sweep_mode=sequential (--sweep_mode={mode} comes with issue 29's "
-                      "next part).")
+  size = population_size or settings.trials
+  if size < 1:
+    raise ConfigError(f"--population={size}: give the number of trials per population, "
+                      "P >= 1.")
+  if settings.seeds > 1 and (settings.scheduler == "pbt" or mode == "ray"):
+    raise ConfigError(f"--seeds={settings.seeds} repeats a trial's configuration, which "
+                      + ("a PBT member does not keep (its values change as it trains); "
+                         "repeat the search with another --config.training.seed instead."
+                         if settings.scheduler == "pbt" else
+                         "--sweep_mode=ray does not do; run the search with the local engine "
+                         "(--sweep_mode=sequential or vmap) for seed repeats."))
   if settings.scheduler == "pbt":
-    raise ConfigError("--scheduler=pbt is not available for searches yet (issue 29's next "
-                      "part); use --scheduler=none or asha.")
-  if train_fn is None and settings.scheduler == "asha":
-    raise ConfigError("--scheduler=asha needs a training loop that reports to the search "
-                      "while it trains, which comes with issue 29's next part; use "
-                      "--scheduler=none for now.")
+    if mode == "sequential":
+      raise ConfigError("--scheduler=pbt trains its members side by side: use "
+                        "--sweep_mode=vmap (one population) or --sweep_mode=ray.")
+    pbt.check_perturbable(list(space), "the search space")
+    pbt.check_interval(settings, base)
+    if mode == "vmap" and min(size, settings.trials) < 2:
+      raise ConfigError(f"--scheduler=pbt needs populations of at least 2 members; "
+                        f"--population={size} with --trials={settings.trials} gives fewer.")
   check_space(config, space, fixed, label)
   check_workdir(sweep_dir)
   make_workdir(sweep_dir)
+  if mode == "ray":
+    extras.require("ray")   # one line naming the ray extra if it is missing
+    from diffusion.sweeps import ray_tune  # pylint: disable=import-outside-toplevel  # heavy
+    return ray_tune.run_search(config, config_file, spec, sweep_dir, settings, space, fixed,
+                               address=ray_address, gpus=ray_gpus_per_trial,
+                               cpus=ray_cpus_per_trial, progress=progress)
   driver = Search(config, config_file, spec, sweep_dir, settings, space, fixed,
-                  train_fn or train_and_replay, progress)
+                  train_fn or train, progress, batch=size if mode == "vmap" else 1,
+                  strategy=population_strategy)
   driver.open()
   print(f"search {spec!r}: {settings.trials} trials, {settings.searcher} searcher, scheduler "
         f"{settings.scheduler}"
         + (f" (rungs at steps {', '.join(map(str, driver.rungs))}, η = "
            f"{settings.asha_reduction})" if driver.rungs else "")
-        + f", {settings.metric} ({driver.mode})", flush=True)
+        + (f" (every {pbt.check_interval(settings, base)} steps)"
+           if settings.scheduler == "pbt" else "")
+        + f", {settings.metric} ({driver.mode})"
+        + (f", populations of {size}" if mode == "vmap" else ""), flush=True)
   try:
     driver.run()
   finally:

@@ -5,5 +5,6 @@
   loop.py        the loop, top to bottom: restore, call, log, save, sample, evaluate
   layout.py      what it runs over: Member (one run) and Layout (where members live)
   population.py  P runs as one program: the loop over stacked states, vmapped step
+  pbt.py         population-based training's exploit on device, between two calls
   sharding.py    jax.sharding meshes and placement (the data axis; multi-host safe)
 """

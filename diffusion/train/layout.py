@@ -9,7 +9,7 @@ populations.
 """
 
 import functools
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -29,8 +29,15 @@ class Member:
     self.last_checkpoint = None          # newest complete checkpoint on disk
     self.grid: Optional[str] = None      # newest sample grid this call wrote (absolute)
     self.failure: Optional[Exception] = None
+    self.stopped: Optional[Dict[str, Any]] = None   # {"step", scalars}: on_log stopped it
+    self.reported: Dict[str, float] = {}  # this step's logged and eval/* scalars (on_log)
     self.ckpt = self.writer = None
     self.evals = []
+
+  @property
+  def training(self) -> bool:
+    """Still trained, logged, saved and evaluated: neither failed nor stopped by on_log."""
+    return self.failure is None and self.stopped is None
 
 
 class Layout:
@@ -80,3 +87,15 @@ class Layout:
   def failed(self, i: int) -> None:
     """Member ``i``'s loss became NaN/Inf (its ``failure`` is set): one run stops."""
     raise self.members[i].failure
+
+  # A restored member takes the hyperparameters of its config (a resume may change them,
+  # e.g. a lower learning rate to fine-tune); a layout that changes them while it trains
+  # (population-based training) keeps those its checkpoint holds.
+  keeps_checkpoint_hyperparameters = False
+
+  def exploit(self, state, step: int, reports: Dict[int, Dict[str, float]]):
+    """The members' device state after ``step``'s reports ({member: scalars} of the members
+    that logged or were evaluated; ``eval/*`` on the chief only): what a layout changes
+    between calls (population-based training copies and perturbs members); here nothing."""
+    del step, reports
+    return state

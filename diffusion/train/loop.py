@@ -13,6 +13,7 @@ devices), :func:`train_layout` (claim the members' workdirs, open the data), the
   (``training.steps_per_call`` steps):
      state, metrics = call(state, data)   # data: device arrays, or K host batches
      log / checkpoint / sample grid / evaluators, each when ``itstime``
+     on_log(step, scalars) -> stop?       # a search's hook, after a step's logs and evals
 
 Where the run's arrays live is a :class:`diffusion.train.layout.Layout`: one member, its
 state replicated over a data-parallel mesh. :mod:`diffusion.train.population` trains P runs
@@ -35,6 +36,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from diffusion import evals, xla_cpu
@@ -141,7 +143,13 @@ class _StopSignal:
       signal.signal(sig, handler)
 
 
-def train(config, workdir: str, *, progress: bool = True, devices=None) -> dict:
+# on_log(step, scalars) -> stop: train's hook; train_layout's takes the member first.
+OnLog = Callable[[int, Dict[str, float]], bool]
+MemberOnLog = Callable[[int, int, Dict[str, float]], bool]
+
+
+def train(config, workdir: str, *, progress: bool = True, devices=None,
+          on_log: Optional[OnLog] = None) -> dict:
   """Trains (or resumes) the run in ``workdir``; returns the final metrics.
 
   Args:
@@ -152,6 +160,13 @@ def train(config, workdir: str, *, progress: bool = True, devices=None) -> dict:
     progress: show progress bars (training, and each sample grid's chain); else one
       line per log step.
     devices: the data-parallel mesh (default: all devices of all processes).
+    on_log: ``on_log(step, scalars) -> stop``, called (by the chief) at every step where
+      the loop logged or ran an evaluator, after that step's evaluators, with that step's
+      training scalars and ``eval/*`` results merged. True stops the run there: a
+      checkpoint of that step is saved and the result is ``{"step": step, "stopped":
+      True, ...}`` (neither a failure nor an interruption). Not called at a step where a
+      signal stopped the run (it reports again from the step it resumes at). With several
+      processes the chief's answer is broadcast (give every process an ``on_log``).
 
   Raises:
     ConfigError: invalid config, missing data, unreadable/mismatched checkpoint.
@@ -161,13 +176,20 @@ def train(config, workdir: str, *, progress: bool = True, devices=None) -> dict:
   """
   mesh = sharding.make_mesh(jax.devices() if devices is None else list(devices))
   cfg = checks.validate(config, num_devices=mesh.size)
-  return train_layout(Layout([Member(cfg, workdir)], mesh), progress=progress)[0]
+  hook = None if on_log is None else lambda i, step, scalars: on_log(step, scalars)
+  return train_layout(Layout([Member(cfg, workdir)], mesh), progress=progress,
+                      on_log=hook)[0]
 
 
-def train_layout(layout: Layout, progress: bool = True) -> List[Union[dict, Exception]]:
+def train_layout(layout: Layout, progress: bool = True,
+                 on_log: Optional[MemberOnLog] = None) -> List[Union[dict, Exception]]:
   """Trains (or resumes) the members of ``layout`` (:func:`train`: one member; a
   population: P): checks their workdirs and opens the data before anything is written,
   then runs the loop in the workdirs it created and locked.
+
+  ``on_log(member, step, scalars) -> stop`` is :func:`train`'s hook per member: True
+  stops that member only (saved at that step, then no more logs, saves or evaluations,
+  as a failed member); the loop ends when no member is left training.
 
   Returns:
     per member, its final metrics, or the exception that stopped it (a layout may let
@@ -179,10 +201,11 @@ def train_layout(layout: Layout, progress: bool = True) -> List[Union[dict, Exce
   data = layout.members[0].cfg.data
   source = make_source(data, split=data.split)  # missing data fails here, before any write
   with _claimed(layout):
-    return _run_loop(layout, source, progress)
+    return _run_loop(layout, source, progress, on_log)
 
 
-def _run_loop(layout: Layout, source, progress: bool) -> List[Union[dict, Exception]]:
+def _run_loop(layout: Layout, source, progress: bool,
+              on_log: Optional[MemberOnLog] = None) -> List[Union[dict, Exception]]:
   """The loop of :func:`train_layout`, in the workdirs it claimed: optimizer, restore or
   init, compile, then calls of K steps with their duties until the last step or a
   signal; returns :func:`_results`."""
@@ -263,7 +286,11 @@ def _run_loop(layout: Layout, source, progress: bool) -> List[Union[dict, Except
           _save(layout, state, step)
           print(f"\nreceived {stop.received}: saved checkpoint {step}, exiting", flush=True)
           break
-        if all(m.failure is not None for m in members):
+        # After this step's checkpoint: a checkpoint always holds the state before _report
+        # changed it (a population-based training's exploit).
+        if itstime(step, t.log_every, total) or evaluating:
+          state = _report(layout, state, step, on_log)
+        if not any(m.training for m in members):
           break
       # A signal after the last call still stops what comes next (a reproduction's
       # evaluation): the model is saved, the caller is told.
@@ -285,7 +312,8 @@ def _restore(layout: Layout, states):
   out = []
   for m, (state, step) in zip(layout.members, restored):
     m.last_checkpoint = step
-    out.append(with_config_hyperparams(state, m.family) if step is not None else state)
+    fresh = step is not None and not layout.keeps_checkpoint_hyperparameters
+    out.append(with_config_hyperparams(state, m.family) if fresh else state)
   return out, restored[0][1]
 
 
@@ -341,11 +369,12 @@ def _log(layout: Layout, state, metrics, step: int, since, bar) -> Tuple[float, 
   steps_per_s = (step - since[1]) / max(now - since[0], 1e-9)
   host = sharding.to_host(metrics)
   batch_size = layout.members[0].cfg.training.batch_size
-  active = [i for i, m in enumerate(layout.members) if m.failure is None]
+  active = [i for i, m in enumerate(layout.members) if m.training]
   for i in active:
     m = layout.members[i]
     scalars = _scalars(layout, host, i)
     scalars.update(steps_per_s=steps_per_s, img_per_s=steps_per_s * batch_size)
+    m.reported.update(scalars)
     if m.writer is not None:
       m.writer.write_scalars(step, scalars)
     if bar is None and _is_chief():
@@ -360,7 +389,7 @@ def _save(layout: Layout, state, step: int) -> None:
   """The checkpoint duty: ``step`` of every member still training (once per step)."""
   _check_finite(layout, state)
   for i, m in enumerate(layout.members):
-    if m.failure is None and m.last_checkpoint != step:
+    if m.training and m.last_checkpoint != step:
       m.ckpt.save(step, layout.member(state, i))
       m.last_checkpoint = step
 
@@ -368,7 +397,7 @@ def _save(layout: Layout, state, step: int) -> None:
 def _sample_grids(layout: Layout, sample_fn, ema, step: int, chain_bar) -> None:
   """The sample-grid duty (the chief): each training member's grid from its EMA."""
   for i, m in enumerate(layout.members):
-    if m.failure is None:
+    if m.training:
       m.grid = _write_grid(m, layout.prefix(i), sample_fn, layout.member(ema, i), step,
                            chain_bar)
 
@@ -406,19 +435,51 @@ def _evaluate(layout: Layout, ema, step: int, stop: _StopSignal) -> None:
   total = layout.members[0].cfg.training.num_train_steps
   for i, m in enumerate(layout.members):
     for ev in m.evals:
-      if m.failure is None and not stop.received and itstime(step, ev.every, total):
+      if m.training and not stop.received and itstime(step, ev.every, total):
         scalars = ev.run(layout.member(ema, i), step)
         print(f"{layout.prefix(i)}eval at step {step}: " + ", ".join(
             f"{n} {v:.4f}" for n, v in scalars.items()), flush=True)
         if m.writer is not None:
           m.writer.write_scalars(step, scalars)
+        m.reported.update(scalars)
+
+
+def _report(layout: Layout, state, step: int, on_log: Optional[MemberOnLog]):
+  """The search's duty, after a step's logs and evaluations: each training member's
+  scalars of this step to ``on_log`` (the chief asks it; every process takes its answer);
+  a member it stops is saved at this step and trains no more. Then the layout's
+  :meth:`Layout.exploit` (PBT's copies between members); returns the state."""
+  reports = {i: dict(m.reported) for i, m in enumerate(layout.members)
+             if m.training and m.reported}
+  for m in layout.members:
+    m.reported = {}
+  if on_log is not None:
+    _check_finite(layout, state)   # a member never reports (nor is saved) with a NaN/Inf loss
+    reports = {i: r for i, r in reports.items() if layout.members[i].training}
+    stops = np.zeros(len(layout.members), np.int32)
+    if _is_chief():
+      for i, scalars in reports.items():
+        stops[i] = bool(on_log(i, step, scalars))
+    if jax.process_count() > 1:
+      stops = np.asarray(multihost_utils.broadcast_one_to_all(stops))
+    for i in np.flatnonzero(stops):
+      m = layout.members[i]
+      if m.last_checkpoint != step:
+        m.ckpt.save(step, layout.member(state, i))
+        m.last_checkpoint = step
+      m.stopped = dict(reports.get(int(i), {}), step=step, stopped=True)
+      if _is_chief():
+        print(f"{layout.prefix(i)}stopped at step {step} by the search; checkpoint {step} "
+              f"is in {os.path.abspath(m.workdir)}", flush=True)
+    reports = {i: r for i, r in reports.items() if layout.members[i].training}
+  return layout.exploit(state, step, reports)
 
 
 def _check_finite(layout: Layout, state) -> None:
   """Marks members whose loss became NaN/Inf; the layout says what that stops."""
   bad = np.atleast_1d(sharding.to_host(state.first_nonfinite_step))
   for i, (m, first_bad) in enumerate(zip(layout.members, bad)):
-    if first_bad < 0 or m.failure is not None:
+    if first_bad < 0 or not m.training:
       continue
     kept = (f"the last good checkpoint (step {m.last_checkpoint}) is intact"
             if m.last_checkpoint is not None else
@@ -437,6 +498,9 @@ def _results(layout: Layout, metrics, step: int, interrupted) -> List[Union[dict
   for i, m in enumerate(layout.members):
     if m.failure is not None:
       results.append(m.failure)
+      continue
+    if m.stopped is not None:
+      results.append(dict(m.stopped))
       continue
     final = _scalars(layout, host, i)
     final["step"] = step

@@ -22,7 +22,7 @@ from diffusion.config import ModelConfig, program_key
 from diffusion.errors import ConfigError
 from diffusion.train import sharding
 from diffusion.train.layout import Layout, Member
-from diffusion.train.loop import train_layout
+from diffusion.train.loop import MemberOnLog, train_layout
 
 POPULATION_STRATEGIES = ("auto", "vmap", "map")
 
@@ -46,8 +46,8 @@ def population_strategy(strategy: str) -> str:
 
 
 def train_population(configs: Sequence, workdirs: Sequence[str], *, names=None,
-                     progress: bool = True, devices=None,
-                     strategy: str = "auto") -> List[Union[dict, Exception]]:
+                     progress: bool = True, devices=None, strategy: str = "auto",
+                     on_log: Optional[MemberOnLog] = None) -> List[Union[dict, Exception]]:
   """Trains P runs that differ only in :data:`diffusion.config.POPULATION_FIELDS`.
 
   For P > 1 the train step is ``jax.vmap``-ed over the stacked train states, one
@@ -56,20 +56,31 @@ def train_population(configs: Sequence, workdirs: Sequence[str], *, names=None,
   ``devices``) whose lines carry its name.
 
   ``strategy`` (:func:`population_strategy`): ``vmap``, or ``map`` (members one after
-  another inside the same compiled step), or ``auto``.
+  another inside the same compiled step), or ``auto``. ``on_log(member, step, scalars)
+  -> stop``: :func:`diffusion.train.loop.train_layout`'s hook (a search stops a member).
 
   Returns:
     per member, its final metrics, or the exception that stopped it (a NaN/Inf
     loss in one member stops that member only).
   """
+  layout = make_population(configs, workdirs, names=names, devices=devices,
+                           strategy=strategy)
+  return train_layout(layout, progress=progress, on_log=on_log)
+
+
+def make_population(configs: Sequence, workdirs: Sequence[str], *, names=None, devices=None,
+                    strategy: str = "auto", layout=None, **layout_args) -> Layout:
+  """The layout :func:`train_population` trains: the configs validated, P = 1 a named
+  single run, else ``layout`` (default :class:`Population`; ``layout_args`` go to it)
+  over a mesh of the largest number of devices that divides P."""
   if len(configs) != len(workdirs) or not configs:
     raise ValueError("train_population needs one workdir per config (at least one).")
   devices = jax.devices() if devices is None else list(devices)
   strategy = population_strategy(strategy)
-  if len(configs) == 1:   # data parallel over every device, as train() would
+  if len(configs) == 1 and layout is None:   # data parallel over every device, as train()
     mesh = sharding.make_mesh(devices)
     cfg = checks.validate(configs[0], num_devices=mesh.size)
-    return train_layout(_Named([Member(cfg, workdirs[0])], mesh, names), progress=progress)
+    return _Named([Member(cfg, workdirs[0])], mesh, names)
   pop = len(configs)
   size = max(d for d in range(1, len(devices) + 1) if pop % d == 0)
   mesh = sharding.make_mesh(devices[:size], axis=sharding.POPULATION_AXIS)
@@ -81,7 +92,7 @@ def train_population(configs: Sequence, workdirs: Sequence[str], *, names=None,
     logging.warning("a population of image networks (U-Net, RefineNet) on CPU runs slower "
                     "per member than one run (XLA:CPU grouped convolutions); "
                     "--sweep_mode=sequential is faster.")
-  return train_layout(Population(members, mesh, names, strategy), progress=progress)
+  return (layout or Population)(members, mesh, names, strategy, **layout_args)
 
 
 def _check_one_program(cfgs, names) -> None:

@@ -15,7 +15,7 @@ pytest.importorskip("optuna")
 from diffusion.sweeps import search  # noqa: E402
 
 from tests.sweeps.test_grid import TOY_FILE, toy_file_config
-from tests.sweeps.test_trials import fake_metric, run, STEPS
+from tests.sweeps.test_trials import SPACE, STEPS, fake_metric, run
 
 
 def test_student_t_interval_against_the_table():
@@ -76,3 +76,94 @@ def test_a_grid_over_seeds_is_grouped_by_configuration(tmp_path):
                                            "lr=0.002_seed=0", "lr=0.002_seed=1"]
   with pytest.raises(ConfigError, match="already sweeps training.seed"):
     sweeps.prepare(cfg, TOY_FILE, "training.seed=0,1", seeds=2)
+
+
+# ---- through train.py -----------------------------------------------------------------------
+
+T_975 = {1: 12.7062047, 2: 4.3026527}   # Student's t, 97.5% quantile, by degrees of freedom
+
+
+def _interval(values):
+  """Mean and 95% half-width from the t table (float64 numpy)."""
+  x = np.asarray(values, np.float64)
+  return x.mean(), T_975[len(x) - 1] * x.std(ddof=1) / math.sqrt(len(x))
+
+
+def _cells(text, title):
+  """The rows of the table under the line starting ``title`` in summary.md."""
+  lines = text.splitlines()
+  start = next(i for i, line in enumerate(lines) if line.startswith(title))
+  table = []
+  for line in lines[start + 4:]:
+    if not line.startswith("|"):
+      break
+    table.append([c.strip() for c in line.strip("|").split("|")])
+  return table
+
+
+def _mean_and_half(cell):
+  mean, half = cell.split(" ± ")
+  return float(mean), float(half)
+
+
+def _train(*args):
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  from diffusion.paths import REPO  # pylint: disable=import-outside-toplevel
+  return subprocess.run([sys.executable, "train.py", f"--config={TOY_FILE}", "--progress=false",
+                         "--config.training.num_train_steps=20",
+                         "--config.training.log_every=10", "--config.training.checkpoint_every=20",
+                         *args], cwd=REPO, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_train_py_search_seeds_give_error_bars_of_the_best_trials(tmp_path):
+  """--seeds=3 --seeds_top=1: the best trial by its held-out loss again with training seeds
+  S+1 and S+2; summary.md's mean ± 95% interval of the three last held-out losses (read back
+  from the runs' metrics.jsonl) against the t table."""
+  from diffusion.io.metric_writers import read_metrics  # pylint: disable=import-outside-toplevel
+  res = _train(f"--workdir={tmp_path / 's'}", "--search=" + SPACE, "--trials=3",
+               "--searcher=random", "--seeds=3", "--seeds_top=1",
+               "--config.eval.heldout_loss.num_examples=128")
+  assert res.returncode == 0, res.stderr[-3000:]
+  ledger = sweeps.read_ledger(str(tmp_path / "s"))
+  last = {p["name"]: [r["eval/heldout_loss"] for r in read_metrics(p["workdir"])
+                      if "eval/heldout_loss" in r][-1] for p in ledger["points"]}
+  trials_ = [p for p in ledger["points"] if p["trial"] is not None]
+  best = min(trials_, key=lambda p: last[p["name"]])
+  base = toy_file_config().training.seed
+  replicas = [p for p in ledger["points"] if p["trial"] is None]
+  assert sorted((p["config_id"], p["seed"]) for p in replicas) == [
+      (best["name"], base + 1), (best["name"], base + 2)]
+  assert all(p["status"] == "done" for p in ledger["points"])
+  rows = _cells((tmp_path / "s" / "summary.md").read_text(), "Configurations over seeds")
+  assert len(rows) == 1 and rows[0][3:] == ["3", f"{base}, {base + 1}, {base + 2}"]
+  mean, half = _interval([last[best["name"]]] + [last[p["name"]] for p in replicas])
+  got = _mean_and_half(rows[0][2])
+  assert got[0] == pytest.approx(mean, rel=1e-4) and got[1] == pytest.approx(half, rel=0.05)
+
+
+@pytest.mark.slow
+def test_train_py_grid_seeds_are_grouped_with_error_bars(tmp_path):
+  """--sweep with --seeds=2: every point twice, summary.md's configurations ranked by the
+  mean final loss, each with its mean ± 95% interval (t with 1 degree of freedom)."""
+  from diffusion.io.metric_writers import read_metrics  # pylint: disable=import-outside-toplevel
+  res = _train(f"--workdir={tmp_path / 'g'}", "--sweep=optim.lr=1e-4,1e-2", "--seeds=2")
+  assert res.returncode == 0, res.stderr[-3000:]
+  ledger = sweeps.read_ledger(str(tmp_path / "g"))
+  base = toy_file_config().training.seed
+  assert [p["name"] for p in ledger["points"]] == [
+      f"lr=0.0001_seed={base}", f"lr=0.0001_seed={base + 1}", f"lr=0.01_seed={base}",
+      f"lr=0.01_seed={base + 1}"]
+  final = {p["name"]: [r["loss"] for r in read_metrics(p["workdir"]) if "loss" in r][-1]
+           for p in ledger["points"]}
+  by_lr = {lr: _interval([final[f"lr={lr}_seed={s}"] for s in (base, base + 1)])
+           for lr in ("0.0001", "0.01")}
+  rows = _cells((tmp_path / "g" / "summary.md").read_text(), "Configurations over training")
+  assert [r[0] for r in rows] == ["1", "2"]
+  order = sorted(by_lr, key=lambda lr: by_lr[lr][0])
+  for row, lr in zip(rows, order):
+    assert row[1] == f"optim.lr={lr}" and row[-2:] == ["2", f"{base}, {base + 1}"]
+    got = _mean_and_half(row[2])
+    assert got[0] == pytest.approx(by_lr[lr][0], rel=1e-4)
+    assert got[1] == pytest.approx(by_lr[lr][1], rel=0.05)

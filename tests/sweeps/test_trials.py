@@ -145,17 +145,6 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path):
   assert "Failed trials:" in (tmp_path / "s" / "summary.md").read_text()
 
 
-def test_the_held_out_loss_needs_its_evaluator(tmp_path):
-  cfg = toy_file_config(**STEPS)
-  if "heldout_loss" in cfg.eval:
-    pytest.skip("the held-out loss evaluator is registered")
-  with pytest.raises(ConfigError, match="--metric=eval/heldout_loss needs the heldout_loss "
-                                        "evaluator"):
-    trials.run_search(cfg, TOY_FILE, SPACE, str(tmp_path / "s"), search_settings.SearchSettings(),
-                      train_fn=fake_train)
-  assert not (tmp_path / "s").exists()
-
-
 def test_a_metric_never_logged_stops_the_search_naming_those_that_are(tmp_path):
   with pytest.raises(ConfigError, match=r"--metric=eval/nope was not logged by step 10.*the run "
                                         r"logs: eval/fake, loss"):
@@ -279,3 +268,45 @@ def test_two_drivers_share_one_study(tmp_path):
     assert [r["step"] for r in read_metrics(p["workdir"])] == list(range(10, 101, 10))
   study = search.open_study(str(sweep_dir), searcher="random", seed=0, trials=6, mode="min")
   assert len(study.trials) == 6 and all(t.state.name == "COMPLETE" for t in study.trials)
+
+
+# ---- bad input through train.py -------------------------------------------------------------
+
+
+def _train_py(*args):
+  return subprocess.run([sys.executable, "train.py", f"--config={TOY_FILE}", "--progress=false",
+                         "--config.training.num_train_steps=20",
+                         "--config.training.log_every=10", *args],
+                        cwd=REPO, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--search=optim.lr=loguniform(1e-2,1e-4)"],
+     "loguniform(0.01, 0.0001) is inverted (low 0.01 > high 0.0001); write "
+     "loguniform(0.0001, 0.01)."),
+    (["--search=optim.lrr=uniform(0,1)"], "the config has no field 'optim.lrr'"),
+    (["--search=" + SPACE, "--trials=0"], "--trials=0"),
+    (["--search=" + SPACE, "--sweep=optim.lr=1e-3,2e-3"],
+     "error: give --sweep (a grid: every point trained) or --search (trials drawn from a space), "
+     "not both."),
+])
+def test_train_py_refuses_bad_searches_in_one_line_before_anything_is_written(
+    tmp_path, args, message):
+  res = _train_py(f"--workdir={tmp_path / 'w'}", *args)
+  assert res.returncode == 2, res.stderr[-2000:]
+  assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+  assert "Traceback" not in res.stderr and not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_train_py_stops_a_search_whose_metric_is_never_logged(tmp_path):
+  """Found after the first log interval: one line naming the metrics the run logs; the
+  trial is recorded failed."""
+  res = _train_py(f"--workdir={tmp_path / 's'}", "--search=" + SPACE, "--trials=2",
+                  "--metric=eval/nope")
+  assert res.returncode == 2, res.stderr[-2000:]
+  line = res.stderr.strip().splitlines()[-1]
+  assert line.startswith("error: --metric=eval/nope was not logged by step 10") and \
+      "loss" in line and "Traceback" not in res.stderr
+  points = sweeps.read_ledger(str(tmp_path / "s"))["points"]
+  assert [p["status"] for p in points] == ["failed"]
