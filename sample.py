@@ -30,7 +30,6 @@ from diffusion.generate import generate
 from diffusion.io.workdir import load_config
 
 from absl import flags
-from ml_collections import config_flags
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
 _NUM = flags.DEFINE_integer("num_samples", 64, "Number of samples to draw.")
@@ -69,7 +68,7 @@ def _define_config_flag(argv):
       if "not readable JSON" not in text:
         text += f" Fix or remove that field in {path} (configs/base.py lists every field)."
       cli.fail(text)
-  config_flags.DEFINE_config_dict("config", config, "The run's config (from the workdir).")
+  cli.define_config_dict(argv, config, "The run's config (from the workdir).")
 
 
 def main(argv):

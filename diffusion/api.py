@@ -12,6 +12,8 @@ entry points.
   Run.encode(x) / Run.decode(z)          the VAE's q(z|x) mean and log-variance, p(x|z)
 """
 
+import dataclasses
+import os
 from typing import Callable, Optional, Sequence, Tuple
 
 import jax
@@ -22,8 +24,9 @@ from diffusion import families, samplers
 from diffusion.config import (DataConfig, DiffusionConfig, ModelConfig, SamplingConfig,
                               checks)
 from diffusion.core import losses
-from diffusion.errors import ConfigError
+from diffusion.errors import ConfigError, did_you_mean
 from diffusion.families import builders
+from diffusion.io import untrusted
 from diffusion.io.workdir import load_config, restore_ema_params
 
 
@@ -97,22 +100,43 @@ class Run:
 
   def eps(self, x_t, t) -> jax.Array:
     """The network's ε̂ for x_t [B, H, W, C] (or [B, D]) float32 and integer levels t [B]
-    (0 = least noise). Learned-variance models: the ε̂ half of the output."""
+    or one level for all (0 = least noise, up to T − 1 = diffusion.num_timesteps − 1).
+    Learned-variance models: the ε̂ half of the output. A shape other than the run's
+    (channels first, another size), a level that is not an integer in 0..T − 1, or t of
+    another length is a ConfigError naming the argument."""
     self._diffusion_only("eps")
-    x_t = jnp.asarray(x_t, jnp.float32)
-    t = jnp.broadcast_to(jnp.asarray(t, jnp.int32), (x_t.shape[0],))
+    x_t = _examples("Run.eps", "x_t", x_t, self.family.example_shape)
+    t = _levels("Run.eps", t, x_t.shape[0], self.family.process.num_timesteps)
     out = self.family.eps_fn(self.params)(x_t, t)
     return out[0] if isinstance(out, tuple) else out
 
   def sample(self, num: int, seed: int = 0, **sampling_overrides) -> np.ndarray:
     """``num`` samples [num, *example_shape] float32 in model space (images in the data
-    range: [-1, 1] centered, else [0, 1]). ``sampling_overrides`` replace fields of
-    ``config.sampling``, e.g. ``method='ddim', num_steps=50``."""
-    settings = self.config.sampling.replace(**sampling_overrides) if sampling_overrides \
-        else self.config.sampling
+    range: [-1, 1] centered, else [0, 1]). ``num`` >= 1 and ``seed`` in [0, 2^32) are
+    integers; ``sampling_overrides`` replace fields of ``config.sampling``, e.g.
+    ``method='ddim', num_steps=50``, checked as ``--config.sampling.*`` is."""
+    if not _is_int(num) or num < 1:
+      raise ConfigError(f"Run.sample(num={num!r}) is not valid; give the number of samples, "
+                        "an integer >= 1.")
+    _check_seed("Run.sample", seed)
+    settings = self._sampling(sampling_overrides)
     batch = min(int(num), settings.batch_size)
     fn = self.family.sample_fn(batch, settings)
-    return families.draw(fn, self.params, int(num), batch, jax.random.PRNGKey(seed))
+    return families.draw(fn, self.params, int(num), batch, jax.random.PRNGKey(int(seed)))
+
+  def _sampling(self, overrides):
+    """``config.sampling`` with ``overrides`` (ConfigError naming an unknown or bad one)."""
+    if not overrides:
+      return self.config.sampling
+    known = [f.name for f in dataclasses.fields(self.config.sampling)]
+    for name in overrides:
+      if name not in known:
+        raise ConfigError(f"Run.sample({name}=...): {name!r} is not a field of "
+                          f"config.sampling{did_you_mean(name, known)}; its fields: "
+                          f"{', '.join(known)}.")
+    settings = self.config.sampling.replace(**overrides)
+    checks.validate(self.config.replace(sampling=settings), num_devices=1)
+    return settings
 
   def to_uint8(self, samples) -> Optional[np.ndarray]:
     """Samples as uint8 images (None for 2-D points)."""
@@ -122,19 +146,105 @@ class Run:
     """The VAE's q(z|x): (mean, log-variance), each [B, latent_dim], for x [B, H, W, C]
     in [0, 1]."""
     self._vae_only("encode")
-    return self.family.encoder(self.params)(jnp.asarray(x, jnp.float32))
+    x = _examples("Run.encode", "x", x, self.family.example_shape)
+    return self.family.encoder(self.params)(x)
 
   def decode(self, z) -> jax.Array:
     """The VAE's p(x|z) as pixel probabilities sigmoid(logits) [B, H, W, C] for z [B, L]."""
     self._vae_only("decode")
-    return jax.nn.sigmoid(self.family.decoder(self.params)(jnp.asarray(z, jnp.float32)))
+    z = _examples("Run.decode", "z", z, (self.config.model.latent_dim,))
+    return jax.nn.sigmoid(self.family.decoder(self.params)(z))
 
 
 def load(workdir: str, step: int = -1) -> Run:
-  """The run in ``workdir``: its config (config.json) and the EMA parameters of
-  checkpoint ``step`` (-1: the newest readable one). Raises ConfigError (one line)
-  when there is no run or no readable checkpoint."""
-  config = checks.validate(load_config(workdir))
+  """The run in ``workdir`` (a str or path): its config (config.json) and the EMA
+  parameters of checkpoint ``step`` (an integer: a saved step, or -1 for the newest
+  readable one). Raises ConfigError (one line) for an argument of another type or value,
+  or when there is no run or no readable checkpoint."""
+  if isinstance(workdir, os.PathLike):
+    workdir = os.fspath(workdir)
+  if not isinstance(workdir, str) or not workdir:
+    raise ConfigError(f"load(workdir={workdir!r}) is not valid; give the run's folder (a "
+                      "training run's --workdir) as a str or path.")
+  if not _is_int(step) or step < -1:
+    raise ConfigError(f"load(step={step!r}) is not valid; give a saved checkpoint's step "
+                      "(an integer >= 0), or -1 for the newest.")
+  if not os.path.isfile(os.path.join(workdir, "config.json")):
+    raise ConfigError(f"load(workdir={workdir!r}): no config.json there; give a training "
+                      "run's --workdir.")
+  path = os.path.join(workdir, "config.json")
+  with untrusted.reading(path, "run config", name_source=True,
+                         fix="restore it, or train a new run"):
+    config = checks.validate(load_config(workdir))
   family = families.make_family(config)
-  params, found = restore_ema_params(workdir, family, step)
+  params, found = restore_ema_params(workdir, family, int(step))
   return Run(workdir, config, family, params, found)
+
+
+# ---- arguments of the API, checked as the command lines check their flags ---------------
+
+SEED_LIMIT = 2 ** 32   # jax.random.PRNGKey keeps the low 32 bits (2^32 would draw as 0)
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _check_seed(call: str, seed) -> None:
+  if not _is_int(seed) or not 0 <= seed < SEED_LIMIT:
+    raise ConfigError(f"{call}(seed={seed!r}) is not valid; give an integer in [0, 2^32).")
+
+
+def _is_traced(x) -> bool:
+  return isinstance(x, jax.core.Tracer)
+
+
+def _numeric(call: str, name: str, value):
+  """``value`` as an array (tracers as they are); ConfigError unless it holds numbers."""
+  if _is_traced(value):
+    return value
+  try:
+    array = np.asarray(value)
+  except Exception:  # noqa: BLE001 - ragged lists and other non-arrays
+    array = None
+  if array is None or array.dtype == bool or not (
+      np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+    got = type(value).__name__ if array is None else f"{type(value).__name__} of {array.dtype}"
+    raise ConfigError(f"{call}: {name} must be a numeric array; got a {got}.")
+  return array
+
+
+def _examples(call: str, name: str, x, example_shape: Tuple[int, ...]) -> jax.Array:
+  """``x`` [B, *example_shape] as float32; ConfigError naming the expected layout."""
+  x = _numeric(call, name, x)
+  want = tuple(example_shape)
+  if x.ndim == len(want) + 1 and tuple(x.shape[1:]) == want and x.shape[0] >= 1:
+    return jnp.asarray(x, jnp.float32)
+  layout = "[B, H, W, C], channels last (NHWC)" if len(want) == 3 else "[B, D]"
+  hint = ""
+  if len(want) == 3 and x.ndim == 4 and tuple(x.shape[1:]) == (want[2], want[0], want[1]):
+    hint = " (channels first, NCHW? transpose it to NHWC)"
+  elif x.ndim == len(want) + 1 and x.shape[0] == 0:
+    hint = " (no examples)"
+  raise ConfigError(f"{call}: {name} has shape {tuple(x.shape)}{hint}; this run's examples "
+                    f"are {list(want)}, so give {layout} = [B, {', '.join(map(str, want))}].")
+
+
+def _levels(call: str, t, batch: int, num_levels: int) -> jax.Array:
+  """Levels ``t`` (one, or [batch]) as int32 [batch]; ConfigError unless each is an
+  integer in 0..num_levels − 1 (a float is refused unless it is a whole number)."""
+  t = _numeric(call, "t", t)
+  if t.ndim > 1 or (t.ndim == 1 and t.shape[0] != batch):
+    raise ConfigError(f"{call}: t has shape {tuple(t.shape)}; give one level per example "
+                      f"([{batch}]) or one level for all.")
+  if not _is_traced(t):
+    values = np.atleast_1d(t)
+    bad = ~np.isfinite(values) | (values != np.round(values)) if values.dtype.kind == "f" \
+        else np.zeros(values.shape, bool)
+    bad |= (values < 0) | (values > num_levels - 1)
+    if bad.any():
+      value = values[np.argmax(bad)]
+      raise ConfigError(f"{call}: t={value.item()!r} is not a level of this run; give integers "
+                        f"in 0..{num_levels - 1} (its process has T={num_levels} levels, 0 = "
+                        "least noise).")
+  return jnp.broadcast_to(jnp.asarray(t, jnp.int32), (batch,))

@@ -9,6 +9,7 @@ signal while the command starts prints ``error: <one line>`` (:func:`error`, the
 printer) and exits with status 2, never a traceback.
 """
 
+import atexit
 import logging
 import os
 import re
@@ -19,7 +20,7 @@ from typing import List, Optional, Tuple
 
 from absl import app, flags
 
-from diffusion.errors import ConfigError
+from diffusion.errors import ConfigError, Interrupted, signal_name
 
 # Scripts at the repository's root that are commands (``python -m diffusion.<command>``
 # is told by argv[0], see is_starting_command).
@@ -78,13 +79,53 @@ def preamble() -> None:
     signal.signal(sig, _interrupted_while_starting)
 
 
+def _terminated(signum, frame) -> None:
+  del frame
+  raise Interrupted(signal=signal.Signals(signum).name)
+
+
 def end_startup() -> None:
-  """From here on Ctrl-C is KeyboardInterrupt and SIGTERM the system's default (a
-  command's ``main`` installs its own handlers on top)."""
-  defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+  """From here on Ctrl-C is KeyboardInterrupt and SIGTERM :class:`Interrupted` too (so a
+  command cleans up what it made either way; a command's ``main`` may install its own
+  handlers on top)."""
+  defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _terminated}
   for sig, handler in defaults.items():
     if signal.getsignal(sig) is _interrupted_while_starting:
       signal.signal(sig, handler)
+
+
+def exiting(status: int) -> None:
+  """The command is done (its status is ``status``): a signal from here on, while the
+  interpreter and the libraries shut down, ends the process at once with that status and
+  prints nothing (an exit 130 after the success lines would say it failed). From the
+  interpreter's exit handlers on, the signals are ignored: Python's finalization puts back
+  the system's default handlers, under which a late Ctrl-C killed the finished command
+  (status -2)."""
+  def handler(signum, frame):
+    del signum, frame
+    os._exit(status)   # pylint: disable=protected-access
+
+  def ignore():
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      signal.signal(sig, signal.SIG_IGN)   # finalization keeps an ignored signal ignored
+  try:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      signal.signal(sig, handler)
+  except ValueError:   # not the main thread (a command run in-process): nothing to do
+    return
+  atexit.register(ignore)   # registered last, so it runs first of the exit handlers
+
+
+def _flush_and_exit(status: int) -> None:
+  """Ends the process at once with ``status`` after flushing the standard streams: after an
+  interrupt, no library thread (a computation still running, a writer) gets to run or
+  crash while the interpreter tears down."""
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except (OSError, ValueError):
+      pass
+  os._exit(status)   # pylint: disable=protected-access
 
 
 def start_computing(on_signal=None, config=None) -> None:
@@ -114,7 +155,13 @@ def run(main) -> None:
   def started(argv):
     end_startup()
     quiet_logs()   # after app.run set up absl logging, before any library logs
-    return main(argv)
+    try:
+      status = main(argv)
+    except SystemExit as e:
+      exiting(e.code if isinstance(e.code, int) else 2)
+      raise
+    exiting(status or 0)
+    return status
   app.run(started, flags_parser=parse_flags)
 
 
@@ -179,6 +226,36 @@ def check_config_file(argv) -> None:
     fail(str(e))
 
 
+def unknown_override(argv, e: BaseException) -> str:
+  """The line for ml_collections' config_flags refusing an override that names a field
+  the config lacks (an AttributeError or KeyError, raised while parsing or, for a
+  config defined from a dict as sample.py's, while the flag is defined)."""
+  overridden = [name for name, _ in config_overrides(argv)]
+  while e.args and isinstance(e.args[0], Exception):  # AttributeError(KeyError(...))
+    e = e.args[0]
+  text = str(e.args[0]) if e.args else str(e)
+  missing = re.search(r"'([^']+)'", text)
+  missing = missing.group(1) if missing else None
+  bad = next((f"--config.{name}" for name in overridden if missing in name.split(".")),
+             "a --config.* override")
+  hint = re.search(r'Did you mean "([^"]+)"', text)
+  hint = f' (did you mean "{hint.group(1)}"?)' if hint else ""
+  return (f"{bad}: the config has no field {missing!r}{hint}; configs/base.py lists every "
+          "field.")
+
+
+def define_config_dict(argv, config, help_text: str) -> None:
+  """``config_flags.DEFINE_config_dict("config", config)``, whose ``--config.*`` overrides
+  are read while it is defined: one naming no field of ``config`` is one line."""
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  try:
+    config_flags.DEFINE_config_dict("config", config, help_text)
+  except (AttributeError, KeyError) as e:
+    fail(unknown_override(argv, e))
+  except (ValueError, TypeError) as e:   # a value config_flags cannot parse for the field
+    fail(f"a --config.* override: {(str(e).splitlines() or [type(e).__name__])[0]}")
+
+
 HELP_FLAGS = ("--help", "-help", "-?", "--helpshort", "--helpfull", "--helpxml")
 
 
@@ -204,21 +281,9 @@ def parse_flags(argv):
       text += "; --help lists the flags."
     fail(text)
   except (AttributeError, KeyError) as e:
-    overridden = [name for name, _ in config_overrides(argv)]
-    if not overridden:
+    if not config_overrides(argv):
       fail(f"--config={config_file(argv)}: get_config() failed: {type(e).__name__}: {e}")
-    # ml_collections' config_flags: an override naming a field the config lacks.
-    while e.args and isinstance(e.args[0], Exception):  # AttributeError(KeyError(...))
-      e = e.args[0]
-    text = str(e.args[0]) if e.args else str(e)
-    missing = re.search(r"'([^']+)'", text)
-    missing = missing.group(1) if missing else None
-    bad = next((f"--config.{name}" for name in overridden if missing in name.split(".")),
-               "a --config.* override")
-    hint = re.search(r'Did you mean "([^"]+)"', text)
-    hint = f' (did you mean "{hint.group(1)}"?)' if hint else ""
-    fail(f"{bad}: the config has no field {missing!r}{hint}; configs/base.py lists every "
-         "field.")
+    fail(unknown_override(argv, e))
   except Exception as e:  # noqa: BLE001 - the config file's own code failed
     fail(f"--config={config_file(argv)}: get_config() failed: {type(e).__name__}: "
          f"{(str(e).splitlines() or [''])[0]}")
@@ -272,23 +337,38 @@ def quiet_logs() -> None:
 INTERRUPTED = "interrupted (Ctrl-C); nothing more was written."
 
 
+def interrupted_line(e: BaseException) -> str:
+  """The line of an interrupt: what the step that was interrupted says it kept
+  (:class:`Interrupted`'s message), else that nothing more was written."""
+  return str(e) or INTERRUPTED.replace("Ctrl-C", signal_name(e))
+
+
 def report(main_fn, errors) -> int:
   """``main_fn()``'s exit status (its return value; None: 0); an exception of the types in
-  ``errors``, or Ctrl-C, is one :func:`error` line and status 2. For commands whose
-  ``main`` returns the status (and tests that call it in-process)."""
+  ``errors``, or Ctrl-C / SIGTERM, is one :func:`error` line and status 2. For commands
+  whose ``main`` returns the status (and tests that call it in-process)."""
   try:
     return main_fn() or 0
   except errors as e:
     error(str(e))
-  except KeyboardInterrupt:
-    error(INTERRUPTED)
+  except KeyboardInterrupt as e:
+    error(interrupted_line(e))
   return 2
 
 
 def run_main(main_fn, errors) -> None:
-  """Calls ``main_fn()``; exceptions of the types in ``errors`` and Ctrl-C print one
-  line and exit 2 at once (:func:`exit_quietly`: library threads stay silent)."""
-  status = report(main_fn, errors)
+  """Calls ``main_fn()``; exceptions of the types in ``errors`` print one line and exit 2
+  at once (:func:`exit_quietly`: library threads stay silent); Ctrl-C / SIGTERM print
+  one line and end the process at once with status 2 (a computation may still run in
+  a library's threads: the interpreter's teardown would race it)."""
+  try:
+    status = main_fn() or 0
+  except errors as e:
+    error(str(e))
+    exit_quietly(2)
+  except KeyboardInterrupt as e:
+    error(interrupted_line(e))
+    _flush_and_exit(2)
   if status:
     exit_quietly(status)
 

@@ -14,6 +14,21 @@ class ConfigError(ValueError):
   """Invalid configuration value, missing data or unreadable checkpoint."""
 
 
+class Interrupted(KeyboardInterrupt):
+  """Ctrl-C or SIGTERM as an exception. ``str()`` is the command's one line when a step
+  says what it kept (empty: the command's own line); ``signal`` names the signal
+  ('Ctrl-C', 'SIGTERM')."""
+
+  def __init__(self, message: str = "", signal: str = "Ctrl-C"):
+    super().__init__(message)
+    self.signal = signal
+
+
+def signal_name(e: BaseException) -> str:
+  """'Ctrl-C' or 'SIGTERM': the signal an interrupt came from (Ctrl-C when not told)."""
+  return getattr(e, "signal", "Ctrl-C")
+
+
 class WorkdirError(ConfigError):
   """The workdir cannot be used: held by another process, or a write failed (disk full)."""
 

@@ -29,9 +29,9 @@ from tqdm import tqdm
 
 from diffusion import families
 from diffusion.config import checks, parse_config
-from diffusion.errors import ConfigError
+from diffusion.errors import ConfigError, Interrupted, signal_name
 from diffusion.evals import make_evaluators
-from diffusion.io import atomic, images
+from diffusion.io import atomic, images, temporaries
 from diffusion.io.workdir import load_config, restore_ema_params
 from diffusion.train import sharding
 
@@ -68,8 +68,10 @@ def generate(config, workdir: str, *, num_samples: int = 64, seed: int = 0,
     num_samples: how many to draw; 0 runs only evaluators that score no samples (bpd).
     seed: the sampling seed (sample i of a batch call j uses fold_in(PRNGKey(seed), j)).
     output: the output folder; default ``<workdir>/samples_<step>_<sampling>_seed<seed>``
-      (``eval_...`` when nothing is sampled), numbered _2, _3, ... rather than
-      overwritten. A folder that already holds samples is refused.
+      (``eval_<step>_<evals>_seed<seed>`` when nothing is sampled), numbered _2, _3, ...
+      rather than overwritten. A folder that already holds samples is refused. Ctrl-C
+      or an error before meta.json is written leaves the folder as it was (removed when
+      this call made it); what a killed call left is removed by the next call.
     evals: names of evaluators of ``config.eval`` to run (e.g. ``("bpd",)``).
     batch_size: samples per compiled call (0: ``config.sampling.batch_size``).
     checkpoint_step: the checkpoint to load (-1: the newest readable one).
@@ -90,10 +92,11 @@ def generate(config, workdir: str, *, num_samples: int = 64, seed: int = 0,
   record = family.sampling_record(
       steps_from="--steps" if steps is not None else "config.sampling.num_steps")
   params, step = restore_ema_params(workdir, family, checkpoint_step)
+  remove_stale_outputs(workdir, output)
   # The output place: named by everything that changes the samples, never overwritten,
   # checked writable and big enough before anything is sampled.
-  out = output or unused_folder(os.path.join(workdir, folder_name(record, step, seed,
-                                                                  num_samples)))
+  out = output or unused_folder(os.path.join(workdir, folder_name(
+      record, step, seed, num_samples, list(dict.fromkeys(evals)))))
   check_output(out, num_samples, family)
   # The evaluators first: a missing weights file fails now, not after sampling.
   evaluators = make_evaluators(family, workdir, list(dict.fromkeys(evals)), seed=seed)
@@ -103,33 +106,98 @@ def generate(config, workdir: str, *, num_samples: int = 64, seed: int = 0,
         raise ConfigError(f"--eval={ev.name} scores samples; give --num_samples > 0.")
   mesh = sharding.make_mesh(jax.local_devices())
   params = sharding.replicate(params, mesh)
+  created = not os.path.isdir(out)
   os.makedirs(out, exist_ok=True)
-  meta = {"sampler": record.sampler, "steps": record.steps, "seed": seed,
-          "checkpoint": os.path.abspath(os.path.join(workdir, "checkpoints", str(step))),
-          "checkpoint_step": step, "count": num_samples, "workdir": os.path.abspath(workdir),
-          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-          **record.options}
-  x = imgs = None
-  seconds = 0.0
-  if num_samples > 0:
-    print(f"sampling {num_samples} with {record.sampler}, {record.phrase}", flush=True)
-    start = time.time()
-    x = _draw(family, params, mesh, num_samples, batch_size or cfg.sampling.batch_size,
-              seed, progress)
-    seconds = time.time() - start
-    print(f"sampled {len(x)} with {record.sampler} from step {step} ({record.steps} steps) "
-          f"in {seconds:.1f}s ({len(x) / seconds:.2f} samples/s)", flush=True)
-    imgs = _write_samples(out, family, x, params, seed)
-  meta["seconds"] = round(seconds, 3)
-  atomic.write_json(os.path.join(out, "meta.json"), meta)
-  scores = _evaluate(evaluators, params, step, out, imgs)
+  # Marked while it is written: what a killed call leaves is removed by the next one
+  # (remove_stale_outputs); an interrupted or failed call removes it itself (_discard).
+  temporaries.mark_incomplete(out, created)
+  before = set(os.listdir(out))
+  try:
+    meta = {"sampler": record.sampler, "steps": record.steps, "seed": seed,
+            "checkpoint": os.path.abspath(os.path.join(workdir, "checkpoints", str(step))),
+            "checkpoint_step": step, "count": num_samples,
+            "workdir": os.path.abspath(workdir),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"),
+            **record.options}
+    x = imgs = None
+    seconds = 0.0
+    if num_samples > 0:
+      print(f"sampling {num_samples} with {record.sampler}, {record.phrase}", flush=True)
+      start = time.time()
+      x = _draw(family, params, mesh, num_samples, batch_size or cfg.sampling.batch_size,
+                seed, progress)
+      seconds = time.time() - start
+      print(f"sampled {len(x)} with {record.sampler} from step {step} ({record.steps} "
+            f"steps) in {seconds:.1f}s ({len(x) / seconds:.2f} samples/s)", flush=True)
+      imgs = _write_samples(out, family, x, params, seed)
+    meta["seconds"] = round(seconds, 3)
+    atomic.write_json(os.path.join(out, "meta.json"), meta)
+  except BaseException as e:
+    kept = _discard(out, created, before)
+    if isinstance(e, KeyboardInterrupt):
+      what = "sampling" if num_samples > 0 else "starting the evaluations"
+      raise Interrupted(f"interrupted ({signal_name(e)}) while {what}; nothing was written "
+                        f"({kept}).", signal_name(e)) from None
+    raise
+  try:
+    scores = _evaluate(evaluators, params, step, out, imgs)
+  except KeyboardInterrupt as e:
+    done = "the samples and meta.json" if num_samples > 0 else "meta.json"
+    raise Interrupted(f"interrupted ({signal_name(e)}) during the evaluations; {done} in "
+                      f"{out} are kept, the interrupted evaluator wrote nothing.",
+                      signal_name(e)) from None
+  finally:
+    temporaries.unmark(out)
   print(f"wrote {os.path.join(out, 'meta.json')}", flush=True)
   return Generated(output=out, meta=meta, samples=x if imgs is None else imgs, scores=scores)
+
+
+PARTIAL_FILES = ("samples.png", "samples.npz")   # what a call writes before meta.json
+
+
+def remove_stale_outputs(workdir: str, output: str = "") -> list:
+  """Removes what killed calls left (:mod:`diffusion.io.temporaries`): each folder of
+  ``workdir`` (and ``output``) marked ``.incomplete-<pid>`` by a process that is gone,
+  without meta.json: the folder if that call made it, else the samples it wrote. Returns
+  what was removed."""
+  folders = []
+  try:
+    folders = [os.path.join(workdir, e) for e in os.listdir(workdir)
+               if os.path.isdir(os.path.join(workdir, e))]
+  except OSError:
+    pass
+  if output and os.path.isdir(output):
+    folders.append(output)
+  removed = [temporaries.remove_incomplete(f, PARTIAL_FILES, "meta.json") for f in folders]
+  return [r for r in removed if r]
+
+
+def _discard(out: str, created: bool, before) -> str:
+  """Removes what this call wrote to ``out`` (all of it when it made ``out``); says what."""
+  temporaries.unmark(out)
+  if created:
+    shutil.rmtree(out, ignore_errors=True)
+    return f"the new folder {out} was removed"
+  for name in set(os.listdir(out)) - set(before):
+    path = os.path.join(out, name)
+    if os.path.isdir(path):
+      shutil.rmtree(path, ignore_errors=True)
+    else:
+      os.remove(path)
+  return f"{out} is as it was"
 
 
 def _check_arguments(num_samples, evals, batch_size, steps, seed,
                      checkpoint_step) -> None:
   """Every numeric argument, before anything is built (one-line errors)."""
+  for name, value in (("num_samples", num_samples), ("batch_size", batch_size),
+                      ("steps", steps), ("seed", seed), ("checkpoint_step", checkpoint_step)):
+    if value is not None and (not isinstance(value, (int, np.integer))
+                              or isinstance(value, (bool, np.bool_))):
+      raise ConfigError(f"--{name}={value!r} is not valid; it must be an integer.")
+  if isinstance(evals, str) or not all(isinstance(e, str) for e in evals):
+    raise ConfigError(f"--eval={evals!r} is not valid; give a list of evaluator names.")
   if num_samples < 0:
     raise ConfigError(f"--num_samples={num_samples} is not valid; it must be > 0 (or 0 "
                       "with --bpd / --eval=bpd for bits/dim without sampling).")
@@ -141,8 +209,8 @@ def _check_arguments(num_samples, evals, batch_size, steps, seed,
                       "(or 0 for config.sampling.batch_size).")
   if steps is not None and steps < 0:
     raise ConfigError(f"--steps={steps} is not valid; it must be >= 0 (0 = every level).")
-  if seed < 0:
-    raise ConfigError(f"--seed={seed} is not valid; it must be >= 0.")
+  if not 0 <= seed < 2 ** 32:   # jax.random.PRNGKey keeps 32 bits: 2^32 would draw as 0
+    raise ConfigError(f"--seed={seed} is not valid; it must be in [0, 2^32).")
   if checkpoint_step < -1:
     raise ConfigError(f"--checkpoint_step={checkpoint_step} is not valid; give a saved step, "
                       "or -1 for the latest.")
@@ -170,10 +238,13 @@ def with_sampler(cfg, sampler: Optional[str], steps: Optional[int]):
   return cfg.replace(sampling=cfg.sampling.replace(**changes))
 
 
-def folder_name(record, step: int, seed: int, num_samples: int) -> str:
-  """``samples_<step>_<record.name>_seed<seed>`` (``eval_...`` when nothing is sampled)."""
-  name = f"samples_{step}_{record.name}_seed{seed}"
-  return name.replace("samples_", "eval_", 1) if num_samples == 0 else name
+def folder_name(record, step: int, seed: int, num_samples: int,
+                evals: Sequence[str] = ()) -> str:
+  """``samples_<step>_<record.name>_seed<seed>``; when nothing is sampled,
+  ``eval_<step>_<evaluators>_seed<seed>`` (named by what ran, not by a sampler)."""
+  if num_samples == 0:
+    return f"eval_{step}_{'+'.join(evals) or 'none'}_seed{seed}"
+  return f"samples_{step}_{record.name}_seed{seed}"
 
 
 def unused_folder(path: str) -> str:

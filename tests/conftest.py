@@ -57,6 +57,123 @@ def ve():
   return make_process(get_config("ncsn").diffusion)
 
 
+class Mutations:
+  """Seeded mutations of an outside file, for the fuzz tests of its reader (issue 30).
+
+  ``of_bytes(data)`` cuts, flips, zeroes, repeats or inserts bytes; ``of_tree(obj)`` (a
+  parsed JSON / YAML document) drops, renames or retypes a key anywhere in it, nests a
+  value in a list, or puts a huge number, NaN, ±inf, an empty string, null, a boolean, a
+  negative number or another container in its place. Each returns (what was done, the
+  mutant); the same seed gives the same sequence."""
+
+  REPLACEMENTS = (None, True, False, 0, -1, 1e300, -1e300, 10 ** 30, float("nan"),
+                  float("inf"), float("-inf"), "", "abc", "1e-3", [], {}, [1, 2], {"a": 1},
+                  0.5, 2 ** 31, -(2 ** 63))
+
+  def __init__(self, seed: int):
+    import random  # pylint: disable=import-outside-toplevel
+    self.rng = random.Random(seed)
+
+  def of_bytes(self, data: bytes):
+    rng, n = self.rng, len(data)
+    kind = rng.choice(["truncate", "flip", "flip", "zero", "insert", "repeat", "empty",
+                       "flip_header"])
+    if kind == "empty" or n == 0:
+      return "empty", b""
+    if kind == "truncate":
+      cut = rng.randrange(n)
+      return f"truncate at {cut}", data[:cut]
+    if kind in ("flip", "flip_header"):
+      out = bytearray(data)
+      span = min(n, 256) if kind == "flip_header" else n
+      where = sorted(rng.randrange(span) for _ in range(rng.randint(1, 8)))
+      for i in where:
+        out[i] ^= 1 << rng.randrange(8)
+      return f"{kind} bits at {where}", bytes(out)
+    if kind == "zero":
+      start = rng.randrange(n)
+      end = min(n, start + rng.randint(1, 4096))
+      return f"zero {start}..{end}", data[:start] + bytes(end - start) + data[end:]
+    if kind == "insert":
+      at = rng.randrange(n)
+      junk = bytes(rng.randrange(256) for _ in range(rng.randint(1, 64)))
+      return f"insert {len(junk)} bytes at {at}", data[:at] + junk + data[at:]
+    start = rng.randrange(n)
+    end = min(n, start + rng.randint(1, 256))
+    return f"repeat {start}..{end}", data[:end] + data[start:end] + data[end:]
+
+  def _paths(self, obj, prefix=()):
+    """Every (path, value) of a tree (dict keys and list indices)."""
+    out = [(prefix, obj)]
+    if isinstance(obj, dict):
+      for k, v in obj.items():
+        out += self._paths(v, prefix + (k,))
+    elif isinstance(obj, list):
+      for i, v in enumerate(obj):
+        out += self._paths(v, prefix + (i,))
+    return out
+
+  def of_tree(self, obj):
+    import copy  # pylint: disable=import-outside-toplevel
+    rng = self.rng
+    obj = copy.deepcopy(obj)
+    path, value = rng.choice(self._paths(obj))
+    kind = rng.choice(["drop", "rename", "retype", "retype", "retype", "nest", "huge",
+                       "nan", "empty_string"])
+    where = "/".join(map(str, path)) or "(root)"
+    if not path:   # the root itself
+      new = rng.choice([[obj], "text", None, 3, []])
+      return f"root -> {type(new).__name__}", new
+    parent = obj
+    for key in path[:-1]:
+      parent = parent[key]
+    key = path[-1]
+    if kind == "drop":
+      del parent[key]
+      return f"drop {where}", obj
+    if kind == "rename" and isinstance(parent, dict):
+      parent[f"{key}_x" if rng.random() < 0.5 else str(key).upper()] = parent.pop(key)
+      return f"rename {where}", obj
+    if kind == "nest":
+      parent[key] = [value]
+      return f"nest {where} in a list", obj
+    new = {"huge": 1e308 * rng.choice([1, -1]), "nan": float("nan"),
+           "empty_string": ""}.get(kind, rng.choice(self.REPLACEMENTS))
+    parent[key] = new
+    return f"{where} = {new!r}", obj
+
+
+@pytest.fixture
+def mutations():
+  """``mutations(seed)``: a :class:`Mutations` of that seed."""
+  return Mutations
+
+
+class Hang(BaseException):
+  """A block ran over its time limit (a BaseException: no reader's ``except Exception``
+  turns it into an ordinary error)."""
+
+
+@pytest.fixture
+def time_limit():
+  """``with time_limit(seconds, what):`` fails the test (:class:`Hang` naming ``what``)
+  when the block runs longer: a reader that hangs on a damaged file is a defect."""
+  import contextlib  # pylint: disable=import-outside-toplevel
+  import signal  # pylint: disable=import-outside-toplevel
+
+  @contextlib.contextmanager
+  def limit(seconds: float, what: str):
+    def alarm(signum, frame):
+      del signum, frame
+      raise Hang(f"{what} ran over {seconds} s")
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+      yield
+    finally:
+      signal.setitimer(signal.ITIMER_REAL, 0)
+      signal.signal(signal.SIGALRM, previous)
+  return limit
 @pytest.fixture(scope="module")
 def processes():
   return dict(

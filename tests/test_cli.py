@@ -166,3 +166,37 @@ def test_routine_library_warnings_are_dropped(caplog):
   err = logging.LogRecord("absl", logging.ERROR, "", 0, routine[-1], None, None)
   assert cli._FILTER.filter(err)                                # errors always pass
   assert cli._FILTER in logger.filters and cli._FILTER in logging.getLogger().filters
+
+
+# ---- a signal at many points of a command (issue 30) ----------------------------------------
+
+
+def signalled(argv, delays, sig=signal.SIGINT, twice_after=None):
+  """Runs ``argv`` once per delay (seconds after its start) and sends ``sig`` then (again
+  ``twice_after`` seconds later when given); yields (delay, returncode, stdout, stderr).
+  The delays sweep start-up, restore, compilation, the work and the exit."""
+  import time  # pylint: disable=import-outside-toplevel
+  for delay in delays:
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(delay)
+    for i in range(1 if twice_after is None else 2):
+      if i:
+        time.sleep(twice_after)
+      if proc.poll() is None:
+        proc.send_signal(sig)
+    out, err = proc.communicate(timeout=300)
+    yield delay, proc.returncode, out, err
+
+
+def assert_ended_cleanly(delay, returncode, out, err, done_words=()):
+  """Success (exit 0, with ``done_words`` on stdout) or one true ``error: interrupted`` line,
+  exit 2: never a crash (a segmentation fault is -11 or 139), never 130, no traceback."""
+  where = f"signal after {delay} s: exit {returncode}: {err[-1500:]}"
+  assert returncode in (0, 2), where
+  assert "Traceback" not in err and "Fatal Python error" not in err, where
+  if returncode == 2:
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: interrupted"), where
+  else:
+    assert all(w in out for w in done_words), where

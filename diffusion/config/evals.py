@@ -25,7 +25,8 @@ class BpdEvalConfig(Section):
   """Bits/dim: DDPM's calc_bpd_loop on the eval split (VP processes, 8-bit images)."""
   PATH: ClassVar[str] = "eval.bpd"
   every: int = field(0, "training steps between evaluations (0 = never)", rule=NONNEGATIVE)
-  num_examples: int = field(256, "test images scored", rule=AT_LEAST_1)
+  num_examples: int = field(256, "test images scored (>= 2: the standard error needs two)",
+                            rule=AT_LEAST_2)
   batch_size: int = field(256, "images per compiled call", rule=AT_LEAST_1)
 
 
@@ -62,7 +63,8 @@ class OdeBpdEvalConfig(Section):
   """Exact bits/dim through the probability-flow ODE (score_sde), Hutchinson trace."""
   PATH: ClassVar[str] = "eval.ode_bpd"
   every: int = field(0, "training steps between evaluations (0 = never)", rule=NONNEGATIVE)
-  num_examples: int = field(256, "test images scored", rule=AT_LEAST_1)
+  num_examples: int = field(256, "test images scored (>= 2: the standard error needs two)",
+                            rule=AT_LEAST_2)
   batch_size: int = field(64, "images per compiled call", rule=AT_LEAST_1)
   num_probes: int = field(1, "Hutchinson probes per image (score_sde: 1)", rule=AT_LEAST_1)
   probe: str = field("rademacher", "trace probe: rademacher or gaussian", choices=PROBES)
@@ -77,7 +79,8 @@ class ElboEvalConfig(Section):
   binarization of the eval split, in nats and bits/dim."""
   PATH: ClassVar[str] = "eval.elbo"
   every: int = field(0, "training steps between evaluations (0 = never)", rule=NONNEGATIVE)
-  num_examples: int = field(10_000, "test images scored (at most the split)", rule=AT_LEAST_1)
+  num_examples: int = field(10_000, "test images scored (at most the split; >= 2: the "
+                            "standard error needs two)", rule=AT_LEAST_2)
   iw_samples: int = field(1000, "k of the importance-weighted estimate of log p(x)",
                           rule=AT_LEAST_1)
   batch_size: int = field(100, "test images per compiled call", rule=AT_LEAST_1)

@@ -66,6 +66,9 @@ def load(path: str, overrides: Optional[Mapping[str, Any]] = None,
     config = get_config()
   except Exception as e:  # noqa: BLE001 - the file's own code failed: one line
     raise ConfigError(f"{name or path}: get_config() failed: {first_line(e)}") from None
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f"{name or path}: get_config() returned {type(config).__name__}; it "
+                      "must return an ml_collections.ConfigDict (see configs/base.py).")
   return apply_overrides(config, overrides or {})
 
 

@@ -20,8 +20,10 @@ def write_with(path: str, write: Callable[[IO], None], binary: bool = False,
   without it). On any error the temporary file is removed and ``path`` is unchanged.
   """
   folder = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix + ".tmp",
-                             dir=folder)
+  # .NAME.partial-<pid>.<random>.tmp: what a killed writer leaves is told by its pid and
+  # removed by the next command (diffusion.io.temporaries).
+  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.partial-{os.getpid()}.",
+                             suffix=suffix + ".tmp", dir=folder)
   umask = os.umask(0)
   os.umask(umask)
   try:

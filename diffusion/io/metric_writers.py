@@ -147,14 +147,13 @@ def truncate_metrics(workdir: str, last_step: int) -> int:
   if not os.path.exists(path):
     return 0
   kept, dropped = [], 0
-  with open(path, encoding="utf-8") as f:
+  with open(path, encoding="utf-8", errors="replace") as f:
     for line in f:
-      try:
-        row = json.loads(line)
-      except ValueError:
+      row = parse_row(line)
+      if row is None:
         dropped += 1
         continue
-      if row.get("step", 0) <= last_step:
+      if row["step"] <= last_step:
         kept.append(line if line.endswith("\n") else line + "\n")
       else:
         dropped += 1
@@ -241,12 +240,27 @@ def read_metrics_counted(workdir: str) -> tuple[list[dict], int]:
     for line in f:
       if not line.strip():
         continue
-      try:
-        row = json.loads(line)
-      except ValueError:
-        row = None
-      if isinstance(row, dict):
+      row = parse_row(line)
+      if row is not None:
         rows.append(row)
       else:
         skipped += 1
   return rows, skipped
+
+
+def parse_row(line: str) -> Optional[dict]:
+  """One line of metrics.jsonl as the row MetricWriter wrote: a JSON object whose "step"
+  is an integer >= 0 and whose other values are numbers; None for anything else (a torn
+  line, a damaged file), which the readers skip and count."""
+  try:
+    row = json.loads(line)
+  except (ValueError, RecursionError):
+    return None
+  if not isinstance(row, dict):
+    return None
+  step = row.get("step")
+  if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+    return None
+  if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row.values()):
+    return None
+  return row

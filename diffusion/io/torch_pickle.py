@@ -21,6 +21,7 @@ truncated file.
 import collections
 import dataclasses
 import io
+import os
 import pickle
 import struct
 import zipfile
@@ -87,6 +88,12 @@ class _LazyTensor:
                        f"{self.stride}) is malformed")
     if 0 in self.size:
       return np.zeros(self.size, base.dtype)
+    count = 1
+    for n in self.size:
+      count *= n
+    if count > base.size:   # a weight is dense; more values than its storage: a crafted view
+      raise ValueError(f"a tensor view of size {self.size} has {count} elements, more than "
+                       f"its storage's {base.size}")
     last = self.offset + sum((n - 1) * st for n, st in zip(self.size, self.stride))
     if last >= base.size:
       raise ValueError(f"a tensor view (offset {self.offset}, size {self.size}, stride "
@@ -117,8 +124,12 @@ def _rebuild_parameter(data, *unused):
   return data
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-  """Rebuilds only OrderedDicts and tensors; refuses every other global."""
+class _RestrictedUnpickler(pickle._Unpickler):  # pylint: disable=protected-access
+  """Rebuilds only OrderedDicts and tensors; refuses every other global.
+
+  Python's own unpickler, not the C one: its memo is a dict, where the C unpickler grows
+  an array to the largest memo index a (damaged) pickle names, gigabytes for one opcode;
+  the object pickles of weights files are small, so the speed does not matter."""
 
   def __init__(self, file, storages: Dict[str, _Storage], read_storage: Optional[Callable]):
     super().__init__(file)
@@ -187,7 +198,8 @@ def read_torch_checkpoint(path: str) -> Any:
   except RefusedGlobal as e:
     raise RefusedGlobal(f"{path}: {_first_line(e)}") from None
   except (pickle.UnpicklingError, ValueError, EOFError, KeyError, IndexError, TypeError,
-          AttributeError, struct.error, zipfile.BadZipFile, zlib.error) as e:
+          AttributeError, OSError, RecursionError, struct.error, zipfile.BadZipFile,
+          zlib.error) as e:
     raise ValueError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt: "
                      f"{type(e).__name__}: {_first_line(e)})") from None
 
@@ -232,11 +244,15 @@ def _read(path: str) -> Any:
     keys = _RestrictedUnpickler(f, {}, None).load()
     if not isinstance(keys, list):
       raise ValueError("the storage list is missing")
+    size = os.fstat(f.fileno()).st_size
     for key in keys:
       st = storages[str(key)]
       numel = int(np.frombuffer(f.read(8), "<i8")[0])
       if numel != st.numel:
         raise ValueError(f"storage {key} holds {numel} elements, not {st.numel}")
+      if numel * st.dtype.itemsize > size - f.tell():   # checked before reading: no blind
+        raise ValueError(f"storage {key} needs {numel * st.dtype.itemsize} bytes; the file "
+                         f"has {size - f.tell()} left (truncated file?)")
       raw = f.read(numel * st.dtype.itemsize)
       if len(raw) != numel * st.dtype.itemsize:
         raise ValueError(f"storage {key} ends after {len(raw)} of its "

@@ -48,6 +48,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
+from diffusion.io import untrusted
 from diffusion.pretrained.network import Path, UNetSpec, WeightsError, check_shape
 
 CONFIG_NAME = "config.json"
@@ -56,6 +57,10 @@ PICKLE_NAME = "diffusion_pytorch_model.bin"
 SCHEDULER_NAME = "scheduler_config.json"
 # The diffusers release whose UNet2DModel the export's config.json was checked against.
 EXPORT_VERSION = "0.42.1"
+
+# Bounds on the sizes a config.json may give (the releases: 4-6 levels of at most 512
+# channels, 2 blocks, 256 px), so that a damaged file is refused rather than built.
+MAX_LEVELS, MAX_CHANNELS, MAX_BLOCKS, MAX_SIZE = 8, 4096, 16, 4096
 
 DOWN_TYPES = ("DownBlock2D", "AttnDownBlock2D")
 UP_TYPES = ("UpBlock2D", "AttnUpBlock2D")
@@ -97,6 +102,10 @@ def _is_number(v) -> bool:
   return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _is_int(v) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _same(value, want) -> bool:
   """JSON value equality: numbers by value (1 == 1.0, 1e-6 to 1e-9 relative), booleans,
   strings and null exactly."""
@@ -108,7 +117,13 @@ def _same(value, want) -> bool:
 
 
 def _refuse(source: str, field: str, value, why: str):
-  raise WeightsError(f"{source}: {field}={json.dumps(value)} is not this network: {why}.")
+  try:
+    text = json.dumps(value)
+  except (TypeError, ValueError):
+    text = None
+  if text is None or len(text) > 120:
+    text = untrusted.describe(value)
+  raise WeightsError(f"{source}: {field}={text} is not this network: {why}.")
 
 
 def spec_from_config(cfg: Mapping[str, Any], source: str) -> UNetSpec:
@@ -136,9 +151,11 @@ def spec_from_config(cfg: Mapping[str, Any], source: str) -> UNetSpec:
 
   get = lambda f: cfg.get(f, _WHEN_ABSENT.get(f))  # noqa: E731
   boc = cfg.get("block_out_channels")
-  if not isinstance(boc, (list, tuple)) or not boc or not all(
-      _is_number(c) and c == int(c) and c > 0 for c in boc):
-    _refuse(source, "block_out_channels", boc, "give one positive channel count per level")
+  if not isinstance(boc, (list, tuple)) or not 0 < len(boc) <= MAX_LEVELS or not all(
+      _is_number(c) and math.isfinite(c) and c == int(c) and 0 < c <= MAX_CHANNELS
+      for c in boc):
+    _refuse(source, "block_out_channels", boc, f"give one channel count in 1..{MAX_CHANNELS} "
+            f"per level, 1 to {MAX_LEVELS} levels")
   boc = [int(c) for c in boc]
   ch = boc[0]
   if ch % 32 or any(c % ch for c in boc):
@@ -158,25 +175,29 @@ def spec_from_config(cfg: Mapping[str, Any], source: str) -> UNetSpec:
     _refuse(source, "up_block_types", up, "DDPM's U-Net has attention on the same levels "
             f"on the way up as on the way down ({list(down)})")
   layers = get("layers_per_block")
-  if not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
-    _refuse(source, "layers_per_block", layers, "give a positive integer")
+  if not _is_int(layers) or not 1 <= layers <= MAX_BLOCKS:
+    _refuse(source, "layers_per_block", layers, f"give an integer in 1..{MAX_BLOCKS}")
   size = cfg.get("sample_size")
   if isinstance(size, (list, tuple)) and len(size) == 2 and size[0] == size[1]:
     size = size[0]
-  if not isinstance(size, int) or size < 1 or size % 2 ** (num_levels - 1):
+  if not _is_int(size) or not 1 <= size <= MAX_SIZE or size % 2 ** (num_levels - 1):
     _refuse(source, "sample_size", cfg.get("sample_size"), "give a square size divisible by "
             f"2^{num_levels - 1}")
   head_dim = get("attention_head_dim")
   attn_channels = {boc[i] for i in attn_levels} | {boc[-1]}   # the middle block has one too
-  if head_dim is not None and (not isinstance(head_dim, int) or {head_dim} != attn_channels):
+  if head_dim is not None and (not _is_int(head_dim) or {head_dim} != attn_channels):
     absent = "" if "attention_head_dim" in cfg else " (absent: diffusers' default)"
     _refuse(source, "attention_head_dim" + absent, head_dim, "DDPM's attention has one "
             f"head of all channels ({sorted(attn_channels)}); use null")
   temb = get("time_embedding_dim")
-  if temb is not None and temb != 4 * ch:
+  if temb is not None and (not _is_int(temb) or temb != 4 * ch):
     _refuse(source, "time_embedding_dim", temb, f"DDPM's embedding has 4 x {ch} channels")
   c_in, c_out = get("in_channels"), get("out_channels")
-  if not isinstance(c_in, int) or c_in < 1 or c_out not in (c_in, 2 * c_in):
+  if not _is_int(c_in) or not 1 <= c_in <= MAX_CHANNELS:
+    absent = "" if "in_channels" in cfg else " (absent: diffusers' default)"
+    _refuse(source, "in_channels" + absent, c_in, "give the images' channel count, a "
+            "positive integer")
+  if not _is_int(c_out) or c_out not in (c_in, 2 * c_in):
     _refuse(source, "out_channels", c_out, f"give in_channels ({c_in}) for ε, or twice it "
             "for ε and the learned variance")
   dropout = cfg.get("dropout")
@@ -398,7 +419,9 @@ def read_state_dict(path: str) -> Dict[str, np.ndarray]:
   try:
     return torch_pickle.load_state_dict(path)
   except (pickle.UnpicklingError, ValueError, OSError) as e:
-    raise WeightsError(str(e).splitlines()[0] if str(e) else f"{path}: unreadable") from None
+    text = (str(e).splitlines() or [""])[0]
+    raise WeightsError(text if path in text else f"{path}: not readable ({text or e!r})") \
+        from None
 
 
 def _read_safetensors(path: str) -> Dict[str, np.ndarray]:

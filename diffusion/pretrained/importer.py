@@ -18,12 +18,14 @@ must be new or empty. ``DIR/pretrained.json`` records where the weights came fro
 """
 
 import contextlib
+import dataclasses
 import datetime
 import importlib.util
 import json
 import os
 import re
 import shutil
+import time
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -35,7 +37,8 @@ from diffusion.config.checks import validate
 from diffusion.config import files, parse_config
 from diffusion.core import schedules
 from diffusion.evals.inception_convert import sha256
-from diffusion.io.workdir import io_error, is_disk_full, write_config
+from diffusion.io import temporaries, untrusted
+from diffusion.io.workdir import is_disk_full, write_config
 from diffusion.io.checkpoints import Checkpointer
 from diffusion.pretrained import ddpm_tf, diffusers, ncsn_torch
 from diffusion.pretrained.network import UNetSpec, WeightsError, flatten, unflatten
@@ -95,15 +98,18 @@ def _base_config(src: str, config, spec_size: Optional[int],
   return load_config_module(name), name.replace(".", "/") + ".py"
 
 
-def release_config(base, spec: UNetSpec, source: str):
-  """The typed, validated config of a release: ``base`` with the network ``spec`` sets.
+def release_config(base, spec: UNetSpec, source: str, config_file: str = "the given config"):
+  """The typed, validated config of a release: ``base`` (read from ``config_file``) with
+  the network ``spec`` sets.
 
   Raises WeightsError when the weights do not fit ``base``'s data (another image size
   or channel count)."""
   cfg = parse_config(base)
   if cfg.family != "diffusion" or cfg.diffusion.process_kind != "vp":
-    raise WeightsError(f"the config is a {cfg.family}/{cfg.diffusion.variant} config; DDPM "
-                       "weights need a DDPM (VP) config such as configs/ddpm/cifar10.py.")
+    kind = (f"{cfg.family!r} family" if cfg.family != "diffusion" else
+            f"{cfg.diffusion.variant} ({cfg.diffusion.process_kind.upper()} process)")
+    raise WeightsError(f"{config_file} is a {kind} config; DDPM weights need a DDPM (VP) "
+                       "config such as configs/ddpm/cifar10.py.")
   if cfg.data.image_size != spec.image_size:
     raise WeightsError(
         f"{source} is a {spec.image_size} px network, but the config is for "
@@ -128,30 +134,49 @@ DIFFUSERS_SCHEDULES = {"linear": "linear", "scaled_linear": "quad", "sigmoid": "
                        "squaredcos_cap_v2": "cosine"}
 
 
-def check_scheduler(path: Optional[str], sched: Optional[Dict[str, Any]], cfg) -> list:
+# What each scheduler_config.json field this importer reads must be.
+_SCHEDULER_FIELDS = {
+    "num_train_timesteps": untrusted.integer(1, 10 ** 6),
+    "prediction_type": untrusted.text(),
+    "trained_betas": untrusted.optional(untrusted.numbers()),
+    "beta_schedule": untrusted.text(),
+    "beta_start": untrusted.number(0.0, 1.0),
+    "beta_end": untrusted.number(0.0, 1.0),
+    "variance_type": untrusted.optional(untrusted.text()),
+}
+
+
+def check_scheduler(path: Optional[str], sched: Any, cfg) -> list:
   """A diffusers ``scheduler_config.json`` against the config's process; returns notes.
 
-  The noise schedule must be the config's (else WeightsError naming the field); a
-  different ``variance_type`` is only noted (the config follows the paper)."""
+  Each field read must have its type (else WeightsError naming the file, the field and
+  what it holds); the noise schedule must be the config's (else WeightsError naming the
+  field); a different ``variance_type`` is only noted (the config follows the paper)."""
   if sched is None:
     return []
+  if not isinstance(sched, dict):
+    raise WeightsError(f"{path}: holds {untrusted.describe(sched)}; expected a scheduler "
+                       "config (a mapping of fields).")
+  fields = {name: untrusted.get(sched, name, path, expect, None, error=WeightsError)
+            for name, expect in _SCHEDULER_FIELDS.items()}
   d = cfg.diffusion
-  checks = [("num_train_timesteps", sched.get("num_train_timesteps", 1000), d.num_timesteps),
-            ("prediction_type", sched.get("prediction_type", "epsilon"), "epsilon")]
-  if sched.get("trained_betas") is not None:
+  checks = [("num_train_timesteps", _given(fields["num_train_timesteps"], 1000),
+             d.num_timesteps),
+            ("prediction_type", _given(fields["prediction_type"], "epsilon"), "epsilon")]
+  if fields["trained_betas"] is not None:
     betas = schedules.get_beta_schedule(d.schedule, d.num_timesteps, d.beta_start,
                                         d.beta_end, d.cosine_s)
-    theirs = np.asarray(sched["trained_betas"], np.float64)
+    theirs = np.asarray(fields["trained_betas"], np.float64)
     if theirs.shape != betas.shape or not np.allclose(theirs, betas, rtol=1e-6, atol=0):
       raise WeightsError(f"{path}: trained_betas are not the config's schedule "
                          f"(diffusion.schedule={d.schedule!r}); these weights were trained "
                          "for another schedule.")
   else:
-    named = sched.get("beta_schedule", "linear")
+    named = _given(fields["beta_schedule"], "linear")
     checks.append(("beta_schedule", DIFFUSERS_SCHEDULES.get(named, named), d.schedule))
     if d.schedule in ("linear", "quad", "sigmoid"):
-      checks += [("beta_start", sched.get("beta_start", 1e-4), d.beta_start),
-                 ("beta_end", sched.get("beta_end", 0.02), d.beta_end)]
+      checks += [("beta_start", _given(fields["beta_start"], 1e-4), d.beta_start),
+                 ("beta_end", _given(fields["beta_end"], 0.02), d.beta_end)]
   for field, value, want in checks:
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     same = (number and bool(np.isclose(value, want, rtol=1e-6, atol=0))
@@ -162,12 +187,17 @@ def check_scheduler(path: Optional[str], sched: Optional[Dict[str, Any]], cfg) -
                          "another schedule.")
   names = {"fixed_large": "fixedlarge", "fixed_small": "fixedsmall",
            "learned_range": "learned_range"}
-  theirs = names.get(sched.get("variance_type", ""), sched.get("variance_type"))
+  given = fields["variance_type"]
+  theirs = names.get(given, given)
   if theirs and theirs != cfg.sampling.var_type:
-    return [f"note: {path} says variance_type={sched.get('variance_type')!r}; the run "
-            f"samples with sampling.var_type={cfg.sampling.var_type!r} as the paper did "
-            f"(override with --config.sampling.var_type={theirs})."]
+    return [f"note: {path} says variance_type={given!r}; the run samples with "
+            f"sampling.var_type={cfg.sampling.var_type!r} as the paper did (override with "
+            f"--config.sampling.var_type={theirs})."]
   return []
+
+
+def _given(value, default):
+  return default if value is None else value
 
 
 def import_weights(src: str, workdir: str, config=None, raw: bool = False,
@@ -179,7 +209,7 @@ def import_weights(src: str, workdir: str, config=None, raw: bool = False,
       ``.bin``; or a pipeline folder with ``unet/``), or a DDPM TensorFlow checkpoint
       (its folder, with a ``checkpoint`` file or one ``*.index``, or the prefix
       ``.../model.ckpt-N``).
-    workdir: the run to write; must not exist or be empty.
+    workdir: the run to write; must not exist or be empty (a symlink is followed).
     config: the config to start from (ConfigDict, dict or typed); default: the
       dataset's config file, told from ``src``'s name (see :data:`RELEASES`).
     raw: TensorFlow checkpoints only: the raw weights instead of the EMA shadows.
@@ -189,11 +219,32 @@ def import_weights(src: str, workdir: str, config=None, raw: bool = False,
     {"workdir", "config_file", "num_params", "step", "notes", **provenance}.
 
   Raises:
-    WeightsError (a ConfigError): one line naming the file and the field or tensor.
+    WeightsError (a ConfigError): one line naming the file and the field or tensor;
+      nothing is written unless every file was read and checked.
   """
-  if os.path.exists(workdir) and (not os.path.isdir(workdir) or os.listdir(workdir)):
-    with fresh_folder(workdir):   # raises its one line before anything is read
-      pass
+  check_target(workdir)
+  release = read_weights(src, config, raw, config_name)
+  write_run(release.config, release.params, workdir, release.step, release.provenance)
+  return dict(release.provenance, workdir=workdir, notes=release.notes)
+
+
+@dataclasses.dataclass
+class Release:
+  """A release read and checked, not yet written: its typed ``config``, ``params`` (our
+  nested tree, float32 numpy), ``step``, ``provenance`` (pretrained.json) and
+  ``notes`` (lines to print)."""
+  config: Any
+  params: Any
+  step: int
+  provenance: Dict[str, Any]
+  notes: list
+
+
+def read_weights(src: str, config=None, raw: bool = False,
+                 config_name: Optional[str] = None) -> Release:
+  """Everything :func:`import_weights` does before it writes: the files in ``src`` read
+  (through :mod:`diffusion.io.untrusted`: any failure is one WeightsError line naming the
+  file) and checked against the config."""
   folder = diffusers.find_folder(src) if os.path.isdir(src) else None
   prefix = None if folder else ddpm_tf.find_prefix(src)
   if folder is None and prefix is None:
@@ -206,26 +257,28 @@ def import_weights(src: str, workdir: str, config=None, raw: bool = False,
       raise WeightsError(f"--raw picks the raw weights of a TensorFlow checkpoint; {src} is "
                          "a diffusers folder (its weights are what was published).")
     cfg_path = os.path.join(folder, diffusers.CONFIG_NAME)
-    spec = diffusers.spec_from_config(diffusers.read_config(folder), cfg_path)
+    with untrusted.reading(cfg_path, "diffusers config", WeightsError):
+      spec = diffusers.spec_from_config(diffusers.read_config(folder), cfg_path)
     base, config_file = _base_config(src, config, spec.image_size, config_name)
-    cfg = release_config(base, spec, folder)
-    notes += check_scheduler(*diffusers.read_scheduler(folder), cfg)
+    cfg = release_config(base, spec, folder, config_file)
+    sched_path, sched = diffusers.read_scheduler(folder)
+    with untrusted.reading(sched_path or folder, "scheduler config", WeightsError):
+      notes += check_scheduler(sched_path, sched, cfg)
     weights = diffusers.weights_file(folder)
-    shapes = _shapes(cfg)
-    state = diffusers.read_state_dict(weights)
-    leaves, naming = diffusers.to_params(state, shapes, spec.num_levels, weights)
-    del state
+    leaves, naming = read_diffusers_weights(weights, _shapes(cfg), spec.num_levels)
     step, which = 0, "as published"
     fmt = "diffusers " + ("safetensors" if weights.endswith(".safetensors") else "torch pickle")
     fmt += f", attention names {naming}"
   else:
-    reader = ddpm_tf.CheckpointReader(prefix)
+    index = prefix + ".index"
+    with untrusted.reading(index, "TensorFlow checkpoint", WeightsError):
+      reader = ddpm_tf.CheckpointReader(prefix)
     base, config_file = _base_config(prefix, config, None, config_name)
     size = parse_config(base).data.image_size
-    spec = ddpm_tf.spec_from_checkpoint(reader, size)
-    cfg = release_config(base, spec, prefix)
-    leaves = ddpm_tf.to_params(reader, _shapes(cfg), ema=not raw)
-    step = reader.global_step()
+    with untrusted.reading(index, "TensorFlow checkpoint", WeightsError):
+      spec = ddpm_tf.spec_from_checkpoint(reader, size)
+    cfg = release_config(base, spec, prefix, config_file)
+    leaves, step = read_tf_weights(reader, _shapes(cfg), raw)
     which = "raw variables" if raw else "EMA shadow variables (ExponentialMovingAverage)"
     weights, fmt = reader.data_files[0], "TensorFlow checkpoint (DDPM's variable names)"
   num_params = int(sum(a.size for a in leaves.values()))
@@ -239,8 +292,26 @@ def import_weights(src: str, workdir: str, config=None, raw: bool = False,
                   "image_size": spec.image_size, "out_channels": spec.out_channels},
       "date": datetime.datetime.now().isoformat(timespec="seconds"),
   }
-  write_run(cfg, unflatten(leaves), workdir, step, provenance)
-  return dict(provenance, workdir=workdir, notes=notes)
+  return Release(cfg, unflatten(leaves), step, provenance, notes)
+
+
+def read_diffusers_weights(weights: str, shapes: Dict[str, Tuple[int, ...]],
+                           num_levels: int) -> Tuple[Dict[str, np.ndarray], str]:
+  """The parameters {path: float32 array} in a diffusers weights file (safetensors or
+  torch pickle) for our parameter ``shapes``, and the attention naming found; any failure
+  is one WeightsError line naming the file (and the tensor)."""
+  with untrusted.reading(weights, "weights file", WeightsError):
+    state = diffusers.read_state_dict(weights)
+    return diffusers.to_params(state, shapes, num_levels, weights)
+
+
+def read_tf_weights(reader, shapes: Dict[str, Tuple[int, ...]], raw: bool
+                    ) -> Tuple[Dict[str, np.ndarray], int]:
+  """The parameters {path: float32 array} of a DDPM TensorFlow checkpoint (EMA shadows,
+  or ``raw``) for our parameter ``shapes``, and its step; any failure is one WeightsError
+  line naming the file (and the tensor)."""
+  with untrusted.reading(reader.prefix + ".index", "TensorFlow checkpoint", WeightsError):
+    return ddpm_tf.to_params(reader, shapes, ema=not raw), reader.global_step()
 
 
 def _shapes(cfg) -> Dict[str, Tuple[int, ...]]:
@@ -249,32 +320,74 @@ def _shapes(cfg) -> Dict[str, Tuple[int, ...]]:
   return {path: tuple(leaf.shape) for path, leaf in flatten(dict(abstract)).items()}
 
 
+def real_target(target: str, what: str = "--workdir") -> str:
+  """The folder ``target`` names, a symlink followed (to an empty folder, or dangling: the
+  folder it points to is made there); WeightsError (one line) when it is a file, holds
+  files, or is a link that cannot be followed (a loop)."""
+  real = os.path.realpath(target)
+  via = f" (a link to {real})" if real != os.path.abspath(target) else ""
+  if os.path.islink(real):     # realpath stops inside a loop of links
+    raise WeightsError(f"{what}={target} is a symbolic link that cannot be followed; give a "
+                       "folder.")
+  if os.path.exists(real) and not os.path.isdir(real):
+    raise WeightsError(f"{what}={target}{via} is a file, not a folder.")
+  if os.path.isdir(real) and os.listdir(real):
+    raise WeightsError(f"{what}={target}{via} already holds files; give a new or empty folder "
+                       "(nothing is overwritten).")
+  return real
+
+
+def check_target(target: str, what: str = "--workdir") -> None:
+  """:func:`real_target`'s refusals, before anything is read."""
+  real_target(target, what)
+
+
 @contextlib.contextmanager
 def fresh_folder(target: str, what: str = "--workdir"):
   """Yields a temporary folder beside ``target`` that becomes ``target`` when the block
   ends without an error (removed otherwise): nothing half-written is ever at
-  ``target``. ``target`` must not exist or be empty (WeightsError otherwise)."""
-  if os.path.exists(target) and not os.path.isdir(target):
-    raise WeightsError(f"{what}={target} is a file, not a folder.")
-  if os.path.isdir(target) and os.listdir(target):
-    raise WeightsError(f"{what}={target} already holds files; give a new or empty folder "
-                       "(nothing is overwritten).")
-  parent = os.path.dirname(os.path.abspath(target))
-  os.makedirs(parent, exist_ok=True)
-  tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(target))}.partial-"
-                     f"{os.getpid()}")
+  ``target``. ``target`` must not exist or be empty (WeightsError otherwise); a symlink
+  is followed. The temporary is ``.NAME.partial-<pid>``: one a killed import left is
+  removed here, once its process is gone (:mod:`diffusion.io.temporaries`)."""
+  real = real_target(target, what)
+  parent = os.path.dirname(real)
+  try:
+    os.makedirs(parent, exist_ok=True)
+  except OSError as e:
+    raise WeightsError(f"{what}={target}: cannot make its folder {parent} "
+                       f"({e.strerror or e}); nothing was written.") from None
+  temporaries.remove_stale(parent, [os.path.basename(real)])
+  tmp = temporaries.partial_path(real)
   shutil.rmtree(tmp, ignore_errors=True)
   try:
     os.makedirs(tmp)
     yield tmp
-    if os.path.isdir(target):
-      os.rmdir(target)           # empty (checked first); an OSError if it no longer is
-    os.rename(tmp, target)
+    if os.path.isdir(real):
+      os.rmdir(real)           # empty (checked first); an OSError if it no longer is
+    os.rename(tmp, real)
   except BaseException as e:
-    shutil.rmtree(tmp, ignore_errors=True)
+    _remove_partial(tmp)
     if isinstance(e, OSError) or is_disk_full(e):
-      raise io_error(e, target, None) from None
+      path = getattr(e, "filename", None) or real
+      why = ("no space left on the device" if is_disk_full(e) else
+             getattr(e, "strerror", None) or untrusted.first_line(e))
+      raise WeightsError(f"cannot write {path} ({why}); nothing was written to {what}="
+                         f"{target}. Fix that and run the command again.") from None
     raise
+
+
+def _remove_partial(tmp: str) -> None:
+  """Removes the temporary ``tmp`` of a failed or interrupted block, retrying while a
+  library's writer thread (the checkpoint's) may still add a file to it, and through a
+  second Ctrl-C: a Ctrl-C must not leave a partial folder behind."""
+  for _ in range(100):
+    try:
+      shutil.rmtree(tmp, ignore_errors=True)
+      if not os.path.lexists(tmp):
+        return
+      time.sleep(0.02)
+    except KeyboardInterrupt:
+      continue
 
 
 def write_run(cfg, params, workdir: str, step: int, provenance: Dict[str, Any]) -> None:
@@ -321,18 +434,18 @@ def is_torch_checkpoint(src: str) -> bool:
 def _ncsn_base_config(src: str, config, config_name: Optional[str]):
   """(config, where it came from): ``config`` if given, else the project's config of the
   release named by the ``config.yml`` beside the checkpoint (read without running its
-  python tags)."""
+  python tags; every field it uses checked, one line naming a bad one)."""
   if config is not None:
     return config, config_name or "the given config"
   yml = os.path.join(os.path.dirname(os.path.abspath(src)), RELEASE_YML)
   if not os.path.isfile(yml):
     raise WeightsError(f"{src}: which release is it? Give --config=configs/ncsn/<dataset>.py, "
                        f"or put the release's {RELEASE_YML} beside the checkpoint.")
-  release = ncsn_torch.read_release_config(yml)
-  settings = ncsn_torch.release_settings(release)
-  data = release.get("data", {})
-  key = (settings["architecture"], data.get("category") if data.get("dataset") == "LSUN"
-         else data.get("dataset"))
+  with untrusted.reading(yml, "release config", WeightsError):
+    release = ncsn_torch.read_release_config(yml)
+    settings = ncsn_torch.release_settings(release, yml)
+  key = (settings["architecture"], settings["category"] if settings["dataset"] == "LSUN"
+         else settings["dataset"])
   if key not in NCSN_RELEASES:
     raise WeightsError(f"{yml}: no config of this project for {key[0]} on {key[1]}; give "
                        "--config=FILE.")
@@ -349,13 +462,26 @@ def import_ncsn(src: str, workdir: str, config=None, raw: bool = False,
   levels) and, where the checkpoint stores its σ ladder (NCSNv2), give the same ladder:
   otherwise one line names the field. Returns what :func:`import_weights` returns.
   """
-  if os.path.exists(workdir) and (not os.path.isdir(workdir) or os.listdir(workdir)):
-    with fresh_folder(workdir):   # raises its one line before anything is read
-      pass
-  params, sigmas, meta = ncsn_torch.import_ncsn_checkpoint(src, raw=raw)
+  check_target(workdir)
+  release = read_ncsn(src, config, raw, config_name)
+  write_run(release.config, release.params, workdir, release.step, release.provenance)
+  return dict(release.provenance, workdir=workdir, notes=release.notes)
+
+
+def read_ncsn(src: str, config=None, raw: bool = False,
+              config_name: Optional[str] = None) -> Release:
+  """Everything :func:`import_ncsn` does before it writes (any failure: one WeightsError
+  line naming the file)."""
+  with untrusted.reading(src, "NCSN/NCSNv2 checkpoint", WeightsError):
+    params, sigmas, meta = ncsn_torch.import_ncsn_checkpoint(src, raw=raw)
   base, config_file = _ncsn_base_config(src, config, config_name)
   cfg = validate(base)
-  m, arch = cfg.model, meta["architecture"]
+  arch = meta["architecture"]
+  if cfg.family != "diffusion":
+    raise WeightsError(f"{src} holds {arch} (ngf {meta['ngf']}, {meta['channels']} "
+                       f"channels); the config is a {cfg.family} config: give "
+                       "--config=configs/ncsn/<dataset>.py.")
+  m = cfg.model
   for field, want, have in (("model.name", arch, m.name), ("model.ngf", meta["ngf"], m.ngf),
                             ("model.out_channels", meta["channels"], m.out_channels)):
     if want != have:
@@ -382,5 +508,4 @@ def import_ncsn(src: str, workdir: str, config=None, raw: bool = False,
                   "image_size": cfg.data.image_size},
       "date": datetime.datetime.now().isoformat(timespec="seconds"),
   }
-  write_run(cfg, params, workdir, step, provenance)
-  return dict(provenance, workdir=workdir, notes=[])
+  return Release(cfg, params, step, provenance, [])

@@ -25,6 +25,7 @@ ModuleList index joins its list's name (``res2.0.conv2.conv.weight`` ->
 [γ | α | β]); NCSNv2's IN++ ``alpha``, ``gamma``, ``beta`` keep their names.
 """
 
+import functools
 import re
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -32,6 +33,7 @@ import numpy as np
 import yaml
 
 from diffusion.errors import ConfigError
+from diffusion.io import untrusted
 from diffusion.io.torch_pickle import read_torch_checkpoint
 
 PREFIX = "module."
@@ -188,15 +190,22 @@ def _flat(tree, prefix=()) -> Dict[Tuple[str, ...], Tuple[int, ...]]:
   return out
 
 
-def check_params(params: Mapping[str, Any], module, source: str = "checkpoint") -> None:
-  """Raises NCSNWeightsError unless ``params`` has exactly ``module``'s names and shapes
-  (``jax.eval_shape`` of its init: nothing is computed)."""
+@functools.lru_cache(maxsize=8)
+def _parameter_shapes(module) -> Dict[Tuple[str, ...], Tuple[int, ...]]:
+  """{path: shape} of ``module``'s parameters (``jax.eval_shape`` of its init: nothing is
+  computed; kept for the few networks a process imports)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   factor = 8  # any size divisible by every network's down-sampling
   x = jax.ShapeDtypeStruct((1, factor, factor, module.out_channels), jnp.float32)
   cond = jax.ShapeDtypeStruct((1,), jnp.float32)
-  want = _flat(jax.eval_shape(module.init, jax.random.PRNGKey(0), x, cond)["params"])
+  return _flat(jax.eval_shape(module.init, jax.random.PRNGKey(0), x, cond)["params"])
+
+
+def check_params(params: Mapping[str, Any], module, source: str = "checkpoint") -> None:
+  """Raises NCSNWeightsError unless ``params`` has exactly ``module``'s names and shapes
+  (``jax.eval_shape`` of its init: nothing is computed)."""
+  want = _parameter_shapes(module)
   have = _flat(params)
   missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
   if missing or extra:
@@ -289,6 +298,11 @@ def _plain(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node):
 # The empty prefix matches every tag without its own constructor; the standard YAML
 # tags keep theirs (SafeLoader checks exact tags first).
 _PlainLoader.add_multi_constructor("", _plain)
+# YAML 1.1 reads 1e-2 (no dot) as text; argparse's floats dumped by yaml.dump have one, but a
+# release edited by hand may not: read such exponents as numbers.
+_PlainLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+(?:\.[0-9]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
 
 
 def read_release_config(path: str) -> Dict[str, Any]:
@@ -304,52 +318,85 @@ def read_release_config(path: str) -> Dict[str, Any]:
   return cfg
 
 
-def release_sigmas(model_cfg: Mapping[str, Any]) -> np.ndarray:
+# The fields of a release's config.yml that this importer reads, and what each must be.
+MAX_LEVELS = 100_000   # NCSNv2's FFHQ has 2,311; a bigger count is a damaged file
+_RELEASE_FIELDS = {
+    "model.sigma_begin": untrusted.number(positive=True),
+    "model.sigma_end": untrusted.number(positive=True),
+    "model.num_classes": untrusted.integer(1, MAX_LEVELS),
+}
+_OPTIONAL_FIELDS = {
+    "data.dataset": untrusted.optional(untrusted.text()),
+    "data.category": untrusted.optional(untrusted.text()),
+    "data.image_size": untrusted.optional(untrusted.integer(1)),
+    "data.channels": untrusted.optional(untrusted.integer(1)),
+    "model.ngf": untrusted.optional(untrusted.integer(1)),
+    "model.sigma_dist": untrusted.text(("geometric", "uniform")),
+    "model.ema": untrusted.optional(untrusted.BOOLEAN),
+    "model.ema_rate": untrusted.optional(untrusted.number(0.0, 1.0)),
+    "sampling.step_lr": untrusted.optional(untrusted.number(positive=True)),
+    "sampling.n_steps_each": untrusted.optional(untrusted.integer(1)),
+    "sampling.denoise": untrusted.optional(untrusted.BOOLEAN),
+    "optim.lr": untrusted.optional(untrusted.number(positive=True)),
+    "training.batch_size": untrusted.optional(untrusted.integer(1)),
+    "training.n_iters": untrusted.optional(untrusted.integer(0)),
+}
+
+
+def release_sigmas(model_cfg: Mapping[str, Any], source: str = "config.yml") -> np.ndarray:
   """The official ladder of a config's ``model`` section, ascending float64 (geometric:
-  exp(linspace(log σ_begin, log σ_end, L)) reversed; 'uniform': linspace reversed)."""
-  begin, end = float(model_cfg["sigma_begin"]), float(model_cfg["sigma_end"])
-  n = int(model_cfg["num_classes"])
-  dist = model_cfg.get("sigma_dist", "geometric")
+  exp(linspace(log σ_begin, log σ_end, L)) reversed; 'uniform': linspace reversed).
+  Each field is checked first (NCSNWeightsError naming ``source`` and the field)."""
+  model = {"model": model_cfg}
+  begin, end, n = (untrusted.get(model, name, source, expect, error=NCSNWeightsError)
+                   for name, expect in _RELEASE_FIELDS.items())
+  dist = untrusted.get(model, "model.sigma_dist", source, _OPTIONAL_FIELDS["model.sigma_dist"],
+                       "geometric", error=NCSNWeightsError)
   if dist == "geometric":
     s = np.exp(np.linspace(np.log(begin), np.log(end), n))
-  elif dist == "uniform":
-    s = np.linspace(begin, end, n)
   else:
-    raise NCSNWeightsError(f"model.sigma_dist={dist!r} is neither 'geometric' nor 'uniform'")
+    s = np.linspace(begin, end, n)
   return s[::-1].copy()
 
 
-def release_settings(cfg: Mapping[str, Any]) -> Dict[str, Any]:
+def release_settings(cfg: Mapping[str, Any], source: str = "config.yml") -> Dict[str, Any]:
   """What a release's config says in this project's terms.
 
   Args:
     cfg: :func:`read_release_config`'s dict (NCSN's ``anneal.yml`` layout or NCSNv2's).
+    source: the file, for messages.
 
   Returns:
-    {'architecture', 'dataset', 'image_size', 'channels', 'ngf', 'num_classes',
-    'sigmas' (ascending), 'sigma_min', 'sigma_max', 'ema', 'ema_rate', 'step_lr',
-    'n_steps_each', 'denoise', 'lr', 'batch_size', 'n_iters'}; sampler fields are
-    None where the config has no ``sampling`` section (NCSN, whose runner hard-codes
-    100 steps per level and step_lr 2e-5).
+    {'architecture', 'dataset', 'category', 'image_size', 'channels', 'ngf',
+    'num_classes', 'sigmas' (ascending), 'sigma_min', 'sigma_max', 'ema', 'ema_rate',
+    'step_lr', 'n_steps_each', 'denoise', 'lr', 'batch_size', 'n_iters'}; sampler
+    fields are None where the config has no ``sampling`` section (NCSN, whose runner
+    hard-codes 100 steps per level and step_lr 2e-5).
+
+  Raises:
+    NCSNWeightsError: one line naming ``source``, the field, what it holds and what it
+      must be (a section that is not a mapping, a missing or mistyped field).
   """
-  data, model = cfg.get("data", {}), cfg.get("model", {})
-  sampling, optim, training = cfg.get("sampling", {}), cfg.get("optim", {}), cfg.get(
-      "training", {})
+  value = {name: untrusted.get(cfg, name, source, expect, None, error=NCSNWeightsError)
+           for name, expect in _OPTIONAL_FIELDS.items()}
+  model = untrusted.get(cfg, "model", source, untrusted.MAPPING, error=NCSNWeightsError)
   if "normalization" in model or "sigma_dist" in model:   # NCSNv2's layout
-    arch = DATASET_ARCHITECTURE.get(data.get("dataset"))
+    arch = DATASET_ARCHITECTURE.get(value["data.dataset"])
     if arch is None:
-      raise NCSNWeightsError(f"data.dataset={data.get('dataset')!r}: the NCSNv2 runner "
-                             "builds no network for it")
+      raise NCSNWeightsError(f"{source}: data.dataset={value['data.dataset']!r}: the NCSNv2 "
+                             "runner builds no network for it (it knows "
+                             f"{', '.join(DATASET_ARCHITECTURE)})")
   else:
     arch = "ncsn"
-  sigmas = release_sigmas(model)
+  sigmas = release_sigmas(model, source)
   return {
-      "architecture": arch, "dataset": data.get("dataset"),
-      "image_size": data.get("image_size"), "channels": data.get("channels"),
-      "ngf": model.get("ngf"), "num_classes": int(model["num_classes"]), "sigmas": sigmas,
+      "architecture": arch, "dataset": value["data.dataset"],
+      "category": value["data.category"], "image_size": value["data.image_size"],
+      "channels": value["data.channels"], "ngf": value["model.ngf"],
+      "num_classes": len(sigmas), "sigmas": sigmas,
       "sigma_min": float(sigmas[0]), "sigma_max": float(sigmas[-1]),
-      "ema": bool(model.get("ema", False)), "ema_rate": model.get("ema_rate"),
-      "step_lr": sampling.get("step_lr"), "n_steps_each": sampling.get("n_steps_each"),
-      "denoise": sampling.get("denoise"), "lr": optim.get("lr"),
-      "batch_size": training.get("batch_size"), "n_iters": training.get("n_iters"),
+      "ema": bool(value["model.ema"]), "ema_rate": value["model.ema_rate"],
+      "step_lr": value["sampling.step_lr"], "n_steps_each": value["sampling.n_steps_each"],
+      "denoise": value["sampling.denoise"], "lr": value["optim.lr"],
+      "batch_size": value["training.batch_size"], "n_iters": value["training.n_iters"],
   }

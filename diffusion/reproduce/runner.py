@@ -19,7 +19,7 @@ import jax
 
 from diffusion import cli, paths
 from diffusion.errors import ConfigError, did_you_mean
-from diffusion.io import atomic
+from diffusion.io import atomic, untrusted
 from diffusion.io.workdir import WorkdirLock, check_workdir, make_workdir
 from diffusion.reproduce import common
 from diffusion.reproduce.registry import BASELINES
@@ -90,11 +90,13 @@ def _check_workdir_is_ours(name: str, workdir: str) -> None:
   baseline."""
   for file in ("results.json", MARKER):
     path = os.path.join(workdir, file)
-    try:
-      with open(path, encoding="utf-8") as f:
-        other = json.load(f).get("baseline")
-    except (OSError, ValueError, AttributeError):
+    if not os.path.isfile(path):
       continue
+    with untrusted.reading(path, "reproduction record", fix="move it away, or give another "
+                           "--workdir"):
+      with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+      other = untrusted.get(data, "baseline", path, untrusted.text(), None)
     if other not in (None, name):
       raise ConfigError(f"--workdir={workdir} holds the reproduction of {other} ({path}); "
                         f"give {name} its own --workdir.")

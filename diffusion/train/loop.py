@@ -551,11 +551,16 @@ def _claimed(layout: Layout):
     try:
       yield
     except KeyboardInterrupt:
-      saved = members[0].last_checkpoint
-      raise Interrupted(
-          "interrupted (Ctrl-C) before the first step; nothing was saved." if saved is None
-          else f"interrupted (Ctrl-C); checkpoint {saved} is intact; run the same command "
-          "again to resume.") from None
+      saved, started = members[0].last_checkpoint, members[0].started
+      if saved is not None:
+        line = (f"interrupted (Ctrl-C); checkpoint {saved} is intact; run the same command "
+                "again to resume.")
+      elif started:   # steps ran (and were logged), none was saved yet: say so
+        line = ("interrupted (Ctrl-C) before the first checkpoint; the steps that ran were "
+                "not saved, so the same command starts again from step 0.")
+      else:
+        line = "interrupted (Ctrl-C) before the first step; nothing was saved."
+      raise Interrupted(line) from None
     except Exception as e:  # noqa: BLE001 - only write failures are turned into one line
       if isinstance(e, OSError) or is_disk_full(e):
         raise io_error(e, layout.error_dir(), members[0].last_checkpoint) from None

@@ -583,3 +583,49 @@ def test_ray_sweep_runs_three_points_and_retries_a_killed_task(tmp_path):
   assert all(p["final"]["step"] == 600 for p in points)
   assert [r["step"] for r in read_metrics(str(victim))] == list(range(50, 601, 50))
   assert "resumed from step" in out + err           # the retried task resumed the point
+
+
+@pytest.mark.slow
+def test_two_ctrl_c_after_steps_ran_say_what_was_kept_and_the_rerun_cleans_up(tmp_path):
+  """Two Ctrl-C 0.3 s apart once steps were logged (the probe's case: exit 2 said "before
+  the first step; nothing was saved" after 24 logged steps, and an orbax temporary stayed):
+  the line says what is on disk, and the next run leaves no orbax temporary (issue 30)."""
+  for i, wait in enumerate((0.0, 1.0)):
+    workdir = tmp_path / f"run{i}"
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *TOY_FLAGS, f"--workdir={workdir}",
+         "--config.training.num_train_steps=1000000",
+         "--config.training.checkpoint_every=100000", "--config.training.log_every=10"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    metrics = workdir / "metrics.jsonl"
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().strip()):
+      time.sleep(0.05)     # a row: steps ran and were logged
+    time.sleep(wait)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    if proc.poll() is None:
+      proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode in (0, 2) and "Traceback" not in err, err[-2000:]
+    steps = saved_steps(workdir)
+    if proc.returncode == 2:
+      line = error_line(err)
+      if steps and f"saved checkpoint {steps[-1]}, exiting" in out:   # the 2nd came later
+        assert line in ("error: interrupted (Ctrl-C); nothing more was written.",
+                        f"error: interrupted (Ctrl-C); checkpoint {steps[-1]} is intact; run "
+                        "the same command again to resume."), line
+      elif steps:
+        assert f"checkpoint {steps[-1]} is intact" in line, (line, steps)
+      else:
+        assert line == ("error: interrupted (Ctrl-C) before the first checkpoint; the steps "
+                        "that ran were not saved, so the same command starts again from "
+                        "step 0."), line
+    else:
+      assert "saved checkpoint" in out and steps
+    res = run("train.py", *TOY_FLAGS, f"--workdir={workdir}",
+              f"--config.training.num_train_steps={(steps[-1] if steps else 0) + 10}",
+              "--config.training.checkpoint_every=10", "--config.training.log_every=10")
+    assert res.returncode == 0, res.stderr[-2000:]
+    left = [p.name for p in (workdir / "checkpoints").iterdir() if "tmp" in p.name]
+    assert not left, left
