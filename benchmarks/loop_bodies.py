@@ -30,7 +30,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from diffusion import families, xla_cpu  # noqa: E402
-from diffusion.train import optim as optimizers
+from diffusion.train import optim
 from diffusion.data import make_source  # noqa: E402
 from diffusion.reproduce.common import load_config_file  # noqa: E402
 from diffusion.train.loop import initial_state  # noqa: E402
@@ -54,7 +54,7 @@ def _time(fn, state, data, calls):
 def measure(path: str, population: int, calls: int, strategies=("vmap", "map")):
   cfg = load_config_file(path)
   fam = families.make_family(cfg)
-  opt = optimizers.make_optimizer(cfg.optim)
+  opt = optim.make_optimizer(cfg.optim)
   src = make_source(cfg.data)
   data = jax.device_put(src.arrays)
   step = functools.partial(train_step, loss_fn=fam.loss_fn, optimizer=opt,

@@ -1,6 +1,6 @@
 """Quality against network evaluations (NFE) for every sampler on the toy mixture (issue 22).
 
-Data: the 2-D Gaussian mixture of tests/test_fast_samplers.py (weights 0.7/0.3,
+Data: the 2-D Gaussian mixture of tests/samplers/test_init.py (weights 0.7/0.3,
 means (2, 0.5)/(−2, −1), stds (0.3, 0.4)/(0.5, 0.2)) with its exact ε
 (models.analytic), on DDPM's linear VP schedule (T = 1000) and a geometric VE
 ladder (σ 0.01 -> 50, T = 1000). Metrics, both exact references:

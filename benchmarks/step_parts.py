@@ -42,7 +42,7 @@ import optax  # noqa: E402
 from configs.ddpm import cifar10  # noqa: E402
 from diffusion import xla_cpu  # noqa: E402
 from diffusion.models import layers  # noqa: E402
-from diffusion.train import optim as optimizers  # noqa: E402
+from diffusion.train import optim  # noqa: E402
 
 PARTS = ("3x3 convolutions", "1x1 / dense projections", "GroupNorm", "attention blocks")
 
@@ -131,7 +131,7 @@ def jax_parts(js, batch_size: int, repeats: int):
     parts[part] += len(members) * median_ms(
         lambda both=both, sub=sub, inp=inp: jax.block_until_ready(both(sub, inp)), repeats)
 
-  optimizer = optimizers.make_optimizer(cifar10.get_config().optim)
+  optimizer = optim.make_optimizer(cifar10.get_config().optim)
   grads = jax.tree.map(lambda p: jnp.asarray(0.01 * rng.standard_normal(p.shape), p.dtype),
                        params)
 

@@ -47,7 +47,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 from configs.ddpm import cifar10  # noqa: E402
 from diffusion import families, xla_cpu  # noqa: E402
-from diffusion.train import optim as optimizers
+from diffusion.train import optim
 from diffusion.train import sharding
 from diffusion.data import preprocess  # noqa: E402
 from diffusion.reproduce.runner import cpu_name  # noqa: E402
@@ -78,7 +78,7 @@ class JaxSide:
     config = cifar10.get_config()
     config.model.dtype = dtype
     self.family = families.make_family(config)
-    optimizer = optimizers.make_optimizer(config.optim)
+    optimizer = optim.make_optimizer(config.optim)
     mesh = sharding.make_mesh()
     params = self.family.init_params(jax.random.PRNGKey(0))
     self.num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))

@@ -25,7 +25,7 @@ from diffusion.config import (DataConfig, DiffusionConfig, ModelConfig, Sampling
 from diffusion.core import losses
 from diffusion.errors import ConfigError
 from diffusion.families import builders
-from diffusion.io import workdir as workdirs
+from diffusion.io.workdir import load_config, restore_ema_params
 from diffusion.train import posthoc_ema
 
 
@@ -149,10 +149,10 @@ def load(workdir: str, step: int = -1, ema_std_rel: Optional[float] = None) -> R
   run must have been trained with ``training.phema_std_rel`` (one-line errors otherwise,
   and for a σ_rel its snapshots do not reconstruct: :mod:`diffusion.train.posthoc_ema`).
   """
-  config = checks.validate(workdirs.load_config(workdir))
+  config = checks.validate(load_config(workdir))
   family = families.make_family(config)
   if ema_std_rel is not None:
     made = posthoc_ema.reconstruct(workdir, family, ema_std_rel, step)
     return Run(workdir, config, family, made.params, made.step, made.std_rel)
-  params, found = workdirs.restore_ema_params(workdir, family, step)
+  params, found = restore_ema_params(workdir, family, step)
   return Run(workdir, config, family, params, found)

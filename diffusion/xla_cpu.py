@@ -53,6 +53,7 @@ import jaxlib
 from diffusion import compile_cache
 from diffusion.errors import ConfigError
 from diffusion.io import atomic
+from diffusion.paths import PACKAGE
 
 try:  # JAX has no public call that says whether its backends started (0.10 to 0.12).
   from jax._src.xla_bridge import backends_are_initialized
@@ -68,13 +69,12 @@ KNOWN_JAXLIB = ("0.10.",)
 ENV = "DIFFUSION_CPU_CONVOLUTIONS"
 LEGACY_ENV = "DIFFUSION_EIGEN_CONVOLUTIONS"
 CHOICES = ("auto",) + tuple(KERNELS)
-NO_CONVOLUTION_NETWORKS = ("mlp", "analytic", "mlp_vae")
 CACHE_FILE = "cpu_convolutions.json"
 # A second round of both candidates when the totals differ by less than this fraction.
 CLOSE = 0.10
 MAX_GFLOP = 2.5         # the measured batch is capped so one convolution costs at most this
 TIMEOUT_S = 180         # per candidate process; a candidate that fails or hangs drops out
-WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conv_timing.py")
+WORKER = os.path.join(PACKAGE, "conv_timing.py")
 
 Shape = Tuple[int, int, int, int, int]   # (H, W, Cin, Cout, kernel size)
 
@@ -132,8 +132,15 @@ def _field(section, name: str, default):
 
 
 def has_convolutions(config) -> bool:
-  """Whether the config's network has convolutions (unknown: yes)."""
-  return _field(_field(config, "model", None), "name", "") not in NO_CONVOLUTION_NETWORKS
+  """Whether the config's network has convolutions (unknown: yes): a registered network
+  says so itself (``Network.convolutional``); the VAE's networks are MLPs."""
+  # Imported here: the network registry loads Flax, which a command needs only after this.
+  from diffusion import models  # pylint: disable=import-outside-toplevel
+  name = _field(_field(config, "model", None), "name", "")
+  if name in models.VAE_NETWORKS:
+    return False
+  network = models.NETWORKS.get(name)
+  return network is None or network.convolutional
 
 
 def runs_on_cpu() -> bool:

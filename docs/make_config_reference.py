@@ -1,6 +1,6 @@
 """Writes docs/config.md: every config field of both families, from the typed sections.
 
-  python docs/make_config_reference.py     (tests/test_design.py checks the file is current)
+  python docs/make_config_reference.py     (tests/config/test_init.py checks the file is current)
 """
 
 import pathlib

@@ -9,6 +9,7 @@ import pytest
 
 import diffusion
 from configs import base
+from diffusion.paths import REPO
 
 
 def test_readme_python_api_walkthrough():
@@ -74,11 +75,11 @@ def test_readme_python_api_code_runs(tmp_path, monkeypatch, caplog):
   """The code block of the README's "Python API" section, run as written (in tmp_path);
   ``diffusion.load`` does not pass on orbax's notes about its read-only options."""
   import pathlib, re  # pylint: disable=import-outside-toplevel,multiple-imports
-  readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+  readme = (pathlib.Path(REPO) / "README.md").read_text()
   section = readme[readme.index("## Python API"):readme.index("## Architecture")]
   code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
   monkeypatch.chdir(tmp_path)
-  monkeypatch.syspath_prepend(str(pathlib.Path(__file__).resolve().parents[1]))
+  monkeypatch.syspath_prepend(REPO)
   scope = {"jnp": jnp, "noise": jax.random.normal(jax.random.PRNGKey(1), (256, 2)),
            "t": jnp.full((256,), 10), "key": jax.random.PRNGKey(2)}
   exec(compile(code, "README.md", "exec"), scope)  # pylint: disable=exec-used

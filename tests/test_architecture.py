@@ -1,5 +1,6 @@
 """The shape of the package, enforced: import rules, no cycles, registries equal the
-README's lists, and plug-ins that need no edit outside their own module."""
+README's lists, plug-ins that need no edit outside their own module, one home per default,
+and a package that installs."""
 
 import ast
 import dataclasses
@@ -7,7 +8,10 @@ import importlib
 import inspect
 import pathlib
 import re
+import subprocess
+import sys
 import types
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -16,12 +20,11 @@ import pytest
 
 import diffusion
 import diffusion.config.evals
-from diffusion import evals, families, models, options, samplers
-from diffusion.config import ModelConfig, SamplingConfig, parse_config
-from diffusion.config import checks
-from diffusion import config as C
+from diffusion import evals, families, models, options, paths, samplers
+from diffusion.config import (RUN_CONFIGS, DiffusionEvalConfig, ModelConfig, SamplingConfig,
+                              VAEEvalConfig, checks, parse_config)
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(paths.REPO)
 PACKAGE = REPO / "diffusion"
 README = (REPO / "README.md").read_text()
 
@@ -128,6 +131,69 @@ def test_the_cycle_check_sees_imports_inside_functions(tmp_path):
   assert _find_cycle(graph) is None
 
 
+# The project's own packages: imported under their own names only.
+PROJECT = ("diffusion", "configs", "tests")
+
+
+def _project_aliases(root: pathlib.Path):
+  """(file, line, 'name as alias') of every import of a project module or name under
+  another name, in the package, the tests, the configs, the benchmarks, docs/ and the
+  two commands."""
+  files = [root / "train.py", root / "sample.py"]
+  for folder in ("diffusion", "tests", "configs", "benchmarks", "docs"):
+    files += (root / folder).rglob("*.py")
+  found = []
+  for path in sorted(p for p in files if p.is_file()):
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.Import):
+        named = [(a.name, a.asname) for a in node.names]
+      elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+        named = [(f"{node.module}.{a.name}", a.asname) for a in node.names]
+      else:
+        continue
+      found += [(path.relative_to(root).as_posix(), node.lineno, f"{name} as {alias}")
+                for name, alias in named if alias and name.split(".")[0] in PROJECT]
+  return found
+
+
+def test_project_modules_are_imported_under_their_own_names():
+  """One name per thing: ``from diffusion.io import workdir``, never ``as runs`` (before
+  this rule: workdir as runs x7 and as workdirs, config.checks as config_check x6, optim as
+  optimizers, metrics as evaluation, config as C, ...); third-party aliases (jax.numpy as
+  jnp, numpy as np, flax.linen as nn) are the libraries' own conventions."""
+  assert not _project_aliases(REPO)
+
+
+def test_the_alias_rule_sees_an_alias_of_a_project_module(tmp_path):
+  (tmp_path / "diffusion").mkdir()
+  (tmp_path / "train.py").write_text("import jax.numpy as jnp\nimport numpy as np\n")
+  (tmp_path / "sample.py").write_text("def f():\n  import diffusion.config.checks as c\n")
+  (tmp_path / "diffusion" / "api.py").write_text(
+      "from diffusion.io import checkpoints, workdir as runs\nfrom diffusion import cli\n")
+  assert _project_aliases(tmp_path) == [
+      ("diffusion/api.py", 1, "diffusion.io.workdir as runs"),
+      ("sample.py", 2, "diffusion.config.checks as c")]
+
+
+def test_the_repository_is_found_in_one_module():
+  """diffusion/paths.py's REPO is the repository (README.md, configs/, tests/); no other
+  module of the package or of tests/ reads ``__file__`` to find it (before this rule three
+  package modules computed it: reproduce/common.py, sweeps/ray_mode.py, data/files.py).
+  Left out: the scripts that put the repository on sys.path before they can import the
+  package (benchmarks/, docs/make_config_reference.py) and tests/fixtures/' generators."""
+  assert (REPO / "README.md").is_file() and (REPO / "configs" / "base.py").is_file()
+  assert (REPO / "tests" / "test_architecture.py").is_file()
+  readers = []
+  for path in sorted([*PACKAGE.rglob("*.py"), *(REPO / "tests").rglob("*.py")]):
+    name = path.relative_to(REPO).as_posix()
+    if name == "diffusion/paths.py" or name.startswith("tests/fixtures/"):
+      continue
+    tree = ast.parse(path.read_text())
+    if any(isinstance(n, ast.Name) and n.id == "__file__" for n in ast.walk(tree)):
+      readers.append(name)
+  assert not readers, readers
+
+
 def test_one_atomic_write_and_no_private_jax():
   for path in PACKAGE.rglob("*.py"):
     text = path.read_text()
@@ -163,14 +229,14 @@ def test_evaluator_names_are_one_table_each_name_a_module_with_its_class():
   and the README's table are derived from it or equal it; each name is a module
   diffusion/evals/<name>.py whose EVALUATOR is an Evaluator of that name."""
   table = diffusion.config.evals.EVALUATORS
-  sections = set(C.DiffusionEvalConfig.field_docs()) | set(C.VAEEvalConfig.field_docs())
+  sections = set(DiffusionEvalConfig.field_docs()) | set(VAEEvalConfig.field_docs())
   assert {path.split(".")[1] for path in sections} == set(table) == set(evals.EVALUATORS)
   for name, (section, families_) in table.items():
     assert (PACKAGE / "evals" / f"{name}.py").is_file(), name
     cls = importlib.import_module(f"diffusion.evals.{name}").EVALUATOR
     assert issubclass(cls, evals.base.Evaluator) and cls.name == name
     assert section.PATH == f"eval.{name}"
-    for run_cls in C.RUN_CONFIGS.values():
+    for run_cls in RUN_CONFIGS.values():
       assert (name in {f.name for f in dataclasses.fields(run_cls().eval)}) == \
           (run_cls().family in families_)
   assert sorted(_table_names("| `config.eval` section")) == sorted(table)
@@ -195,9 +261,9 @@ def test_network_names_come_from_the_registry_and_match_the_readme():
 
 def test_family_names_are_the_run_configs_and_their_families():
   """Families are keyed by their whole-config class; the names come from those classes."""
-  assert set(families.FAMILIES) == set(C.RUN_CONFIGS.values())
-  for name, run_cls in C.RUN_CONFIGS.items():
-    assert run_cls().family == name and C.parse_config({"family": name}).family == name
+  assert set(families.FAMILIES) == set(RUN_CONFIGS.values())
+  for name, run_cls in RUN_CONFIGS.items():
+    assert run_cls().family == name and parse_config({"family": name}).family == name
 
 
 def test_plugin_options_are_declared_once_and_make_the_config_sections():
@@ -416,7 +482,8 @@ def test_the_config_is_validated_once_at_the_entry_point():
              if re.search(r"\bvalidate\(", path.read_text()) and name != "diffusion.config.checks"]
   entry_points = {"diffusion.api", "diffusion.generate", "diffusion.train.loop",
                   "diffusion.train.population",
-                  "diffusion.sweeps.runner", "diffusion.pretrained.importer",
+                  "diffusion.sweeps.runner", "diffusion.sweeps.ema",
+                  "diffusion.pretrained.importer",
                   "diffusion.pretrained.export", "diffusion.reproduce.generic"}
   assert set(callers) <= entry_points, callers
   for floor in ("diffusion.core", "diffusion.samplers", "diffusion.models", "diffusion.evals"):
@@ -436,3 +503,36 @@ def test_atomic_writes_have_the_usual_file_mode(tmp_path):
   umask = os.umask(0)
   os.umask(umask)
   assert (path.stat().st_mode & 0o777) == 0o666 & ~umask and path.read_text() == "{}"
+
+
+def test_no_second_table_of_defaults_in_the_package():
+  for path in PACKAGE.rglob("*.py"):
+    text = path.read_text()
+    assert "_DEFAULTS" not in text, path
+    assert "get_field(" not in text, path
+
+
+def test_processes_are_asked_what_they_are_not_tested():
+  pattern = re.compile(r"hasattr\(process|isinstance\(process|variant ==")
+  offenders = [str(p) for p in PACKAGE.rglob("*.py") if p.name != "processes.py"
+               and pattern.search(p.read_text())]
+  assert not offenders
+  assert diffusion.make_process({"variant": "ddpm"}).kind == "vp"
+  assert diffusion.make_process({"variant": "ncsn"}).kind == "ve"
+
+
+@pytest.mark.slow
+def test_package_builds_a_wheel_with_both_packages(tmp_path):
+  res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                        "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
+                       capture_output=True, text=True, timeout=300)
+  if res.returncode and "No module named" in res.stderr and "setuptools" in res.stderr:
+    pytest.skip("setuptools is not installed in this environment")
+  assert res.returncode == 0, res.stderr[-2000:]
+  wheel = next(tmp_path.glob("diffusion-*.whl"))
+  names = zipfile.ZipFile(wheel).namelist()
+  assert "diffusion/config/__init__.py" in names and "configs/base.py" in names
+  assert "diffusion/models/unet.py" in names and "diffusion/data/sources.py" in names
+  # packages.find ships a folder only with its __init__.py: the reproductions need theirs.
+  assert "diffusion/reproduce/registry.py" in names
+  assert "diffusion/reproduce/papers/ddim.py" in names

@@ -153,4 +153,4 @@ def build(mixture: Sequence[Any]) -> AnalyticMixture:
 
 
 NETWORK = Network("the exact eps of the data's Gaussian mixture (no parameters)", build,
-                  declare(build))
+                  declare(build), convolutional=False)

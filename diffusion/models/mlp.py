@@ -89,4 +89,4 @@ NETWORK = Network(
     "a noise-conditioned MLP for 2-D toy data", build,
     declare(build, out_channels=OUT_CHANNELS, conditional=CONDITIONAL, dtype=DTYPE,
             hidden_dims=Option("hidden widths", rule=AT_LEAST_1)),
-    check, fits)
+    check, fits, convolutional=False)

@@ -10,6 +10,8 @@ A :class:`Network` is the registry entry of one ``model.name``
   check(options): rules between its own options (ConfigError naming ``model.<field>``).
   fits(options, dataset, example_shape, process_kind): rules against the data it is
       trained on and the process (image vs points, image-size divisibility, ...).
+  convolutional: whether it convolves (:mod:`diffusion.xla_cpu` times the CPU's
+      convolution kernels only for such networks).
 
 The config's flat ``model`` section is the union of the registered networks' options
 (options several networks read, e.g. ``out_channels``, are declared once here).
@@ -49,6 +51,7 @@ class Network:
   options: Mapping[str, Option]
   check: Optional[Callable[[Mapping[str, Any]], None]] = None
   fits: Optional[Callable[..., None]] = None
+  convolutional: bool = True   # False: no convolution (the CPU kernel choice skips it)
 
   @property
   def context(self) -> Tuple[str, ...]:

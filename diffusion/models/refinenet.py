@@ -7,7 +7,7 @@ PyTorch code, read for its facts only (GPL-3.0): NCSN ``CondRefineNetDilated``
 ``NCSNv2Deeper``, ``NCSNv2Deepest`` (ermongroup/ncsnv2@1bcea03 ``models/ncsnv2.py``).
 The papers' appendices describe these networks; where a detail matters the code is the
 reference.
-Checked against the official outputs by ``tests/test_refinenet.py``.
+Checked against the official outputs by ``tests/models/test_refinenet.py``.
 
 Layout (``stages`` below; x ngf channels per entry):
 
@@ -67,7 +67,7 @@ import jax
 import jax.numpy as jnp
 
 from diffusion.errors import ConfigError
-from diffusion.models import refinenet_layers as rl
+from diffusion.models import refinenet_layers
 from diffusion.models.network import DTYPE, DTYPES, OUT_CHANNELS, Network, image_side
 from diffusion.options import AT_LEAST_1, Option, declare
 
@@ -148,13 +148,15 @@ class RefineNet(nn.Module):
       t = jnp.round(jnp.asarray(cond, jnp.float32)).astype(jnp.int32)
       y = nc - 1 - t
 
-    h = rl.conv(self.ngf, "begin_conv", self.dtype, x.shape[-1])(x.astype(self.dtype))
+    h = refinenet_layers.conv(self.ngf, "begin_conv", self.dtype,
+                              x.shape[-1])(x.astype(self.dtype))
     layers = []
     for k, (name, _, mult, dilation) in enumerate(self.stages):
       width = mult * self.ngf
       for i in range(2):
-        h = rl.ResidualBlock(width, down=(k > 0 and i == 0), dilation=dilation,
-                             num_classes=nc, dtype=self.dtype, name=f"{name}_{i}")(h, y)
+        h = refinenet_layers.ResidualBlock(width, down=(k > 0 and i == 0), dilation=dilation,
+                                           num_classes=nc, dtype=self.dtype,
+                                           name=f"{name}_{i}")(h, y)
       layers.append(h)
 
     ref = None
@@ -162,11 +164,11 @@ class RefineNet(nn.Module):
       _, refine_name, _, _ = self.stages[k]
       features = self.stages[max(k - 1, 0)][2] * self.ngf
       inputs = [layers[k]] if ref is None else [layers[k], ref]
-      ref = rl.RefineBlock(features, end=(k == 0), num_classes=nc, dtype=self.dtype,
-                           name=refine_name)(inputs, y)
+      ref = refinenet_layers.RefineBlock(features, end=(k == 0), num_classes=nc,
+                                         dtype=self.dtype, name=refine_name)(inputs, y)
 
-    h = nn.elu(rl.norm(nc, "normalizer")(ref, y))
-    h = rl.conv(self.out_channels, "end_conv", self.dtype, self.ngf)(h)
+    h = nn.elu(refinenet_layers.norm(nc, "normalizer")(ref, y))
+    h = refinenet_layers.conv(self.out_channels, "end_conv", self.dtype, self.ngf)(h)
     return h.astype(jnp.float32)
 
 

@@ -11,13 +11,11 @@ from typing import Any, Callable, Dict, Optional
 import ml_collections
 import numpy as np
 
-from diffusion import evals, families
+from diffusion import evals, families, paths
 from diffusion.config import files
 from diffusion.io import atomic
 from diffusion.io.workdir import config_json, restore_ema_params
 from diffusion.train.loop import PENDING_STOP, Interrupted, train
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 CPU = "2 CPU cores"
 GPU = "1 GPU (H100 class)"
@@ -43,7 +41,7 @@ def load_config_file(path: str,
                      overrides: Optional[Dict[str, Any]] = None) -> ml_collections.ConfigDict:
   """A config file's get_config() (``path`` relative to the repository, e.g.
   ``configs/ddpm/digits.py``) with dotted ``overrides`` ({"model.ch": 32, ...})."""
-  return files.load(os.path.join(REPO, path), overrides or {}, name=path)
+  return files.load(os.path.join(paths.REPO, path), overrides or {}, name=path)
 
 
 def with_sampling(config, **sampling) -> ml_collections.ConfigDict:

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Tuple
 
 import jax
 
-from diffusion import cli
+from diffusion import cli, paths
 from diffusion.errors import ConfigError, did_you_mean
 from diffusion.io import atomic
 from diffusion.io.workdir import WorkdirLock, check_workdir, make_workdir
@@ -55,7 +55,7 @@ def machine() -> str:
 
 def commit() -> str:
   try:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=common.REPO,
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=paths.REPO,
                           capture_output=True, text=True, timeout=10).stdout.strip()
   except (OSError, subprocess.SubprocessError):
     return "unknown"

@@ -46,7 +46,7 @@ from diffusion.options import Option, declare, union
 from diffusion.samplers import ancestral, chain, ddim, dpm_solver, heun, langevin, ode, pc
 from diffusion.samplers.chain import Plan, run_plan, split_fn
 from diffusion.samplers.ddim import ddim_coefficients
-from diffusion.samplers.langevin import langevin as langevin_dynamics
+from diffusion.samplers.langevin import langevin_dynamics
 from diffusion.samplers.timesteps import ddim_timesteps, space_timesteps
 
 __all__ = ["SAMPLERS", "Plan", "Sampler", "check", "cost_note", "ddim_coefficients",

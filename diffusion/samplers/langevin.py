@@ -82,8 +82,8 @@ def denoise_step(eps_fn, plan: Plan, x):
   return x + plan.process.noise_std(0) ** 2 * plan.process.eps_to_score(eps, t0)
 
 
-def langevin(score_fn: Callable[[Array], Array], x: Array, key: Array, step_size: float,
-             num_steps: int, form: str = "paper") -> Array:
+def langevin_dynamics(score_fn: Callable[[Array], Array], x: Array, key: Array,
+                      step_size: float, num_steps: int, form: str = "paper") -> Array:
   """Plain (single-level) Langevin dynamics with a fixed step, one jitted scan.
 
   Args:

@@ -101,7 +101,7 @@ def integrate(eps_fn, process, x_hat, up: bool, *, ode_solver: str, rtol: float,
 
 
 # The solver's keyword defaults below are :data:`OPTIONS`' (score_sde's RK45 tolerances);
-# tests/test_fast_samplers.py checks every function here states the same ones.
+# tests/samplers/test_ode.py checks every function here states the same ones.
 
 def encode(eps_fn, process, x, *, ode_solver: str = "tsit5", rtol: float = 1e-5,
            atol: float = 1e-5) -> Tuple[jax.Array, int]:

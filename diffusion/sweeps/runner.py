@@ -26,8 +26,8 @@ import jax
 from jax.experimental import multihost_utils
 
 from diffusion import evals
-from diffusion.config import checks as config_check
-from diffusion.io import workdir as runs
+from diffusion.config import checks
+from diffusion.io.workdir import WorkdirLock, check_workdir, make_workdir
 from diffusion.config import program_key
 from diffusion.errors import ConfigError
 from diffusion.sweeps.grid import load_sweep, log_every_note, point_config, point_names
@@ -47,7 +47,7 @@ def validated_point(config, point: Dict[str, Any], fixed: Optional[Dict[str, Any
   then the config checks; ConfigError ``"<label>: <the one-line error>"``."""
   try:
     cfg = point_config(config, point, fixed)
-    evals.check_applies(config_check.validate(cfg))
+    evals.check_applies(checks.validate(cfg))
   except ConfigError as e:
     raise ConfigError(f"{label}: {e}") from None
   return cfg
@@ -103,13 +103,13 @@ def run_sweep(config, config_file: str, spec: str, sweep_dir: str, *,
     raise ConfigError(f"--seeds={seeds}: give the number of training seeds per point, K >= 1.")
   # every point, before any training
   points = prepare(config, config_file, spec, common_overrides, seeds=seeds)
-  runs.check_workdir(sweep_dir)
-  runs.make_workdir(sweep_dir)   # a path the system refuses: one line, no folder left
+  check_workdir(sweep_dir)
+  make_workdir(sweep_dir)   # a path the system refuses: one line, no folder left
   chief = jax.process_index() == 0
   if mode == "ray" and jax.process_count() > 1:
     raise ConfigError("--sweep_mode=ray starts its own worker processes; run it from one "
                       "process, without --distributed.")
-  lock = runs.WorkdirLock(sweep_dir).acquire() if chief else None
+  lock = WorkdirLock(sweep_dir).acquire() if chief else None
   try:
     names = [p["name"] for p in points]
     if chief:

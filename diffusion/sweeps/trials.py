@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from diffusion import extras
 from diffusion.errors import ConfigError
 from diffusion.evals import maximised_metrics
-from diffusion.io import workdir as runs
+from diffusion.io.workdir import WorkdirLock, check_workdir, make_workdir
 from diffusion.io.metric_writers import read_metrics
 from diffusion.sweeps import search_settings
 from diffusion.sweeps.grid import point_config, point_names
@@ -172,7 +172,7 @@ def _owner_alive(owner: Optional[Dict[str, Any]], workdir: str) -> bool:
   if not os.path.isdir(workdir):
     return True     # claimed on another machine, not started yet
   try:
-    runs.WorkdirLock(workdir).acquire().release()
+    WorkdirLock(workdir).acquire().release()
   except Exception:  # noqa: BLE001 - held (or unreadable): leave it to its owner
     return True
   return False
@@ -440,8 +440,8 @@ def run_search(config, config_file: str, spec: str, sweep_dir: str,
                       "while it trains, which comes with issue 29's next part; use "
                       "--scheduler=none for now.")
   check_space(config, space, fixed, label)
-  runs.check_workdir(sweep_dir)
-  runs.make_workdir(sweep_dir)
+  check_workdir(sweep_dir)
+  make_workdir(sweep_dir)
   driver = Search(config, config_file, spec, sweep_dir, settings, space, fixed,
                   train_fn or train_and_replay, progress)
   driver.open()

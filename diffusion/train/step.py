@@ -29,8 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from diffusion import xla_cpu
-from diffusion.train import optim as optimizers
-from diffusion.train import phema
+from diffusion.train import optim, phema
 
 LossFn = Callable[[Any, jax.Array, jax.Array, Dict[str, jax.Array]],
                   Tuple[jax.Array, Dict[str, jax.Array]]]
@@ -135,7 +134,7 @@ def train_step(state: TrainState, data: Any, *, loss_fn: LossFn,
   metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
   hyperparams = getattr(state.opt_state, "hyperparams", None)  # optax.inject_hyperparams
   if hyperparams is not None and "warmup_steps" in hyperparams:
-    metrics["lr"] = optimizers.scheduled_learning_rate(hyperparams, state.step)
+    metrics["lr"] = optim.scheduled_learning_rate(hyperparams, state.step)
   return new_state, metrics
 
 
