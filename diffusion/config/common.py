@@ -187,8 +187,10 @@ class TrainingConfig(Section):
   # Post-hoc EMA (Karras et al. 2024, EDM2, §3): power-function EMA profiles of these
   # relative lengths are tracked in the train state and snapshotted under <workdir>/phema/.
   phema_std_rel: Tuple[float, ...] = field((), "post-hoc EMA: σ_rel of the power-function "
-                                           "EMA profiles tracked (EDM2: (0.05, 0.10); each "
-                                           "in (0, 0.2887)); () = off")
+                                           "EMA profiles tracked and snapshotted to "
+                                           "<workdir>/phema/ (EDM2: 0.05,0.1; each in "
+                                           "(0, 0.2887)); () = off; any σ_rel after "
+                                           "training: sample.py --ema_std_rel")
   phema_every: int = field(0, "steps between post-hoc EMA snapshots (0 = a 64th of "
                            "num_train_steps, a multiple of steps_per_call)", rule=NONNEGATIVE)
   phema_keep: int = field(0, "post-hoc EMA snapshots kept, newest first (0 = all; the "
