@@ -10,8 +10,9 @@ only), into ``OUT/std_rel_<σ>/`` (OUT: ``--output``, default ``DIR/ema_sweep``)
 results go into ``OUT/ema_sweep.json`` as each length finishes (a rerun skips the lengths
 done; other settings in the same OUT are refused with what changed), and the summary into
 ``OUT/summary.md`` / ``summary.csv`` (one row per length, the best marked) with
-``<metric>_vs_std_rel.png`` for each metric that varies. Every length is checked before
-anything is sampled.
+``<metric>_vs_std_rel.png`` for each metric that varies; the summary also gives the σ_rel
+of the run's own constant-decay EMA (:func:`diffusion.train.phema.ema_decay_std_rel`).
+Every length is checked before anything is sampled.
 """
 
 import csv
@@ -90,6 +91,10 @@ def ema_sweep(workdir: str, std_rel: Sequence[float], eval_names: Sequence[str],
               "evals": list(dict.fromkeys(eval_names)),
               "tracked_std_rel": list(cfg.training.phema_std_rel)}
   ledger = _open_ledger(out, settings)
+  # The run's own EMA on the same axis (its checkpoints' constant decay), for comparison.
+  decay = cfg.training.ema_decay
+  ledger["run_ema"] = {"ema_decay": decay,
+                       "std_rel": phema.ema_decay_std_rel(decay, plans[0].step)}
   for made in plans:
     key = f"{made.std_rel:g}"
     if key in ledger["lengths"]:
@@ -168,6 +173,10 @@ def summarize(out: str, metric: Optional[str] = None, plots: bool = True) -> str
            f"{tuple(s['tracked_std_rel'])}, then {s['num_samples']} samples "
            f"({s['sampling']}, seed {s['seed']}: the same x_T for every length) judged by "
            f"{', '.join(s['evals'])}."]
+  if "run_ema" in ledger:
+    own = ledger["run_ema"]
+    lines.append(f"The run's own EMA (training.ema_decay = {own['ema_decay']:g}, the "
+                 f"checkpoints') is σ_rel = {own['std_rel']:.4g} at this step.")
   if metric is not None and rows and metric not in metrics:
     raise ConfigError(f"--metric={metric} is not among the metrics of this sweep "
                       f"({', '.join(metrics) or 'none'}); give one of them.")

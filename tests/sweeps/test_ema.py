@@ -16,6 +16,7 @@ import pytest
 
 import diffusion
 from diffusion.paths import REPO
+from diffusion.train import phema
 from diffusion.train.loop import train
 
 STEPS = 12
@@ -77,6 +78,10 @@ def test_the_ema_sweep_command(run, tmp_path):
   assert len(best) == 1 and float(best[0]["eval/bpd"]) == min(bpd)   # bits/dim: minimised
   text = (out / "summary.md").read_text()
   assert "Best by eval/bpd (min)" in text and text.count("\n| 0.") == 3
+  # The run's own EMA on the σ_rel axis (digits' ema_decay 0.999 after 12 steps; the
+  # conversion is tested in tests/train/test_phema.py).
+  own = phema.ema_decay_std_rel(0.999, STEPS)
+  assert f"(training.ema_decay = 0.999, the checkpoints') is σ_rel = {own:.4g}" in text
   assert (out / "eval-bpd_vs_std_rel.png").is_file()
   # Each row is the reconstruction of its length, sampled from the same x_T (seed 0).
   for std in (0.05, 0.15):
