@@ -2,6 +2,7 @@
 
   python sample.py --workdir=runs/ddpm_cifar10 --num_samples=1000 \
       [--sampler=ddim --steps=50 --config.sampling.eta=0.0 ...] [--fid] [--bpd]
+      [--ema_std_rel=0.02]           # a post-hoc EMA (runs trained with phema_std_rel)
 
 Writes <out>/samples.png (a grid of the first 256), <out>/samples.npz
 (uint8 [N, H, W, C] under the key ``arr_0``, as improved-diffusion writes it) and
@@ -44,6 +45,10 @@ _OUT = flags.DEFINE_string("output", "", "Output folder (default "
                            "<workdir>/samples_<step>_<sampler>_s<steps>[_eta<eta>]_seed<seed>, "
                            "numbered _2, _3, ... rather than overwritten).")
 _STEP = flags.DEFINE_integer("checkpoint_step", -1, "Checkpoint to load (-1: latest).")
+_EMA_STD_REL = flags.DEFINE_float("ema_std_rel", None, "Sample a post-hoc EMA of this "
+                                  "relative length σ_rel (EDM2), reconstructed from the run's "
+                                  "snapshots (training.phema_std_rel) at --checkpoint_step "
+                                  "(-1: the newest snapshot); default: the checkpoint's EMA.")
 # --<name>: a shortcut for --eval=<name>, for the evaluators that declare one (bpd, fid).
 _SHORTCUTS = {name: flags.DEFINE_bool(name, False, evaluator.SHORTCUT)
               for name, evaluator in evals.EVALUATORS.items() if evaluator.SHORTCUT}
@@ -82,7 +87,7 @@ def run():
   generate(flags.FLAGS.config, _WORKDIR.value, num_samples=_NUM.value, seed=_SEED.value,
            output=_OUT.value, evals=requested, batch_size=_BATCH.value,
            checkpoint_step=_STEP.value, sampler=_SAMPLER.value, steps=_STEPS.value,
-           progress=_PROGRESS.value)
+           progress=_PROGRESS.value, ema_std_rel=_EMA_STD_REL.value)
 
 
 if __name__ == "__main__":

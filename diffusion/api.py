@@ -6,7 +6,8 @@ field), then calls the config-free code below it. Inside the package nothing
 re-parses: this module, the command lines, sweeps and reproductions are the
 entry points.
 
-  load(workdir, step=-1) -> Run          a trained (or imported) run: config + EMA params
+  load(workdir, step=-1, ema_std_rel=None) -> Run   a trained (or imported) run: config +
+                                         EMA params (or a post-hoc EMA of length σ_rel)
   Run.eps(x_t, t)                        the network's ε (diffusion families)
   Run.sample(num, seed=0, **overrides)   samples [num, *example_shape] float32
   Run.encode(x) / Run.decode(z)          the VAE's q(z|x) mean and log-variance, p(x|z)
@@ -28,6 +29,7 @@ from diffusion.errors import ConfigError, did_you_mean
 from diffusion.families import builders
 from diffusion.io import untrusted
 from diffusion.io.workdir import load_config, restore_ema_params
+from diffusion.train import posthoc_ema
 
 
 def make_process(diffusion_cfg=None):
@@ -78,14 +80,21 @@ def make_family(config):
 
 
 class Run:
-  """A loaded run: its typed ``config``, ``family``, EMA ``params`` and their ``step``."""
+  """A loaded run: its typed ``config``, ``family``, EMA ``params`` and their ``step``.
 
-  def __init__(self, workdir: str, config, family, params, step: int):
+  ``ema_std_rel`` says which EMA ``params`` are: None for the run's own
+  (``training.ema_decay``, a checkpoint's), or the σ_rel of a post-hoc EMA reconstructed
+  from the run's snapshots at ``step`` (Karras et al. 2024, EDM2, §3).
+  """
+
+  def __init__(self, workdir: str, config, family, params, step: int,
+               ema_std_rel: Optional[float] = None):
     self.workdir, self.config, self.family = workdir, config, family
-    self.params, self.step = params, step
+    self.params, self.step, self.ema_std_rel = params, step, ema_std_rel
 
   def __repr__(self):
-    return (f"Run({self.workdir!r}, family={self.config.family!r}, step={self.step}, "
+    ema = "" if self.ema_std_rel is None else f", ema_std_rel={self.ema_std_rel}"
+    return (f"Run({self.workdir!r}, family={self.config.family!r}, step={self.step}{ema}, "
             f"example_shape={self.family.example_shape})")
 
   def _diffusion_only(self, what: str):
@@ -156,11 +165,17 @@ class Run:
     return jax.nn.sigmoid(self.family.decoder(self.params)(z))
 
 
-def load(workdir: str, step: int = -1) -> Run:
+def load(workdir: str, step: int = -1, ema_std_rel: Optional[float] = None) -> Run:
   """The run in ``workdir`` (a str or path): its config (config.json) and the EMA
   parameters of checkpoint ``step`` (an integer: a saved step, or -1 for the newest
   readable one). Raises ConfigError (one line) for an argument of another type or value,
-  or when there is no run or no readable checkpoint."""
+  or when there is no run or no readable checkpoint.
+
+  ``ema_std_rel``: instead, the post-hoc EMA of that relative length σ_rel (EDM2 §3),
+  reconstructed from the run's snapshots up to snapshot ``step`` (-1: the newest); the
+  run must have been trained with ``training.phema_std_rel`` (one-line errors otherwise,
+  and for a σ_rel its snapshots do not reconstruct: :mod:`diffusion.train.posthoc_ema`).
+  """
   if isinstance(workdir, os.PathLike):
     workdir = os.fspath(workdir)
   if not isinstance(workdir, str) or not workdir:
@@ -177,6 +192,9 @@ def load(workdir: str, step: int = -1) -> Run:
                          fix="restore it, or train a new run"):
     config = checks.validate(load_config(workdir))
   family = families.make_family(config)
+  if ema_std_rel is not None:
+    made = posthoc_ema.reconstruct(workdir, family, ema_std_rel, int(step))
+    return Run(workdir, config, family, made.params, made.step, made.std_rel)
   params, found = restore_ema_params(workdir, family, int(step))
   return Run(workdir, config, family, params, found)
 

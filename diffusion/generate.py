@@ -33,7 +33,7 @@ from diffusion.errors import ConfigError, Interrupted, signal_name
 from diffusion.evals import make_evaluators
 from diffusion.io import atomic, images, temporaries
 from diffusion.io.workdir import load_config, restore_ema_params
-from diffusion.train import sharding
+from diffusion.train import posthoc_ema, sharding
 
 
 @dataclasses.dataclass
@@ -57,7 +57,8 @@ class Generated:
 def generate(config, workdir: str, *, num_samples: int = 64, seed: int = 0,
              output: str = "", evals: Sequence[str] = (), batch_size: int = 0,
              checkpoint_step: int = -1, sampler: Optional[str] = None,
-             steps: Optional[int] = None, progress: bool = True) -> Generated:
+             steps: Optional[int] = None, progress: bool = True,
+             ema_std_rel: Optional[float] = None) -> Generated:
   """Draws ``num_samples`` from the run in ``workdir`` and runs evaluators on them.
 
   Args:
@@ -78,6 +79,10 @@ def generate(config, workdir: str, *, num_samples: int = 64, seed: int = 0,
     sampler, steps: a diffusion run's ``sampling.method`` / ``sampling.num_steps`` for
       this call (None: the config's).
     progress: a progress bar on stderr while sampling.
+    ema_std_rel: sample a post-hoc EMA of this relative length σ_rel (EDM2 §3),
+      reconstructed from the run's snapshots (``training.phema_std_rel``) up to snapshot
+      ``checkpoint_step`` (-1: the newest), instead of the checkpoint's EMA; the folder
+      name (``..._ema<σ_rel>_...``) and meta.json (``ema_std_rel``) record it.
 
   Returns:
     :class:`Generated`: the folder, meta.json's dict, the samples and the scores.
@@ -91,12 +96,20 @@ def generate(config, workdir: str, *, num_samples: int = 64, seed: int = 0,
   family = families.make_family(cfg)
   record = family.sampling_record(
       steps_from="--steps" if steps is not None else "config.sampling.num_steps")
-  params, step = restore_ema_params(workdir, family, checkpoint_step)
+  if ema_std_rel is None:
+    params, step = restore_ema_params(workdir, family, checkpoint_step)
+    source = {"checkpoint": os.path.abspath(os.path.join(workdir, "checkpoints", str(step)))}
+  else:
+    made = posthoc_ema.reconstruct(workdir, family, ema_std_rel, checkpoint_step)
+    params, step = made.params, made.step
+    source = {"checkpoint": made.folder, "ema_std_rel": made.std_rel,
+              "ema_snapshots": len(made.snapshot_steps),
+              "ema_profile_misfit": round(made.misfit, 6)}
   remove_stale_outputs(workdir, output)
   # The output place: named by everything that changes the samples, never overwritten,
   # checked writable and big enough before anything is sampled.
   out = output or unused_folder(os.path.join(workdir, folder_name(
-      record, step, seed, num_samples, list(dict.fromkeys(evals)))))
+      record, step, seed, num_samples, list(dict.fromkeys(evals)), ema_std_rel)))
   check_output(out, num_samples, family)
   # The evaluators first: a missing weights file fails now, not after sampling.
   evaluators = make_evaluators(family, workdir, list(dict.fromkeys(evals)), seed=seed)
@@ -113,8 +126,7 @@ def generate(config, workdir: str, *, num_samples: int = 64, seed: int = 0,
   temporaries.mark_incomplete(out, created)
   before = set(os.listdir(out))
   try:
-    meta = {"sampler": record.sampler, "steps": record.steps, "seed": seed,
-            "checkpoint": os.path.abspath(os.path.join(workdir, "checkpoints", str(step))),
+    meta = {"sampler": record.sampler, "steps": record.steps, "seed": seed, **source,
             "checkpoint_step": step, "count": num_samples,
             "workdir": os.path.abspath(workdir),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
@@ -239,12 +251,14 @@ def with_sampler(cfg, sampler: Optional[str], steps: Optional[int]):
 
 
 def folder_name(record, step: int, seed: int, num_samples: int,
-                evals: Sequence[str] = ()) -> str:
-  """``samples_<step>_<record.name>_seed<seed>``; when nothing is sampled,
-  ``eval_<step>_<evaluators>_seed<seed>`` (named by what ran, not by a sampler)."""
+                evals: Sequence[str] = (), ema_std_rel: Optional[float] = None) -> str:
+  """``samples_<step>_<record.name>[_ema<σ_rel>]_seed<seed>`` (``_ema<σ_rel>`` for a
+  post-hoc EMA); when nothing is sampled, ``eval_<step>_<evaluators>[_ema<σ_rel>]_seed<seed>``
+  (named by what ran, not by a sampler)."""
+  ema = "" if ema_std_rel is None else f"_ema{ema_std_rel:g}"
   if num_samples == 0:
-    return f"eval_{step}_{'+'.join(evals) or 'none'}_seed{seed}"
-  return f"samples_{step}_{record.name}_seed{seed}"
+    return f"eval_{step}_{'+'.join(evals) or 'none'}{ema}_seed{seed}"
+  return f"samples_{step}_{record.name}{ema}_seed{seed}"
 
 
 def unused_folder(path: str) -> str:

@@ -482,7 +482,8 @@ def test_the_config_is_validated_once_at_the_entry_point():
              if re.search(r"\bvalidate\(", path.read_text()) and name != "diffusion.config.checks"]
   entry_points = {"diffusion.api", "diffusion.generate", "diffusion.train.loop",
                   "diffusion.train.population",
-                  "diffusion.sweeps.runner", "diffusion.pretrained.importer",
+                  "diffusion.sweeps.runner", "diffusion.sweeps.ema",
+                  "diffusion.pretrained.importer",
                   "diffusion.pretrained.export", "diffusion.reproduce.generic"}
   assert set(callers) <= entry_points, callers
   for floor in ("diffusion.core", "diffusion.samplers", "diffusion.models", "diffusion.evals"):

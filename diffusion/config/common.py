@@ -16,6 +16,11 @@ BINARIZATIONS = ("none", "dynamic")
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
 LR_SCHEDULES = ("constant", "exponential", "cosine")
 WRITERS = ("jsonl", "tensorboard", "wandb")
+# Post-hoc EMA: σ_rel of a power-function profile must stay below 12^(-1/2) (γ > 0, EDM2
+# eq. 126; 12^(-1/2) is the uniform average of the whole run), and the default snapshot
+# cadence writes this many over a run (EDM2 keeps 256 over 2^31 images, one per 8 Mi).
+PHEMA_MAX_STD = 12 ** -0.5
+PHEMA_SNAPSHOTS = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +184,27 @@ class TrainingConfig(Section):
                            choices=("",) + tuple(samplers.SAMPLERS))
   grid_steps: int = field(presets.GRID_STEPS, "steps of training.grid_method (0 = all "
                           "levels; at most the process's levels)", rule=NONNEGATIVE)
+  # Post-hoc EMA (Karras et al. 2024, EDM2, §3): power-function EMA profiles of these
+  # relative lengths are tracked in the train state and snapshotted under <workdir>/phema/.
+  phema_std_rel: Tuple[float, ...] = field((), "post-hoc EMA: σ_rel of the power-function "
+                                           "EMA profiles tracked and snapshotted to "
+                                           "<workdir>/phema/ (EDM2: 0.05,0.1; each in "
+                                           "(0, 0.2887)); () = off; any σ_rel after "
+                                           "training: sample.py --ema_std_rel")
+  phema_every: int = field(0, "steps between post-hoc EMA snapshots (0 = a 64th of "
+                           "num_train_steps, a multiple of steps_per_call)", rule=NONNEGATIVE)
+  phema_keep: int = field(0, "post-hoc EMA snapshots kept, newest first (0 = all; the "
+                          "checkpoints' keep_checkpoints never removes them)", rule=NONNEGATIVE)
+
+  @property
+  def phema_snapshot_every(self) -> int:
+    """Steps between post-hoc EMA snapshots: ``phema_every``, or (0) the multiple of
+    ``steps_per_call`` nearest below num_train_steps / :data:`PHEMA_SNAPSHOTS` (at least
+    one call). Snapshots are also written at the last step."""
+    if self.phema_every:
+      return self.phema_every
+    k = self.steps_per_call
+    return max(k, self.num_train_steps // PHEMA_SNAPSHOTS // k * k)
 
   def check(self):
     bad = [w for w in self.writers.split(",") if w.strip() not in WRITERS]
@@ -186,9 +212,17 @@ class TrainingConfig(Section):
       fail("training.writers", self.writers,
            f"it must be a comma-separated list of {', '.join(WRITERS)}")
     k = self.steps_per_call
-    for name in ("num_train_steps", "log_every", "checkpoint_every", "sample_every"):
+    for name in ("num_train_steps", "log_every", "checkpoint_every", "sample_every",
+                 "phema_every"):
       if getattr(self, name) % k:
         fail(f"training.{name}", getattr(self, name),
              f"it must be a multiple of training.steps_per_call={k}: events happen between "
              "compiled calls")
-
+    stds = self.phema_std_rel
+    if any(not 0 < s < PHEMA_MAX_STD for s in stds) or len(set(stds)) != len(stds):
+      fail("training.phema_std_rel", stds, f"give distinct relative EMA lengths in (0, "
+           f"{PHEMA_MAX_STD:.4f}) (EDM2 tracks (0.05, 0.1)), or () for no post-hoc EMA")
+    if not stds and (self.phema_every or self.phema_keep):
+      name = "phema_every" if self.phema_every else "phema_keep"
+      fail(f"training.{name}", getattr(self, name), "it has no effect without post-hoc EMA "
+           "profiles; set training.phema_std_rel too, e.g. (0.05, 0.1)")

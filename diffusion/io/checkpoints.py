@@ -1,7 +1,8 @@
 """Orbax checkpoints of the train state: save, automatic resume, safe fallback.
 
 Layout: ``<workdir>/checkpoints/<step>/`` written by an orbax ``CheckpointManager``
-with two items, ``state`` (step, parameters, optimizer state, hyperparameters) and
+with two items, ``state`` (step, parameters, optimizer state, hyperparameters, and the
+post-hoc EMA profiles of a run that tracks them) and
 ``ema_params`` (the EMA parameters on their own, so sampling and evaluation
 restore them without building an optimizer). Checkpoints hold plain arrays only
 (no pickled objects), so they survive library upgrades.
@@ -40,11 +41,13 @@ def checkpoint_dir(workdir: str) -> str:
 
 
 def _split(state) -> Dict[str, Any]:
-  """A TrainState as the two saved items."""
-  return {"state": {"step": state.step, "params": state.params, "opt_state": state.opt_state,
-                    "hparams": state.hparams,
-                    "first_nonfinite_step": state.first_nonfinite_step},
-          "ema_params": state.ema_params}
+  """A TrainState as the two saved items; the post-hoc EMA profiles, where a run tracks
+  any, go into ``state`` (a run without them writes what it always wrote)."""
+  saved = {"step": state.step, "params": state.params, "opt_state": state.opt_state,
+           "hparams": state.hparams, "first_nonfinite_step": state.first_nonfinite_step}
+  if jax.tree.leaves(state.phema_params):
+    saved["phema_params"] = list(state.phema_params)
+  return {"state": saved, "ema_params": state.ema_params}
 
 
 def _abstract(tree: Any) -> Any:
@@ -146,7 +149,8 @@ class Checkpointer:
     s = items["state"]
     return target.replace(step=s["step"], params=s["params"], opt_state=s["opt_state"],
                           hparams=s["hparams"], first_nonfinite_step=s["first_nonfinite_step"],
-                          ema_params=items["ema_params"])
+                          ema_params=items["ema_params"],
+                          phema_params=tuple(s.get("phema_params", ())))
 
   def restore_ema_params(self, step: int, target: Any) -> Any:
     """Only the EMA parameters of checkpoint ``step``, shaped like ``target`` (params)."""

@@ -44,11 +44,11 @@ from diffusion.config import checks
 from diffusion.config import grid_sampling
 from diffusion.data import make_source
 from diffusion.errors import WorkdirError
-from diffusion.io import metric_writers
+from diffusion.io import metric_writers, phema_snapshots
 from diffusion.io.checkpoints import Checkpointer
 from diffusion.io.workdir import (WorkdirLock, check_workdir, io_error, is_disk_full,
                                   make_workdir, save_samples, write_config)
-from diffusion.train import optim
+from diffusion.train import optim, posthoc_ema
 from diffusion.train import sharding
 from diffusion.train.layout import Layout, Member
 from diffusion.train.step import (TrainState, create_train_state, scan_steps, train_hparams,
@@ -78,7 +78,8 @@ def initial_state(family, optimizer) -> TrainState:
   t = family.config.training
   key = jax.random.fold_in(jax.random.PRNGKey(t.seed), INIT_SALT)
   return create_train_state(family.init_params(key), optimizer, seed=t.seed,
-                            ema_decay=t.ema_decay, loss_hparams=family.loss_hparams())
+                            ema_decay=t.ema_decay, loss_hparams=family.loss_hparams(),
+                            phema_profiles=len(t.phema_std_rel))
 
 
 def with_config_hyperparams(state: TrainState, family) -> TrainState:
@@ -222,7 +223,13 @@ def _run_loop(layout: Layout, source, progress: bool,
       m.ckpt = Checkpointer(m.workdir, keep=t.keep_checkpoints)
     states = [initial_state(m.family, opt) for m, opt in zip(members, optimizers)]
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(states[0].params))
+    for m in members:   # post-hoc EMA profiles cannot change midway (one line, before restore)
+      if m.ckpt.steps():
+        posthoc_ema.check_resume(m.workdir, m.cfg.training.phema_std_rel)
     states, resumed = _restore(layout, states)
+    if chief and t.phema_std_rel:   # snapshots of steps trained again are set aside
+      for m in members:
+        phema_snapshots.set_aside_after(m.workdir, resumed or 0)
     if chief:  # only a config the checkpoints accepted: a refused resume changes nothing
       for m in members:
         write_config(m.cfg, m.workdir)
@@ -238,7 +245,8 @@ def _run_loop(layout: Layout, source, progress: bool,
     # The compiled call: K steps scanned, the state donated.
     step_fn = layout.step_fn(
         functools.partial(train_step, loss_fn=lead.family.loss_fn, optimizer=optimizers[0],
-                          get_batch=source.batch_fn(t.batch_size)),
+                          get_batch=source.batch_fn(t.batch_size),
+                          phema_gammas=posthoc_ema.gammas(t.phema_std_rel)),
         shared_data=source.device_resident)
     call = jax.jit(scan_steps(step_fn, k, data_per_step=not source.device_resident),
                    donate_argnums=(0,))
@@ -270,6 +278,10 @@ def _run_loop(layout: Layout, source, progress: bool,
           bar.update(k)
         if itstime(step, t.log_every, total):
           since = _log(layout, state, metrics, step, since, bar)
+        # A snapshot before the checkpoint of its step: a resume from that checkpoint
+        # never trains its step again, so the snapshot must exist already.
+        if t.phema_std_rel and itstime(step, t.phema_snapshot_every, total):
+          _save_phema(layout, state, step)
         if itstime(step, t.checkpoint_every, total) or stop.received:
           _save(layout, state, step)
         # Stopping: save, then leave (no samples or evaluations of an unfinished model).
@@ -392,6 +404,21 @@ def _save(layout: Layout, state, step: int) -> None:
     if m.training and m.last_checkpoint != step:
       m.ckpt.save(step, layout.member(state, i))
       m.last_checkpoint = step
+
+
+def _save_phema(layout: Layout, state, step: int) -> None:
+  """The post-hoc EMA duty: the profiles of every member still training as the snapshot
+  of ``step`` (written by the chief; every process takes part in gathering them), then
+  ``training.phema_keep``'s pruning."""
+  _check_finite(layout, state)
+  profiles = _local(state.phema_params)
+  if not _is_chief():
+    return
+  for i, m in enumerate(layout.members):
+    if m.failure is None:
+      t = m.cfg.training
+      phema_snapshots.write(m.workdir, step, t.phema_std_rel, layout.member(profiles, i))
+      phema_snapshots.prune(m.workdir, t.phema_keep)
 
 
 def _sample_grids(layout: Layout, sample_fn, ema, step: int, chain_bar) -> None:

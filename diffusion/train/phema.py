@@ -182,3 +182,35 @@ def profile_error(snapshot_steps, snapshot_stds, target_step, target_std) -> flo
   rr = float(profile_inner_products(target_step, gr, target_step, gr))
   err2 = float(x @ a @ x - 2.0 * x @ b + rr)
   return float(np.sqrt(max(err2, 0.0) / rr))
+
+
+def weights_std_rel(weights) -> float:
+  """σ_rel of an average of the trajectory that gives θ_τ (τ = 1..t) the weight
+  ``weights[τ − 1]`` (float64 [t], summing to one): the standard deviation of τ/t when
+  each step's weight is spread evenly over (τ − 1, τ], the step it stands for (the
+  power profile's weights are its density over the step, :func:`step_weights`)."""
+  w = np.asarray(weights, np.float64)
+  t = len(w)
+  mid = np.arange(1, t + 1, dtype=np.float64) - 0.5
+  mean = float(w @ mid)
+  var = float(w @ (mid - mean) ** 2) + float(w.sum()) / 12.0   # + each step's own spread
+  return float(np.sqrt(var) / t)
+
+
+def ema_decay_weights(decay: float, step: int) -> np.ndarray:
+  """The weights of θ_1..θ_t (t = ``step``) in the training loop's EMA of constant
+  ``decay`` (TF DDPM's: the first update copies θ_1, then ema ← decay·ema +
+  (1 − decay)·θ), float64 [t]: θ_1 decay^(t−1), θ_τ (1 − decay)·decay^(t−τ)."""
+  t = int(step)
+  w = (1.0 - decay) * float(decay) ** np.arange(t - 1, -1, -1, dtype=np.float64)
+  w[0] = float(decay) ** (t - 1)
+  return w
+
+
+def ema_decay_std_rel(decay: float, step: int) -> float:
+  """σ_rel of the constant-decay EMA after ``step`` updates (:func:`ema_decay_weights`,
+  :func:`weights_std_rel`), so that a run's ``training.ema_decay`` is compared with
+  post-hoc lengths on EDM2's axis. Far from the start (t ≫ 1/(1 − decay)) the weights
+  are geometric with standard deviation √decay / (1 − decay) steps, so σ_rel ≈
+  √decay / ((1 − decay) t): the same decay is a shorter EMA in a longer run."""
+  return weights_std_rel(ema_decay_weights(decay, step))

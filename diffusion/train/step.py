@@ -9,6 +9,7 @@ the keyword arguments with ``functools.partial`` and jits it):
   (loss, metrics), grads = value_and_grad(loss_fn)(params, batch, loss key, hparams)
   params <- optax update (clip, Adam, schedule: hyperparameters in opt_state)
   ema <- decay · ema + (1 − decay) · params       (copy at step 0, TF DDPM)
+  phema_i <- β_t,i · phema_i + (1 − β_t,i) · params   (post-hoc EMA profiles, if any)
 
 Nothing in it reads a config: the model family supplies ``loss_fn``, the data
 source ``get_batch``, :mod:`diffusion.train.optim` the optimizer. Every value a
@@ -20,7 +21,7 @@ Randomness is a pure function of (seed, step), so a resumed run needs no RNG
 state and continues bit-identically.
 """
 
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import flax
 import jax
@@ -28,7 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from diffusion import xla_cpu
-from diffusion.train import optim
+from diffusion.train import optim, phema
 
 LossFn = Callable[[Any, jax.Array, jax.Array, Dict[str, jax.Array]],
                   Tuple[jax.Array, Dict[str, jax.Array]]]
@@ -42,7 +43,10 @@ class TrainState:
   ``ema_decay`` and the loss weights of the model family (float32).
   ``first_nonfinite_step`` is -1 until a step produces a NaN/Inf loss, then the
   first such step; the loop checks it before logging or saving so a bad state
-  is never written over a good checkpoint.
+  is never written over a good checkpoint. ``phema_params`` holds one parameter tree
+  per post-hoc EMA profile (``training.phema_std_rel``, :mod:`diffusion.train.phema`),
+  in that order; an empty tuple (no leaves) when post-hoc EMA is off, so such a state,
+  its program and its checkpoints are those of a run before post-hoc EMA existed.
   """
   step: jax.Array                  # int32 scalar: number of updates applied
   params: Any
@@ -50,6 +54,7 @@ class TrainState:
   opt_state: Any
   hparams: Dict[str, jax.Array]
   first_nonfinite_step: jax.Array  # int32 scalar
+  phema_params: Tuple[Any, ...] = ()
 
 
 def train_hparams(seed: int, ema_decay: float,
@@ -62,15 +67,19 @@ def train_hparams(seed: int, ema_decay: float,
 
 
 def create_train_state(params, optimizer: optax.GradientTransformation, *, seed: int,
-                       ema_decay: float, loss_hparams: Optional[Dict[str, float]] = None
-                       ) -> TrainState:
-  """Step-0 state; the EMA starts as a copy of the parameters."""
+                       ema_decay: float, loss_hparams: Optional[Dict[str, float]] = None,
+                       phema_profiles: int = 0) -> TrainState:
+  """Step-0 state; the EMA (and each of the ``phema_profiles`` post-hoc EMA profiles,
+  whose first update gives the step-1 parameters weight 1) starts as a copy of the
+  parameters."""
   hparams = train_hparams(seed, ema_decay, loss_hparams)
+  # Distinct copies: the state's buffers are donated to the compiled call.
   return TrainState(
       step=jnp.zeros((), jnp.int32), params=params,
-      ema_params=jax.tree.map(jnp.array, params),  # a distinct copy (buffers are donated)
+      ema_params=jax.tree.map(jnp.array, params),
       opt_state=optimizer.init(params), hparams=hparams,
-      first_nonfinite_step=jnp.full((), -1, jnp.int32))
+      first_nonfinite_step=jnp.full((), -1, jnp.int32),
+      phema_params=tuple(jax.tree.map(jnp.array, params) for _ in range(phema_profiles)))
 
 
 def step_keys(seed, step) -> Tuple[jax.Array, jax.Array]:
@@ -83,7 +92,8 @@ def step_keys(seed, step) -> Tuple[jax.Array, jax.Array]:
 def train_step(state: TrainState, data: Any, *, loss_fn: LossFn,
                optimizer: optax.GradientTransformation,
                get_batch: Callable[[Any, jax.Array], jax.Array],
-               batch_sharding: Optional[jax.sharding.Sharding] = None
+               batch_sharding: Optional[jax.sharding.Sharding] = None,
+               phema_gammas: Sequence[float] = ()
                ) -> Tuple[TrainState, Dict[str, jax.Array]]:
   """One optimizer update; returns the new state and this step's scalar metrics.
 
@@ -94,6 +104,8 @@ def train_step(state: TrainState, data: Any, *, loss_fn: LossFn,
     optimizer: an optax transformation (:func:`diffusion.train.optim.make_optimizer`).
     get_batch: ``(data, key) -> batch``, pure and jittable.
     batch_sharding: optional sharding of the batch (data parallelism over a mesh).
+    phema_gammas: the exponent γ of each post-hoc EMA profile in ``state.phema_params``
+      (:func:`diffusion.train.phema.std_to_gamma`), Python floats; () when off.
   Returns:
     (state, metrics): metrics has the loss_fn's metrics plus loss, grad_norm and,
     for :func:`diffusion.train.optim.make_optimizer`, the step's learning rate lr.
@@ -109,10 +121,16 @@ def train_step(state: TrainState, data: Any, *, loss_fn: LossFn,
   # TF DDPM's EMA copies the weights at step 0 (decay 1e-10), then averages.
   decay = jnp.where(state.step == 0, 0.0, state.hparams["ema_decay"])
   ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
+  # Post-hoc EMA profiles: the update that makes step t = state.step + 1 (EDM2 eq. 127).
+  if len(phema_gammas) != len(state.phema_params):
+    raise ValueError(f"{len(state.phema_params)} post-hoc EMA profiles in the state but "
+                     f"{len(phema_gammas)} exponents given.")
+  profiles = tuple(phema.update(state.phema_params, params, state.step + 1, phema_gammas))
   bad = (state.first_nonfinite_step < 0) & ~jnp.isfinite(loss)
   new_state = state.replace(
       step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state,
-      first_nonfinite_step=jnp.where(bad, state.step, state.first_nonfinite_step))
+      first_nonfinite_step=jnp.where(bad, state.step, state.first_nonfinite_step),
+      phema_params=profiles)
   metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
   hyperparams = getattr(state.opt_state, "hyperparams", None)  # optax.inject_hyperparams
   if hyperparams is not None and "warmup_steps" in hyperparams:

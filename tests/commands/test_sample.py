@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -426,3 +427,100 @@ def test_a_signal_at_any_point_ends_cleanly(toy_run, tmp_path):
   assert not [e for e in os.listdir(toy_run) if e.startswith(".") and e != ".lock"]
   print("sample.py exit statuses by signal:", outcomes)
   assert 2 in outcomes, outcomes   # at least one signal came while it worked
+
+
+def _power_gamma(std):
+  """γ of σ_rel by root finding on EDM2 eq. 123, σ² = (γ+1)/((γ+2)²(γ+3)) (decreasing in
+  γ > 0), not the package's cubic (eq. 126)."""
+  from scipy import optimize  # pylint: disable=import-outside-toplevel
+  return optimize.brentq(lambda g: (g + 1) / ((g + 2) ** 2 * (g + 3)) - std ** 2, 1e-9, 1e6,
+                         xtol=1e-14, rtol=1e-15)
+
+
+def _power_inner(t_a, g_a, t_b, g_b):
+  """∫_0^min(t_a,t_b) p_a p_b dτ of p_t(τ) = (γ+1) τ^γ / t^(γ+1), unsimplified (EDM2 eq. 121)."""
+  lo = min(t_a, t_b)
+  return ((g_a + 1) * (g_b + 1) * lo ** (g_a + g_b + 1)
+          / ((g_a + g_b + 1) * t_a ** (g_a + 1) * t_b ** (g_b + 1)))
+
+
+def test_post_hoc_ema_through_train_py_sample_py_and_load(tmp_path):
+  """train.py with two tracked profiles and a snapshot every 4 steps; then σ_rel = 0.07 by
+  sample.py --ema_std_rel and diffusion.load(DIR, ema_std_rel=): both against a float64
+  least-squares fit re-derived here from the snapshot files read with numpy alone (γ by
+  root finding on eq. 123, the Gram matrix from eq. 121's integrals, lstsq, weights
+  normalised to sum to one, EDM2 App. C.3). At a tracked σ_rel the reconstruction is that
+  profile (the issue's ≤ 1e-4). Bad lengths and a run without snapshots: one line each."""
+  import diffusion  # pylint: disable=import-outside-toplevel
+  w = tmp_path / "phema_run"
+  res = run("train.py", *TOY, f"--workdir={w}", "--config.training.phema_std_rel=0.05,0.1",
+            "--config.training.phema_every=4")
+  assert res.returncode == 0, res.stderr[-3000:]
+  files = sorted((w / "phema").glob("phema_*.npz"))
+  snaps = [dict(np.load(p)) for p in files]
+  assert [int(s["step"]) for s in snaps] == [4, 8, 12, 16, 20]
+  # (step, γ, {array name: float64}) of every stored profile.
+  profiles = []
+  for s in snaps:
+    for i, std in enumerate(s["std_rel"]):
+      arrays = {k[len(str(i)):]: np.asarray(v, np.float64) for k, v in s.items()
+                if k.startswith(str(i)) and k not in ("step", "std_rel")}
+      profiles.append((float(s["step"]), _power_gamma(float(std)), arrays))
+  assert len(profiles) == 10 and profiles[0][2]
+
+  def rederived(std, step=20.0):
+    g = _power_gamma(std)
+    a = np.array([[_power_inner(ti, gi, tj, gj) for tj, gj, _ in profiles]
+                  for ti, gi, _ in profiles])
+    b = np.array([_power_inner(ti, gi, step, g) for ti, gi, _ in profiles])
+    x = np.linalg.lstsq(a, b, rcond=None)[0]
+    x /= x.sum()
+    return {k: sum(xi * p[k] for xi, (_, _, p) in zip(x, profiles)) for k in profiles[0][2]}
+
+  def loaded(std):
+    params = diffusion.load(str(w), ema_std_rel=std).params
+    flat, _ = jax.tree_util.tree_flatten_with_path(params)
+    return {jax.tree_util.keystr(path): np.asarray(leaf, np.float64) for path, leaf in flat}
+
+  want, got = rederived(0.07), loaded(0.07)
+  assert sorted(want) == sorted(got)
+  scale = max(np.max(np.abs(v)) for v in want.values())
+  for k in want:
+    np.testing.assert_allclose(got[k], want[k], rtol=0, atol=1e-6 * scale, err_msg=k)
+  # A tracked length: the last snapshot's own profile (σ_rel 0.1 is profile 1); 0.07 is
+  # another average, far outside the tolerance above (the check can fail).
+  last = {k: np.asarray(v, np.float64) for k, v in snaps[-1].items() if k.startswith("1")}
+  assert max(np.max(np.abs(want[k] - last["1" + k])) for k in want) > 100 * 1e-6 * scale
+  for k, v in loaded(0.1).items():
+    assert np.max(np.abs(v - last["1" + k])) <= 1e-4 * np.max(np.abs(last["1" + k]))
+  # sample.py draws from those parameters: the samples of a Run holding the re-derived
+  # weights, the same seed and sampler.
+  res = run("sample.py", f"--workdir={w}", "--num_samples=16", "--progress=false",
+            "--sampler=ddim", "--steps=5", "--ema_std_rel=0.07", f"--output={tmp_path / 's'}")
+  assert res.returncode == 0, res.stderr[-3000:]
+  meta = json.load(open(tmp_path / "s" / "meta.json"))
+  assert meta["ema_std_rel"] == 0.07 and meta["checkpoint_step"] == 20
+  assert meta["ema_snapshots"] == 5
+  reference = diffusion.load(str(w))
+  reference.params = jax.tree_util.tree_map_with_path(
+      lambda path, leaf: jnp.asarray(want[jax.tree_util.keystr(path)], leaf.dtype),
+      reference.params)
+  with np.load(tmp_path / "s" / "samples.npz") as f:
+    np.testing.assert_allclose(f["arr_0"], reference.sample(16, seed=0, method="ddim",
+                                                            num_steps=5), rtol=0, atol=1e-4)
+  # One line each: a length outside (0, 12^-1/2), one the snapshots do not span, a run
+  # trained without post-hoc EMA.
+  for flag, words in [("--ema_std_rel=0.3", ["--ema_std_rel=0.3", "(0, 0.2887)"]),
+                      ("--ema_std_rel=0", ["not a relative EMA length"]),
+                      ("--ema_std_rel=0.001", ["cannot be reconstructed", "σ_rel in ["])]:
+    one_error_line(run("sample.py", f"--workdir={w}", "--num_samples=4", flag), *words)
+  res = run("train.py", *TOY, f"--workdir={tmp_path / 'plain'}",
+            "--config.training.num_train_steps=10")
+  assert res.returncode == 0, res.stderr[-3000:]
+  one_error_line(run("sample.py", f"--workdir={tmp_path / 'plain'}", "--num_samples=4",
+                     "--ema_std_rel=0.05"), "trained without them",
+                 "--config.training.phema_std_rel=0.05,0.1")
+  with pytest.raises(diffusion.ConfigError, match="no post-hoc EMA snapshots"):
+    for p in files:
+      os.remove(p)
+    diffusion.load(str(w), ema_std_rel=0.07)

@@ -1,4 +1,5 @@
-"""python -m diffusion.sweeps summarize DIR, and its one-line errors."""
+"""python -m diffusion.sweeps summarize DIR (and ema DIR: tests/sweeps/test_ema.py), and
+its one-line errors."""
 
 import json
 
@@ -15,8 +16,10 @@ def test_sweeps_command_line(tmp_path):
   assert res.returncode == 0 and "| lr=0.001 | pending |" in res.stdout, res.stderr[-2000:]
   assert (tmp_path / "summary.md").exists()
   for args in ((), ("summarise", str(tmp_path))):
-    assert one_error(command("diffusion.sweeps", *args)).endswith(
-        "usage: python -m diffusion.sweeps summarize DIR")
+    line = one_error(command("diffusion.sweeps", *args))
+    assert "usage: python -m diffusion.sweeps summarize DIR | " in line
+    assert line.endswith("python -m diffusion.sweeps ema DIR --std_rel=0.01,0.02,0.05,0.1 "
+                         "--eval=classifier_fid")
   (tmp_path / "sweep.json").write_text("[]")
   assert "not a sweep ledger" in one_error(command("diffusion.sweeps", "summarize",
                                                    str(tmp_path)))

@@ -149,3 +149,42 @@ def test_reconstruct_checks_its_arguments():
     phema.reconstruct([{"w": np.zeros(2)}] * 2, [1.0, 0.0, 0.0])
   with pytest.raises(ValueError, match="positive"):
     phema.solve_coefficients([0, 10], [0.05, 0.1], 10, 0.07)
+
+
+def test_constant_decay_ema_weights_by_its_recursion():
+  """ema_decay_weights is the training step's EMA (copy at the first update, then
+  decay·ema + (1 − decay)·θ), run here in float64 on one-hot trajectories; they sum to one."""
+  decay, steps = 0.9, 30
+  recursion = np.zeros(steps)
+  for t in range(1, steps + 1):
+    d = 0.0 if t == 1 else decay
+    recursion *= d
+    recursion[t - 1] += 1.0 - d
+  np.testing.assert_allclose(phema.ema_decay_weights(decay, steps), recursion, rtol=1e-12,
+                             atol=1e-300)
+  assert abs(recursion.sum() - 1.0) < 1e-12
+
+
+def test_the_std_rel_of_step_weights_is_the_profiles():
+  """weights_std_rel of a power profile's step weights (each spread evenly over its step,
+  the profile's density there, piecewise constant) approaches the profile's σ_rel (eq. 123)
+  as the step count grows: 1e-4 relative at 4000 steps, and the step-spread variance
+  (1/12 per step) is what closes the gap at few steps (without it, σ_rel is too small)."""
+  for std in STDS:
+    gamma = float(phema.std_to_gamma(std))
+    got = phema.weights_std_rel(phema.step_weights(4000, gamma))
+    assert abs(got - std) < 1e-4 * std
+  # A one-step run: its single weight spread over (0, 1] is the uniform, σ_rel = 12^(-1/2).
+  assert abs(phema.weights_std_rel(np.ones(1)) - 12 ** -0.5) < 1e-15
+
+
+@pytest.mark.parametrize("decay,steps", [(0.99, 20000), (0.999, 200000)])
+def test_constant_decay_std_rel_far_from_the_start(decay, steps):
+  """Far from the start (t ≫ 1/(1 − decay)) the EMA's weights are geometric, with variance
+  decay/(1 − decay)² steps², plus 1/12 for each step's own spread: σ_rel against that closed
+  form to 1e-9 relative (θ_1's leftover weight decay^(t−1) is below 1e-80 here)."""
+  want = np.sqrt(decay / (1.0 - decay) ** 2 + 1.0 / 12.0) / steps
+  got = phema.ema_decay_std_rel(decay, steps)
+  assert abs(got - want) < 1e-9 * want
+  # The same decay is a shorter EMA in a longer run.
+  assert phema.ema_decay_std_rel(decay, 2 * steps) < 0.51 * got
