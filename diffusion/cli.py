@@ -286,8 +286,23 @@ def report(main_fn, errors) -> int:
 
 def run_main(main_fn, errors) -> None:
   """Calls ``main_fn()``; exceptions of the types in ``errors`` and Ctrl-C print one
-  line and exit 2 at once (:func:`exit_quietly`: library threads stay silent)."""
-  status = report(main_fn, errors)
+  line and exit 2 at once (:func:`exit_quietly`: library threads stay silent). An error
+  that left a compiled call running (``abandoned``: a second Ctrl-C in training) exits
+  without waiting for it: Python's own exit would wait for it, then abort."""
+  abandoned = []
+
+  def main_noting_abandoned():
+    try:
+      return main_fn()
+    except BaseException as e:
+      abandoned.append(getattr(e, "abandoned", False))
+      raise
+
+  status = report(main_noting_abandoned, errors)
+  if status and any(abandoned):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
   if status:
     exit_quietly(status)
 
