@@ -43,7 +43,9 @@ class Generated:
   Attributes:
     output: the folder holding samples.npz, samples.png, meta.json and the evaluators'
       files.
-    meta: meta.json's contents (sampler, steps, seed, checkpoint, count, seconds, ...).
+    meta: meta.json's contents: seed, checkpoint, count, date, ``seconds`` (the whole
+      call's work), and when sampled the sampler, its steps and options and
+      ``sampling_seconds``; with evaluators ``evals`` and ``eval_seconds`` per evaluator.
     samples: what samples.npz holds: uint8 images [N, H, W, C], or float32 points
       [N, D]; None when nothing was sampled (``num_samples=0``).
     scores: the evaluators' ``{"eval/<metric>": value}``.
@@ -68,8 +70,8 @@ def generate(config, workdir: str, *, num_samples: int = 64, seed: int = 0,
     num_samples: how many to draw; 0 runs only evaluators that score no samples (bpd).
     seed: the sampling seed (sample i of a batch call j uses fold_in(PRNGKey(seed), j)).
     output: the output folder; default ``<workdir>/samples_<step>_<sampling>_seed<seed>``
-      (``eval_...`` when nothing is sampled), numbered _2, _3, ... rather than
-      overwritten. A folder that already holds samples is refused.
+      (``eval_<step>_<evaluators>_seed<seed>`` when nothing is sampled), numbered _2, _3,
+      ... rather than overwritten. A folder that already holds samples is refused.
     evals: names of evaluators of ``config.eval`` to run (e.g. ``("bpd",)``).
     batch_size: samples per compiled call (0: ``config.sampling.batch_size``).
     checkpoint_step: the checkpoint to load (-1: the newest readable one).
@@ -90,13 +92,15 @@ def generate(config, workdir: str, *, num_samples: int = 64, seed: int = 0,
   record = family.sampling_record(
       steps_from="--steps" if steps is not None else "config.sampling.num_steps")
   params, step = restore_ema_params(workdir, family, checkpoint_step)
-  # The output place: named by everything that changes the samples, never overwritten,
-  # checked writable and big enough before anything is sampled.
-  out = output or unused_folder(os.path.join(workdir, folder_name(record, step, seed,
-                                                                  num_samples)))
+  # The output place: named by what runs (everything that changes the samples; the
+  # evaluators alone when nothing is sampled), never overwritten, checked writable and
+  # big enough before anything is sampled.
+  evals = list(dict.fromkeys(evals))
+  out = output or unused_folder(os.path.join(
+      workdir, folder_name(record, step, seed, num_samples, evals)))
   check_output(out, num_samples, family)
   # The evaluators first: a missing weights file fails now, not after sampling.
-  evaluators = make_evaluators(family, workdir, list(dict.fromkeys(evals)), seed=seed)
+  evaluators = make_evaluators(family, workdir, evals, seed=seed)
   if num_samples == 0:
     for ev in evaluators:
       if ev.SCORES_SAMPLES:
@@ -104,25 +108,31 @@ def generate(config, workdir: str, *, num_samples: int = 64, seed: int = 0,
   mesh = sharding.make_mesh(jax.local_devices())
   params = sharding.replicate(params, mesh)
   os.makedirs(out, exist_ok=True)
-  meta = {"sampler": record.sampler, "steps": record.steps, "seed": seed,
+  began = time.time()
+  meta = {"seed": seed,
           "checkpoint": os.path.abspath(os.path.join(workdir, "checkpoints", str(step))),
           "checkpoint_step": step, "count": num_samples, "workdir": os.path.abspath(workdir),
-          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-          **record.options}
+          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+  if num_samples > 0:   # an evaluation alone names no sampler: none ran
+    meta.update({"sampler": record.sampler, "steps": record.steps, **record.options})
+  if evals:
+    meta["evals"] = evals
   x = imgs = None
-  seconds = 0.0
   if num_samples > 0:
     print(f"sampling {num_samples} with {record.sampler}, {record.phrase}", flush=True)
     start = time.time()
     x = _draw(family, params, mesh, num_samples, batch_size or cfg.sampling.batch_size,
               seed, progress)
-    seconds = time.time() - start
+    meta["sampling_seconds"] = round(time.time() - start, 3)
     print(f"sampled {len(x)} with {record.sampler} from step {step} ({record.steps} steps) "
-          f"in {seconds:.1f}s ({len(x) / seconds:.2f} samples/s)", flush=True)
+          f"in {meta['sampling_seconds']:.1f}s "
+          f"({len(x) / max(meta['sampling_seconds'], 1e-9):.2f} samples/s)", flush=True)
     imgs = _write_samples(out, family, x, params, seed)
-  meta["seconds"] = round(seconds, 3)
+    meta["seconds"] = round(time.time() - began, 3)
+    atomic.write_json(os.path.join(out, "meta.json"), meta)   # kept if an evaluation stops
+  scores = _evaluate(evaluators, params, step, out, imgs, progress, meta)
+  meta["seconds"] = round(time.time() - began, 3)
   atomic.write_json(os.path.join(out, "meta.json"), meta)
-  scores = _evaluate(evaluators, params, step, out, imgs)
   print(f"wrote {os.path.join(out, 'meta.json')}", flush=True)
   return Generated(output=out, meta=meta, samples=x if imgs is None else imgs, scores=scores)
 
@@ -170,10 +180,13 @@ def with_sampler(cfg, sampler: Optional[str], steps: Optional[int]):
   return cfg.replace(sampling=cfg.sampling.replace(**changes))
 
 
-def folder_name(record, step: int, seed: int, num_samples: int) -> str:
-  """``samples_<step>_<record.name>_seed<seed>`` (``eval_...`` when nothing is sampled)."""
-  name = f"samples_{step}_{record.name}_seed{seed}"
-  return name.replace("samples_", "eval_", 1) if num_samples == 0 else name
+def folder_name(record, step: int, seed: int, num_samples: int,
+                evals: Sequence[str] = ()) -> str:
+  """``samples_<step>_<record.name>_seed<seed>``; when nothing is sampled
+  ``eval_<step>_<evaluator>[_<evaluator>...]_seed<seed>`` (no sampler ran)."""
+  if num_samples == 0:
+    return f"eval_{step}_{'_'.join(evals)}_seed{seed}"
+  return f"samples_{step}_{record.name}_seed{seed}"
 
 
 def unused_folder(path: str) -> str:
@@ -263,16 +276,19 @@ def _write_samples(out: str, family, x: np.ndarray, params, seed: int) -> Option
   return imgs
 
 
-def _evaluate(evaluators, params, step: int, out: str, imgs: Optional[np.ndarray]) -> Dict:
+def _evaluate(evaluators, params, step: int, out: str, imgs: Optional[np.ndarray],
+              progress: bool, meta: Dict) -> Dict:
   """Runs each evaluator on the checkpoint (those that score samples: on ``imgs``, the
-  uint8 samples drawn), its files in ``out``; prints its line and each file it wrote.
-  Returns their scores together."""
+  uint8 samples drawn), its files in ``out``; prints its line and each file it wrote,
+  and records its time in ``meta["eval_seconds"]``. Returns their scores together."""
   scores = {}
   for ev in evaluators:
-    ev.output_dir = out
+    ev.output_dir, ev.progress = out, progress
     before = set(os.listdir(out))
+    start = time.time()
     scores.update(ev.run(params, step, samples=imgs if ev.SCORES_SAMPLES else None))
-    print(ev.summary(), flush=True)
+    meta.setdefault("eval_seconds", {})[ev.name] = round(time.time() - start, 3)
+    print(f"{ev.summary()} ({meta['eval_seconds'][ev.name]:.1f} s)", flush=True)
     for name in sorted(set(os.listdir(out)) - before):
       print(f"wrote {os.path.join(out, name)}", flush=True)
   return scores

@@ -139,15 +139,44 @@ def test_bpd_without_sampling_announces_its_file(tmp_path):
   res = run("train.py", *TINY, "--config.eval.bpd.every=0", "--config.training.sample_every=0",
             f"--workdir={w}")
   assert res.returncode == 0, res.stderr[-3000:]
-  res = run("sample.py", f"--workdir={w}", "--num_samples=0", "--eval=bpd", "--progress=false")
+  res = run("sample.py", f"--workdir={w}", "--num_samples=0", "--eval=bpd")
   assert res.returncode == 0, res.stderr[-3000:]
   assert "sampled" not in res.stdout
-  assert "bits/dim on 8 digits/test examples" in res.stdout
-  out, = w.glob("eval_24_*")
+  # Announced before it runs, with its size; a bar over the bound's terms; then the result.
+  lines = res.stdout.splitlines()
+  announce = [i for i, l in enumerate(lines) if l.startswith("bpd: DDPM's 50-term bound on "
+                                                            "8 digits/test images")]
+  result = [i for i, l in enumerate(lines) if "bits/dim on 8 digits/test examples" in l]
+  assert announce and result and announce[0] < result[0], res.stdout
+  assert "bpd: terms of the bound" in res.stderr and "/50 " in res.stderr
+  # Named after what ran (no sampler ran), with real times.
+  out = w / "eval_24_bpd_seed0"
   wrote = [l for l in res.stdout.splitlines() if l.startswith("wrote ") and "bpd" in l]
   assert wrote and os.path.exists(wrote[0].split(" ", 1)[1]), res.stdout
   assert not (out / "samples.npz").exists()
-  assert json.load(open(out / "meta.json"))["count"] == 0
+  meta = json.load(open(out / "meta.json"))
+  assert meta["count"] == 0 and meta["evals"] == ["bpd"] and "sampler" not in meta
+  assert 0 < meta["eval_seconds"]["bpd"] <= meta["seconds"]
+
+
+def test_bpd_in_segments_equals_one_scan():
+  """The bound computed in ranges of t (to report progress) is the one-scan bound."""
+  import jax
+  from diffusion import make_process
+  from diffusion.evals import metrics
+  process = make_process({"num_timesteps": 40})
+  x0 = jax.random.uniform(jax.random.PRNGKey(0), (3, 4, 4, 1), minval=-1, maxval=1)
+  x0 = (jax.numpy.round((x0 + 1) * 127.5) / 127.5 - 1)
+  eps_fn = lambda x, t: 0.1 * x   # noqa: E731 - any ε-model
+  key = jax.random.PRNGKey(1)
+  whole = metrics.calc_bpd(eps_fn, process, x0, key)
+  reports = []
+  parts = metrics.calc_bpd(eps_fn, process, x0, key,
+                           on_progress=lambda done, total: reports.append((done, total)))
+  for k in whole:
+    np.testing.assert_allclose(np.asarray(parts[k]), np.asarray(whole[k]), rtol=1e-6,
+                               atol=1e-7)
+  assert reports[-1] == (40, 40) and len(reports) == 20
 
 
 def test_helpfull_shows_no_yaml_dump_of_the_config(toy_run):
