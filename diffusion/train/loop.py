@@ -38,6 +38,7 @@ import numpy as np
 
 from diffusion import evals
 from diffusion.config import checks
+from diffusion.core import prior
 from diffusion.config import grid_sampling
 from diffusion.data import make_source
 from diffusion.errors import WorkdirError
@@ -175,6 +176,8 @@ def _run_loop(layout: Layout, source, progress: bool) -> List[Union[dict, Except
     step = int(sharding.to_host(states[0].step))
     state = layout.place(states)
     _print_start(layout, n_params, resumed)
+    if chief:
+      _warn_if_prior_not_reached(lead.family, source)
 
     # The compiled call: K steps scanned, the state donated.
     step_fn = layout.step_fn(
@@ -302,6 +305,22 @@ def _print_start(layout: Layout, n_params: int, resumed: Optional[int]) -> None:
   print(f"model: {layout.members[0].cfg.model.name}, {n_params:,} parameters | "
         f"{layout.describe()}devices: {layout.mesh.size} x {dev.platform} ({dev.device_kind}), "
         f"{jax.process_count()} process(es) | {what}", flush=True)
+
+
+def _warn_if_prior_not_reached(family, source) -> None:
+  """One line on stderr when the run's forward process ends short of the prior its
+  sampler starts from (:func:`diffusion.core.prior.prior_warning`); the VE test measures
+  the data's spread on 1,000 examples of an in-memory set."""
+  process = getattr(family, "process", None)
+  if process is None:
+    return
+  spread = None
+  if hasattr(process, "sigmas") and source.device_resident:
+    spread = prior.data_spread(np.asarray(source.batch_fn(1000)(
+        source.arrays, jax.random.PRNGKey(0))))
+  line = prior.prior_warning(process, spread)
+  if line:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _data_feed(layout: Layout, source, step: int) -> Callable[[], Any]:
