@@ -11,7 +11,7 @@ from diffusion.errors import ConfigError
 
 # module -> (the extra of pyproject.toml that installs it, what needs it)
 EXTRAS = {
-    "tensorflow_datasets": ("tfds", "preparing or reading tfds datasets (MNIST, CIFAR-10, ...)"),
+    "tensorflow_datasets": ("tfds", "preparing tfds datasets (MNIST, CIFAR-10, ...)"),
     "ray": ("ray", "--sweep_mode=ray"),
     "matplotlib": ("plots", "plots (sweep summaries, reproduction figures, VAE latents)"),
     "wandb": ("wandb", "the wandb metric writer"),

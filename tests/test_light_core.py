@@ -38,11 +38,23 @@ print("core ok")
     assert "core ok" in res.stdout
 
 
-def test_data_list_without_tfds_says_which_extra():
+def test_data_list_without_tfds_says_every_datasets_readiness(tmp_path):
+  """`data list` in the light core (tfds not importable): a ready column for every row
+  (built-in digits and generated toys ready; a prepared folder found; the others say the
+  command that prepares them)."""
+  (tmp_path / "mnist" / "3.0.1").mkdir(parents=True)
+  (tmp_path / "mnist" / "3.0.1" / "dataset_info.json").write_text("{}")
   code = ("import runpy, sys; sys.modules['tensorflow_datasets'] = None\n"
-          "sys.argv = ['python -m diffusion.data', 'list']\n"
+          f"sys.argv = ['python -m diffusion.data', 'list', '--data_dir={tmp_path}']\n"
           "runpy.run_module('diffusion.data', run_name='__main__', alter_sys=True)")
   res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                        timeout=300)
   assert res.returncode == 0, res.stderr[-3000:]
-  assert "needs .[tfds]" in res.stdout and "WARNING" not in res.stderr
+  assert "WARNING" not in res.stderr
+  rows = {line.split()[0]: line for line in res.stdout.splitlines()[1:]}
+  assert len(rows) == 14
+  assert rows["digits"].endswith("yes (built in: scikit-learn)")
+  assert rows["mnist"].endswith(" yes")
+  assert rows["fashion_mnist"].endswith("no: prepare fashion_mnist --manual_dir DIR")
+  assert rows["mixture"].endswith("yes (generated)")
+  assert all(len(line) > 70 for line in rows.values())   # nothing left blank
