@@ -53,7 +53,7 @@ def test_train_writes_the_whole_run(trained_run):
   assert all(np.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in rows if "loss" in r)
   assert sorted(os.listdir(workdir / "checkpoints")) == ["12", "24"]
   grid = Image.open(workdir / "samples" / "step_00000024.png")
-  assert grid.size == (4 * 8 * 8 + 5 * 8, 4 * 8 * 8 + 5 * 8)  # 4x4 tiles upscaled 8x
+  assert grid.size == (4 * 8 * 16 + 5 * 16, 4 * 8 * 16 + 5 * 16)  # 4x4 tiles upscaled 16x
   assert os.listdir(workdir / "tb")
 
 

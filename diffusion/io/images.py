@@ -5,7 +5,8 @@ import math
 import numpy as np
 from PIL import Image
 
-GRID_MIN_TILE = 64   # small images are upscaled (nearest) to tiles of at least this size
+GRID_MIN_TILE = 128  # small images are upscaled (nearest) to tiles of at least this size:
+                     # 4x for 32 px (a grid of 64 CIFAR samples: 1060 px), 16x for 8 px digits
 
 
 def make_grid(images: np.ndarray, ncols: int | None = None, pad: int = 1) -> np.ndarray:
