@@ -15,6 +15,7 @@ EXTRAS = {
     "ray": ("ray", "--sweep_mode=ray"),
     "matplotlib": ("plots", "plots (sweep summaries, reproduction figures, VAE latents)"),
     "wandb": ("wandb", "the wandb metric writer"),
+    "huggingface_hub": ("hub", "importing released weights by their Hugging Face id"),
 }
 
 
