@@ -516,3 +516,22 @@ def test_ve_sigma_max_below_the_data_spread_is_one_warning_line(tmp_path, capsys
   config.diffusion.sigma_max = 20.0
   train(config, str(tmp_path / "high"), progress=False)
   assert "warning:" not in capsys.readouterr().err
+
+
+def test_log_rows_hold_the_interval_mean_loss(tmp_path):
+  """``loss_mean`` of a row is the mean of every step's loss since the previous row (the
+  same run logged at every step gives them; training is deterministic), ``loss`` stays
+  the last step's."""
+  from diffusion.io.metric_writers import read_metrics
+  from diffusion.train.loop import train
+  from tests.test_training import toy_config
+  train(toy_config(**{"training.log_every": 1}), str(tmp_path / "every"), progress=False)
+  train(toy_config(**{"training.log_every": 4}), str(tmp_path / "four"), progress=False)
+  every = {r["step"]: r for r in read_metrics(str(tmp_path / "every")) if "loss" in r}
+  four = [r for r in read_metrics(str(tmp_path / "four")) if "loss" in r]
+  assert [r["step"] for r in four] == [4, 8]
+  for r in four:
+    window = [every[s]["loss"] for s in range(r["step"] - 3, r["step"] + 1)]
+    np.testing.assert_allclose(r["loss_mean"], np.mean(window), rtol=1e-6)
+    assert r["loss"] == every[r["step"]]["loss"]
+    assert every[r["step"]]["loss_mean"] == every[r["step"]]["loss"]

@@ -209,7 +209,7 @@ def _run_loop(layout: Layout, source, progress: bool) -> List[Union[dict, Except
 
     # Each call is waited for before the next is made (progress.py): the bar counts
     # finished steps, and a signal saves when the running call ends.
-    metrics, since, data = {}, (time.time(), step), next_data()
+    metrics, since, data, losses = {}, (time.time(), step), next_data(), []
     with stopping.StopSignal(PENDING_STOP) as stop:
       stop.remaining = waiter.remaining
       while step < total:
@@ -223,6 +223,7 @@ def _run_loop(layout: Layout, source, progress: bool) -> List[Union[dict, Except
         waiter.wait(metrics)
         stop.phase = stopping.OTHER
         step += k
+        losses.append(sharding.to_host(metrics["loss"]))   # for the interval's mean loss
         for m in members:
           m.started, m.done_step = True, step
         if bar is not None:
@@ -230,7 +231,8 @@ def _run_loop(layout: Layout, source, progress: bool) -> List[Union[dict, Except
         if first and not itstime(step, t.log_every, total):
           since = (time.time(), step)   # rates from here on leave the compilation out
         if itstime(step, t.log_every, total):
-          since = _log(layout, state, metrics, step, since, bar)
+          since = _log(layout, state, metrics, step, since, bar, losses)
+          losses = []
         if itstime(step, t.checkpoint_every, total) or stop.received:
           _save(layout, state, step, stop)
         # Stopping: save, then leave (no samples or evaluations of an unfinished model).
@@ -342,9 +344,13 @@ def _scalars(layout: Layout, host_metrics, i: int) -> Dict[str, float]:
   return {n: float(np.asarray(layout.member(v, i))) for n, v in host_metrics.items()}
 
 
-def _log(layout: Layout, state, metrics, step: int, since, bar) -> Tuple[float, int]:
+def _log(layout: Layout, state, metrics, step: int, since, bar,
+         losses: Sequence[Any]) -> Tuple[float, int]:
   """The log duty: the NaN check, then each training member's scalars to its writers (a
-  line each when there is no bar); returns (time, step) to measure the next rate from."""
+  line each when there is no bar); returns (time, step) to measure the next rate from.
+  ``loss`` is the last step's (one batch); ``loss_mean`` the mean of ``losses``, every
+  call's last-step loss since the previous row (with ``steps_per_call`` 1: every step's),
+  which seed noise disturbs far less."""
   _check_finite(layout, state)
   now = time.time()
   steps_per_s = (step - since[1]) / max(now - since[0], 1e-9)
@@ -355,6 +361,8 @@ def _log(layout: Layout, state, metrics, step: int, since, bar) -> Tuple[float, 
     m = layout.members[i]
     scalars = _scalars(layout, host, i)
     scalars.update(steps_per_s=steps_per_s, img_per_s=steps_per_s * batch_size)
+    if losses:
+      scalars["loss_mean"] = float(np.mean([np.asarray(layout.member(l, i)) for l in losses]))
     if m.writer is not None:
       m.writer.write_scalars(step, scalars)
     if bar is None and _is_chief():
