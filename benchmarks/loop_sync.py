@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from diffusion import families, xla_cpu  # noqa: E402
+from diffusion import xla_cpu  # noqa: E402
 from diffusion.config import checks  # noqa: E402
 from diffusion.data import make_source  # noqa: E402
 from diffusion.train import optim, sharding  # noqa: E402
