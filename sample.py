@@ -75,7 +75,7 @@ def _define_config_flag(argv):
 
 def main(argv):
   del argv
-  cli.start_computing()
+  cli.start_computing(config=flags.FLAGS.config)
   cli.run_main(run, ConfigError)
 
 

@@ -3,11 +3,14 @@
   python train.py --config=configs/ddpm/cifar10.py --workdir=runs/ddpm_cifar10 \
       [--config.training.batch_size=64 ...]
   python train.py --config=configs/ddpm/digits.py --workdir=runs/sweep \
-      --sweep=lr_ema [--sweep_mode=sequential|vmap|ray] [--config.x=y ...]
+      --sweep=lr_ema [--sweep_mode=sequential|vmap|ray] [--seeds=K] [--config.x=y ...]
+  python train.py --config=configs/ddpm/digits.py --workdir=runs/search \
+      --search=lr_ema --trials=16 [--searcher=quasirandom|random|tpe] \
+      [--scheduler=none|asha] [--metric=eval/heldout_loss] [--seeds=K --seeds_top=M]
 
 Everything about a run lives in --workdir (config.json, checkpoints/, tb/,
 metrics.jsonl, samples/). Re-running the same command resumes from the latest
-checkpoint (a sweep: from its ledger, DIR/sweep.json). Multi-host: pass
+checkpoint (a sweep or a search: from its ledger, DIR/sweep.json). Multi-host: pass
 --distributed to call jax.distributed.initialize() (cluster settings are
 auto-detected on TPU pods, SLURM and Open MPI, or given with --coordinator_address,
 --num_processes and --process_id).
@@ -20,6 +23,7 @@ import sys
 # the libraries load one line, exit 2.
 from diffusion import cli, sweeps
 from diffusion.errors import ConfigError
+from diffusion.sweeps import search_settings, trials
 from diffusion.train import loop
 from diffusion.train.loop import NonFiniteLossError, train
 
@@ -49,6 +53,34 @@ _RAY_ADDRESS = flags.DEFINE_string("ray_address", None, "An existing Ray cluster
 _RAY_GPUS = flags.DEFINE_float("ray_gpus_per_point", None, "GPUs per Ray task (default: 1 "
                                "where the cluster has GPUs, else 0).")
 _RAY_CPUS = flags.DEFINE_float("ray_cpus_per_point", 1.0, "CPUs per Ray task.")
+_SEARCH = flags.DEFINE_string("search", None, "A search_<NAME>() of the config file, or a "
+                              "space \"key=loguniform(1e-4,1e-2);key2=choice(a,b)\"; "
+                              "--workdir is then the search's folder.")
+_TRIALS = flags.DEFINE_integer("trials", 16, "Trials a --search draws.")
+_SEARCHER = flags.DEFINE_enum("searcher", "quasirandom", search_settings.SEARCHERS,
+                              "quasirandom (scrambled Sobol), random, or tpe (learns from "
+                              "finished trials).")
+_SCHEDULER = flags.DEFINE_enum("scheduler", "none", search_settings.SCHEDULERS,
+                               "none; asha (stops the worse trials at rungs); pbt.")
+_ASHA_MIN = flags.DEFINE_integer("asha_min_steps", None, "ASHA's first rung, in steps "
+                                 "(default: num_train_steps / reduction^2, a multiple of "
+                                 "log_every).")
+_ASHA_ETA = flags.DEFINE_integer("asha_reduction", 3, "ASHA's reduction factor: the best "
+                                 "1/eta of the trials at a rung go on.")
+_METRIC = flags.DEFINE_string("metric", search_settings.DEFAULT_METRIC, "The logged metric that "
+                              "judges trials.")
+_METRIC_MODE = flags.DEFINE_enum("metric_mode", None, search_settings.METRIC_MODES, "min or max "
+                                 "(default: max for metrics evaluators maximise, else min).")
+_SEEDS = flags.DEFINE_integer("seeds", 1, "Training seeds per configuration (a grid: every "
+                              "point; a search: its --seeds_top best).")
+_SEEDS_TOP = flags.DEFINE_integer("seeds_top", None, "A search repeats its best M "
+                                  "configurations over --seeds (default 3).")
+_PBT_INTERVAL = flags.DEFINE_integer("pbt_interval", None, "PBT: steps between exploit / "
+                                     "explore (default: training.log_every).")
+_PBT_QUANTILE = flags.DEFINE_float("pbt_quantile", 0.25, "PBT: the bottom quantile copies "
+                                   "the top one.")
+_PBT_RESAMPLE = flags.DEFINE_float("pbt_resample", 0.25, "PBT: probability of resampling a "
+                                   "value from the space instead of perturbing it.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -58,10 +90,30 @@ def _common_overrides(argv):
           if text is not None}
 
 
+def _search_settings() -> search_settings.SearchSettings:
+  return search_settings.SearchSettings(
+      trials=_TRIALS.value, searcher=_SEARCHER.value, scheduler=_SCHEDULER.value,
+      metric=_METRIC.value, metric_mode=_METRIC_MODE.value, seed=_CONFIG.value.training.seed,
+      asha_min_steps=_ASHA_MIN.value, asha_reduction=_ASHA_ETA.value, seeds=_SEEDS.value,
+      seeds_top=_SEEDS_TOP.value, pbt_interval=_PBT_INTERVAL.value,
+      pbt_quantile=_PBT_QUANTILE.value, pbt_resample=_PBT_RESAMPLE.value)
+
+
 def _run(argv):
+  settings = _search_settings()
+  given = [name for name in search_settings.SEARCH_ONLY + search_settings.SWEEP_OR_SEARCH
+           if flags.FLAGS[name].present]
+  search_settings.check_flags(settings, search=_SEARCH.value, sweep=_SWEEP.value,
+                      sweep_mode=_SWEEP_MODE.value, given=given)
+  if _SEARCH.value is not None:
+    _run_search(argv, settings)
+    return
   if _SWEEP.value is None:
     train(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value)
     return
+  if settings.scheduler == "pbt":
+    raise ConfigError("--scheduler=pbt is not available yet (issue 29's next part); run the "
+                      "grid without it.")
   for name, value in (("--ray_gpus_per_point", _RAY_GPUS.value),
                       ("--ray_cpus_per_point", _RAY_CPUS.value)):
     if value is not None and value < 0:
@@ -71,7 +123,7 @@ def _run(argv):
                    common_overrides=_common_overrides(argv), progress=_PROGRESS.value,
                    population_strategy=_STRATEGY.value,
                    ray_address=_RAY_ADDRESS.value, ray_gpus_per_point=_RAY_GPUS.value,
-                   ray_cpus_per_point=_RAY_CPUS.value)
+                   ray_cpus_per_point=_RAY_CPUS.value, seeds=_SEEDS.value)
   failed = [p["name"] for p in ledger.points if p["status"] == "failed"]
   if failed:   # the others are finished; the exit status says not all went well
     raise ConfigError(f"{len(failed)} sweep point(s) failed: {', '.join(failed[:5])}"
@@ -80,10 +132,21 @@ def _run(argv):
                       "--sweep_retry_failed.")
 
 
+def _run_search(argv, settings: search_settings.SearchSettings) -> None:
+  ledger = trials.run_search(_CONFIG.value, cli.config_file(argv), _SEARCH.value,
+                             _WORKDIR.value, settings, mode=_SWEEP_MODE.value,
+                             common_overrides=_common_overrides(argv),
+                             progress=_PROGRESS.value)
+  failed = [p for p in ledger.points if p["status"] == "failed"]
+  if failed and len(failed) == len(ledger.points):   # nothing trained: say so
+    raise ConfigError(f"every trial failed (first: {failed[0]['error']}); see "
+                      f"{os.path.join(_WORKDIR.value, 'summary.md')}.")
+
+
 def main(argv):
   # From here on SIGINT and SIGTERM are KeyboardInterrupt (the loop's own handler saves,
   # then stops); one swallowed by a library callback still stops the loop after one call.
-  cli.start_computing(on_signal=loop.interrupt)
+  cli.start_computing(on_signal=loop.interrupt, config=_CONFIG.value)
   if _DISTRIBUTED.value:
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)

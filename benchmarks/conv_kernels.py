@@ -1,13 +1,14 @@
 """The U-Net's convolutions one by one: forward, input gradient, filter gradient.
 
-  python benchmarks/conv_kernels.py [--repeats=5]
-  DIFFUSION_EIGEN_CONVOLUTIONS=0 python benchmarks/conv_kernels.py   # XLA's own choice
+  DIFFUSION_CPU_CONVOLUTIONS=eigen python benchmarks/conv_kernels.py [--repeats=5]
+  DIFFUSION_CPU_CONVOLUTIONS=ynnpack python benchmarks/conv_kernels.py
 
 Times each of the three convolutions of a training step at the shapes of the DDPM
 CIFAR-10 U-Net at batch 8 (3x3 at 32x32/128 down to 4x4/256 channels, and a 1x1
-skip projection), compilation excluded, median of ``--repeats``; says which kernel
-XLA chose (YNNPACK when the optimized HLO holds a ``__ynn_fusion``, else XLA's Eigen
-convolution). With PyTorch installed, the same three through
+projection: a 1x1 Conv2d in diffusers' U-Net, a Dense layer in this project's, so its
+JAX row compares the two kernels only), compilation excluded, median of ``--repeats``;
+says which kernel XLA chose (YNNPACK when the optimized HLO holds a ``__ynn_fusion``,
+else XLA's Eigen convolution). With PyTorch installed, the same three through
 ``torch.nn.functional.conv2d`` and ``torch.nn.grad`` (oneDNN) in the same process.
 """
 

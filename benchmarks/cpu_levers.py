@@ -1,19 +1,19 @@
 """XLA:CPU levers for the training step: one subprocess per setting, one table.
 
   python benchmarks/cpu_levers.py [--config=configs/ddpm/cifar10.py] [--batch_size=8]
-      [--steps=3] [--levers=default,eigen_conv,...]
+      [--steps=3] [--rounds=2] [--levers=eigen_conv,...]
 
 Each lever is a set of XLA flags (read once, when the CPU backend starts, hence one
 process each) under which ``benchmarks/train_throughput.py`` times the same train step
-(forward, backward, clipping, Adam, EMA; compilation excluded). The default setting
-runs first and again last, so drift of the machine during the study shows as the
-difference of those two rows. Printed: a Markdown table of ms/step per lever and its
-ratio to the first default row.
+(forward, backward, clipping, Adam, EMA; compilation excluded). Every round runs XLA's
+default and each lever once, the order alternating between rounds; a lever's ratio to
+the default is taken within each round (a pair close in time) and the table gives the
+median of those ratios, the median ms/step and every round's ms/step.
 
 What the levers are (jax 0.10.2's XLA:CPU):
 
-* ``default``: XLA's own choice (``DIFFUSION_EIGEN_CONVOLUTIONS=0``, so without the
-  project's setting of ``diffusion/xla_cpu.py``, which is ``eigen_conv``). Convolutions are already offloaded to YNNPACK
+* ``default``: XLA's own choice (``DIFFUSION_CPU_CONVOLUTIONS=ynnpack``, so without the
+  project's measured choice of ``diffusion/xla_cpu.py``). Convolutions are already offloaded to YNNPACK
   (``__ynn_fusion`` custom fusions in the optimized HLO); everything else is XLA's
   own loop fusions.
 * ``eigen_conv``: the convolutions back on XLA's Eigen kernels
@@ -29,12 +29,20 @@ What the levers are (jax 0.10.2's XLA:CPU):
   default uses both cores).
 * ``fast_math``: LLVM fast math (changes results; a bound on what reassociation
   and approximate transcendental functions could give, not a candidate default).
+* ``vector_width_512``: XLA's own loops (the elementwise and reduction fusions) vectorised
+  for 512-bit registers (AVX-512; LLVM's default preference is 256 bits).
+* ``eigen_conv_vector_width_512``: that with the convolutions on Eigen.
+* ``onednn_custom_call``: oneDNN custom calls for convolutions and matmuls (this jaxlib
+  is built without them: the compiled program is unchanged, a check).
+* ``no_concurrency_scheduler``: XLA:CPU's concurrency-optimized scheduler off.
 """
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
+import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,6 +57,11 @@ LEVERS = {
                               "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
     "single_thread_eigen": "--xla_cpu_multi_thread_eigen=false",
     "fast_math": "--xla_cpu_enable_fast_math=true",
+    "vector_width_512": "--xla_cpu_prefer_vector_width=512",
+    "eigen_conv_vector_width_512": "--xla_cpu_prefer_vector_width=512 "
+                                   "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
+    "onednn_custom_call": "--xla_cpu_experimental_onednn_custom_call=true",
+    "no_concurrency_scheduler": "--xla_cpu_enable_concurrency_optimized_scheduler=false",
 }
 
 
@@ -56,17 +69,22 @@ def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--config", default="configs/ddpm/cifar10.py")
   p.add_argument("--batch_size", type=int, default=8)
-  p.add_argument("--steps", type=int, default=3, help="Timed steps per lever.")
+  p.add_argument("--steps", type=int, default=3, help="Timed steps per lever and round.")
+  p.add_argument("--rounds", type=int, default=2, help="Rounds over all levers, in "
+                 "alternating order; the table gives medians.")
   p.add_argument("--levers", default=",".join(LEVERS),
                  help=f"Comma-separated subset of {sorted(LEVERS)}.")
   return p.parse_args(argv)
 
 
-def time_lever(flags: str, args) -> tuple:
-  """(compile s, ms/step) of train_throughput.py under ``flags``; (nan, nan) on failure."""
+def time_lever(flags: str, args, cache_dir: str) -> tuple:
+  """(compile s, ms/step) of train_throughput.py under ``flags``; (nan, nan) on failure.
+  Compiled programs go to ``cache_dir`` (JAX's persistent cache, keyed by the flags too),
+  so a lever's later rounds skip its compilation."""
   env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + flags).strip(),
              DIFFUSION_COMPILE_CACHE="0", JAX_PLATFORMS="cpu",
-             DIFFUSION_EIGEN_CONVOLUTIONS="0")   # the levers exactly, not the project's choice
+             JAX_COMPILATION_CACHE_DIR=cache_dir, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             DIFFUSION_CPU_CONVOLUTIONS="ynnpack")   # the levers exactly, not the measured choice
   cmd = [sys.executable, os.path.join(REPO, "benchmarks", "train_throughput.py"),
          f"--config={args.config}", f"--batch_sizes={args.batch_size}", f"--steps={args.steps}"]
   out = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
@@ -84,19 +102,31 @@ def main(argv=None):
   unknown = [n for n in names if n not in LEVERS]
   if unknown:
     sys.exit(f"--levers: unknown {unknown}; choose from {sorted(LEVERS)}")
-  order = ["default"] + [n for n in names if n != "default"] + ["default"]
-  rows = []
-  for name in order:
-    compile_s, ms = time_lever(LEVERS[name], args)
-    rows.append((name, compile_s, ms))
-    print(f"  {name}: {ms:.0f} ms/step", file=sys.stderr, flush=True)
-  base = rows[0][2]
-  print(f"\n{args.config}, batch {args.batch_size}, {args.steps} timed steps per lever\n")
-  print("| lever | XLA flags | compile + 1st call (s) | ms/step | vs default |")
-  print("|---|---|---:|---:|---:|")
-  for name, compile_s, ms in rows:
-    print(f"| {name} | `{LEVERS[name] or '(none)'}` | {compile_s:.1f} | {ms:.0f} | "
-          f"{ms / base:.2f} |")
+  names = ["default"] + [n for n in names if n != "default"]
+  compile_s, times, ratios = {}, {n: [] for n in names}, {n: [] for n in names}
+  with tempfile.TemporaryDirectory() as cache_dir:
+    for r in range(args.rounds):
+      # Alternate the order so that no lever always follows the same one or meets the same
+      # phase of the machine's load; the default runs in every round (the pair's baseline).
+      this_round = {}
+      for name in (names if r % 2 == 0 else names[::-1]):
+        c, ms = time_lever(LEVERS[name], args, cache_dir)
+        compile_s.setdefault(name, c)
+        this_round[name] = ms
+        times[name].append(ms)
+        print(f"  round {r + 1}, {name}: {ms:.0f} ms/step (load {os.getloadavg()[0]:.1f})",
+              file=sys.stderr, flush=True)
+      for name in names:
+        ratios[name].append(this_round[name] / this_round["default"])
+  print(f"\n{args.config}, batch {args.batch_size}, {args.steps} timed steps per lever and "
+        f"round, {args.rounds} rounds; load average at the end {os.getloadavg()[0]:.2f}\n")
+  print("| lever | XLA flags | compile + 1st call (s) | ms/step (median) | vs default "
+        "(median of the rounds' ratios) | ms/step per round |")
+  print("|---|---|---:|---:|---:|---|")
+  for name in names:
+    print(f"| {name} | `{LEVERS[name] or '(none)'}` | {compile_s[name]:.1f} | "
+          f"{statistics.median(times[name]):.0f} | {statistics.median(ratios[name]):.2f} | "
+          + ", ".join(f"{t:.0f}" for t in times[name]) + " |")
 
 
 if __name__ == "__main__":

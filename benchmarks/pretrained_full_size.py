@@ -125,10 +125,11 @@ def _eps_of_run(workdir, ref):
   import numpy as np  # pylint: disable=import-outside-toplevel
   from diffusion import families  # pylint: disable=import-outside-toplevel
   from diffusion.config import checks  # pylint: disable=import-outside-toplevel
-  from diffusion.io import workdir as runs  # pylint: disable=import-outside-toplevel
-  cfg = checks.validate(runs.load_config(workdir))
+  from diffusion.io.workdir import (  # pylint: disable=import-outside-toplevel
+      load_config, restore_ema_params)
+  cfg = checks.validate(load_config(workdir))
   family = families.make_family(cfg)
-  params, _ = runs.restore_ema_params(workdir, family)
+  params, _ = restore_ema_params(workdir, family)
   eps = np.asarray(family.eps_fn(params)(jnp.asarray(ref["x"]), jnp.asarray(ref["t"])))
   return eps, params
 

@@ -1,6 +1,6 @@
 """Quality against network evaluations (NFE) for every sampler on the toy mixture (issue 22).
 
-Data: the 2-D Gaussian mixture of tests/test_fast_samplers.py (weights 0.7/0.3,
+Data: the 2-D Gaussian mixture of tests/samplers/test_init.py (weights 0.7/0.3,
 means (2, 0.5)/(−2, −1), stds (0.3, 0.4)/(0.5, 0.2)) with its exact ε
 (models.analytic), on DDPM's linear VP schedule (T = 1000) and a geometric VE
 ladder (σ 0.01 -> 50, T = 1000). Metrics, both exact references:
@@ -37,7 +37,6 @@ import jax
 import numpy as np
 
 import diffusion
-from diffusion.config import SamplingConfig
 from diffusion.evals.classifier_fid import ClassifierFrechet
 from diffusion.models.analytic import AnalyticMixture
 from diffusion.samplers import ode
@@ -76,9 +75,9 @@ def configs(nfe, clip_x0=False):
   return out
 
 
-def ode_settings(tol: float) -> SamplingConfig:
-  """The adaptive ODE sampler at rtol = atol = ``tol``."""
-  return SamplingConfig.parse(dict(method="ode", rtol=tol, atol=tol))
+def ode_settings(tol: float) -> dict:
+  """The adaptive ODE sampler's options at rtol = atol = ``tol``."""
+  return dict(rtol=tol, atol=tol)
 
 
 def header(n) -> str:
@@ -122,7 +121,7 @@ def digits(workdir: str, n: int, nfes=NFES) -> None:
     print(f"| {name} | " + " | ".join(cells) + " |")
   for tol in (1e-2, 1e-3, 1e-5):
     st = ode_settings(tol)
-    x, nfe = ode.sample_with_nfe(eps_fn, process, shape, jax.random.PRNGKey(1), st, init=init)
+    x, nfe = ode.sample_with_nfe(eps_fn, process, shape, jax.random.PRNGKey(1), init, **st)
     r = judge.score(run.to_uint8(x))
     print(f"  ode {tol:g}: NFE {nfe} (network calls {2 * nfe}), {r['eval/confident']:.1%} / "
           f"{r['eval/cfid']:.1f}")
@@ -172,7 +171,7 @@ def main():
     print(f"\n{kind.upper()} ode (adaptive tsit5): tolerance -> NFE, ED×1000 / ΔLL")
     for tol in (1e-2, 1e-3, 1e-4, 1e-5):
       st = ode_settings(tol)
-      x, nfe = ode.sample_with_nfe(eps_fn, p, (args.n, 2), jax.random.PRNGKey(2), st)
+      x, nfe = ode.sample_with_nfe(eps_fn, p, (args.n, 2), jax.random.PRNGKey(2), **st)
       ed, dll = score(x)
       print(f"  {tol:g}: ODE NFE {nfe} (network calls {2 * nfe}), {ed:.1f} / {dll:+.3f}")
 

@@ -27,7 +27,7 @@ import jax  # noqa: E402
 from ml_collections import config_flags  # noqa: E402,F401 - config files import it
 
 from diffusion import families, sweeps, xla_cpu  # noqa: E402
-from diffusion.train import optim as optimizers
+from diffusion.train import optim
 from diffusion.data import make_source  # noqa: E402
 from diffusion.sweeps.grid import load_sweep  # noqa: E402
 from diffusion.train.loop import initial_state  # noqa: E402
@@ -55,7 +55,7 @@ def timed_sweep(config, path, spec, mode):
 def population_memory(config, sizes):
   """[(P, argument bytes, temporary bytes)] of the compiled vmapped train step."""
   family = families.make_family(config)
-  opt = optimizers.make_optimizer(config.optim)
+  opt = optim.make_optimizer(config.optim)
   source = make_source(config.data)
   one = jax.eval_shape(lambda: initial_state(family, opt))
   step = functools.partial(train_step, loss_fn=family.loss_fn, optimizer=opt,

@@ -1,8 +1,12 @@
 """One DDPM CIFAR-10 training step, this project's JAX U-Net vs PyTorch + diffusers.
 
   python benchmarks/torch_side_by_side.py [--batch_size=8] [--steps=5] [--repeats=3]
+      [--dtype=float32|bfloat16]
 
-Both sides run in this one process, on the CPU, in float32, at the same batch size:
+Both sides run in this one process, on the CPU, at the same batch size, in float32 or
+with bfloat16 compute (``--dtype=bfloat16``: the JAX U-Net's ``model.dtype=bfloat16``,
+parameters and optimizer in float32; PyTorch's matching peer, CPU autocast to bfloat16
+around the forward pass and the loss's operands, parameters in float32):
 
 * JAX: this project's U-Net of ``configs/ddpm/cifar10.py`` (35,746,307 parameters)
   and its own jitted ``train_step``: a batch drawn from random uint8 images held
@@ -43,7 +47,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 from configs.ddpm import cifar10  # noqa: E402
 from diffusion import families, xla_cpu  # noqa: E402
-from diffusion.train import optim as optimizers
+from diffusion.train import optim
 from diffusion.train import sharding
 from diffusion.data import preprocess  # noqa: E402
 from diffusion.reproduce.runner import cpu_name  # noqa: E402
@@ -60,6 +64,8 @@ def parse_args(argv=None):
   p.add_argument("--batch_size", type=int, default=8, help="Batch size of both sides.")
   p.add_argument("--steps", type=int, default=5, help="Timed steps per side per round.")
   p.add_argument("--repeats", type=int, default=3, help="Rounds; the median is reported.")
+  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                 help="Compute dtype of both sides (parameters stay float32).")
   return p.parse_args(argv)
 
 
@@ -68,10 +74,11 @@ class JaxSide:
 
   name = "JAX / Flax (this project)"
 
-  def __init__(self, batch_size: int, images_nhwc: np.ndarray):
+  def __init__(self, batch_size: int, images_nhwc: np.ndarray, dtype: str = "float32"):
     config = cifar10.get_config()
+    config.model.dtype = dtype
     self.family = families.make_family(config)
-    optimizer = optimizers.make_optimizer(config.optim)
+    optimizer = optim.make_optimizer(config.optim)
     mesh = sharding.make_mesh()
     params = self.family.init_params(jax.random.PRNGKey(0))
     self.num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
@@ -119,8 +126,9 @@ class TorchSide:
   name = "PyTorch + diffusers UNet2DModel"
 
   def __init__(self, torch, diffusers, batch_size: int, images_nhwc: np.ndarray,
-               schedule, ema_decay: float):
+               schedule, ema_decay: float, dtype: str = "float32"):
     self.torch = torch
+    self.autocast = dtype == "bfloat16"
     torch.manual_seed(0)
     self.gen = torch.Generator().manual_seed(0)
     self.model = diffusers.UNet2DModel(
@@ -167,8 +175,9 @@ class TorchSide:
     t = torch.randint(0, self.signal.shape[0], (b,), generator=self.gen)
     noise = torch.randn(x0.shape, generator=self.gen)
     x_t = self.signal[t][:, None, None, None] * x0 + self.noise_std[t][:, None, None, None] * noise
-    eps = self.model(x_t, t).sample
-    loss = torch.mean((eps - noise) ** 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+      eps = self.model(x_t, t).sample
+    loss = torch.mean((eps.float() - noise) ** 2)
     self.opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(self.params, 1.0)
@@ -200,7 +209,7 @@ def same_shapes(a, b) -> bool:
 
 def main(argv=None):
   args = parse_args(argv)
-  conv_flag = xla_cpu.configure()  # before the first computation (diffusion/xla_cpu.py)
+  kernel = xla_cpu.configure()  # before the first computation (diffusion/xla_cpu.py)
   try:
     import diffusers
     import torch
@@ -217,14 +226,14 @@ def main(argv=None):
     torch.set_num_threads(os.cpu_count())
 
   images = np.random.default_rng(0).integers(0, 256, (NUM_IMAGES, 32, 32, 3), np.uint8)
-  sides = [JaxSide(args.batch_size, images)]
+  sides = [JaxSide(args.batch_size, images, args.dtype)]
   if torch is not None:
     sides.append(TorchSide(torch, diffusers, args.batch_size, images, sides[0].schedule(),
-                           cifar10.get_config().training.ema_decay))
+                           cifar10.get_config().training.ema_decay, args.dtype))
 
   print(f"CPU: {cpu_name()} ({os.cpu_count()} logical cores); jax {jax.__version__} "
-        f"({jax.devices()[0].platform}, convolutions on "
-        f"{'Eigen (diffusion.xla_cpu)' if conv_flag else 'XLA default'}), flax {flax.__version__}"
+        f"({jax.devices()[0].platform}, convolutions on {kernel or 'XLA default'} "
+        f"(diffusion.xla_cpu)), flax {flax.__version__}"
         + (f", torch {torch.__version__} ({torch.get_num_threads()} threads), "
            f"diffusers {diffusers.__version__}" if torch is not None else ""))
   for s in sides:
@@ -235,8 +244,8 @@ def main(argv=None):
     print(f"parameter counts: {'equal' if diff == 0 else f'PyTorch {diff:+,}'}; tensor "
           f"shapes match one to one up to layout: "
           f"{'yes' if same_shapes(jx.param_shapes, pt.param_shapes) else 'no'}")
-  print(f"batch {args.batch_size}, float32, {args.steps} timed steps x {args.repeats} rounds "
-        f"per side")
+  print(f"batch {args.batch_size}, {args.dtype} compute, {args.steps} timed steps x "
+        f"{args.repeats} rounds per side; load average before: {os.getloadavg()[0]:.2f}")
 
   warm = [s.warm_up() for s in sides]
   times = [[] for _ in sides]
@@ -260,8 +269,10 @@ def main(argv=None):
     print(f"| {s.name} | {s.num_params:,} | {w:.1f} | {med:.1f} | "
           f"{args.batch_size / med * 1e3:.2f} | {', '.join(f'{t:.1f}' for t in ts)} |")
   print()
+  print(f"load average after: {os.getloadavg()[0]:.2f} (1 min)")
   if len(medians) == 2:
-    print(f"JAX / PyTorch (median ms/step): {medians[0] / medians[1]:.3f} (goal <= 1.0)")
+    print(f"JAX / PyTorch (median ms/step): {medians[0] / medians[1]:.3f}; per round: "
+          + ", ".join(f"{a / b:.3f}" for a, b in zip(*times)))
   else:
     print("JAX / PyTorch: n/a (PyTorch side not run)")
 

@@ -26,7 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from diffusion import families, xla_cpu  # noqa: E402
-from diffusion.train import optim as optimizers
+from diffusion.train import optim
 from diffusion.train import sharding
 from diffusion.data import preprocess  # noqa: E402
 from diffusion.train.step import create_train_state, scan_steps, train_step  # noqa: E402
@@ -60,7 +60,7 @@ def main(argv):
   family = families.make_family(config)
   images = np.random.default_rng(0).integers(0, 256, (2048, *family.example_shape), np.uint8)
   mesh = sharding.make_mesh()
-  optimizer = optimizers.make_optimizer(config.optim)
+  optimizer = optim.make_optimizer(config.optim)
   params = family.init_params(jax.random.PRNGKey(0))
   data = sharding.replicate(images, mesh)
   dev = jax.devices()[0]

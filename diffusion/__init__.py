@@ -20,12 +20,12 @@ Importing this package does not import TensorFlow.
 
 import sys as _sys
 
-from diffusion import cli as _cli
+from diffusion import cli
 
 # First, before JAX loads: a command that is starting (train.py, sample.py, python -m
 # diffusion.<command>) ends in one line if a signal comes while the libraries load.
-if _cli.is_starting_command(_sys.argv):
-  _cli.preamble()
+if cli.is_starting_command(_sys.argv):
+  cli.preamble()
 
 from diffusion.api import (  # noqa: E402
     Run, load, make_eps_fn, make_family, make_model, make_process, sample, training_losses)

@@ -24,7 +24,7 @@ from diffusion.config import (DataConfig, DiffusionConfig, ModelConfig, Sampling
 from diffusion.core import losses
 from diffusion.errors import ConfigError
 from diffusion.families import builders
-from diffusion.io import workdir as workdirs
+from diffusion.io.workdir import load_config, restore_ema_params
 
 
 def make_process(diffusion_cfg=None):
@@ -62,9 +62,11 @@ def training_losses(process, eps_fn: Callable, x0, t, noise, diffusion_cfg=None,
 def sample(eps_fn: Callable, process, shape: Sequence[int], key: jax.Array, sampling_cfg=None,
            init=None, x0_range: Optional[Tuple[float, float]] = (-1.0, 1.0),
            trajectory_every: int = 0):
-  """Samples with ``config.sampling`` (see :func:`diffusion.samplers.sample`)."""
-  return samplers.sample(eps_fn, process, shape, key, SamplingConfig.parse(sampling_cfg),
-                         init, x0_range, trajectory_every)
+  """Samples with ``config.sampling`` (see :func:`diffusion.samplers.sample`); ``init``:
+  an optional x_T of ``shape``."""
+  options = builders.sampler_options(SamplingConfig.parse(sampling_cfg))
+  return samplers.sample(eps_fn, process, shape, key, init, x0_range, trajectory_every,
+                         **options)
 
 
 def make_family(config):
@@ -84,9 +86,14 @@ class Run:
             f"example_shape={self.family.example_shape})")
 
   def _diffusion_only(self, what: str):
-    if self.config.family != "diffusion":
+    if not hasattr(self.family, "eps_fn"):
       raise ConfigError(f"Run.{what} is for diffusion runs; {self.workdir} is a "
                         f"{self.config.family} run (use encode / decode / sample).")
+
+  def _vae_only(self, what: str):
+    if not hasattr(self.family, "encoder"):
+      raise ConfigError(f"Run.{what} is for VAE runs; {self.workdir} is a "
+                        f"{self.config.family} run.")
 
   def eps(self, x_t, t) -> jax.Array:
     """The network's ε̂ for x_t [B, H, W, C] (or [B, D]) float32 and integer levels t [B]
@@ -103,8 +110,6 @@ class Run:
     ``config.sampling``, e.g. ``method='ddim', num_steps=50``."""
     settings = self.config.sampling.replace(**sampling_overrides) if sampling_overrides \
         else self.config.sampling
-    if self.config.family == "diffusion":
-      samplers.check_num_steps(settings, self.family.process.num_timesteps)
     batch = min(int(num), settings.batch_size)
     fn = self.family.sample_fn(batch, settings)
     return families.draw(fn, self.params, int(num), batch, jax.random.PRNGKey(seed))
@@ -116,16 +121,12 @@ class Run:
   def encode(self, x) -> Tuple[jax.Array, jax.Array]:
     """The VAE's q(z|x): (mean, log-variance), each [B, latent_dim], for x [B, H, W, C]
     in [0, 1]."""
-    if self.config.family != "vae":
-      raise ConfigError(f"Run.encode is for VAE runs; {self.workdir} is a "
-                        f"{self.config.family} run.")
+    self._vae_only("encode")
     return self.family.encoder(self.params)(jnp.asarray(x, jnp.float32))
 
   def decode(self, z) -> jax.Array:
     """The VAE's p(x|z) as pixel probabilities sigmoid(logits) [B, H, W, C] for z [B, L]."""
-    if self.config.family != "vae":
-      raise ConfigError(f"Run.decode is for VAE runs; {self.workdir} is a "
-                        f"{self.config.family} run.")
+    self._vae_only("decode")
     return jax.nn.sigmoid(self.family.decoder(self.params)(jnp.asarray(z, jnp.float32)))
 
 
@@ -133,7 +134,7 @@ def load(workdir: str, step: int = -1) -> Run:
   """The run in ``workdir``: its config (config.json) and the EMA parameters of
   checkpoint ``step`` (-1: the newest readable one). Raises ConfigError (one line)
   when there is no run or no readable checkpoint."""
-  config = checks.validate(workdirs.load_config(workdir))
+  config = checks.validate(load_config(workdir))
   family = families.make_family(config)
-  params, found = workdirs.restore_ema_params(workdir, family, step)
+  params, found = restore_ema_params(workdir, family, step)
   return Run(workdir, config, family, params, found)

@@ -87,18 +87,23 @@ def end_startup() -> None:
       signal.signal(sig, handler)
 
 
-def start_computing(on_signal=None) -> None:
+def start_computing(on_signal=None, config=None) -> None:
   """What every command that computes does once its flags are parsed, before JAX starts
   its backends: JAX's persistent compilation cache (:mod:`diffusion.compile_cache`), the
-  CPU's convolution kernels (:mod:`diffusion.xla_cpu`) and, given ``on_signal``, SIGINT and
-  SIGTERM handled by it (train.py: the loop's "save, then stop")."""
+  CPU's convolution kernel for ``config``'s network (:mod:`diffusion.xla_cpu`: measured once
+  per machine, nothing for networks without convolutions; None: the DDPM CIFAR-10 U-Net's
+  shapes) and, given ``on_signal``, SIGINT and SIGTERM handled by it (train.py: the loop's
+  "save, then stop"). A bad DIFFUSION_CPU_CONVOLUTIONS is one error line."""
   # Imported here: this module loads before JAX (preamble), these load JAX.
   from diffusion import compile_cache, xla_cpu  # pylint: disable=import-outside-toplevel
   if on_signal is not None:
     for sig in (signal.SIGINT, signal.SIGTERM):
       signal.signal(sig, on_signal)
   compile_cache.enable()
-  xla_cpu.configure()
+  try:
+    xla_cpu.configure(config)
+  except ConfigError as e:
+    fail(str(e))
 
 
 def run(main) -> None:
@@ -163,19 +168,15 @@ def config_file(argv) -> str | None:
 
 def check_config_file(argv) -> None:
   """A missing or broken ``--config`` file as one line (before config_flags runs it)."""
+  # Imported here: this module loads before JAX (preamble), the config package after it.
+  from diffusion.config import files  # pylint: disable=import-outside-toplevel
   path = config_file(argv)
   if path is None:
     return
-  if not os.path.isfile(path):
-    fail(f"--config={path}: no such file; give a config file such as "
-         "configs/ddpm/digits.py.")
   try:
-    with open(path, encoding="utf-8") as f:
-      compile(f.read(), path, "exec")
-  except SyntaxError as e:
-    fail(f"--config={path}: syntax error at line {e.lineno}: {e.msg}.")
-  except (OSError, UnicodeDecodeError) as e:
-    fail(f"--config={path}: cannot be read ({e}).")
+    files.check_file(path, name=f"--config={path}")
+  except ConfigError as e:
+    fail(str(e))
 
 
 HELP_FLAGS = ("--help", "-help", "-?", "--helpshort", "--helpfull", "--helpxml")

@@ -1,7 +1,7 @@
 """Optional packages, imported only by the function that needs them.
 
 The light core (``pip install .``) trains, samples and evaluates on built-in and prepared
-data; TensorFlow Datasets, Ray and matplotlib come with extras. A missing one is one
+data; TensorFlow Datasets, Ray, Optuna and matplotlib come with extras. A missing one is one
 line naming the extra to install (``ConfigError``, printed as ``error: ...``).
 """
 
@@ -13,6 +13,7 @@ from diffusion.errors import ConfigError
 EXTRAS = {
     "tensorflow_datasets": ("tfds", "preparing tfds datasets (MNIST, CIFAR-10, ...)"),
     "ray": ("ray", "--sweep_mode=ray"),
+    "optuna": ("sweeps", "--search (Optuna's samplers and pruners)"),
     "matplotlib": ("plots", "plots (sweep summaries, reproduction figures, VAE latents)"),
     "wandb": ("wandb", "the wandb metric writer"),
     "huggingface_hub": ("hub", "importing released weights by their Hugging Face id"),

@@ -9,6 +9,7 @@ import pytest
 
 import diffusion
 from configs import base
+from diffusion.paths import REPO
 
 
 def test_readme_python_api_walkthrough():
@@ -48,6 +49,9 @@ def test_readme_python_api_walkthrough():
   samples = diffusion.sample(eps_fn, process, (3, 8, 8, 1), jax.random.PRNGKey(2),
                              config.sampling)
   assert samples.shape == (3, 8, 8, 1) and bool(jnp.all(jnp.isfinite(samples)))
+  direct = diffusion.samplers.sample(eps_fn, process, (3, 8, 8, 1), jax.random.PRNGKey(2),
+                                     method="ddim", num_steps=5)   # no config object
+  np.testing.assert_array_equal(np.asarray(direct), np.asarray(samples))
 
 
 def test_plain_dict_configs_are_accepted():
@@ -72,11 +76,11 @@ def test_readme_python_api_code_runs(tmp_path, monkeypatch, caplog):
   namespace (in tmp_path);
   ``diffusion.load`` does not pass on orbax's notes about its read-only options."""
   import pathlib, re  # pylint: disable=import-outside-toplevel,multiple-imports
-  readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+  readme = (pathlib.Path(REPO) / "README.md").read_text()
   section = readme[readme.index("## Python API"):readme.index("## Architecture")]
   code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
   monkeypatch.chdir(tmp_path)
-  monkeypatch.syspath_prepend(str(pathlib.Path(__file__).resolve().parents[1]))
+  monkeypatch.syspath_prepend(REPO)
   scope = {"__name__": "__main__"}   # as printed: nothing defined beforehand
   exec(compile(code, "README.md", "exec"), scope)  # pylint: disable=exec-used
   assert not [r.getMessage() for r in caplog.records if "read only" in r.getMessage()

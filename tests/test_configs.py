@@ -1,6 +1,8 @@
-"""Every shipped config validates and builds what its docstring promises."""
+"""The shipped configs/ files: every one validates and builds what its docstring
+promises (the papers' networks, the released 256 px U-Net), with the papers' settings."""
 
 import glob
+import importlib
 import importlib.util
 import os
 
@@ -9,12 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffusion.config import checks as config_check
+from diffusion.config import checks
+from diffusion import families, make_model, make_process
 from diffusion.families import make_family
-from diffusion import make_model, make_process
 from diffusion.core.processes import VEProcess, VPProcess
+from diffusion.pretrained import importer
+from diffusion.paths import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(
     os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "configs", "*", "*.py"))
     if not p.endswith("__init__.py"))
@@ -36,7 +39,7 @@ def test_there_are_configs_for_every_variant():
 @pytest.mark.parametrize("path", CONFIG_FILES)
 def test_config_validates_and_builds(path):
   config = load(path)
-  config_check.validate(config, num_devices=1)
+  checks.validate(config, num_devices=1)
   if config.family == "vae":
     family = make_family(config)
     params = family.abstract_params()
@@ -145,7 +148,7 @@ def test_ncsn_digits_refinenet_builds_ncsns_network_at_8px():
   # The formula reproduces the official MNIST count (ngf 64) and the flax network's.
   assert _ncsn_refinenet_params(64, 1, 10) == 7_638_657
   assert param_count(config, (8, 8, 1)) == _ncsn_refinenet_params(16, 1, 10) == 518_817
-  family = make_family(config_check.validate(config))
+  family = make_family(checks.validate(config))
   params = family.init_params(jax.random.PRNGKey(0))
   x = jax.random.uniform(jax.random.PRNGKey(1), (3, 8, 8, 1))
   t = jnp.array([0, 4, 9])
@@ -160,3 +163,33 @@ def test_ncsn_digits_refinenet_builds_ncsns_network_at_8px():
       assert np.all(g[~centre] == 0.0) and np.any(g[centre] != 0.0), (block, name)
   g = np.asarray(grads["res3_0"]["conv1"]["kernel"])
   assert np.any(g[~centre] != 0.0)      # dilation 2 still reaches pixels at 4x4
+
+
+def test_base_config_sampling_section_is_valid():
+  from configs import base  # pylint: disable=import-outside-toplevel
+  from diffusion.config import SamplingConfig  # pylint: disable=import-outside-toplevel
+  for variant in ("ddpm", "ncsn", "dpm"):
+    s = SamplingConfig.parse(base.get_config(variant).sampling)
+    assert s.var_type == "fixedlarge"
+  assert SamplingConfig.parse(base.get_config("ncsn").sampling).method == "annealed_langevin"
+
+
+def test_dpm_configs_do_not_clip_gradients():
+  import importlib  # pylint: disable=import-outside-toplevel
+  for name in ("cifar10", "digits", "swiss_roll", "mnist"):
+    config = importlib.import_module(f"configs.dpm.{name}").get_config()
+    assert config.optim.grad_clip == 0.0, name
+
+
+@pytest.mark.parametrize("name", ["celebahq_256", "church_256", "bedroom_256", "cat_256"])
+def test_256px_configs_build_the_released_114m_unet(name):
+  config = importer.load_config_module(f"configs.ddpm.{name}")
+  cfg = checks.validate(config)
+  abstract = families.make_family(cfg).abstract_params()   # jax.eval_shape: no allocation
+  assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract)) == 113_673_219
+  doc = importlib.import_module(f"configs.ddpm.{name}").__doc__   # the file loaded above
+  assert "113,673,219 parameters" in doc
+  assert (cfg.model.ch, cfg.model.ch_mult, cfg.model.attn_resolutions, cfg.model.dropout,
+          cfg.training.ema_decay, cfg.optim.lr, cfg.training.batch_size, cfg.data.image_size,
+          cfg.sampling.var_type, cfg.diffusion.var_type) == \
+      (128, (1, 1, 2, 2, 4, 4), (16,), 0.0, 0.9999, 2e-5, 64, 256, "fixedsmall", "fixedsmall")

@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from diffusion.paths import REPO
+
 NOTEBOOK = os.path.join(REPO, "docs", "walkthrough.ipynb")
 
 

@@ -8,7 +8,7 @@ a small U-Net (ch 32, ch_mult (1, 2), attention at 4x4, 1.0M parameters) sized s
 on 2 CPU cores gives recognisable digits in about ten minutes.
 """
 
-from diffusion.sweeps import product, sweep
+from diffusion.sweeps import choice, loguniform, product, randint, sweep
 from configs import base
 
 
@@ -50,3 +50,11 @@ def sweep_lr_ema():
 def sweep_schedule():
   """DDPM's beta schedules and Improved DDPM's cosine at T = 1000 (4 points)."""
   return sweep("diffusion.schedule", ["linear", "quad", "warmup50", "cosine"])
+
+
+def search_lr_ema():
+  """The lr x EMA question of sweep_lr_ema as a search (train.py --search=lr_ema): the
+  learning rate on a log scale over the grid's range and beyond, the EMA decay, and the
+  warm-up; judged by the held-out loss (none of these changes what the loss measures)."""
+  return {"optim.lr": loguniform(1e-4, 4e-3), "training.ema_decay": choice([0.99, 0.995, 0.999]),
+          "optim.warmup_steps": randint(0, 500)}

@@ -5,7 +5,7 @@ sample scatter (samples/step_*.npy) shows whether the 4:1 mode weights are
 recovered. Used by the test suite for fast end-to-end checks of the loop.
 """
 
-from diffusion.sweeps import product, sweep
+from diffusion.sweeps import choice, loguniform, product, sweep
 from configs import base
 
 
@@ -44,3 +44,9 @@ def sweep_lr_seed():
 def sweep_schedule():
   """Schedules that fully noise the data at T = 100 (cosine; T-scaled linear)."""
   return sweep("diffusion.schedule", ["cosine", "scaled_linear"])
+
+
+def search_lr_ema():
+  """Learning rate (log scale) and EMA decay as a search (train.py --search=lr_ema); all
+  population fields, so a vmapped population can train the trials together."""
+  return {"optim.lr": loguniform(1e-4, 1e-2), "training.ema_decay": choice([0.5, 0.9, 0.99])}

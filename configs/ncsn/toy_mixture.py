@@ -4,7 +4,7 @@ p = 0.8 N((5,5), I) + 0.2 N((-5,-5), I); VE ladder sigma 1 -> 20 over 10
 geometric levels as in the NCSN toy runner; a small MLP score model trained by
 DSM; annealed Langevin with 100 steps per level, epsilon=0.1 in the paper's
 form, init U[-8, 8]^2 is approximated by the VE prior N(0, 20^2 I).
-The exact-score version of Fig. 3 (no training) is tests/test_samplers.py:
+The exact-score version of Fig. 3 (no training) is tests/samplers/test_langevin.py:
 annealed Langevin puts ~0.785 of the samples in the heavy mode (true 0.8),
 plain Langevin ~0.51.
 """

@@ -23,6 +23,9 @@ class DatasetInfo:
     num_channels: 1 or 3 (None for toys / npz, where the config says).
     num_examples: examples per split where fixed ({} when it depends on files).
     in_memory: True when the set fits on the device (device-resident path).
+    reader: how its examples are read (``diffusion.data.sources.READERS``): digits,
+      tfds (a split decoded into memory), tfds_stream (random access), files
+      (cifar10_sample), npz, toy (generated).
     tfds_name: the tensorflow-datasets name, or None.
   """
   name: str
@@ -31,6 +34,7 @@ class DatasetInfo:
   num_channels: Optional[int]
   num_examples: Mapping[str, int]
   in_memory: bool
+  reader: str
   tfds_name: Optional[str] = None
 
 
@@ -45,28 +49,30 @@ CELEBA_HQ_RESOLUTIONS = (1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1)
 DIGITS_NUM_TRAIN = 1500
 DIGITS_SIZES = (8, 16, 32)   # 8 native; 16 / 32 by nearest-neighbour (pixel repeat)
 
+# The one list of data.dataset names (diffusion.data.sources.DATASETS is derived from it).
 INFO = {
-    "digits": DatasetInfo("digits", "image", 8, 1, {"train": 1500, "test": 297}, True),
+    "digits": DatasetInfo("digits", "image", 8, 1, {"train": 1500, "test": 297}, True,
+                          "digits"),
     "mnist": DatasetInfo("mnist", "image", 28, 1, {"train": 60000, "test": 10000}, True,
-                         "mnist"),
+                         "tfds", "mnist"),
     "fashion_mnist": DatasetInfo("fashion_mnist", "image", 28, 1,
-                                 {"train": 60000, "test": 10000}, True, "fashion_mnist"),
+                                 {"train": 60000, "test": 10000}, True, "tfds", "fashion_mnist"),
     "cifar10": DatasetInfo("cifar10", "image", 32, 3, {"train": 50000, "test": 10000}, True,
-                           "cifar10"),
+                           "tfds", "cifar10"),
     "cifar10_sample": DatasetInfo("cifar10_sample", "image", 32, 3,
-                                  {"train": 4000, "test": 1000}, True),
-    "npz": DatasetInfo("npz", "image", None, None, {}, True),
+                                  {"train": 4000, "test": 1000}, True, "files"),
+    "npz": DatasetInfo("npz", "image", None, None, {}, True, "npz"),
     "celeb_a": DatasetInfo("celeb_a", "image", 64, 3,
                            {"train": 162770, "validation": 19867, "test": 19962}, False,
-                           "celeb_a"),
+                           "tfds_stream", "celeb_a"),
     "celeb_a_hq": DatasetInfo("celeb_a_hq", "image", 256, 3, {"train": 30000}, False,
-                              "celeb_a_hq/256"),
-    "lsun": DatasetInfo("lsun", "image", 256, 3, {}, False, "lsun"),
-    "swiss_roll": DatasetInfo("swiss_roll", "toy", None, 2, {}, True),
-    "swiss_roll_unit": DatasetInfo("swiss_roll_unit", "toy", None, 2, {}, True),
-    "mixture": DatasetInfo("mixture", "toy", None, None, {}, True),
-    "eight_gaussians": DatasetInfo("eight_gaussians", "toy", None, 2, {}, True),
-    "checkerboard": DatasetInfo("checkerboard", "toy", None, 2, {}, True),
+                              "tfds_stream", "celeb_a_hq/256"),
+    "lsun": DatasetInfo("lsun", "image", 256, 3, {}, False, "tfds_stream", "lsun"),
+    "swiss_roll": DatasetInfo("swiss_roll", "toy", None, 2, {}, True, "toy"),
+    "swiss_roll_unit": DatasetInfo("swiss_roll_unit", "toy", None, 2, {}, True, "toy"),
+    "mixture": DatasetInfo("mixture", "toy", None, None, {}, True, "toy"),
+    "eight_gaussians": DatasetInfo("eight_gaussians", "toy", None, 2, {}, True, "toy"),
+    "checkerboard": DatasetInfo("checkerboard", "toy", None, 2, {}, True, "toy"),
 }
 
 

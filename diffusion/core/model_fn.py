@@ -38,6 +38,7 @@ import jax.numpy as jnp
 from diffusion.errors import ConfigError
 
 EpsFn = Callable[[jax.Array, jax.Array], Any]
+NOISE_INPUTS = ("index", "log_sigma")   # what the network embeds (module docstring)
 
 
 class EpsPrediction(NamedTuple):
@@ -84,8 +85,7 @@ def model_cond(process, t: jax.Array, cond: str = "index") -> jax.Array:
 
 def make_eps_fn(module, params, process, *, cond: str = "index",
                 rescale_inputs: bool = False, scale_by_sigma: bool = False,
-                analytic: bool = False, train: bool = False,
-                dropout_rng: jax.Array | None = None) -> EpsFn:
+                train: bool = False, dropout_rng: jax.Array | None = None) -> EpsFn:
   """Returns ``eps_fn(x_t, t)`` for a network ``module`` with ``params``.
 
   Args:
@@ -94,8 +94,6 @@ def make_eps_fn(module, params, process, *, cond: str = "index",
     process: a VP or VE process.
     cond, rescale_inputs, scale_by_sigma: the network's noise-level input, its 2x − 1
       input scaling and its output reading (module docstring; ``config.model``).
-    analytic: ``module`` is the exact mixture model, called with the process's
-      signal scale and noise std instead of a noise-level input.
     train: enables dropout; then ``dropout_rng`` is required.
 
   The returned function maps x_t [B, ...] and t int32 [B] to ε̂ with x_t's
@@ -103,8 +101,8 @@ def make_eps_fn(module, params, process, *, cond: str = "index",
   """
   if train and dropout_rng is None:
     raise ValueError("make_eps_fn(train=True) needs dropout_rng (a PRNG key for dropout).")
-  if analytic:
-    def analytic_eps(x_t, t):
+  if getattr(module, "is_exact", False):   # the exact ε of known data (models/analytic.py):
+    def analytic_eps(x_t, t):              # called with the level's scale and noise std
       return module.apply({}, x_t, process.signal_scale(t), process.noise_std(t))
     return analytic_eps
 

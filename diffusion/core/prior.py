@@ -24,11 +24,12 @@ def prior_warning(process, data_spread: Optional[float] = None) -> Optional[str]
   """One line when ``process`` does not reach its prior, else None.
 
   Args:
-    process: a VPProcess (``alphas_cumprod``) or VEProcess (``sigmas``).
+    process: a VP process (``kind == "vp"``: ``alphas_cumprod``) or a VE one (``"ve"``:
+      ``sigmas``).
     data_spread: the data's RMS distance from its mean, √(Σ_d Var x_d), in model space
       (for VE; None skips the VE test).
   """
-  if hasattr(process, "alphas_cumprod"):
+  if process.kind == "vp":
     abar = float(np.asarray(process.alphas_cumprod)[-1])
     if abar > MAX_ALPHA_BAR_T:
       T = int(process.num_timesteps)
@@ -39,7 +40,7 @@ def prior_warning(process, data_spread: Optional[float] = None) -> Optional[str]
               "(diffusion.schedule=scaled_linear, Improved DDPM) or raise "
               "diffusion.num_timesteps.")
     return None
-  if hasattr(process, "sigmas") and data_spread is not None:
+  if process.kind == "ve" and data_spread is not None:
     sigma_max = float(np.asarray(process.sigmas)[-1])
     if sigma_max < data_spread:
       return (f"warning: the forward process does not reach its prior: sigma_max = "

@@ -16,8 +16,7 @@ from absl import flags
 
 from diffusion import cli
 from diffusion.config import catalog
-from diffusion.data import files, prepare, tfds_sources
-from diffusion.data import prepared as prepared_data
+from diffusion.data import files, prepare, prepared, tfds_sources
 from diffusion.errors import ConfigError
 
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "prepare: the folder with the raw files "
@@ -37,7 +36,7 @@ def _prepare(name) -> None:
     source = (f"from the files in --manual_dir={_MANUAL_DIR.value} (the network is off)"
               if _MANUAL_DIR.value else "downloading its files (network needed)")
     print(f"{name}: preparing {source}; tfds builds array_record files under "
-          f"{_DATA_DIR.value or prepared_data.default_data_dir()}", flush=True)
+          f"{_DATA_DIR.value or prepared.default_data_dir()}", flush=True)
   path = prepare.prepare_dataset(name, manual_dir=_MANUAL_DIR.value, data_dir=_DATA_DIR.value)
   if path is None:
     print(f"{name}: nothing to prepare (no tfds data needed).")
@@ -71,19 +70,19 @@ def readiness(name: str, data_dir: str = "") -> str:
   if name == "cifar10_sample":
     return ("yes (../shared/data)" if files.cifar10_sample_dir("").is_dir()
             else "no: give data.data_dir")
-  root = pathlib.Path(data_dir).expanduser() if data_dir else prepared_data.default_data_dir()
+  root = pathlib.Path(data_dir).expanduser() if data_dir else prepared.default_data_dir()
   if name in ("lsun", "celeb_a_hq"):
     done = sorted(p.name for p in (root / name).glob("*")
-                  if prepared_data.version_dir(f"{name}/{p.name}", data_dir) is not None)
+                  if prepared.version_dir(f"{name}/{p.name}", data_dir) is not None)
     return f"yes: {', '.join(done)}" if done else f"no: prepare {name}/<...>"
-  if prepared_data.version_dir(info.tfds_name, data_dir) is not None:
+  if prepared.version_dir(info.tfds_name, data_dir) is not None:
     return "yes"
   return f"no: prepare {name}" + (" --manual_dir DIR" if name in tfds_sources.MANUAL_FILES
                                    else "")
 
 
 def _list() -> None:
-  where_data = _DATA_DIR.value or str(prepared_data.default_data_dir())
+  where_data = _DATA_DIR.value or str(prepared.default_data_dir())
   print(f"{'dataset':<16} {'kind':<6} {'size':>5} {'ch':>3} {'where':<8} {'examples':<34} ready "
         f"(prepared data under {where_data})")
   for name, info in catalog.INFO.items():

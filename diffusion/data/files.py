@@ -11,6 +11,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
+from diffusion import paths
 from diffusion.config.catalog import DIGITS_NUM_TRAIN, DIGITS_SIZES
 from diffusion.data import transforms
 from diffusion.errors import ConfigError
@@ -22,8 +23,7 @@ CIFAR10_SAMPLE_FILES = {
     "test": ["cifar10_batch_50.png"],                          # test images 0-999
 }
 
-_REPO = pathlib.Path(__file__).resolve().parents[2]
-DEFAULT_CIFAR10_SAMPLE_DIR = _REPO.parent / "shared" / "data" / "cifar10-sample"
+DEFAULT_CIFAR10_SAMPLE_DIR = pathlib.Path(paths.REPO).parent / "shared" / "data" / "cifar10-sample"
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 

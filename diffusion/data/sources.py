@@ -326,8 +326,9 @@ def _fit_images(images: np.ndarray, size: int) -> np.ndarray:
   return np.stack([transforms.fit_square(im, size) for im in images])
 
 
-def _make_tfds_in_memory(name: str, d: DataConfig, split: str) -> ImageSource:
+def _make_tfds_in_memory(d: DataConfig, split: str) -> ImageSource:
   """mnist / fashion_mnist / cifar10: the whole split decoded into host memory."""
+  name = catalog.base_name(d.dataset)
   info = catalog.INFO[name]
   builder = tfds_sources.get_builder(name, info.tfds_name, d.tfds_data_dir)
   arrays = tfds_sources.load_split(builder, name, split)
@@ -377,23 +378,19 @@ def _make_toy(d: DataConfig, split: str) -> ToySource:
   return ToySource(name=d.dataset, split=split, sampler=toy.TOY_SAMPLERS[d.dataset])
 
 
-# Plain dict, base name -> constructor(DataConfig, split). 'lsun' serves 'lsun/<category>'.
-DATASETS: Dict[str, Callable[[DataConfig, str], Any]] = {
+# Plain dict, catalog reader -> constructor(DataConfig, split) of a source.
+READERS: Dict[str, Callable[[DataConfig, str], Any]] = {
     "digits": _make_digits,
-    "mnist": functools.partial(_make_tfds_in_memory, "mnist"),
-    "fashion_mnist": functools.partial(_make_tfds_in_memory, "fashion_mnist"),
-    "cifar10": functools.partial(_make_tfds_in_memory, "cifar10"),
-    "cifar10_sample": _make_cifar10_sample,
+    "tfds": _make_tfds_in_memory,
+    "tfds_stream": _make_tfds_stream,
+    "files": _make_cifar10_sample,
     "npz": _make_npz,
-    "celeb_a": _make_tfds_stream,
-    "celeb_a_hq": _make_tfds_stream,
-    "lsun": _make_tfds_stream,
-    "swiss_roll": _make_toy,
-    "swiss_roll_unit": _make_toy,
-    "mixture": _make_toy,
-    "eight_gaussians": _make_toy,
-    "checkerboard": _make_toy,
+    "toy": _make_toy,
 }
+# Base name -> constructor, derived from the catalog (its one list of dataset names).
+# 'lsun' serves 'lsun/<category>'.
+DATASETS: Dict[str, Callable[[DataConfig, str], Any]] = {
+    name: READERS[info.reader] for name, info in catalog.INFO.items()}
 
 
 def make_source(data_cfg=None, split: str = "train"):

@@ -11,7 +11,7 @@ static ``n``. Their exact definitions (what the tests check by Monte Carlo):
   public reimplementation's choice; the paper's generator is not published), then
   z-scored as the DPM code does its data, by one constant for all coordinates:
   x ← (x − m)·c with m = 1.10610 and c = 0.1458947, the mean and 1/std of all
-  coordinates (computed by quadrature; ``tests/test_data.py`` checks them), so the
+  coordinates (computed by quadrature; ``tests/data/test_toy.py`` checks them), so the
   data have variance 1 as Table 1's caption says and L_null = −log2(2πe) bits.
 * ``mixture`` (NCSN, Song & Ermon 2019, Figs. 2–3): Σ_k w_k N(μ_k, σ_k² I) from
   ``data.mixture_weights / mixture_means / mixture_stds``; the default is

@@ -1,14 +1,18 @@
-"""Evaluators: a registry of plug-ins, one module each, declared in ``config.eval``.
+"""Evaluators: plug-ins, one module each, declared in ``config.eval``.
 
 Each sub-section of ``config.eval`` names an evaluator and carries its arguments
 and cadence (``every``, in training steps; 0 = only on request), big_vision style:
 
   --config.eval.bpd.every=5000 --config.eval.bpd.num_examples=1000
 
-The training loop builds those with ``every > 0`` and calls ``run(ema_params,
-step)`` when it is time; ``sample.py --eval=NAME``, sweep summaries and
-reproductions reach them through the same interface (:mod:`diffusion.evals.base`):
-``run(params, step, samples=None) -> {"eval/<metric>": float}`` and ``summary()``.
+The names are the table ``diffusion.config.evals.EVALUATORS`` (with each one's section);
+the evaluator of ``name`` is the class ``EVALUATOR`` of the module
+``diffusion.evals.<name>``, imported by name as big_vision's evaluator factory does. It
+owns every rule about itself (``check_applies``). The training loop builds those with
+``every > 0`` and calls ``run(ema_params, step)`` when it is time; ``sample.py
+--eval=NAME``, sweep summaries and reproductions reach them through the same interface
+(:mod:`diffusion.evals.base`): ``run(params, step, samples=None) -> {"eval/<metric>":
+float}`` and ``summary()``.
 
   ==============  ==================================================================
   bpd             bits/dim: DDPM's calc_bpd_loop on ``data.eval_split`` (VP processes)
@@ -29,25 +33,18 @@ reproductions reach them through the same interface (:mod:`diffusion.evals.base`
 """
 
 import dataclasses
+import importlib
 import os
 from typing import Dict, List, Optional, Sequence, Tuple, Type
 
+import diffusion.config.evals
 from diffusion.errors import ConfigError
 from diffusion.evals.base import Evaluator
-from diffusion.evals.bpd import BitsPerDim
-from diffusion.evals.classifier_fid import ClassifierFrechet
-from diffusion.evals.elbo import LikelihoodBound
-from diffusion.evals.fid import FrechetInception
-from diffusion.evals.ode_bpd import OdeBitsPerDim
 
-# Plain dict, config.eval.<name> -> evaluator class (written out here only).
+# config.eval.<name> -> evaluator class, derived from the config's one table of names.
 EVALUATORS: Dict[str, Type[Evaluator]] = {
-    "bpd": BitsPerDim,
-    "fid": FrechetInception,
-    "elbo": LikelihoodBound,
-    "classifier_fid": ClassifierFrechet,
-    "ode_bpd": OdeBitsPerDim,
-}
+    name: importlib.import_module(f"diffusion.evals.{name}").EVALUATOR
+    for name in diffusion.config.evals.EVALUATORS}
 
 
 def maximised_metrics() -> Tuple[str, ...]:
@@ -55,21 +52,37 @@ def maximised_metrics() -> Tuple[str, ...]:
   return tuple(m for cls in EVALUATORS.values() for m in cls.MAXIMISED)
 
 
-def make_evaluators(family, workdir: str, names: Optional[Sequence[str]] = None,
-                    seed: Optional[int] = None, output_dir: Optional[str] = None) -> List:
-  """The evaluators of ``family.config.eval``: those with ``every > 0``, or ``names``.
+def _sections(config) -> Dict:
+  return {f.name: getattr(config.eval, f.name) for f in dataclasses.fields(config.eval)}
 
-  ``seed`` (default: training.seed) seeds their randomness; results files go to
-  ``output_dir`` (default: the workdir).
-  """
-  config = family.config
-  sections = {f.name: getattr(config.eval, f.name) for f in dataclasses.fields(config.eval)}
+
+def check_applies(config, names: Optional[Sequence[str]] = None) -> None:
+  """Each evaluator the typed run ``config`` enables (``every > 0``), or ``names``,
+  checked against the run by its own rule: one-line ConfigError, before anything
+  trains or samples."""
+  sections = _sections(config)
   chosen = list(names) if names is not None else [
       name for name, cfg in sections.items() if cfg.every > 0]
   for name in chosen:
     if name not in sections:
       raise ConfigError(f"evaluator {name!r} is not one of this family's: "
                         f"{', '.join(sections)}.")
+    EVALUATORS[name].check_applies(config)
+
+
+def make_evaluators(family, workdir: str, names: Optional[Sequence[str]] = None,
+                    seed: Optional[int] = None, output_dir: Optional[str] = None) -> List:
+  """The evaluators of ``family.config.eval``: those with ``every > 0``, or ``names``.
+
+  Each applies or fails (one line) before any is built; ``seed`` (default:
+  training.seed) seeds their randomness; results files go to ``output_dir`` (default:
+  the workdir).
+  """
+  config = family.config
+  sections = _sections(config)
+  chosen = list(names) if names is not None else [
+      name for name, cfg in sections.items() if cfg.every > 0]
+  check_applies(config, chosen)
   seed = config.training.seed if seed is None else seed
   workdir = os.path.abspath(workdir)
   return [EVALUATORS[name](sections[name], family, workdir, seed, output_dir)

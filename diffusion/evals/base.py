@@ -1,7 +1,9 @@
 """What every evaluator shares: the interface, its randomness, its result files.
 
 An evaluator is built from its own config section (``config.eval.<name>``), the
-model family, the run's workdir (caches) and a seed; then
+model family, the run's workdir (caches) and a seed, after its own rule
+``check_applies(config)`` (ConfigError when it does not apply to the run, e.g. bits/dim
+of a VE process); then
 
   run(params, step, samples=None) -> {"eval/<metric>": float}
   summary() -> str           one console line describing the latest result
@@ -40,8 +42,15 @@ class Evaluator:
   MAXIMISED: Tuple[str, ...] = ()
   SHORTCUT = ""   # the help of sample.py's --<name>, a shortcut for --eval=<name> ("": none)
 
+  @staticmethod
+  def check_applies(config) -> None:
+    """ConfigError (one line) unless this evaluator applies to the typed run ``config``;
+    checked before anything trains or samples (:func:`diffusion.evals.check_applies`)."""
+    del config
+
   def __init__(self, cfg, family, workdir: str = "", seed: int = 0,
                output_dir: Optional[str] = None):
+    self.check_applies(family.config)
     self.cfg, self.family, self.workdir, self.seed = cfg, family, workdir, seed
     self.output_dir = output_dir or workdir
     self.last: Optional[dict] = None

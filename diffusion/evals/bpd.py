@@ -8,8 +8,8 @@ in [-1, 1]. Writes ``bpd.npz`` (the per-term means) to the output folder.
 import os
 from typing import Dict, Optional
 
-from diffusion.config import checks
 from diffusion.data import make_source
+from diffusion.errors import ConfigError
 from diffusion.evals import metrics
 from diffusion.evals.base import Evaluator, eval_key
 from diffusion.io import atomic
@@ -22,9 +22,21 @@ class BitsPerDim(Evaluator):
   SHORTCUT = ("Compute bits/dim on config.eval.bpd.num_examples of the eval split (VP "
               "variants only).")
 
+  @staticmethod
+  def check_applies(config) -> None:
+    """ConfigError unless DDPM's bound is defined for this run (VP, 8-bit images in
+    [-1, 1])."""
+    if config.diffusion.process_kind != "vp":
+      raise ConfigError("bits/dim (eval.bpd, --bpd) applies to VP variants (ddpm, dpm); "
+                        "NCSN's VE process has no discrete decoder and no finite prior KL.")
+    if config.data.is_toy or not config.data.centered:
+      raise ConfigError("bits/dim (eval.bpd, --bpd) scores 8-bit images in [-1, 1] "
+                        "(data.centered=True) with DDPM's discretized decoder; this run's "
+                        f"data (data.dataset={config.data.dataset!r}, centered="
+                        f"{config.data.centered}) does not qualify.")
+
   def __init__(self, cfg, family, workdir: str = "", seed: int = 0,
                output_dir: Optional[str] = None):
-    checks.check_bpd_applies(family.config)
     super().__init__(cfg, family, workdir, seed, output_dir)
     self._source = None
 
@@ -55,3 +67,6 @@ class BitsPerDim(Evaluator):
     return (f"bits/dim on {r['num_examples']} {data.dataset}/{data.eval_split} examples: "
             f"{r['bpd']:.4f} +- {r['bpd_se']:.4f} (prior term {r['prior_bpd']:.2e}; full "
             "T-term bound, EMA params, x0 clipped as DDPM)")
+
+
+EVALUATOR = BitsPerDim

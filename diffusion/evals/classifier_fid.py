@@ -30,12 +30,16 @@ class ClassifierFrechet(Evaluator):
   SCORES_SAMPLES = True
   MAXIMISED = ("eval/classifier_accuracy", "eval/confident", "eval/classes")
 
+  @staticmethod
+  def check_applies(config) -> None:
+    """ConfigError unless the run's data are a set the classifier is trained on."""
+    if config.data.dataset not in CLASSIFIED_DATASETS:
+      raise ConfigError(f"classifier_fid needs a labelled image set "
+                        f"({', '.join(CLASSIFIED_DATASETS)}); data.dataset="
+                        f"{config.data.dataset!r}.")
+
   def __init__(self, cfg, family, workdir: str = "", seed: int = 0,
                output_dir: Optional[str] = None):
-    data = family.config.data
-    if data.dataset not in CLASSIFIED_DATASETS:
-      raise ConfigError(f"classifier_fid needs a labelled image set "
-                        f"({', '.join(CLASSIFIED_DATASETS)}); data.dataset={data.dataset!r}.")
     super().__init__(cfg, family, workdir, seed, output_dir)
     self._net = self._ref = None
     self.real: Dict[str, float] = {}
@@ -87,3 +91,6 @@ class ClassifierFrechet(Evaluator):
             f"T = {r['classifier_temperature']:.2f}) "
             f"{r['confident']:.1%} over {r['classes']:.0f} classes (real test images: "
             f"{r['confident_real']:.1%} over {r['classes_real']:.0f})")
+
+
+EVALUATOR = ClassifierFrechet

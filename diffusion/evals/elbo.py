@@ -85,3 +85,6 @@ class LikelihoodBound(Evaluator):
             f"({r['log_px_bpd']:.4f} bits/dim; importance sampling, k = {r['iw_samples']}), ELBO "
             f"{r['elbo_nats']:.3f} +- {r['elbo_se']:.3f} nats ({r['elbo_bpd']:.4f} bits/dim); "
             f"written to {self.output_dir}/likelihood_{r['step']}.json")
+
+
+EVALUATOR = LikelihoodBound

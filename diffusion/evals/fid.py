@@ -9,8 +9,9 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from diffusion.config import catalog, checks
+from diffusion.config import catalog
 from diffusion.data import make_source
+from diffusion.errors import ConfigError
 from diffusion.evals import inception, metrics
 from diffusion.evals.base import Evaluator
 from diffusion.io.bars import announce
@@ -28,9 +29,15 @@ class FrechetInception(Evaluator):
   SCORES_SAMPLES = True
   MAXIMISED = ("eval/is_mean",)
 
+  @staticmethod
+  def check_applies(config) -> None:
+    """ConfigError unless the run's data are images (FID, IS, KID)."""
+    if config.data.is_toy:
+      raise ConfigError("FID (eval.fid, --fid) needs image data; this run's data.dataset "
+                        f"{config.data.dataset!r} is 2-D points.")
+
   def __init__(self, cfg, family, workdir: str = "", seed: int = 0,
                output_dir: Optional[str] = None):
-    checks.check_fid_applies(family.config)
     super().__init__(cfg, family, workdir, seed, output_dir)
     self.net = inception.load_inception(cfg.inception_weights)  # ConfigError if missing
 
@@ -73,3 +80,6 @@ class FrechetInception(Evaluator):
     return (f"{self.last['num_samples']} samples vs the {data.dataset}/{data.split} statistics "
             "(FID Inception, pytorch-fid weights): " +
             "  ".join(f"{k}={v:.4f}" for k, v in self.last.items() if k != "num_samples"))
+
+
+EVALUATOR = FrechetInception

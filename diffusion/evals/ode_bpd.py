@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import diffusion.config.evals
 from diffusion.data import make_source
 from diffusion.errors import ConfigError
 from diffusion.evals import metrics
@@ -28,16 +29,6 @@ from diffusion.evals.base import Evaluator, eval_key
 from diffusion.io import atomic
 from diffusion.io.bars import announce
 from diffusion.samplers import ode
-
-
-def check_applies(config) -> None:
-  """ConfigError unless the run is a diffusion model of 8-bit images."""
-  if getattr(config, "family", "diffusion") != "diffusion":
-    raise ConfigError(f"eval.ode_bpd (the probability-flow ODE's bits/dim) applies to the "
-                      f"diffusion family; this run's family is {config.family!r} (use eval.elbo).")
-  if config.data.is_toy:
-    raise ConfigError(f"eval.ode_bpd scores 8-bit images; this run's data.dataset "
-                      f"{config.data.dataset!r} is 2-D points.")
 
 
 def ode_bpd_of_images(eps_fn, process, images: np.ndarray, centered: bool, key, cfg,
@@ -61,7 +52,8 @@ def ode_bpd_of_images(eps_fn, process, images: np.ndarray, centered: bool, key, 
       k = jnp.asarray(images[i:i + cfg.batch_size], jnp.float32)
       u = (k + jax.random.uniform(k_deq, k.shape)) / 256.0              # uniform dequantization
       x = 2.0 * u - 1.0 if centered else u
-      logp, nfe = ode.log_likelihood(eps_fn, process, x, k_probe, cfg, cfg.probe)
+      logp, nfe = ode.log_likelihood(eps_fn, process, x, k_probe, cfg.probe,
+                                     ode_solver=cfg.ode_solver, rtol=cfg.rtol, atol=cfg.atol)
       per[i:i + len(k), p] = (-np.asarray(logp, np.float64) / (d * math.log(2.0))
                               + 8.0 - math.log2(width))
       nfes.append(nfe)
@@ -78,9 +70,20 @@ class OdeBitsPerDim(Evaluator):
   """bits/dim of ``num_examples`` test images through the probability-flow ODE."""
   name = "ode_bpd"
 
+  @staticmethod
+  def check_applies(config) -> None:
+    """ConfigError unless the run is of a family this evaluator's section is for (the
+    diffusion family: it has a process) and its data are 8-bit images."""
+    if config.family not in diffusion.config.evals.EVALUATORS[OdeBitsPerDim.name][1]:
+      raise ConfigError(f"eval.ode_bpd (the probability-flow ODE's bits/dim) applies to the "
+                        f"diffusion family; this run's family is {config.family!r} (use "
+                        "eval.elbo).")
+    if config.data.is_toy:
+      raise ConfigError(f"eval.ode_bpd scores 8-bit images; this run's data.dataset "
+                        f"{config.data.dataset!r} is 2-D points.")
+
   def __init__(self, cfg, family, workdir: str = "", seed: int = 0,
                output_dir: Optional[str] = None):
-    check_applies(family.config)
     super().__init__(cfg, family, workdir, seed, output_dir)
     self._source = None
 
@@ -113,3 +116,6 @@ class OdeBitsPerDim(Evaluator):
             f"{r['bpd']:.4f} +- {r['bpd_se']:.4f} (probe sd {r['probe_sd']:.4f}, "
             f"{self.cfg.num_probes} {self.cfg.probe} probe(s), {r['nfe']:.0f} NFE per solve, "
             f"rtol {self.cfg.rtol:g}, atol {self.cfg.atol:g}, dequantized as score_sde)")
+
+
+EVALUATOR = OdeBitsPerDim

@@ -16,17 +16,18 @@ from typing import Callable, Optional
 import jax
 import numpy as np
 
-from diffusion.config import parse_config
+from diffusion.config import DiffusionRunConfig, VAERunConfig, parse_config
 from diffusion.families.diffusion import DiffusionFamily
 from diffusion.families.vae import VAEFamily
 
-FAMILIES = {"diffusion": DiffusionFamily, "vae": VAEFamily}
+# Plain dict, a whole config's class -> its family (config.RUN_CONFIGS names the classes).
+FAMILIES = {DiffusionRunConfig: DiffusionFamily, VAERunConfig: VAEFamily}
 
 
 def make_family(config):
   """The model family of a whole config (ConfigDict, dict or typed)."""
   config = parse_config(config)
-  return FAMILIES[config.family](config)
+  return FAMILIES[type(config)](config)
 
 
 def draw(sample_fn: Callable, params, num: int, batch: int, key: jax.Array,

@@ -7,6 +7,8 @@ family only through this small interface, so the loop is not welded to diffusion
   init_params(key) -> params
   loss_hparams() -> {name: float}     loss weights a population of runs may vary
   loss_fn(params, batch, key, hparams) -> (mean loss, {metric: scalar})   pure
+  heldout_losses(params, batch, key) -> [B]  the loss per example, inference mode, its
+                                      randomness from key (a held-out metric)
   sample_fn(num) -> jitted (params, key) -> samples [num, *example_shape]
   describe_sampling() -> str          how sample_fn draws, e.g. "ddim, 50 steps"
   sampling_record(steps_from) -> SamplingRecord   what names and describes the sampling
@@ -31,7 +33,6 @@ from diffusion.core.losses import training_losses
 from diffusion.data import data_range, to_uint8
 from diffusion.families import builders
 from diffusion.families.sampling_record import SamplingRecord
-from diffusion.models import AnalyticMixture
 
 
 class DiffusionFamily:
@@ -48,8 +49,8 @@ class DiffusionFamily:
         None if c.data.is_toy else data_range(c.data.centered))
 
   def init_params(self, key: jax.Array) -> Any:
-    """Initial parameters ({} for the parameter-free analytic model)."""
-    if self.config.model.name == "analytic":
+    """Initial parameters ({} for a parameter-free exact model)."""
+    if not self.trainable:
       return {}
     x = jnp.zeros((1, *self.example_shape), jnp.float32)
     variables = self.module.init({"params": key, "dropout": key}, x, jnp.zeros((1,)),
@@ -64,7 +65,7 @@ class DiffusionFamily:
   def trainable(self) -> bool:
     """Whether the network has parameters to train: the exact mixture model has none (its
     run is a config and a step-0 checkpoint)."""
-    return not isinstance(self.module, AnalyticMixture)
+    return not getattr(self.module, "is_exact", False)
 
   def loss_hparams(self) -> Dict[str, float]:
     return {"hybrid_lambda": self.config.diffusion.hybrid_lambda}
@@ -85,6 +86,17 @@ class DiffusionFamily:
     metrics = {k: jnp.mean(v) for k, v in terms.items() if k != "loss"}
     return jnp.mean(terms["loss"]), metrics
 
+  def heldout_losses(self, params, batch: jax.Array, key: jax.Array) -> jax.Array:
+    """Per-example training loss of ``batch`` [B, ...] in inference mode (no dropout), with
+    t ~ U{0..T−1} and ε ~ N(0, I) drawn from ``key`` as :meth:`loss_fn` draws them: a fixed
+    key is a fixed (x0, t, ε), the same loss for every run that shares it. [B] float32."""
+    k_t, k_noise, _ = jax.random.split(key, 3)
+    t = jax.random.randint(k_t, (batch.shape[0],), 0, self.process.num_timesteps,
+                           dtype=jnp.int32)
+    noise = jax.random.normal(k_noise, batch.shape, jnp.float32)
+    return training_losses(self.process, self.eps_fn(params), batch, t, noise,
+                           **self.loss_options)["loss"]
+
   def eps_fn(self, params) -> Callable:
     """``eps_fn(x_t, t)`` of the network with ``params`` (inference: no dropout)."""
     return builders.make_eps_fn(self.module, params, self.process, self.config.model)
@@ -104,40 +116,28 @@ class DiffusionFamily:
     sampler's chain (:func:`diffusion.samplers.run_plan`; the function then makes a few
     compiled calls, and the samples are the same); dpm_solver and ode report nothing.
     """
-    settings = settings or self.config.sampling
     shape = (int(num), *self.example_shape)
-    sampler = samplers.SAMPLERS[settings.method]
-    if hasattr(sampler, "make_plan"):
-      plan = samplers.make_plan(self.process, settings)
-      if on_progress is not None:
-        if out_sharding is not None:
-          raise ValueError("sample_fn: give on_progress or out_sharding, not both (a chain "
-                           "in segments is not sharded by its output).")
-        # Outside jit the parameters must be arguments of the segments (a Partial), not
-        # constants of a new closure, which would compile the chain again at every call.
-        return lambda params, key: samplers.run_plan(
-            plan, jax.tree_util.Partial(self._eps, params), shape, key, x0_range=self.x_range,
-            on_progress=on_progress)
+    sampler = samplers.Sampler(self.process,
+                               **builders.sampler_options(settings or self.config.sampling))
+    if on_progress is not None and sampler.plan is not None:
+      if out_sharding is not None:
+        raise ValueError("sample_fn: give on_progress or out_sharding, not both (a chain "
+                         "in segments is not sharded by its output).")
+      # Outside jit the parameters must be arguments of the segments (a Partial), not
+      # constants of a new closure, which would compile the chain again at every call.
+      return lambda params, key: sampler(jax.tree_util.Partial(self._eps, params), shape, key,
+                                         x0_range=self.x_range, on_progress=on_progress)
 
-      def sample(params, key):
-        return samplers.run_plan(plan, self.eps_fn(params), shape, key, x0_range=self.x_range)
-    else:
-      samplers.check_num_steps(settings, self.process.num_timesteps)
-
-      def sample(params, key):
-        return samplers.sample(self.eps_fn(params), self.process, shape, key, settings,
-                               x0_range=self.x_range)
+    def sample(params, key):
+      return sampler(self.eps_fn(params), shape, key, x0_range=self.x_range)
 
     return jax.jit(sample, out_shardings=out_sharding)
 
   def describe_sampling(self, settings=None) -> str:
-    """How ``sample_fn`` draws, for a log line: ``"ddim, 50 steps"`` (and, for annealed
-    Langevin, the steps at each level)."""
+    """How ``sample_fn`` draws, for a log line: ``"ddim, 50 steps"`` (and the sampler's
+    own words about its cost, e.g. annealed Langevin's steps at each level)."""
     s = settings or self.config.sampling
-    text = f"{s.method}, {samplers.effective_steps(s, self.process.num_timesteps)} steps"
-    if s.method == "annealed_langevin":
-      text += f", {s.n_steps_each} Langevin steps each"
-    return text
+    return samplers.describe(self.process.num_timesteps, **builders.sampler_options(s))
 
   def to_uint8(self, samples) -> Optional[np.ndarray]:
     """Samples as uint8 images (``sampling.quantize``), or None for toy points."""
@@ -148,21 +148,19 @@ class DiffusionFamily:
   def sampling_record(self, settings=None,
                       steps_from: str = "config.sampling.num_steps") -> SamplingRecord:
     """The sampler, its chain's length and the options that change its samples (those a
-    sampler module lists in ``NAMED_OPTIONS``, e.g. DDIM's eta), as ``sample.py`` records
+    sampler module lists in ``NAMED_BY``, e.g. DDIM's eta), as ``sample.py`` records
     them; ``steps_from`` names where ``num_steps`` came from in the console phrase."""
     s = settings or self.config.sampling
+    options = builders.sampler_options(s)
     levels = int(self.process.num_timesteps)
-    steps, n = samplers.effective_steps(s, levels), int(s.num_steps)
-    # The sampler's own words about its cost (annealed Langevin: its steps at each level)
-    # are what describe_sampling says after "<method>, <steps> steps".
-    cost = self.describe_sampling(s).removeprefix(f"{s.method}, {steps} steps")
+    steps, n = samplers.effective_steps(s.num_steps, levels), int(s.num_steps)
+    cost = samplers.cost_note(levels, **options)
     phrase = (f"{steps} steps of {levels} levels ({steps_from}={n}"
-              + (", 0 = every level" if n == 0 else "") + ")" + cost)
-    options = {name: float(getattr(s, name))
-               for name in getattr(samplers.SAMPLERS[s.method], "NAMED_OPTIONS", ())}
-    name = "_".join([s.method, f"s{steps}"] + [f"{k}{v:g}" for k, v in options.items()])
+              + (", 0 = every level" if n == 0 else "") + ")" + (f", {cost}" if cost else ""))
+    named = {k: float(v) for k, v in samplers.named_options(**options).items()}
+    name = "_".join([s.method, f"s{steps}"] + [f"{k}{v:g}" for k, v in named.items()])
     return SamplingRecord(sampler=s.method, steps=steps, phrase=phrase, name=name,
-                          options=options)
+                          options=named)
 
   def write_extras(self, params, out_dir: str, key: jax.Array) -> List[str]:
     """Files beside ``sample.py``'s samples: none for a diffusion model."""

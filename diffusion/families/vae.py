@@ -26,15 +26,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffusion import models
 from diffusion.config import VAERunConfig
 from diffusion.data import to_uint8
 from diffusion.core.losses import normal_kl
+from diffusion.models.network import DTYPES
 from diffusion.models.vae_mlp import VAE
 from diffusion.families import vae_pictures
 from diffusion.families.sampling_record import SamplingRecord
 
 Array = jax.Array
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def reparameterize(mean: Array, log_var: Array, eps: Array) -> Array:
@@ -110,9 +111,10 @@ class VAEFamily:
   def __init__(self, config: VAERunConfig):
     self.config = c = config
     self.example_shape: Tuple[int, ...] = c.data.example_shape
-    self.module = VAE(data_shape=self.example_shape, latent_dim=c.model.latent_dim,
-                      hidden_dims=c.model.hidden_dims, activation=c.model.activation,
-                      dtype=_DTYPES[c.model.dtype])
+    self.module = models.VAE_NETWORKS[c.model.name](
+        data_shape=self.example_shape, latent_dim=c.model.latent_dim,
+        hidden_dims=c.model.hidden_dims, activation=c.model.activation,
+        dtype=DTYPES[c.model.dtype])
 
   @property
   def num_dims(self) -> int:
@@ -146,6 +148,15 @@ class VAEFamily:
     elbo = jnp.mean(terms["elbo"])
     return loss, {"recon": -jnp.mean(terms["recon"]), "kl": jnp.mean(terms["kl"]),
                   "elbo": elbo, "elbo_bpd": -elbo / (self.num_dims * math.log(2.0))}
+
+  def heldout_losses(self, params, batch: Array, key: Array) -> Array:
+    """Per-example loss of ``batch`` [B, ...] as :meth:`loss_fn` computes it (the config's
+    KL weight), z's noise drawn from ``key``: a fixed key is a fixed (x, ε). [B] nats."""
+    v = self.config.vae
+    terms = elbo_terms(self.encoder(params), self.decoder(params), batch, key, v.num_samples)
+    if v.objective == "iwae":
+      return -terms["iw"]
+    return -terms["recon"] + v.kl_weight * terms["kl"]
 
   def sample_fn(self, num: int, settings=None,
                 out_sharding: Optional[jax.sharding.Sharding] = None,

@@ -17,12 +17,15 @@ C_k^{-1} and log det C_k for any (a, s) are diagonal in that basis; responsibili
 use logsumexp/softmax, so far-out x does not underflow.
 """
 
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from diffusion.models.network import Network
+from diffusion.options import declare
 
 
 def _freeze(a: Any) -> Any:
@@ -51,6 +54,12 @@ class AnalyticMixture(nn.Module):
   weights: Any
   means: Any
   covs: Any
+
+  @property
+  def is_exact(self) -> bool:
+    """The exact ε of known data: nothing to train, and called with the level's signal
+    scale and noise std instead of a noise-level input (:mod:`diffusion.core.model_fn`)."""
+    return True
 
   @classmethod
   def gaussian(cls, mean: Any, std: Any) -> "AnalyticMixture":
@@ -136,3 +145,12 @@ class AnalyticMixture(nn.Module):
     score = self.score(x, signal_scale, noise_std)
     s = jnp.broadcast_to(jnp.asarray(noise_std), (x.shape[0],)).astype(score.dtype)
     return -s.reshape((-1,) + (1,) * (x.ndim - 1)) * score
+
+
+def build(mixture: Sequence[Any]) -> AnalyticMixture:
+  """The exact ε of the data's diagonal mixture ``(weights [K], means [K, D], stds [K])``."""
+  return AnalyticMixture.diagonal(*mixture)
+
+
+NETWORK = Network("the exact eps of the data's Gaussian mixture (no parameters)", build,
+                  declare(build), convolutional=False)

@@ -12,13 +12,17 @@ the U-Net, the model embeds whatever float it is given (index t or log sigma;
 the glue decides) and ``conditional=False`` drops the embedding.
 """
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from diffusion.errors import ConfigError
 from diffusion.models import layers
+from diffusion.models.network import (CONDITIONAL, DTYPE, DTYPES, OUT_CHANNELS, Network,
+                                      image_side)
+from diffusion.options import AT_LEAST_1, Option, declare
 
 Dtype = Any
 
@@ -57,3 +61,32 @@ class MLP(nn.Module):
       h = nn.swish(h)
     h = layers.dense(self.out_channels, "dense_out", self.dtype, init_scale=0.0)(h)
     return h.astype(jnp.float32)
+
+
+def build(*, hidden_dims: Tuple[int, ...] = (128, 128, 128), out_channels: int = 3,
+          conditional: bool = True, dtype: str = "float32") -> MLP:
+  """The MLP of the ``model.*`` options (out_channels: D, or 2D for learned variance)."""
+  return MLP(hidden_dims=tuple(hidden_dims), out_channels=out_channels,
+             conditional=conditional, dtype=DTYPES[dtype])
+
+
+def check(options: Mapping[str, Any]) -> None:
+  if not options["hidden_dims"]:
+    raise ConfigError(f"model.hidden_dims={options['hidden_dims']!r} is not valid; give at "
+                      "least one hidden width.")
+
+
+def fits(options: Mapping[str, Any], dataset: str, example_shape: Tuple[int, ...],
+         process_kind: Optional[str] = None) -> None:
+  """Points, not images."""
+  del options, process_kind
+  if image_side(example_shape) is not None:
+    raise ConfigError(f"model.name='mlp' is for 2-D toy data, but data.dataset={dataset!r}"
+                      " is an image set; use model.name='unet'.")
+
+
+NETWORK = Network(
+    "a noise-conditioned MLP for 2-D toy data", build,
+    declare(build, out_channels=OUT_CHANNELS, conditional=CONDITIONAL, dtype=DTYPE,
+            hidden_dims=Option("hidden widths", rule=AT_LEAST_1)),
+    check, fits, convolutional=False)

@@ -7,7 +7,7 @@ PyTorch code, read for its facts only (GPL-3.0): NCSN ``CondRefineNetDilated``
 ``NCSNv2Deeper``, ``NCSNv2Deepest`` (ermongroup/ncsnv2@1bcea03 ``models/ncsnv2.py``).
 The papers' appendices describe these networks; where a detail matters the code is the
 reference.
-Checked against the official outputs by ``tests/test_refinenet.py``.
+Checked against the official outputs by ``tests/models/test_refinenet.py``.
 
 Layout (``stages`` below; x ngf channels per entry):
 
@@ -60,13 +60,16 @@ Conventions this project's glue (``diffusion/core/model_fn.py``) relies on:
 """
 
 import math
-from typing import Any, Sequence, Tuple
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from diffusion.models import refinenet_layers as rl
+from diffusion.errors import ConfigError
+from diffusion.models import refinenet_layers
+from diffusion.models.network import DTYPE, DTYPES, OUT_CHANNELS, Network, image_side
+from diffusion.options import AT_LEAST_1, Option, declare
 
 Dtype = Any
 
@@ -84,6 +87,11 @@ DEEPEST_STAGES: Tuple[Stage, ...] = (
     ("res31", "refine31", 2, 0), ("res4", "refine2", 4, 2), ("res5", "refine1", 4, 4))
 ARCHITECTURES = {"ncsn": NCSN_STAGES, "ncsnv2": NCSN_STAGES,
                  "ncsnv2_deeper": DEEPER_STAGES, "ncsnv2_deepest": DEEPEST_STAGES}
+
+
+def downsampling(stages: Sequence[Stage]) -> int:
+  """The network's down-sampling factor: 2 per undilated stage after the first."""
+  return 2 ** sum(1 for _, _, _, d in stages[1:] if not d)
 
 
 class RefineNet(nn.Module):
@@ -128,7 +136,7 @@ class RefineNet(nn.Module):
       [B, H, W, out_channels] float32: the score (NCSN) or σ·score (NCSNv2).
     """
     del train
-    factor = 2 ** sum(1 for _, _, _, d in self.stages[1:] if not d)
+    factor = downsampling(self.stages)
     if x.shape[1] % factor or x.shape[2] % factor:
       raise ValueError(f"RefineNet input {x.shape}: H and W must be divisible by {factor}")
     nc = self.num_classes
@@ -140,13 +148,15 @@ class RefineNet(nn.Module):
       t = jnp.round(jnp.asarray(cond, jnp.float32)).astype(jnp.int32)
       y = nc - 1 - t
 
-    h = rl.conv(self.ngf, "begin_conv", self.dtype, x.shape[-1])(x.astype(self.dtype))
+    h = refinenet_layers.conv(self.ngf, "begin_conv", self.dtype,
+                              x.shape[-1])(x.astype(self.dtype))
     layers = []
     for k, (name, _, mult, dilation) in enumerate(self.stages):
       width = mult * self.ngf
       for i in range(2):
-        h = rl.ResidualBlock(width, down=(k > 0 and i == 0), dilation=dilation,
-                             num_classes=nc, dtype=self.dtype, name=f"{name}_{i}")(h, y)
+        h = refinenet_layers.ResidualBlock(width, down=(k > 0 and i == 0), dilation=dilation,
+                                           num_classes=nc, dtype=self.dtype,
+                                           name=f"{name}_{i}")(h, y)
       layers.append(h)
 
     ref = None
@@ -154,11 +164,11 @@ class RefineNet(nn.Module):
       _, refine_name, _, _ = self.stages[k]
       features = self.stages[max(k - 1, 0)][2] * self.ngf
       inputs = [layers[k]] if ref is None else [layers[k], ref]
-      ref = rl.RefineBlock(features, end=(k == 0), num_classes=nc, dtype=self.dtype,
-                           name=refine_name)(inputs, y)
+      ref = refinenet_layers.RefineBlock(features, end=(k == 0), num_classes=nc,
+                                         dtype=self.dtype, name=refine_name)(inputs, y)
 
-    h = nn.elu(rl.norm(nc, "normalizer")(ref, y))
-    h = rl.conv(self.out_channels, "end_conv", self.dtype, self.ngf)(h)
+    h = nn.elu(refinenet_layers.norm(nc, "normalizer")(ref, y))
+    h = refinenet_layers.conv(self.out_channels, "end_conv", self.dtype, self.ngf)(h)
     return h.astype(jnp.float32)
 
 
@@ -209,3 +219,77 @@ def param_count(module: RefineNet, image_size: int = 32) -> int:
   cond = jax.ShapeDtypeStruct((1,), jnp.float32)
   shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), x, cond)
   return sum(math.prod(s.shape) for s in jax.tree_util.tree_leaves(shapes))
+
+
+# ---------------------------------------------------------------------------
+# The four networks as model.name plug-ins (models.NETWORKS)
+# ---------------------------------------------------------------------------
+
+NGF = Option("RefineNet base width (NCSN, NCSNv2: 128; NCSN MNIST: 64)", rule=AT_LEAST_1)
+
+
+def build_ncsn(num_levels: int, *, ngf: int = 128, out_channels: int = 3,
+               dtype: str = "float32") -> RefineNet:
+  """NCSN's conditional RefineNet, one embedding row per level (``num_levels`` = L)."""
+  if num_levels < 1:
+    raise ConfigError("model.name='ncsn' embeds each noise level; build it with num_levels="
+                      "diffusion.num_timesteps (make_model(..., num_levels=L)).")
+  return ncsn(ngf, num_levels, out_channels, DTYPES[dtype])
+
+
+def _build_v2(stages: Sequence[Stage]) -> Callable[..., RefineNet]:
+  def build(*, ngf: int = 128, out_channels: int = 3, dtype: str = "float32") -> RefineNet:
+    """An NCSNv2 RefineNet of the ``model.*`` options."""
+    return RefineNet(ngf, out_channels, 0, stages, DTYPES[dtype])
+  return build
+
+
+def _fits(name: str, stages: Sequence[Stage]) -> Callable[..., None]:
+  """The rules of the RefineNet ``name``: images its strides divide, and read as the
+  paper reads them: NCSN's output is the score (the glue makes ε = −σ·s), NCSNv2's is
+  σ·score (technique 3, ``model.scale_by_sigma``); both see 2x − 1 of [0, 1] data and
+  embed the level index, on the VE process."""
+  factor, v2 = downsampling(stages), name != "ncsn"
+
+  def fits(options: Mapping[str, Any], dataset: str, example_shape: Tuple[int, ...],
+           process_kind: Optional[str] = None) -> None:
+    size = image_side(example_shape)
+    if size is None:
+      raise ConfigError(f"model.name={name!r} is an image network, but data.dataset="
+                        f"{dataset!r} is 2-D toy data; use model.name='mlp'.")
+    if size % factor:
+      raise ConfigError(f"data.image_size={size} is not divisible by {factor}, the "
+                        f"down-sampling of model.name={name!r}; choose another image size.")
+    if process_kind is None:   # the network alone (diffusion.make_model): no process known
+      return
+    if process_kind != "ve":
+      raise ConfigError(f"model.name={name!r} is an NCSN score network; it needs the VE "
+                        "process (diffusion.variant='ncsn').")
+    why = ("NCSNv2 technique 3: output/σ is the score" if v2 else
+           "the NCSN network outputs the score itself")
+    if options["scale_by_sigma"] != v2:
+      raise ConfigError(f"model.scale_by_sigma={options['scale_by_sigma']} is not valid with "
+                        f"model.name={name!r}; set it to {v2} ({why}).")
+    if not options["rescale_inputs"]:
+      raise ConfigError(f"model.rescale_inputs=False is not valid with model.name={name!r}: "
+                        "the RefineNets see 2x − 1 of [0, 1] data; set it to True.")
+    if options["cond"] != "index":
+      raise ConfigError(f"model.cond={options['cond']!r} is not valid with model.name="
+                        f"{name!r}, which embeds the level index; set model.cond='index'.")
+  return fits
+
+
+def _network(name: str, description: str, build: Callable[..., RefineNet]) -> Network:
+  return Network(description, build,
+                 declare(build, ngf=NGF, out_channels=OUT_CHANNELS, dtype=DTYPE),
+                 fits=_fits(name, ARCHITECTURES[name]))
+
+
+NCSN = _network("ncsn", "NCSN's conditional RefineNet (CondRefineNetDilated); outputs the "
+                "score", build_ncsn)
+NCSNV2 = _network("ncsnv2", "NCSNv2's RefineNet (unconditional); output read as sigma * "
+                  "score", _build_v2(NCSN_STAGES))
+NCSNV2_DEEPER = _network("ncsnv2_deeper", "NCSNv2's deeper RefineNet (LSUN, 96-128 px)",
+                         _build_v2(DEEPER_STAGES))
+NCSNV2_DEEPEST = _network("ncsnv2_deepest", "NCSNv2's deepest RefineNet (FFHQ, 256 px)",
+                          _build_v2(DEEPEST_STAGES))

@@ -4,7 +4,7 @@ Written from the official PyTorch code (read for its facts only; it is GPL-3.0):
 NCSN, ermongroup/ncsn@7f27f4a ``models/cond_refinenet_dilated.py``; NCSNv2,
 ermongroup/ncsnv2@1bcea03 ``models/layers.py`` and ``models/normalization.py``.
 Every convention below was checked against outputs of that code
-(``tests/fixtures/make_ncsn_fixture.py``, ``tests/test_refinenet.py``).
+(``tests/fixtures/make_ncsn_fixture.py``, ``tests/models/test_refinenet.py``).
 
 Normalisation (the papers' "conditional instance normalisation++", NCSN's appendix on
 its architecture; the code is the reference used here):

@@ -27,13 +27,17 @@ Mixed precision: ``dtype`` is the compute dtype; parameters are float32,
 GroupNorm statistics are float32 and the output is cast to float32.
 """
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from diffusion.errors import ConfigError
 from diffusion.models import layers
+from diffusion.models.network import (CONDITIONAL, DTYPE, DTYPES, OUT_CHANNELS, Network,
+                                      image_side)
+from diffusion.options import AT_LEAST_1, HALF_OPEN_UNIT, Option, declare
 
 Dtype = Any
 
@@ -128,3 +132,60 @@ class UNet(nn.Module):
     h = nn.swish(layers.Normalize(name="norm_out")(h))
     h = layers.conv(self.out_channels, "conv_out", self.dtype, init_scale=0.0)(h)
     return h.astype(jnp.float32)
+
+
+def build(*, ch: int = 128, ch_mult: Tuple[int, ...] = (1, 2, 2, 2), num_res_blocks: int = 2,
+          attn_resolutions: Tuple[int, ...] = (16,), dropout: float = 0.1,
+          resamp_with_conv: bool = True, out_channels: int = 3, conditional: bool = True,
+          dtype: str = "float32") -> UNet:
+  """The U-Net of the ``model.*`` options (defaults: DDPM CIFAR-10, 35,746,307 parameters)."""
+  return UNet(ch=ch, ch_mult=tuple(ch_mult), num_res_blocks=num_res_blocks,
+              attn_resolutions=tuple(attn_resolutions), dropout=dropout,
+              resamp_with_conv=resamp_with_conv, out_channels=out_channels,
+              conditional=conditional, dtype=DTYPES[dtype])
+
+
+def check(options: Mapping[str, Any]) -> None:
+  """At least one resolution; ``ch`` a multiple of the GroupNorm groups."""
+  if not options["ch_mult"]:
+    raise ConfigError(f"model.ch_mult={options['ch_mult']!r} is not valid; give one positive "
+                      "multiplier per resolution, e.g. (1, 2, 2, 2).")
+  groups = layers.Normalize.num_groups
+  if options["ch"] % groups:
+    raise ConfigError(f"model.ch={options['ch']!r} is not valid; it must be a multiple of "
+                      f"{groups} (GroupNorm groups).")
+
+
+def fits(options: Mapping[str, Any], dataset: str, example_shape: Tuple[int, ...],
+         process_kind: Optional[str] = None) -> None:
+  """Images whose side the down-sampling divides; attention at resolutions it has."""
+  del process_kind
+  size = image_side(example_shape)
+  if size is None:
+    raise ConfigError(f"model.name='unet' needs images, but data.dataset={dataset!r} is "
+                      "2-D toy data; use model.name='mlp' (or 'analytic').")
+  ch_mult = options["ch_mult"]
+  factor = 2 ** (len(ch_mult) - 1)
+  if size % factor:
+    raise ConfigError(
+        f"data.image_size={size} is not divisible by 2^(len(model.ch_mult)-1)="
+        f"{factor} for model.ch_mult={ch_mult}; change the image size or use fewer "
+        "model.ch_mult levels.")
+  resolutions = [size // 2 ** i for i in range(len(ch_mult))]
+  for r in options["attn_resolutions"]:
+    if r not in resolutions:
+      raise ConfigError(
+          f"model.attn_resolutions contains {r}, which is not a U-Net resolution; "
+          f"choose from {resolutions}.")
+
+
+NETWORK = Network(
+    "the DDPM U-Net (Ho et al. 2020, App. B)", build,
+    declare(build, out_channels=OUT_CHANNELS, conditional=CONDITIONAL, dtype=DTYPE,
+            ch=Option("base channels (a multiple of 32 for GroupNorm)", rule=AT_LEAST_1),
+            ch_mult=Option("channel multiplier per resolution", rule=AT_LEAST_1),
+            num_res_blocks=Option("ResBlocks per resolution (down path)", rule=AT_LEAST_1),
+            attn_resolutions=Option("resolutions with self-attention", rule=AT_LEAST_1),
+            dropout=Option("dropout in the ResBlocks", rule=HALF_OPEN_UNIT),
+            resamp_with_conv=Option("convolutions in the up/down-sampling")),
+    check, fits)

@@ -23,9 +23,9 @@ from typing import Any, Dict
 import numpy as np
 
 from diffusion import families
-from diffusion.config import checks as config_check
+from diffusion.config import checks
 from diffusion.core import schedules
-from diffusion.io import workdir as runs
+from diffusion.io.workdir import load_config, restore_ema_params
 from diffusion.pretrained import diffusers
 from diffusion.pretrained.importer import fresh_folder
 from diffusion.pretrained.network import WeightsError, flatten, spec_of_model
@@ -61,13 +61,13 @@ def export_run(workdir: str, out: str, step: int = -1) -> Dict[str, Any]:
     ConfigError / WeightsError: one line (no run, no checkpoint, a network without a
       UNet2DModel counterpart, ``out`` not new or empty).
   """
-  cfg = config_check.validate(runs.load_config(workdir))
+  cfg = checks.validate(load_config(workdir))
   if cfg.family != "diffusion":
     raise WeightsError(f"--workdir={workdir} is a {cfg.family} run; only diffusion U-Nets "
                        "export to diffusers.")
   spec = spec_of_model(cfg.model, cfg.data)
   family = families.make_family(cfg)
-  params, found = runs.restore_ema_params(workdir, family, step)
+  params, found = restore_ema_params(workdir, family, step)
   leaves = {path: np.asarray(a, np.float32) for path, a in flatten(dict(params)).items()}
   state = diffusers.from_params(leaves, spec.num_levels)
   written = [diffusers.CONFIG_NAME, diffusers.SAFETENSORS_NAME]

@@ -19,7 +19,7 @@ must be new or empty. ``DIR/pretrained.json`` records where the weights came fro
 
 import contextlib
 import datetime
-import importlib
+import importlib.util
 import json
 import os
 import re
@@ -31,15 +31,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffusion import families
-from diffusion.config import checks as config_check
-from diffusion.config import parse_config
+from diffusion.config.checks import validate
+from diffusion.config import files, parse_config
 from diffusion.core import schedules
 from diffusion.evals.inception_convert import sha256
-from diffusion.io import workdir as runs
+from diffusion.io.workdir import io_error, is_disk_full, write_config
 from diffusion.io.checkpoints import Checkpointer
 from diffusion.pretrained import ddpm_tf, diffusers, ncsn_torch
 from diffusion.pretrained.network import UNetSpec, WeightsError, flatten, unflatten
-from diffusion.train import optim as optimizers
+from diffusion.train import optim
 from diffusion.train.step import create_train_state
 
 PROVENANCE = "pretrained.json"
@@ -68,8 +68,15 @@ def release_config_name(src: str) -> Optional[str]:
 
 
 def load_config_module(name: str):
-  """``get_config()`` of a config module such as ``configs.ddpm.cifar10``."""
-  return importlib.import_module(name).get_config()
+  """``get_config()`` of a config module such as ``configs.ddpm.cifar10`` (found where
+  Python would import it, loaded by the one config-file loader)."""
+  try:
+    spec = importlib.util.find_spec(name)
+  except ModuleNotFoundError:   # its package is not importable
+    spec = None
+  if spec is None or not spec.origin:
+    raise WeightsError(f"no config module {name!r}; pass --config=configs/<variant>/<file>.py.")
+  return files.load(spec.origin, name=name.replace(".", "/") + ".py")
 
 
 def _base_config(src: str, config, spec_size: Optional[int],
@@ -112,7 +119,7 @@ def release_config(base, spec: UNetSpec, source: str):
                        "set --config.diffusion.var_type=learned_range and "
                        "--config.diffusion.loss=hybrid.")
   cfg = cfg.replace(model=cfg.model.replace(**spec.model_fields()))
-  return config_check.validate(cfg)
+  return validate(cfg)
 
 
 # diffusers' beta_schedule names -> ours (diffusers' "scaled_linear" is DDPM's "quad":
@@ -265,8 +272,8 @@ def fresh_folder(target: str, what: str = "--workdir"):
     os.rename(tmp, target)
   except BaseException as e:
     shutil.rmtree(tmp, ignore_errors=True)
-    if isinstance(e, OSError) or runs.is_disk_full(e):
-      raise runs.io_error(e, target, None) from None
+    if isinstance(e, OSError) or is_disk_full(e):
+      raise io_error(e, target, None) from None
     raise
 
 
@@ -276,11 +283,11 @@ def write_run(cfg, params, workdir: str, step: int, provenance: Dict[str, Any]) 
   family = families.make_family(cfg)
   t = cfg.training
   params = jax.tree.map(jnp.asarray, params)
-  state = create_train_state(params, optimizers.make_optimizer(cfg.optim), seed=t.seed,
+  state = create_train_state(params, optim.make_optimizer(cfg.optim), seed=t.seed,
                              ema_decay=t.ema_decay, loss_hparams=family.loss_hparams())
   state = state.replace(step=jnp.asarray(step, jnp.int32))
   with fresh_folder(workdir) as tmp:
-    runs.write_config(cfg, tmp)
+    write_config(cfg, tmp)
     ckpt = Checkpointer(tmp, keep=t.keep_checkpoints)
     try:
       ckpt.save(step, state)
@@ -347,7 +354,7 @@ def import_ncsn(src: str, workdir: str, config=None, raw: bool = False,
       pass
   params, sigmas, meta = ncsn_torch.import_ncsn_checkpoint(src, raw=raw)
   base, config_file = _ncsn_base_config(src, config, config_name)
-  cfg = config_check.validate(base)
+  cfg = validate(base)
   m, arch = cfg.model, meta["architecture"]
   for field, want, have in (("model.name", arch, m.name), ("model.ngf", meta["ngf"], m.ngf),
                             ("model.out_channels", meta["channels"], m.out_channels)):

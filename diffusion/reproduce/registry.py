@@ -1,67 +1,28 @@
-"""The registry's vocabulary: a baseline is a paper's table cell or figure, what to run
-for it at each budget, and how its numbers are judged.
+"""The registry: name -> baseline, every paper table cell or figure this project
+reproduces, written out once from the papers' entries (``diffusion/reproduce/papers/``).
 
-Entries are plain data (``diffusion/reproduce/baselines.py``); the experiment that
-produces their numbers is named by ``experiment``, a key of
-``diffusion.reproduce.experiments.EXPERIMENTS``.
+Tiers, in the order listed: ``cpu`` (minutes on 2 CPU cores; run here and asserted by the
+test suite), ``gpu`` (an hour or less on one GPU; ready, run where a GPU is lent),
+``paper`` (the full run), ``weights`` (a released model, evaluated). Bands say what we
+accept and why; a claim (an ordering, a pattern) measures 1 when it holds. The order here
+is the order of ``python -m diffusion.reproduce list`` and of the README's table.
 """
 
-import dataclasses
-import math
-from typing import Any, Dict, Optional, Tuple
+from typing import Dict, Tuple
 
-TIERS = ("cpu", "gpu", "paper", "weights")   # weights: evaluate a released model
+from diffusion.reproduce.papers import ddim, ddpm, dpm, fast, ncsn, ncsnv2, vae
+from diffusion.reproduce.schema import Baseline
 
-
-@dataclasses.dataclass(frozen=True)
-class Metric:
-  """One number of a baseline: the paper's value, our acceptance band and why.
-
-  ``band`` is (lo, hi), inclusive; a metric with ``claim`` set is a statement (an
-  ordering, a pattern) whose measured value is 1.0 when it holds, and its band (1, 1).
-  """
-  name: str
-  paper: Any                    # the published value (a number or a phrase)
-  band: Tuple[float, float]
-  why: str                      # one line: what the band allows and why
-  protocol: str                 # samples, reference split, network, seeds...
-  claim: Optional[str] = None
-
-  def judge(self, ours: Optional[float]) -> bool:
-    return ours is not None and not math.isnan(ours) and self.band[0] <= ours <= self.band[1]
-
-  @property
-  def excludes_paper(self) -> bool:
-    """True when the paper's value is a number outside the band (``why`` must say why);
-    a phrase (a claim, "no number") is never judged."""
-    number = isinstance(self.paper, (int, float)) and not isinstance(self.paper, bool)
-    return number and not self.band[0] <= self.paper <= self.band[1]
-
-
-@dataclasses.dataclass(frozen=True)
-class Budget:
-  """What a tier runs: config overrides (steps, sizes, sample counts) and a time estimate."""
-  overrides: Dict[str, Any] = dataclasses.field(default_factory=dict)
-  minutes: float = 0.0          # wall time expected on the tier's machine
-  machine: str = ""             # e.g. "2 CPU cores", "1 H100"
-  runnable_here: bool = True    # False: data or hardware this project lacks offline
-
-
-@dataclasses.dataclass(frozen=True)
-class Baseline:
-  """A paper's table cell or figure, and how this project reproduces it."""
-  name: str
-  paper: str                    # e.g. "Song & Ermon 2019 (NCSN)"
-  where: str                    # e.g. "Fig. 3"
-  dataset: str
-  experiment: str               # key of experiments.EXPERIMENTS
-  config: Optional[str]         # the config file (None: no training)
-  metrics: Tuple[Metric, ...]
-  tiers: Dict[str, Budget]
-  evaluators: Tuple[str, ...] = ()   # train_evaluate: the config.eval evaluators to run
-  note: str = ""                # deviations from the paper, said once
-
-  def budget(self, tier: str) -> Budget:
-    if tier not in self.tiers:
-      raise KeyError(tier)
-    return self.tiers[tier]
+ENTRIES: Tuple[Baseline, ...] = (
+    # cpu
+    ncsn.FIG3_EXACT, ncsn.FIG3_LEARNED, dpm.SWISS_ROLL, ddpm.DIGITS_OBJECTIVES, ddim.STEPS,
+    ncsn.DIGITS_REFINENET, ncsnv2.MNIST_SIGMAS, vae.MNIST,
+    # gpu
+    ddpm.MNIST, dpm.MNIST, ncsn.MNIST, ddpm.FASHION_MNIST, ddpm.CIFAR10_SAMPLE,
+    # paper
+    ddpm.CIFAR10, ncsn.CIFAR10, ncsnv2.CIFAR10, dpm.CIFAR10,
+    # weights
+    ddpm.CIFAR10_WEIGHTS, ddim.CIFAR10_WEIGHTS, ddpm.CHURCH_WEIGHTS, ddpm.BEDROOM_WEIGHTS,
+    fast.CIFAR10_WEIGHTS, ncsnv2.CIFAR10_WEIGHTS, ncsnv2.CELEBA_WEIGHTS,
+)
+BASELINES: Dict[str, Baseline] = {baseline.name: baseline for baseline in ENTRIES}

@@ -17,14 +17,13 @@ from typing import Any, Dict, List, Tuple
 
 import jax
 
-from diffusion import cli
-from diffusion.io import atomic
-from diffusion.io import workdir as runs
+from diffusion import cli, paths
 from diffusion.errors import ConfigError, did_you_mean
-from diffusion.reproduce.baselines import BASELINES
-from diffusion.reproduce import experiments
-from diffusion.reproduce.experiments import EXPERIMENTS, REPO
-from diffusion.reproduce.registry import TIERS, Baseline
+from diffusion.io import atomic
+from diffusion.io.workdir import WorkdirLock, check_workdir, make_workdir
+from diffusion.reproduce import common
+from diffusion.reproduce.registry import BASELINES
+from diffusion.reproduce.schema import TIERS, Baseline
 from diffusion.train import loop
 from diffusion.train.loop import Interrupted
 
@@ -56,7 +55,7 @@ def machine() -> str:
 
 def commit() -> str:
   try:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=paths.REPO,
                           capture_output=True, text=True, timeout=10).stdout.strip()
   except (OSError, subprocess.SubprocessError):
     return "unknown"
@@ -130,7 +129,7 @@ def run(name: str, tier: str = "cpu", workdir: str = "", seed: int = 0,
                       "JAX sees only the CPU; use --tier=cpu, or add --force_tier to run it "
                       "on the CPU anyway.")
   budget = b.budget(tier)
-  experiment = EXPERIMENTS[b.experiment]
+  experiment = b.experiment
   inputs = {k: v for k, v in (("weights", weights), ("inception_weights", inception_weights))
             if v}
   takes = inspect.signature(experiment).parameters
@@ -139,17 +138,17 @@ def run(name: str, tier: str = "cpu", workdir: str = "", seed: int = 0,
       raise ConfigError(f"--{flag} is for the entries that evaluate released weights; {name} "
                         "trains its own model.")
   workdir = workdir or default_workdir(name, tier)
-  runs.check_workdir(workdir)
+  check_workdir(workdir)
   _check_workdir_is_ours(name, workdir)
-  runs.make_workdir(workdir)   # a path the system refuses: one line, no folder left
+  make_workdir(workdir)   # a path the system refuses: one line, no folder left
   start = time.time()
   resume = command(name, tier, workdir)
   try:
-    with runs.WorkdirLock(workdir):
+    with WorkdirLock(workdir):
       if not os.path.exists(os.path.join(workdir, MARKER)):
         atomic.write_json(os.path.join(workdir, MARKER), {"baseline": name, "command": resume})
       outcome = experiment(b, budget, workdir, seed, **inputs)
-      experiments.check_stop()   # a signal whose KeyboardInterrupt a library swallowed
+      common.check_stop()   # a signal whose KeyboardInterrupt a library swallowed
   except (Interrupted, KeyboardInterrupt) as e:
     what = str(e).rstrip(".") if isinstance(e, Interrupted) else "interrupted"
     raise Interrupted(f"{what}; no result was written; what was saved is kept, resume with: "

@@ -26,10 +26,24 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.core import FrozenDict
 
 from diffusion.errors import ConfigError
+from diffusion.options import NONNEGATIVE, Option, declare
 
 Array = jax.Array
+
+# ---------------------------------------------------------------------------
+# Options that several samplers read, declared once here so their declarations agree
+# (each sampler's signature gives the default; the config checks they are equal)
+# ---------------------------------------------------------------------------
+
+NUM_STEPS = Option("steps of the chain (0 = the sampler's own: every level; heun 18, "
+                   "dpm_solver 20); fewer than T respace the chain", rule=NONNEGATIVE)
+CLIP_X0 = Option("clip x0_hat to the data range")
+DENOISE = Option("a final denoising step to x0_hat from the last level (NCSNv2; score_sde's "
+                 "noise_removal, DPM-Solver's denoise_to_zero; +1 NFE)")
+INITS = ("prior", "uniform")
 
 
 @flax.struct.dataclass
@@ -40,13 +54,14 @@ class Plan:
   the (possibly respaced) process, used for the prior draw and by ``finish``.
   ``step(eps_fn, plan, x0_range, x, row, z) -> x`` applies one row;
   ``finish(eps_fn, plan, x) -> x`` (optional) runs once after the last row.
-  ``settings`` is the typed ``config.sampling`` (read by attribute).
+  ``options`` are the sampler's options that ``step`` and ``finish`` read (e.g. DDIM's
+  ``eta``, ``clip_x0``), a hashable mapping: equal plans share one compiled chain.
   """
   rows: Dict[str, Array]
   process: Any
-  settings: Any = flax.struct.field(pytree_node=False)
   step: Callable = flax.struct.field(pytree_node=False)
   finish: Optional[Callable] = flax.struct.field(pytree_node=False, default=None)
+  options: FrozenDict = flax.struct.field(pytree_node=False, default=FrozenDict())
 
   @property
   def num_steps(self) -> int:
@@ -107,18 +122,18 @@ def split_fn(fn) -> Tuple[_EpsSpec, list]:
 # ---------------------------------------------------------------------------
 
 
-def _initial_state(plan: Plan, key, shape, init):
-  if init is not None:
-    return init.astype(jnp.float32)
-  if plan.settings.init == "uniform":
+def _initial_state(plan: Plan, key, shape, x_T, init: str):
+  if x_T is not None:
+    return x_T.astype(jnp.float32)
+  if init == "uniform":
     return jax.random.uniform(key, shape, jnp.float32)
   return plan.process.prior_sample(key, shape).astype(jnp.float32)
 
 
-def _start(plan: Plan, key, init, shape):
+def _start(plan: Plan, key, x_T, shape, init: str):
   """(x_T, the key of every step's noise): both chains below begin the same way."""
   init_key, loop_key = jax.random.split(key)
-  return _initial_state(plan, init_key, shape, init), loop_key
+  return _initial_state(plan, init_key, shape, x_T, init), loop_key
 
 
 def _scan_steps(eps_fn, plan: Plan, x0_range, loop_key, x, index, rows):
@@ -133,10 +148,11 @@ def _scan_steps(eps_fn, plan: Plan, x0_range, loop_key, x, index, rows):
   return jax.lax.scan(body, x, (index, rows))[0]
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "shape", "x0_range", "trajectory_every"))
-def _run_chain(dynamic, plan: Plan, key, init, *, spec, shape, x0_range, trajectory_every):
+@functools.partial(jax.jit, static_argnames=("spec", "shape", "x0_range", "trajectory_every",
+                                             "init"))
+def _run_chain(dynamic, plan: Plan, key, x_T, *, spec, shape, x0_range, trajectory_every, init):
   eps_fn = spec.rebuild(dynamic)
-  x, loop_key = _start(plan, key, init, shape)
+  x, loop_key = _start(plan, key, x_T, shape, init)
   scan = functools.partial(_scan_steps, eps_fn, plan, x0_range, loop_key)
   n = plan.num_steps
   index = jnp.arange(n, dtype=jnp.int32)
@@ -182,7 +198,7 @@ def segments(n: int, parts: int = PROGRESS_PARTS) -> List[Tuple[int, int]]:
   return [(start, min(start + length, n)) for start in range(0, n, length)]
 
 
-_jit_start = jax.jit(_start, static_argnames=("shape",))
+_jit_start = jax.jit(_start, static_argnames=("shape", "init"))
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "x0_range", "length"))
@@ -198,11 +214,12 @@ def _run_finish(dynamic, plan: Plan, x, *, spec):
   return plan.finish(spec.rebuild(dynamic), plan, x)
 
 
-def _run_in_segments(dynamic, plan: Plan, key, init, on_progress, *, spec, shape, x0_range):
+def _run_in_segments(dynamic, plan: Plan, key, x_T, on_progress, *, spec, shape, x0_range,
+                     init):
   """:func:`_run_chain` without a trajectory, as a few compiled calls: after each,
   ``on_progress(steps done, steps in all)``. The programs hold no host callback, so the
   persistent compilation cache keeps them, and each report counts finished steps."""
-  x, loop_key = _jit_start(plan, key, init, shape=shape)
+  x, loop_key = _jit_start(plan, key, x_T, shape=shape, init=init)
   n = plan.num_steps
   for start, stop in segments(n):
     x = _run_segment(dynamic, plan, loop_key, x, start, spec=spec, x0_range=x0_range,
@@ -215,31 +232,34 @@ def _run_in_segments(dynamic, plan: Plan, key, init, on_progress, *, spec, shape
 
 
 def run_plan(plan: Plan, eps_fn: Callable, shape: Sequence[int], key: Array,
-             init: Optional[Array] = None,
+             x_T: Optional[Array] = None,
              x0_range: Optional[Tuple[float, float]] = (-1.0, 1.0), trajectory_every: int = 0,
-             on_progress: Optional[Callable[[int, int], None]] = None):
-  """Runs a plan from x_T (drawn from ``key`` or given as ``init``).
+             on_progress: Optional[Callable[[int, int], None]] = None, *,
+             init: str = "prior"):
+  """Runs a plan from x_T (drawn from ``key`` as ``init`` says, or given as ``x_T``).
 
   Args:
-    plan: from a sampler's ``make_plan(process, settings)``.
+    plan: from a sampler's ``make_plan(process, **options)``.
     eps_fn: (x_t [B, ...] float32, t int32 [B]) -> ε̂, or (ε̂, v).
     shape: [B, ...] of the samples; key: PRNG key (x_T and every step's noise).
-    init: optional x_T of ``shape`` (replaces the draw from ``settings.init``).
-    x0_range: (lo, hi) used to clip x̂₀ when ``settings.clip_x0``; None never clips.
+    x_T: optional start of ``shape`` (replaces the draw).
+    x0_range: (lo, hi) used to clip x̂₀ when the sampler clips; None never clips.
     trajectory_every: k > 0 also returns the state every k steps,
       trajectory[m] = state after m·k steps, m = 0..N//k (0 = x_T).
     on_progress: optional ``(steps done, N)`` callback, called about every 5% of the
       chain (:func:`segments`), each time those steps have finished on the device. The
       chain then runs as a few compiled calls instead of one; the samples are the same.
       Not inside ``jax.jit`` (the reports would come while tracing).
+    init: how x_T is drawn when not given: ``prior`` (the process's N(0, I) or
+      N(0, σ_max² I)) or ``uniform`` U[0, 1] (NCSN).
   Returns:
     samples [shape] float32, or (samples, trajectory [N//k + 1, *shape]).
   """
   shape = tuple(int(s) for s in shape)
-  if init is not None:
-    init = jnp.asarray(init, jnp.float32)
-    if tuple(init.shape) != shape:
-      raise ValueError(f"init has shape {tuple(init.shape)}, expected {shape}.")
+  if x_T is not None:
+    x_T = jnp.asarray(x_T, jnp.float32)
+    if tuple(x_T.shape) != shape:
+      raise ValueError(f"x_T has shape {tuple(x_T.shape)}, expected {shape}.")
   if isinstance(trajectory_every, bool) or not isinstance(trajectory_every, int) or \
       trajectory_every < 0:
     raise ConfigError(f"trajectory_every={trajectory_every!r} is not valid; it must be an "
@@ -250,8 +270,13 @@ def run_plan(plan: Plan, eps_fn: Callable, shape: Sequence[int], key: Array,
     if trajectory_every:
       raise ValueError("run_plan: on_progress reports a chain without a trajectory; give "
                        "trajectory_every=0.")
-    return _run_in_segments(dynamic, plan, key, init, on_progress, spec=spec, shape=shape,
-                            x0_range=x_range)
-  x, traj = _run_chain(dynamic, plan, key, init, spec=spec, shape=shape, x0_range=x_range,
-                       trajectory_every=trajectory_every)
+    return _run_in_segments(dynamic, plan, key, x_T, on_progress, spec=spec, shape=shape,
+                            x0_range=x_range, init=init)
+  x, traj = _run_chain(dynamic, plan, key, x_T, spec=spec, shape=shape, x0_range=x_range,
+                       trajectory_every=trajectory_every, init=init)
   return (x, traj) if trajectory_every > 0 else x
+
+
+# What every plan-based sampler reads besides its own options: how x_T is drawn.
+OPTIONS = declare(run_plan, init=Option(
+    "x_T: prior (N(0, I) or N(0, sigma_max^2 I)) or uniform U[0, 1]", choices=INITS))

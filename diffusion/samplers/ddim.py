@@ -5,23 +5,22 @@ n = noise std, s the previous element of τ (the data at the end: a = 1, n = 0);
 ermongroup/ddim's ``generalized_steps`` for VP, and the same formula for VE.
 When x̂₀ is clipped, ε̂ is re-derived from the clipped x̂₀ (Improved DDPM's
 ``ddim_sample``).
-
-Settings read: num_steps (S), skip_type (uniform | quad), eta, clip_x0.
 """
 
 from typing import Dict, Sequence
 
 import jax.numpy as jnp
 import numpy as np
+from flax.core import FrozenDict
 
 from diffusion.core.model_fn import as_prediction
-from diffusion.samplers.chain import Plan, f32, levels
+from diffusion.options import NONNEGATIVE, Option, declare
+from diffusion.samplers.chain import CLIP_X0, NUM_STEPS, Plan, f32, levels
 from diffusion.samplers.timesteps import ddim_timesteps
 
+DESCRIPTION = "DDIM (Song et al. 2020) with eta, on a uniform or quadratic sub-sequence"
+NAMED_BY = ("eta",)   # samples of another eta are other samples (sample.py's folder name)
 SKIP_TYPES = ("uniform", "quad")
-# The options besides num_steps that change the samples: sample.py's folder name (_eta<η>)
-# and meta.json record them (families.diffusion.DiffusionFamily.sampling_record).
-NAMED_OPTIONS = ("eta",)
 
 
 def ddim_coefficients(process, timesteps: Sequence[int], eta: float) -> Dict[str, np.ndarray]:
@@ -47,22 +46,29 @@ def ddim_coefficients(process, timesteps: Sequence[int], eta: float) -> Dict[str
   return dict(a_t=a_t, n_t=n_t, a_s=a_s, n_s=n_s, c1=c1, c2=c2)
 
 
-def make_plan(process, settings) -> Plan:
-  """DDIM rows along τ, last element first."""
-  tau = ddim_timesteps(process.num_timesteps, settings.num_steps, settings.skip_type)
-  coefs = ddim_coefficients(process, tau, settings.eta)
+def make_plan(process, *, num_steps: int = 0, skip_type: str = "uniform", eta: float = 0.0,
+              clip_x0: bool = True) -> Plan:
+  """DDIM rows along τ (S = ``num_steps`` levels, 0 = all), last element first."""
+  tau = ddim_timesteps(process.num_timesteps, num_steps, skip_type)
+  coefs = ddim_coefficients(process, tau, eta)
   order = np.arange(len(tau))[::-1]
   rows = {k: f32(v[order]) for k, v in coefs.items()}
   rows["model_t"] = jnp.asarray(tau[order].astype(np.int32))
-  return Plan(rows, process, settings, step)
+  return Plan(rows, process, step, options=FrozenDict(eta=float(eta), clip_x0=bool(clip_x0)))
+
+
+OPTIONS = declare(
+    make_plan, num_steps=NUM_STEPS, clip_x0=CLIP_X0,
+    skip_type=Option("step selection: uniform or quad", choices=SKIP_TYPES),
+    eta=Option("noise (0 deterministic, 1 = the DDPM posterior)", rule=NONNEGATIVE))
 
 
 def step(eps_fn, plan: Plan, x0_range, x, row, z):
-  s = plan.settings
+  o = plan.options
   eps = as_prediction(eps_fn(x, levels(row, x))).eps
   x0 = (x - row["n_t"] * eps) / row["a_t"]                          # DDIM eq. 12, "predicted x0"
-  if s.clip_x0 and x0_range is not None:
+  if o["clip_x0"] and x0_range is not None:
     x0 = jnp.clip(x0, x0_range[0], x0_range[1])
     eps = (x - row["a_t"] * x0) / row["n_t"]                        # ε̂ consistent with clipping
   x = row["a_s"] * x0 + row["c2"] * eps                             # "direction pointing to x_t"
-  return x + row["c1"] * z if s.eta > 0 else x                     # random noise σ_t z
+  return x + row["c1"] * z if o["eta"] > 0 else x                  # random noise σ_t z

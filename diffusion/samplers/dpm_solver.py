@@ -23,29 +23,30 @@ returns x_θ(t_M) (DPM-Solver's ``denoise_to_zero``).
 
 num_steps = M = NFE (0 means 20; + 1 with denoise). Recommended 10–20 (paper:
 10 for good, 20 for converged samples on CIFAR-10).
-
-Settings read: num_steps, dpm_skip, denoise.
 """
 
 import functools
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from diffusion.errors import ConfigError
-from diffusion.samplers.chain import f32, split_fn
+from diffusion.options import Option, declare
+from diffusion.samplers.chain import CLIP_X0, DENOISE, NUM_STEPS, f32, split_fn
 from diffusion.samplers.sigmas import eps_at
 
+DESCRIPTION = "DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) on the discrete-time schedule"
 DEFAULT_STEPS = 20
-
-
-def check(settings, num_timesteps: int) -> None:
-  if settings.method == "dpm_solver" and num_timesteps < 2:
-    raise ConfigError("sampling.method='dpm_solver' needs diffusion.num_timesteps >= 2.")
-
-
 SKIPS = ("logsnr", "time_uniform", "time_quadratic")
+
+
+def check(num_timesteps: int, options: Mapping) -> None:
+  """λ needs two levels at least."""
+  del options
+  if num_timesteps < 2:
+    raise ConfigError("sampling.method='dpm_solver' needs diffusion.num_timesteps >= 2.")
 
 
 def dpm_timesteps(process, num_steps: int, skip: str = "logsnr") -> np.ndarray:
@@ -112,19 +113,26 @@ def _run(dynamic, rows, x, *, spec, denoise, x0_range):
   return x
 
 
-def sample(eps_fn, process, shape, key, settings, init=None, x0_range=(-1.0, 1.0)):
-  """DPM-Solver++(2M) samples [shape] float32 from x_T = init or the process prior.
+def sample(eps_fn, process, shape, key, x_T=None, x0_range=(-1.0, 1.0), *, num_steps: int = 0,
+           dpm_skip: str = "logsnr", denoise: bool = False, clip_x0: bool = True):
+  """DPM-Solver++(2M) samples [shape] float32 from ``x_T`` or the process prior.
 
-  With ``settings.clip_x0`` and an ``x0_range``, each data prediction x_θ is clipped to the
+  With ``clip_x0`` and an ``x0_range``, each data prediction x_θ is clipped to the
   range before it enters the update (DPM-Solver++'s thresholding, its static form), as
   the DDPM and DDIM samplers clip x̂₀ of images.
   """
-  clip = None if (x0_range is None or not settings.clip_x0) else (
+  clip = None if (x0_range is None or not clip_x0) else (
       float(x0_range[0]), float(x0_range[1]))
-  c = dpm_coefficients(process, settings.num_steps, settings.dpm_skip)
+  c = dpm_coefficients(process, num_steps, dpm_skip)
   rows = {k: (jnp.asarray(v.astype(np.int32)) if k.startswith("t_") else f32(v))
           for k, v in c.items()}
-  x = (jnp.asarray(init, jnp.float32) if init is not None
+  x = (jnp.asarray(x_T, jnp.float32) if x_T is not None
        else process.prior_sample(key, tuple(shape)).astype(jnp.float32))
   spec, dynamic = split_fn(eps_fn)
-  return _run(dynamic, rows, x, spec=spec, denoise=bool(settings.denoise), x0_range=clip)
+  return _run(dynamic, rows, x, spec=spec, denoise=bool(denoise), x0_range=clip)
+
+
+OPTIONS = declare(
+    sample, num_steps=NUM_STEPS, denoise=DENOISE, clip_x0=CLIP_X0,
+    dpm_skip=Option("time steps: logsnr, time_uniform or time_quadratic (DPM-Solver's "
+                    "skip_type)", choices=SKIPS))

@@ -15,18 +15,20 @@ setting); N = 10 (19 NFE) is fair on smooth data.
 
 Stochastic (Alg. 2, s_churn > 0): γ_i = min(S_churn/N, √2 − 1) when
 σ_i ∈ [S_tmin, S_tmax], else 0; σ̂_i = σ_i(1 + γ_i); noise S_noise·√(σ̂² − σ²).
-
-Settings read: num_steps, rho, s_churn, s_tmin, s_tmax, s_noise.
 """
+
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from diffusion.errors import ConfigError
-from diffusion.samplers.chain import Plan, f32
+from diffusion.options import NONNEGATIVE, POSITIVE, Option, declare
+from diffusion.samplers.chain import NUM_STEPS, Plan, f32
 from diffusion.samplers.sigmas import eps_at, nearest_level, sigma_table
 
+DESCRIPTION = "EDM's Heun sampler (Karras et al. 2022, Alg. 1; stochastic Alg. 2)"
 DEFAULT_STEPS = 18
 
 
@@ -39,13 +41,16 @@ def edm_sigmas(sigma_min: float, sigma_max: float, n: int, rho: float) -> np.nda
   return np.append(s, 0.0)
 
 
-def check(settings, num_timesteps: int) -> None:
-  if settings.method == "heun" and settings.num_steps == 1:
+def check(num_timesteps: int, options: Mapping) -> None:
+  """EDM's discretisation needs N >= 2 σ steps."""
+  del num_timesteps
+  if options["num_steps"] == 1:
     raise ConfigError("sampling.num_steps=1 is not valid for heun; it needs N >= 2 σ steps "
                       "(0 = EDM's 18).")
 
 
-def heun_coefficients(process, settings) -> dict:
+def heun_coefficients(process, *, num_steps: int, rho: float, s_churn: float, s_tmin: float,
+                      s_tmax: float, s_noise: float) -> dict:
   """Per-step float64 rows of Alg. 2 (Alg. 1 when s_churn = 0), index i = step i.
 
   Returns dict of [N] arrays: t_hat (level of σ̂_i), sigma, sigma_hat, sigma_next
@@ -53,14 +58,13 @@ def heun_coefficients(process, settings) -> dict:
   noise (S_noise·√(σ̂² − σ²)), second (1 where σ_{i+1} ≠ 0), in_scale (1/s_{T−1}
   on step 0, else 1).
   """
-  s = settings
-  n = s.num_steps or DEFAULT_STEPS
+  n = num_steps or DEFAULT_STEPS
   scale, sig = sigma_table(process)
-  raw = edm_sigmas(sig[0], sig[-1], n, s.rho)                       # EDM eq. 5
+  raw = edm_sigmas(sig[0], sig[-1], n, rho)                          # EDM eq. 5
   lev = nearest_level(sig, raw[:-1])                                 # round_sigma
   sigma = sig[lev]
-  gamma = np.where((sigma >= s.s_tmin) & (sigma <= s.s_tmax),
-                   min(s.s_churn / n, np.sqrt(2.0) - 1.0), 0.0)       # Alg. 2 line 4
+  gamma = np.where((sigma >= s_tmin) & (sigma <= s_tmax),
+                   min(s_churn / n, np.sqrt(2.0) - 1.0), 0.0)         # Alg. 2 line 4
   t_hat = nearest_level(sig, sigma * (1.0 + gamma))                  # σ̂ rounded to a level
   sigma_hat = sig[t_hat]
   t_next = np.append(lev[1:], 0)
@@ -68,16 +72,28 @@ def heun_coefficients(process, settings) -> dict:
   return dict(
       t_hat=t_hat, sigma=sigma, sigma_hat=sigma_hat, sigma_next=sigma_next, t_next=t_next,
       scale_hat=scale[t_hat], scale_next=scale[t_next],
-      noise=s.s_noise * np.sqrt(np.maximum(sigma_hat ** 2 - sigma ** 2, 0.0)),
+      noise=s_noise * np.sqrt(np.maximum(sigma_hat ** 2 - sigma ** 2, 0.0)),
       second=(sigma_next > 0).astype(np.float64),
       in_scale=np.append(1.0 / scale[-1], np.ones(n - 1)))
 
 
-def make_plan(process, settings) -> Plan:
-  c = heun_coefficients(process, settings)
+def make_plan(process, *, num_steps: int = 0, rho: float = 7.0, s_churn: float = 0.0,
+              s_tmin: float = 0.0, s_tmax: float = 1e30, s_noise: float = 1.0) -> Plan:
+  """Alg. 2's chain (Alg. 1 when ``s_churn`` = 0) of N = ``num_steps`` σ steps (0 = 18)."""
+  c = heun_coefficients(process, num_steps=num_steps, rho=rho, s_churn=s_churn, s_tmin=s_tmin,
+                        s_tmax=s_tmax, s_noise=s_noise)
   rows = {k: (jnp.asarray(v.astype(np.int32)) if k.startswith("t_") else f32(v))
           for k, v in c.items()}
-  return Plan(rows, process, settings, step)
+  return Plan(rows, process, step)
+
+
+OPTIONS = declare(
+    make_plan, num_steps=NUM_STEPS,
+    rho=Option("sigma-step exponent rho (EDM: 7)", rule=POSITIVE),
+    s_churn=Option("stochasticity S_churn (0 = deterministic Alg. 1)", rule=NONNEGATIVE),
+    s_tmin=Option("churn only where sigma >= S_tmin", rule=NONNEGATIVE),
+    s_tmax=Option("churn only where sigma <= S_tmax (1e30 = no limit)", rule=NONNEGATIVE),
+    s_noise=Option("churn noise scale S_noise (EDM: 1.0-1.007)", rule=POSITIVE))
 
 
 def step(eps_fn, plan: Plan, x0_range, x, row, z):

@@ -5,31 +5,60 @@ x ← x + α s + √(2α) z ('code', the NCSN/NCSNv2 code) or x + α/2 s + √α
 ('paper', NCSN Alg. 1: half the step), α = ε·σ_i²/σ_min², s = eps_to_score(ε̂);
 optional final denoising x ← x + σ_min² s(x, σ_min) (NCSNv2, Tweedie).
 
-Settings read: n_steps_each, step_size (ε), langevin_form, denoise.
+It visits every level, so ``sampling.num_steps`` must be 0 (or T); the chain is
+L·n_steps_each network evaluations.
 """
 
-from typing import Callable
+from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.core import FrozenDict
 
 from diffusion.core.model_fn import as_prediction
-from diffusion.errors import check_choice
-from diffusion.samplers.chain import Plan, f32, levels
+from diffusion.errors import ConfigError, check_choice
+from diffusion.options import AT_LEAST_1, POSITIVE, Option, declare
+from diffusion.samplers.chain import DENOISE, Plan, f32, levels
 
 Array = jax.Array
+DESCRIPTION = ("NCSN's annealed Langevin dynamics (Song & Ermon 2019, Alg. 1), NCSNv2's "
+               "final denoising")
 LANGEVIN_FORMS = ("code", "paper")
 
 
-def make_plan(process, settings) -> Plan:
-  """Annealed-Langevin rows: n_steps_each rows per level, largest σ first, each with
-  its step α_i = ε (σ_i/σ_min)² (NCSN Alg. 1; NCSN/NCSNv2 code)."""
+def make_plan(process, *, n_steps_each: int = 100, step_size: float = 2e-5,
+              langevin_form: str = "code", denoise: bool = False) -> Plan:
+  """Annealed-Langevin rows: ``n_steps_each`` rows per level, largest σ first, each with
+  its step α_i = ε (σ_i/σ_min)², ε = ``step_size`` (NCSN Alg. 1; NCSN/NCSNv2 code)."""
   _, std = process.host_marginal()
-  order = np.repeat(np.arange(process.num_timesteps)[::-1], settings.n_steps_each)
-  alpha = settings.step_size * (std / std[0]) ** 2
+  order = np.repeat(np.arange(process.num_timesteps)[::-1], n_steps_each)
+  alpha = step_size * (std / std[0]) ** 2
   return Plan(dict(model_t=jnp.asarray(order.astype(np.int32)), alpha=f32(alpha[order])),
-              process, settings, step, denoise if settings.denoise else None)
+              process, step, denoise_step if denoise else None,
+              options=FrozenDict(langevin_form=langevin_form))
+
+
+OPTIONS = declare(
+    make_plan, denoise=DENOISE,
+    n_steps_each=Option("Langevin steps per sigma level", rule=AT_LEAST_1),
+    step_size=Option("Langevin epsilon (NCSN code: 2e-5)", rule=POSITIVE),
+    langevin_form=Option("code: x + a s + sqrt(2a) z; paper: x + a/2 s + sqrt(a) z",
+                         choices=LANGEVIN_FORMS))
+
+
+def check(num_timesteps: int, options: Mapping) -> None:
+  """The chain visits every level: ``num_steps`` must be 0 (or T)."""
+  n = options["num_steps"]
+  if n not in (0, num_timesteps):
+    raise ConfigError(f"sampling.num_steps={n} is not valid for annealed_langevin, which "
+                      "visits every level; set it to 0.")
+
+
+def describe(num_timesteps: int, options: Mapping) -> str:
+  """The words after "N steps" in a log line: the Langevin steps at each level."""
+  del num_timesteps
+  return f"{options['n_steps_each']} Langevin steps each"
 
 
 def update(x: Array, score: Array, alpha, z: Array, form: str) -> Array:
@@ -43,18 +72,18 @@ def step(eps_fn, plan: Plan, x0_range, x, row, z):
   del x0_range
   t = levels(row, x)
   score = plan.process.eps_to_score(as_prediction(eps_fn(x, t)).eps, t)
-  return update(x, score, row["alpha"], z, plan.settings.langevin_form)
+  return update(x, score, row["alpha"], z, plan.options["langevin_form"])
 
 
-def denoise(eps_fn, plan: Plan, x):
+def denoise_step(eps_fn, plan: Plan, x):
   """NCSNv2: one Tweedie step at the smallest level, x + σ_min² s(x, σ_min)."""
   t0 = jnp.zeros((x.shape[0],), jnp.int32)
   eps = as_prediction(eps_fn(x, t0)).eps
   return x + plan.process.noise_std(0) ** 2 * plan.process.eps_to_score(eps, t0)
 
 
-def langevin(score_fn: Callable[[Array], Array], x: Array, key: Array, step_size: float,
-             num_steps: int, form: str = "paper") -> Array:
+def langevin_dynamics(score_fn: Callable[[Array], Array], x: Array, key: Array,
+                      step_size: float, num_steps: int, form: str = "paper") -> Array:
   """Plain (single-level) Langevin dynamics with a fixed step, one jitted scan.
 
   Args:

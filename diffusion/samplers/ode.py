@@ -26,12 +26,10 @@ steps; the typical count is 50–300 ODE evaluations at 1e-5.
 The output x = s_0 x̂(σ_0) is at level 0 (σ_0 = 0.01 for DDPM's linear schedule);
 with ``denoise`` one Tweedie step x̂ − σ_0 ε̂(x̂, σ_0) returns the data prediction
 (score_sde's ``noise_removal``).
-
-Settings read: ode_solver, rtol, atol, denoise.
 """
 
 import functools
-from typing import Tuple
+from typing import Mapping, Tuple
 
 import diffrax
 import jax
@@ -39,17 +37,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffusion.errors import ConfigError
-from diffusion.samplers.chain import split_fn
+from diffusion.options import POSITIVE, Option, declare
+from diffusion.samplers.chain import DENOISE, split_fn
 from diffusion.samplers.sigmas import eps_at, interpolated_eps, sigma_table
 
+DESCRIPTION = ("the probability-flow ODE (Song et al. 2021, eq. 13), adaptive diffrax solver "
+               "in log sigma")
 SOLVERS = ("tsit5", "dopri5")
 STAGES_PER_STEP = 6  # new field evaluations per attempted step (7 stages, first same as last)
 MAX_STEPS = 16384
 
 
-def check(settings, num_timesteps: int) -> None:
-  if settings.method == "ode" and settings.num_steps != 0:
-    raise ConfigError(f"sampling.num_steps={settings.num_steps} is not valid for ode, whose "
+def check(num_timesteps: int, options: Mapping) -> None:
+  """The adaptive solver picks its own steps: ``num_steps`` must be 0."""
+  del num_timesteps
+  if options["num_steps"] != 0:
+    raise ConfigError(f"sampling.num_steps={options['num_steps']} is not valid for ode, whose "
                       "adaptive solver picks its steps; set it to 0 (tolerances: "
                       "sampling.rtol, sampling.atol).")
 
@@ -81,48 +84,71 @@ def _solve(dynamic, tables, x_hat, t0, t1, *, spec, solver, rtol, atol):
   return sol.ys[0], STAGES_PER_STEP * sol.stats["num_steps"] + 1
 
 
-def integrate(eps_fn, process, x_hat, up: bool, settings) -> Tuple[jax.Array, int]:
-  """x̂ carried from σ_0 to σ_{T−1} (``up``) or back; returns (x̂ [B, ...], nfe)."""
+def integrate(eps_fn, process, x_hat, up: bool, *, ode_solver: str, rtol: float,
+              atol: float) -> Tuple[jax.Array, int]:
+  """x̂ carried from σ_0 to σ_{T−1} (``up``) or back; returns (x̂ [B, ...], nfe). Inside
+  ``jax.jit`` (a family's ``sample_fn``) the nfe stays a traced int32 scalar."""
   tables = _tables(process)
   lo, hi = tables[1][0], tables[1][-1]
   t0, t1 = (lo, hi) if up else (hi, lo)
   spec, dynamic = split_fn(eps_fn)
   y, nfe = _solve(dynamic, tables, jnp.asarray(x_hat, jnp.float32), t0, t1, spec=spec,
-                  solver=settings.ode_solver, rtol=float(settings.rtol),
-                  atol=float(settings.atol))
-  return y, int(nfe)
+                  solver=ode_solver, rtol=float(rtol), atol=float(atol))
+  try:
+    return y, int(nfe)
+  except jax.errors.ConcretizationTypeError:
+    return y, nfe
 
 
-def encode(eps_fn, process, x, settings) -> Tuple[jax.Array, int]:
+# The solver's keyword defaults below are :data:`OPTIONS`' (score_sde's RK45 tolerances);
+# tests/samplers/test_ode.py checks every function here states the same ones.
+
+def encode(eps_fn, process, x, *, ode_solver: str = "tsit5", rtol: float = 1e-5,
+           atol: float = 1e-5) -> Tuple[jax.Array, int]:
   """x at level 0 [B, ...] -> its latent x_T at the top level, and the nfe."""
   scale, _ = sigma_table(process)
-  y, nfe = integrate(eps_fn, process, jnp.asarray(x) / scale[0], True, settings)
+  y, nfe = integrate(eps_fn, process, jnp.asarray(x) / scale[0], True, ode_solver=ode_solver,
+                     rtol=rtol, atol=atol)
   return y * scale[-1], nfe
 
 
-def decode(eps_fn, process, x_T, settings) -> Tuple[jax.Array, int]:
+def decode(eps_fn, process, x_T, *, ode_solver: str = "tsit5", rtol: float = 1e-5,
+           atol: float = 1e-5) -> Tuple[jax.Array, int]:
   """x_T at the top level [B, ...] -> x at level 0, and the nfe."""
   scale, _ = sigma_table(process)
-  y, nfe = integrate(eps_fn, process, jnp.asarray(x_T) / scale[-1], False, settings)
+  y, nfe = integrate(eps_fn, process, jnp.asarray(x_T) / scale[-1], False,
+                     ode_solver=ode_solver, rtol=rtol, atol=atol)
   return y * scale[0], nfe
 
 
-def sample_with_nfe(eps_fn, process, shape, key, settings, init=None):
+def sample_with_nfe(eps_fn, process, shape, key, x_T=None, *, ode_solver: str = "tsit5",
+                    rtol: float = 1e-5, atol: float = 1e-5, denoise: bool = False):
   """Samples [shape] float32 and the nfe (ODE-field evaluations) the solver used."""
-  x_T = (jnp.asarray(init, jnp.float32) if init is not None
+  x_T = (jnp.asarray(x_T, jnp.float32) if x_T is not None
          else process.prior_sample(key, tuple(shape)).astype(jnp.float32))
-  x, nfe = decode(eps_fn, process, x_T, settings)
-  if settings.denoise:
+  x, nfe = decode(eps_fn, process, x_T, ode_solver=ode_solver, rtol=rtol, atol=atol)
+  if denoise:
     scale, sig = sigma_table(process)
     x_hat = x / scale[0]
     x, nfe = x_hat - sig[0] * eps_at(eps_fn, x, 0), nfe + 1
   return x, nfe
 
 
-def sample(eps_fn, process, shape, key, settings, init=None, x0_range=(-1.0, 1.0)):
-  """Probability-flow ODE samples [shape] float32 (the registry's entry point)."""
+def sample(eps_fn, process, shape, key, x_T=None, x0_range=(-1.0, 1.0), *,
+           ode_solver: str = "tsit5", rtol: float = 1e-5, atol: float = 1e-5,
+           denoise: bool = False):
+  """Probability-flow ODE samples [shape] float32 (the registry's entry point), from
+  ``x_T`` or the process prior."""
   del x0_range
-  return sample_with_nfe(eps_fn, process, shape, key, settings, init)[0]
+  return sample_with_nfe(eps_fn, process, shape, key, x_T, ode_solver=ode_solver, rtol=rtol,
+                         atol=atol, denoise=denoise)[0]
+
+
+OPTIONS = declare(
+    sample, denoise=DENOISE,
+    ode_solver=Option("adaptive solver: tsit5 or dopri5", choices=SOLVERS),
+    rtol=Option("relative tolerance (score_sde RK45: 1e-5)", rule=POSITIVE),
+    atol=Option("absolute tolerance (score_sde RK45: 1e-5)", rule=POSITIVE))
 
 
 # ---------------------------------------------------------------------------
@@ -151,7 +177,8 @@ def _solve_logp(dynamic, tables, x_hat, probe, *, spec, solver, rtol, atol):
   return y[0], div[0], STAGES_PER_STEP * sol.stats["num_steps"] + 1
 
 
-def log_likelihood(eps_fn, process, x, key, settings, probe: str = "rademacher"):
+def log_likelihood(eps_fn, process, x, key, probe: str = "rademacher", *,
+                   ode_solver: str = "tsit5", rtol: float = 1e-5, atol: float = 1e-5):
   """log p(x) in nats for x at level 0 (model space), one Hutchinson probe per example.
 
   log p_0(x) = log p_T(x_T) + ∫_{τ_min}^{τ_max} div f dτ − D log s_0, where x̂ is
@@ -168,8 +195,7 @@ def log_likelihood(eps_fn, process, x, key, settings, probe: str = "rademacher")
     v = jax.random.normal(key, x.shape, jnp.float32)
   spec, dynamic = split_fn(eps_fn)
   y, div, nfe = _solve_logp(dynamic, _tables(process), x / scale[0], v, spec=spec,
-                            solver=settings.ode_solver, rtol=float(settings.rtol),
-                            atol=float(settings.atol))
+                            solver=ode_solver, rtol=float(rtol), atol=float(atol))
   d = int(np.prod(x.shape[1:]))
   _, prior_std = process.host_marginal()
   prior_var = (1.0 / scale[-1]) ** 2 if process.kind == "vp" else prior_std[-1] ** 2

@@ -2,14 +2,16 @@
 
   python -m diffusion.sweeps summarize DIR
 
-DIR is a sweep's folder (``train.py --sweep=... --workdir=DIR``): its ledger DIR/sweep.json
-and the points' metrics become DIR/summary.md, summary.csv and the plots. Errors are one
-line (``error: ...``) with exit status 2.
+DIR is a sweep's folder (``train.py --sweep=... --workdir=DIR``) or a search's
+(``--search=...``): its ledger DIR/sweep.json and the runs' metrics become DIR/summary.md,
+summary.csv and the plots. A folder holding several sweeps gets comparison.md and
+search_progress.png (a curve per sweep). Errors are one line (``error: ...``) with exit
+status 2.
 """
 
 from diffusion import cli
 from diffusion.errors import ConfigError
-from diffusion.sweeps.summary import summarize
+from diffusion.sweeps.report import summarize
 
 USAGE = "usage: python -m diffusion.sweeps summarize DIR"
 

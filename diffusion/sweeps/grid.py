@@ -23,13 +23,13 @@ import ast
 import math
 import builtins
 import hashlib
-import importlib.util
 import itertools
 import re
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import ml_collections
 
+from diffusion.config import files
 from diffusion.errors import ConfigError, did_you_mean
 
 Point = Dict[str, Any]
@@ -135,9 +135,7 @@ def load_sweep(config_file: str, spec: str) -> List[Point]:
   """The points of ``--sweep=spec``: a ``sweep_<spec>()`` of the config file, or a grid."""
   if "=" in spec:
     return parse_grid(spec)
-  module_spec = importlib.util.spec_from_file_location("_sweep_config", config_file)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  module = files.load_module(config_file)
   names = sorted(n[len("sweep_"):] for n in dir(module) if n.startswith("sweep_"))
   if spec not in names:
     listed = ", ".join(names) or "none"
@@ -152,23 +150,7 @@ def load_sweep(config_file: str, spec: str) -> List[Point]:
 
 def apply_overrides(config: ml_collections.ConfigDict, point: Point) -> ml_collections.ConfigDict:
   """A copy of ``config`` with the point's dotted overrides (one-line error naming a bad key)."""
-  out = ml_collections.ConfigDict(config.to_dict())
-  for key, value in point.items():
-    node, parts = out, key.split(".")
-    for i, part in enumerate(parts):
-      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-        options = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-        raise ConfigError(f"sweep key {key!r}: the config has no field "
-                          f"{'.'.join(parts[:i + 1])!r}{did_you_mean(part, options)}.")
-      if i < len(parts) - 1:
-        node = node[part]
-    if isinstance(node[parts[-1]], tuple) and isinstance(value, list):
-      value = tuple(value)
-    try:
-      node[parts[-1]] = value
-    except TypeError as e:
-      raise ConfigError(f"sweep key {key}={value!r}: {str(e).splitlines()[0]}") from None
-  return out
+  return files.apply_overrides(config, point, label="sweep key")
 
 
 def logged_rows(num_train_steps: int, log_every: int) -> int:

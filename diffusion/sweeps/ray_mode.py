@@ -15,11 +15,10 @@ from typing import Any, Dict, Optional, Sequence
 
 import ray
 
+from diffusion import paths
 from diffusion.sweeps.ledger import Ledger
 from diffusion.sweeps.points import finish, one_line
 from diffusion.train.loop import train
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def train_point(config, workdir: str) -> Dict[str, float]:
@@ -32,7 +31,7 @@ def run(ledger: Ledger, todo: Sequence[Dict[str, Any]], *, address: Optional[str
   """Submits every point of ``todo``, then records each as it finishes."""
   started_here = not ray.is_initialized()
   if started_here:
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [paths.REPO, os.environ.get("PYTHONPATH")]))}
     for name in ("JAX_PLATFORMS", "XLA_FLAGS", "TF_CPP_MIN_LOG_LEVEL"):
       if name in os.environ:
         env[name] = os.environ[name]

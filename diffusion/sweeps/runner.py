@@ -25,13 +25,15 @@ from typing import Any, Dict, List, Optional, Sequence
 import jax
 from jax.experimental import multihost_utils
 
-from diffusion.config import checks as config_check
-from diffusion.io import workdir as runs
+from diffusion import evals
+from diffusion.config import checks
+from diffusion.io.workdir import WorkdirLock, check_workdir, make_workdir
 from diffusion.config import program_key
 from diffusion.errors import ConfigError
 from diffusion.sweeps.grid import load_sweep, log_every_note, point_config, point_names
 from diffusion.sweeps.ledger import Ledger, missing_result, read_ledger
 from diffusion.sweeps.points import finish
+from diffusion.sweeps.seeds import SEED_KEY, seed_values, with_seeds
 from diffusion.sweeps.summary import summarize
 from diffusion.train.loop import Interrupted, train
 from diffusion.train.population import train_population
@@ -39,24 +41,36 @@ from diffusion.train.population import train_population
 MODES = ("sequential", "vmap", "ray")
 
 
+def validated_point(config, point: Dict[str, Any], fixed: Optional[Dict[str, Any]],
+                    label: str):
+  """The config a point (or a search's trial) trains, validated: :func:`grid.point_config`,
+  then the config checks; ConfigError ``"<label>: <the one-line error>"``."""
+  try:
+    cfg = point_config(config, point, fixed)
+    evals.check_applies(checks.validate(cfg))
+  except ConfigError as e:
+    raise ConfigError(f"{label}: {e}") from None
+  return cfg
+
+
 def prepare(config, config_file: str, spec: str,
-            fixed: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+            fixed: Optional[Dict[str, Any]] = None, seeds: int = 1) -> List[Dict[str, Any]]:
   """[{name, overrides, config}] of every point, each validated (ConfigError naming it).
 
   A short point logs often enough to draw its loss curve (:func:`grid.point_config`);
   a ``training.log_every`` in the point or in ``fixed`` (the command line's overrides)
-  is kept."""
+  is kept. ``seeds`` > 1 repeats every point with that many training seeds (the
+  config's ``training.seed`` and the ones after it)."""
   points = load_sweep(config_file, spec)
+  if seeds > 1 and any(SEED_KEY in p for p in points):
+    raise ConfigError(f"--seeds={seeds} repeats every point over training seeds, and the "
+                      f"grid already sweeps {SEED_KEY}; drop one of them.")
+  if seeds > 1:
+    points = with_seeds(points, seed_values(config.training.seed, seeds))
   names = point_names(points)
-  out = []
-  for name, point in zip(names, points):
-    try:
-      cfg = point_config(config, point, fixed)
-      config_check.validate(cfg)
-    except ConfigError as e:
-      raise ConfigError(f"sweep point {name}: {e}") from None
-    out.append({"name": name, "overrides": point, "config": cfg})
-  return out
+  return [{"name": name, "overrides": point,
+           "config": validated_point(config, point, fixed, f"sweep point {name}")}
+          for name, point in zip(names, points)]
 
 
 def run_sweep(config, config_file: str, spec: str, sweep_dir: str, *,
@@ -64,7 +78,7 @@ def run_sweep(config, config_file: str, spec: str, sweep_dir: str, *,
               common_overrides: Optional[Dict[str, Any]] = None, progress: bool = False,
               population_strategy: str = "auto", ray_address: Optional[str] = None,
               ray_gpus_per_point: Optional[float] = None, ray_cpus_per_point: float = 1.0,
-              ray_max_retries: int = 3) -> Ledger:
+              ray_max_retries: int = 3, seeds: int = 1) -> Ledger:
   """Runs (or resumes) the sweep ``spec`` of ``config_file`` in ``sweep_dir``.
 
   Args:
@@ -77,20 +91,25 @@ def run_sweep(config, config_file: str, spec: str, sweep_dir: str, *,
     retry_failed: train failed points again (otherwise they are skipped).
     population_strategy: vmap mode: auto | vmap | map (see train_loop.population_strategy).
     common_overrides: the ``--config.*`` overrides, recorded in the ledger.
+    seeds: K > 1 trains every point with K training seeds (``--seeds``); the summary
+      groups them by configuration (mean ± 95% interval).
   Returns:
     the ledger after the run.
   """
   if mode not in MODES:
     raise ConfigError(f"--sweep_mode={mode!r} is not valid; choose one of "
                       f"{', '.join(repr(m) for m in MODES)}.")
-  points = prepare(config, config_file, spec, common_overrides)   # every point, before any training
-  runs.check_workdir(sweep_dir)
-  runs.make_workdir(sweep_dir)   # a path the system refuses: one line, no folder left
+  if seeds < 1:
+    raise ConfigError(f"--seeds={seeds}: give the number of training seeds per point, K >= 1.")
+  # every point, before any training
+  points = prepare(config, config_file, spec, common_overrides, seeds=seeds)
+  check_workdir(sweep_dir)
+  make_workdir(sweep_dir)   # a path the system refuses: one line, no folder left
   chief = jax.process_index() == 0
   if mode == "ray" and jax.process_count() > 1:
     raise ConfigError("--sweep_mode=ray starts its own worker processes; run it from one "
                       "process, without --distributed.")
-  lock = runs.WorkdirLock(sweep_dir).acquire() if chief else None
+  lock = WorkdirLock(sweep_dir).acquire() if chief else None
   try:
     names = [p["name"] for p in points]
     if chief:

@@ -3,10 +3,11 @@
   python -m diffusion.sweeps summarize DIR
 
 writes ``DIR/summary.md`` (point | overrides | status | steps | final loss | best
-evaluations), ``DIR/summary.csv`` (the same rows), ``DIR/loss_curves.png`` (the
-training loss of every point, one line each, log scale) and, for every swept key
-with numeric values, ``DIR/<metric>_vs_<key>.png`` for the final loss and each
-evaluation metric; the points of those are coloured by the values of the other
+evaluations, and, where points differ only in ``training.seed``, each configuration's
+mean ± 95% interval over its seeds, ranked), ``DIR/summary.csv`` (the table's rows),
+``DIR/loss_curves.png`` (the training loss of every point, one line each, log scale)
+and, for every swept key with numeric values, ``DIR/<metric>_vs_<key>.png`` for the
+final loss and each evaluation metric; the points of those are coloured by the values of the other
 swept keys (:func:`colour_groups`). When the sweep changes a field that changes
 what the training loss measures (:data:`LOSS_DEFINING`: the process, schedule,
 loss, weighting, data), the summary says so above the table and labels the final
@@ -28,6 +29,7 @@ from diffusion.config import PROCESS_OF_VARIANT
 from diffusion.errors import ConfigError
 from diffusion.io import atomic
 from diffusion.io.metric_writers import read_metrics, read_metrics_counted
+from diffusion.sweeps import seeds
 from diffusion.sweeps.grid import format_value, short_keys
 from diffusion.sweeps.ledger import missing_result, read_ledger
 
@@ -213,6 +215,47 @@ def markdown_table(rows: List[Dict[str, Any]], labels: Optional[Mapping[str, str
   return "\n".join(lines + ([""] + ["Failed, missing or damaged points:"] + errors if errors else []))
 
 
+def ranking_metric(rows: Sequence[Mapping[str, Any]]) -> Tuple[Optional[str], str]:
+  """(column, min | max) that ranks a grid's configurations: the held-out loss, else the
+  first evaluation metric, else the final loss."""
+  columns = list(dict.fromkeys(c for r in rows for c in r))
+  evals_ = sorted(c for c in columns if c.startswith("best eval/"))
+  for column in (["best eval/heldout_loss"] if "best eval/heldout_loss" in evals_ else []) + \
+      evals_ + ["final_loss"]:
+    if any(r.get(column) is not None for r in rows):
+      return column, "max" if column[len("best "):] in MAXIMISED else "min"
+  return None, "min"
+
+
+def seed_groups_text(ledger: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
+                     labels: Optional[Mapping[str, str]] = None) -> str:
+  """The grid's configurations over their training seeds (points that differ only in
+  ``training.seed``, from ``--seeds=K`` or a seed axis): each metric's mean ± 95%
+  Student-t interval and n, ranked by :func:`ranking_metric`; "" when no configuration
+  has two seeds."""
+  points = ledger["points"]
+  if not seeds.has_seed_groups([p["overrides"] for p in points]):
+    return ""
+  done = [(p, r) for p, r in zip(points, rows) if r["status"] == "done"]
+  metrics = [c for c in dict.fromkeys(c for _, r in done for c in r)
+             if c == "final_loss" or c.startswith("best eval/")]
+  rank_by, mode = ranking_metric([r for _, r in done])
+  groups = seeds.group([p for p, _ in done], [{m: r.get(m) for m in metrics} for _, r in done],
+                       rank_by, mode)
+  header = ["rank", "configuration"] + [(labels or {}).get(m, m) for m in metrics] + ["n",
+                                                                                      "seeds"]
+  lines = [f"Configurations over training seeds (done points; mean ± 95% Student-t interval, "
+           f"n seeds; ranked by the mean of {rank_by}, {mode}):", "",
+           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for i, g in enumerate(groups, 1):
+    config = ", ".join(f"{k}={_fmt(v)}" for k, v in g["configuration"].items()) or "(base)"
+    cells = [seeds.format_interval(g.get(m, float("nan")), g.get(f"{m} ci95", float("nan")))
+             for m in metrics]
+    lines.append(f"| {i} | {config} | " + " | ".join(cells) +
+                 f" | {g['n']} | {', '.join(str(s) for s in g['seeds'])} |")
+  return "\n".join(lines)
+
+
 def sweep_loss_changing_keys(ledger: Mapping[str, Any]) -> List[str]:
   """:func:`loss_changing_keys` of a ledger's points (their config.json files)."""
   points = ledger["points"]
@@ -228,9 +271,11 @@ def summarize(sweep_dir: str, plots: bool = True) -> str:
   and the Markdown ends with the one line saying which extra draws the plots.
   """
   rows = summary_rows(sweep_dir)
-  keys = sweep_loss_changing_keys(read_ledger(sweep_dir))
+  ledger = read_ledger(sweep_dir)
+  keys = sweep_loss_changing_keys(ledger)
   labels = {"final_loss": f"final_loss ({not_comparable_label(keys)})"} if keys else None
-  text = "\n\n".join(filter(None, [comparability_note(keys), markdown_table(rows, labels)]))
+  text = "\n\n".join(filter(None, [comparability_note(keys), markdown_table(rows, labels),
+                                    seed_groups_text(ledger, rows, labels)]))
   if plots:
     from diffusion import extras  # pylint: disable=import-outside-toplevel
     try:

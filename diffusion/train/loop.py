@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import jax
 import numpy as np
 
-from diffusion import evals
+from diffusion import evals, xla_cpu
 from diffusion.config import checks
 from diffusion.core import prior
 from diffusion.config import grid_sampling
@@ -144,6 +144,7 @@ def train_layout(layout: Layout, progress: bool = True) -> List[Union[dict, Exce
   """
   for m in layout.members:
     check_workdir(m.workdir)
+    evals.check_applies(m.cfg)   # each declared evaluator's own rules, before any write
   data = layout.members[0].cfg.data
   source = make_source(data, split=data.split)  # missing data fails here, before any write
   with _claimed(layout):
@@ -176,6 +177,9 @@ def _run_loop(layout: Layout, source, progress: bool) -> List[Union[dict, Except
     step = int(sharding.to_host(states[0].step))
     state = layout.place(states)
     _print_start(layout, n_params, resumed)
+    slow = xla_cpu.steps_per_call_warning(lead.cfg, layout.mesh.devices.flat[0].platform)
+    if slow and chief:
+      print(slow, file=sys.stderr, flush=True)
     if chief:
       _warn_if_prior_not_reached(lead.family, source)
 
@@ -317,7 +321,7 @@ def _warn_if_prior_not_reached(family, source) -> None:
   if process is None:
     return
   spread = None
-  if hasattr(process, "sigmas") and source.device_resident:
+  if process.kind == "ve" and source.device_resident:
     spread = prior.data_spread(np.asarray(source.batch_fn(1000)(
         source.arrays, jax.random.PRNGKey(0))))
   line = prior.prior_warning(process, spread)

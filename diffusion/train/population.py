@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from diffusion.config import checks
-from diffusion.config import program_key
+from diffusion.config import ModelConfig, program_key
 from diffusion.errors import ConfigError
 from diffusion.train import sharding
 from diffusion.train.layout import Layout, Member
@@ -76,9 +76,11 @@ def train_population(configs: Sequence, workdirs: Sequence[str], *, names=None,
   cfgs = [checks.validate(c, num_devices=1) for c in configs]
   _check_one_program(cfgs, names or workdirs)
   members = [Member(cfg, w) for cfg, w in zip(cfgs, workdirs)]
-  if mesh.devices.flat[0].platform == "cpu" and cfgs[0].model.name == "unet":
-    logging.warning("a population of U-Nets on CPU runs slower per member than one run "
-                    "(XLA:CPU grouped convolutions); --sweep_mode=sequential is faster.")
+  convolutional = isinstance(cfgs[0].model, ModelConfig) and not cfgs[0].data.is_toy
+  if mesh.devices.flat[0].platform == "cpu" and convolutional:   # the ε-networks of images
+    logging.warning("a population of image networks (U-Net, RefineNet) on CPU runs slower "
+                    "per member than one run (XLA:CPU grouped convolutions); "
+                    "--sweep_mode=sequential is faster.")
   return train_layout(Population(members, mesh, names, strategy), progress=progress)
 
 

@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from diffusion.train import optim as optimizers
+from diffusion import xla_cpu
+from diffusion.train import optim
 
 LossFn = Callable[[Any, jax.Array, jax.Array, Dict[str, jax.Array]],
                   Tuple[jax.Array, Dict[str, jax.Array]]]
@@ -115,27 +116,39 @@ def train_step(state: TrainState, data: Any, *, loss_fn: LossFn,
   metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
   hyperparams = getattr(state.opt_state, "hyperparams", None)  # optax.inject_hyperparams
   if hyperparams is not None and "warmup_steps" in hyperparams:
-    metrics["lr"] = optimizers.scheduled_learning_rate(hyperparams, state.step)
+    metrics["lr"] = optim.scheduled_learning_rate(hyperparams, state.step)
   return new_state, metrics
 
 
-def scan_steps(step_fn: Callable, num_steps: int, data_per_step: bool) -> Callable:
+def scan_steps(step_fn: Callable, num_steps: int, data_per_step: bool,
+               unroll: Optional[bool] = None) -> Callable:
   """``call(state, data)`` running ``num_steps`` steps in one ``lax.scan`` (score_sde's
   ``n_jitted_steps``); metrics are those of the last step.
 
   ``data_per_step``: ``data`` has a leading axis of ``num_steps`` (one host batch
   per step, streamed data); otherwise every step draws from the same ``data``.
-  Memory is that of one step.
+  ``unroll``: the steps written out one after another instead of a loop; None (the
+  default) unrolls where XLA:CPU would run the step slowly inside a loop body
+  (:func:`diffusion.xla_cpu.slow_in_a_loop`: a convolutional network on the CPU, 20-50x
+  slower per step rolled, BENCHMARKS.md) and ``num_steps`` is at most
+  :data:`diffusion.xla_cpu.UNROLL_LIMIT` (compilation grows about K-fold unrolled; beyond
+  the limit the loop stays, see :func:`diffusion.xla_cpu.steps_per_call_warning`). Memory
+  is that of one step either way.
   """
   if num_steps == 1 and not data_per_step:
     return step_fn
 
   def call(state, data):
+    first = jax.tree.map(lambda d: d[0], data) if data_per_step else data
+    written_out = unroll
+    if unroll is None:
+      written_out = (num_steps <= xla_cpu.UNROLL_LIMIT
+                     and xla_cpu.slow_in_a_loop(step_fn, state, first))
     if data_per_step:
-      state, metrics = jax.lax.scan(step_fn, state, data)
+      state, metrics = jax.lax.scan(step_fn, state, data, unroll=bool(written_out))
     else:
       state, metrics = jax.lax.scan(lambda s, _: step_fn(s, data), state, None,
-                                    length=num_steps)
+                                    length=num_steps, unroll=bool(written_out))
     return state, jax.tree.map(lambda m: m[-1], metrics)
 
   return call

@@ -1,0 +1,59 @@
+"""python -m diffusion.reproduce: list, unknown names, flags, and a signal during a real
+reproduction, each one line."""
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from diffusion.reproduce.registry import BASELINES
+from diffusion.paths import REPO
+
+from tests.test_cli import command, one_error
+
+
+
+def test_list_and_unknown_names():
+  res = subprocess.run([sys.executable, "-m", "diffusion.reproduce", "list"], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+  assert res.returncode == 0, res.stderr[-2000:]
+  for name in BASELINES:
+    assert f"| {name} |" in res.stdout
+  res = subprocess.run([sys.executable, "-m", "diffusion.reproduce", "ncsn_fig3"], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+  assert res.returncode == 2 and "did you mean" in res.stderr
+
+
+def test_reproduce_command_line():
+  # A flag's value after a space, and a positional NAME between flags.
+  line = one_error(command("diffusion.reproduce", "--tier", "gpu", "ncsn_fig3_exact"))
+  assert line == "error: ncsn_fig3_exact has no gpu tier; it has cpu."
+  assert one_error(command("diffusion.reproduce")).startswith(
+      "error: no NAME given; `python -m diffusion.reproduce list` shows the names. usage: ")
+  assert "one NAME, not 'list extra'" in one_error(command("diffusion.reproduce", "list",
+                                                           "extra"))
+  assert one_error(command("diffusion.reproduce", "ncsn_fig3_exact", "--seed=x")) == (
+      "error: flag --seed=x: invalid literal for int() with base 10: 'x'")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, phase", [(signal.SIGTERM, "model:"), (signal.SIGINT, "done:")])
+def test_signal_in_training_or_evaluation_of_a_reproduction_is_one_line(tmp_path, sig, phase):
+  """A real reproduction signalled when training starts ("model:") or while it evaluates
+  ("done:"): one line, exit 2, no result."""
+  import subprocess
+  import sys
+  repo = REPO
+  proc = subprocess.Popen([sys.executable, "-m", "diffusion.reproduce", "ncsn_fig3_learned",
+                           f"--workdir={tmp_path / 'w'}"], cwd=repo, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  for line in proc.stdout:
+    if line.startswith(phase):
+      proc.send_signal(sig)
+      break
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 2 and "Traceback" not in err, err[-2000:]
+  assert err.strip().splitlines()[-1].startswith("error: ")
+  assert "resume with: python -m diffusion.reproduce ncsn_fig3_learned" in err
+  assert not (tmp_path / "w" / "results.json").exists()
