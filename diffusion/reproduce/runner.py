@@ -188,14 +188,24 @@ def run(name: str, tier: str = "cpu", workdir: str = "", seed: int = 0,
   return ok, result
 
 
+# The listing's metric cell names at most this many metrics (the README's table has them all).
+LISTED_METRICS = 3
+
+
 def listing() -> str:
-  lines = ["| name | paper | where | dataset | tiers (minutes) | metrics (paper) |",
-           "|---|---|---|---|---|---|"]
+  """``python -m diffusion.reproduce list``: one short row per entry (name, paper and where,
+  dataset, each tier's expected minutes and machine, the first metrics by name); the
+  paper's values and our bands are in the README's table (:func:`readme_table`)."""
+  lines = ["| name | paper, where | dataset | tiers: minutes on | metrics |",
+           "|---|---|---|---|---|"]
   for name, b in BASELINES.items():
-    tiers = ", ".join(f"{t} {bud.minutes:g}" + ("" if bud.runnable_here else " (not here)")
-                      for t, bud in b.tiers.items())
-    metrics = "; ".join(f"{m.name} {m.paper}" for m in b.metrics)
-    lines.append(f"| {name} | {b.paper} | {b.where} | {b.dataset} | {tiers} | {metrics} |")
+    tiers = ", ".join(f"{t}: {bud.minutes:g} on {bud.machine}" for t, bud in b.tiers.items())
+    names = [m.name for m in b.metrics]
+    metrics = ", ".join(names[:LISTED_METRICS]) + (
+        f" (+{len(names) - LISTED_METRICS} more)" if len(names) > LISTED_METRICS else "")
+    lines.append(f"| {name} | {b.paper}, {b.where} | {b.dataset} | {tiers} | {metrics} |")
+  lines.append("\nEach entry's paper values and acceptance bands: README.md, \"Reproducing "
+               "the papers\"; run one with python -m diffusion.reproduce NAME.")
   return "\n".join(lines)
 
 
