@@ -6,11 +6,12 @@
 
 Writes <out>/samples.png (a grid of the first 256), <out>/samples.npz
 (uint8 [N, H, W, C] under the key ``arr_0``, as improved-diffusion writes it) and
-<out>/meta.json (sampler, effective steps, eta, seed, checkpoint, count, seconds,
-date). <out> defaults to <workdir>/samples_<step>_<sampler>_s<steps>[_eta<eta>]_seed<seed>,
-numbered _2, _3, ... if that folder exists: a second call never overwrites the
-first. ``--num_samples=0 --bpd`` (or ``--eval=bpd``) computes bits/dim without
-sampling. The output place is checked (writable, room for the samples) before
+<out>/meta.json (sampler, effective steps, eta, seed, checkpoint, count, date, and
+the seconds of the sampling, of each evaluator and of the whole call). <out> defaults to
+<workdir>/samples_<step>_<sampler>_s<steps>[_eta<eta>]_seed<seed>, numbered _2, _3, ...
+if that folder exists: a second call never overwrites the first. ``--num_samples=0
+--bpd`` (or ``--eval=bpd``) computes bits/dim without sampling, into
+<workdir>/eval_<step>_bpd_seed<seed>. The output place is checked (writable, room for the samples) before
 anything is sampled. The run's config is
 read from <workdir>/config.json; any of it can be overridden with --config.*.
 Sampling is sharded over all local devices; N need not divide the batch size.

@@ -358,13 +358,16 @@ def report(main_fn, errors) -> int:
 
 def run_main(main_fn, errors) -> None:
   """Calls ``main_fn()``; exceptions of the types in ``errors`` print one line and exit 2
-  at once (:func:`exit_quietly`: library threads stay silent); Ctrl-C / SIGTERM print
-  one line and end the process at once with status 2 (a computation may still run in
-  a library's threads: the interpreter's teardown would race it)."""
+  at once (:func:`exit_quietly`: library threads stay silent); Ctrl-C / SIGTERM, and an
+  error that left a compiled call running (``abandoned``: a second Ctrl-C in training),
+  print one line and end the process at once with status 2 (a computation may still run
+  in a library's threads: the interpreter's teardown would wait for it, or race it)."""
   try:
     status = main_fn() or 0
   except errors as e:
     error(str(e))
+    if getattr(e, "abandoned", False):
+      _flush_and_exit(2)
     exit_quietly(2)
   except KeyboardInterrupt as e:
     error(interrupted_line(e))

@@ -11,11 +11,12 @@ from diffusion.errors import ConfigError
 
 # module -> (the extra of pyproject.toml that installs it, what needs it)
 EXTRAS = {
-    "tensorflow_datasets": ("tfds", "preparing or reading tfds datasets (MNIST, CIFAR-10, ...)"),
+    "tensorflow_datasets": ("tfds", "preparing tfds datasets (MNIST, CIFAR-10, ...)"),
     "ray": ("ray", "--sweep_mode=ray"),
     "optuna": ("sweeps", "--search (Optuna's samplers and pruners)"),
     "matplotlib": ("plots", "plots (sweep summaries, reproduction figures, VAE latents)"),
     "wandb": ("wandb", "the wandb metric writer"),
+    "huggingface_hub": ("hub", "importing released weights by their Hugging Face id"),
 }
 
 

@@ -43,7 +43,9 @@ class Generated:
   Attributes:
     output: the folder holding samples.npz, samples.png, meta.json and the evaluators'
       files.
-    meta: meta.json's contents (sampler, steps, seed, checkpoint, count, seconds, ...).
+    meta: meta.json's contents: seed, checkpoint, count, date, ``seconds`` (the whole
+      call's work), and when sampled the sampler, its steps and options and
+      ``sampling_seconds``; with evaluators ``evals`` and ``eval_seconds`` per evaluator.
     samples: what samples.npz holds: uint8 images [N, H, W, C], or float32 points
       [N, D]; None when nothing was sampled (``num_samples=0``).
     scores: the evaluators' ``{"eval/<metric>": value}``.
@@ -106,13 +108,15 @@ def generate(config, workdir: str, *, num_samples: int = 64, seed: int = 0,
               "ema_snapshots": len(made.snapshot_steps),
               "ema_profile_misfit": round(made.misfit, 6)}
   remove_stale_outputs(workdir, output)
-  # The output place: named by everything that changes the samples, never overwritten,
-  # checked writable and big enough before anything is sampled.
+  # The output place: named by what runs (everything that changes the samples; the
+  # evaluators alone when nothing is sampled), never overwritten, checked writable and
+  # big enough before anything is sampled.
+  evals = list(dict.fromkeys(evals))
   out = output or unused_folder(os.path.join(workdir, folder_name(
-      record, step, seed, num_samples, list(dict.fromkeys(evals)), ema_std_rel)))
+      record, step, seed, num_samples, evals, ema_std_rel)))
   check_output(out, num_samples, family)
   # The evaluators first: a missing weights file fails now, not after sampling.
-  evaluators = make_evaluators(family, workdir, list(dict.fromkeys(evals)), seed=seed)
+  evaluators = make_evaluators(family, workdir, evals, seed=seed)
   if num_samples == 0:
     for ev in evaluators:
       if ev.SCORES_SAMPLES:
@@ -125,26 +129,29 @@ def generate(config, workdir: str, *, num_samples: int = 64, seed: int = 0,
   # (remove_stale_outputs); an interrupted or failed call removes it itself (_discard).
   temporaries.mark_incomplete(out, created)
   before = set(os.listdir(out))
+  began = time.time()
   try:
-    meta = {"sampler": record.sampler, "steps": record.steps, "seed": seed, **source,
-            "checkpoint_step": step, "count": num_samples,
+    meta = {"seed": seed, **source, "checkpoint_step": step, "count": num_samples,
             "workdir": os.path.abspath(workdir),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                timespec="seconds"),
-            **record.options}
+                timespec="seconds")}
+    if num_samples > 0:   # an evaluation alone names no sampler: none ran
+      meta.update({"sampler": record.sampler, "steps": record.steps, **record.options})
+    if evals:
+      meta["evals"] = evals
     x = imgs = None
-    seconds = 0.0
     if num_samples > 0:
       print(f"sampling {num_samples} with {record.sampler}, {record.phrase}", flush=True)
       start = time.time()
       x = _draw(family, params, mesh, num_samples, batch_size or cfg.sampling.batch_size,
                 seed, progress)
-      seconds = time.time() - start
+      meta["sampling_seconds"] = round(time.time() - start, 3)
       print(f"sampled {len(x)} with {record.sampler} from step {step} ({record.steps} "
-            f"steps) in {seconds:.1f}s ({len(x) / seconds:.2f} samples/s)", flush=True)
+            f"steps) in {meta['sampling_seconds']:.1f}s "
+            f"({len(x) / max(meta['sampling_seconds'], 1e-9):.2f} samples/s)", flush=True)
       imgs = _write_samples(out, family, x, params, seed)
-    meta["seconds"] = round(seconds, 3)
-    atomic.write_json(os.path.join(out, "meta.json"), meta)
+    meta["seconds"] = round(time.time() - began, 3)
+    atomic.write_json(os.path.join(out, "meta.json"), meta)   # kept if an evaluation stops
   except BaseException as e:
     kept = _discard(out, created, before)
     if isinstance(e, KeyboardInterrupt):
@@ -153,7 +160,10 @@ def generate(config, workdir: str, *, num_samples: int = 64, seed: int = 0,
                         f"({kept}).", signal_name(e)) from None
     raise
   try:
-    scores = _evaluate(evaluators, params, step, out, imgs)
+    scores = _evaluate(evaluators, params, step, out, imgs, progress, meta)
+    if evaluators:
+      meta["seconds"] = round(time.time() - began, 3)
+      atomic.write_json(os.path.join(out, "meta.json"), meta)
   except KeyboardInterrupt as e:
     done = "the samples and meta.json" if num_samples > 0 else "meta.json"
     raise Interrupted(f"interrupted ({signal_name(e)}) during the evaluations; {done} in "
@@ -348,16 +358,19 @@ def _write_samples(out: str, family, x: np.ndarray, params, seed: int) -> Option
   return imgs
 
 
-def _evaluate(evaluators, params, step: int, out: str, imgs: Optional[np.ndarray]) -> Dict:
+def _evaluate(evaluators, params, step: int, out: str, imgs: Optional[np.ndarray],
+              progress: bool, meta: Dict) -> Dict:
   """Runs each evaluator on the checkpoint (those that score samples: on ``imgs``, the
-  uint8 samples drawn), its files in ``out``; prints its line and each file it wrote.
-  Returns their scores together."""
+  uint8 samples drawn), its files in ``out``; prints its line and each file it wrote,
+  and records its time in ``meta["eval_seconds"]``. Returns their scores together."""
   scores = {}
   for ev in evaluators:
-    ev.output_dir = out
+    ev.output_dir, ev.progress = out, progress
     before = set(os.listdir(out))
+    start = time.time()
     scores.update(ev.run(params, step, samples=imgs if ev.SCORES_SAMPLES else None))
-    print(ev.summary(), flush=True)
+    meta.setdefault("eval_seconds", {})[ev.name] = round(time.time() - start, 3)
+    print(f"{ev.summary()} ({meta['eval_seconds'][ev.name]:.1f} s)", flush=True)
     for name in sorted(set(os.listdir(out)) - before):
       print(f"wrote {os.path.join(out, name)}", flush=True)
   return scores

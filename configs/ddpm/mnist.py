@@ -4,7 +4,9 @@ None of the DDPM-family papers reports MNIST numbers: treat the
 result as a baseline to establish. Sanity floor: the per-position categorical
 model gives 1.6897 test bits/dim; a diffusion model should beat it widely.
 Needs prepared tfds data: `python -m diffusion.data prepare mnist
---manual_dir ../shared/data/mnist` (no download).
+--manual_dir DIR` (no download), DIR the folder with the four official IDX .gz files
+(train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz,
+t10k-labels-idx1-ubyte.gz).
 """
 
 from configs import base

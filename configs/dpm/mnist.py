@@ -5,8 +5,8 @@ variational bound (DDPM's discretized decoder at t = 0), no gradient clipping, o
 configs/ddpm/mnist.py's data and U-Net with 2 output channels. The paper's MNIST
 number is a Parzen-window estimate (317 ± 2.7 bits, Table 2), not a bound; treat
 bits/dim here as a baseline to establish (sanity floor: 1.6897 bits/dim). Needs
-prepared tfds data: `python -m diffusion.data prepare mnist --manual_dir
-../shared/data/mnist`.
+prepared tfds data: `python -m diffusion.data prepare mnist --manual_dir DIR`, DIR
+the folder with the four official IDX .gz files (train-images-idx3-ubyte.gz, ...).
 """
 
 from configs import base

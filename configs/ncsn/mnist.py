@@ -6,7 +6,8 @@ lambda(sigma)=sigma^2, data in [0, 1] uniformly dequantized, no flips, Adam
 level, epsilon=2e-5, init U[0, 1]. Data as configs/ddpm/mnist.py; network the official
 CondRefineNetDilated at ngf 64 (7,638,657 parameters).
 The paper reports MNIST samples only (no metric). Needs prepared tfds data:
-`python -m diffusion.data prepare mnist --manual_dir ../shared/data/mnist`.
+`python -m diffusion.data prepare mnist --manual_dir DIR`, DIR the folder with the
+four official IDX .gz files (train-images-idx3-ubyte.gz, ...).
 """
 
 from configs import base

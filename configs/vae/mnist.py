@@ -13,7 +13,8 @@ Reference: the mean-field VAE code the tutorial links to reports -97.10 nats
 uses dynamic binarization, so compare with care. Published one-stochastic-layer MLP
 results: about -86.8 (VAE) and -85.5 (IWAE, k = 5) after 3,280 epochs (Burda et al.
 Table 1). Measured here: REPRODUCING.md. Needs prepared tfds data:
-`python -m diffusion.data prepare mnist --manual_dir ../shared/data/mnist`.
+`python -m diffusion.data prepare mnist --manual_dir DIR`, DIR the folder with the
+four official IDX .gz files (train-images-idx3-ubyte.gz, ...).
 """
 
 from configs import base

@@ -2,9 +2,11 @@
 
 The one command, for MNIST from the official IDX files already on disk::
 
-  python -m diffusion.data prepare mnist --manual_dir ../shared/data/mnist [--data_dir DIR]
+  python -m diffusion.data prepare mnist --manual_dir DIR [--data_dir DIR]
 
-(``fashion_mnist`` likewise, from ``../shared/data/fashion-mnist``). It builds
+(DIR: the folder with the four official IDX .gz files, train-images-idx3-ubyte.gz,
+train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz;
+``fashion_mnist`` likewise). It builds
 tfds's own ``mnist`` 3.0.1 as array_record under DIR (default: tfds's
 ``~/tensorflow_datasets``), reading the four ``.gz`` files from ``--manual_dir``
 — tfds's download manager takes a file from ``manual_dir`` when the file name

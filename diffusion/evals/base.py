@@ -13,7 +13,9 @@ Evaluators that score samples (``SCORES_SAMPLES = True``) draw their own with th
 family's sampler, or score the uint8 ``samples`` given (``sample.py`` passes the
 ones it drew). ``MAXIMISED`` names the metrics where larger is better (sweep
 summaries read it); ``SHORTCUT``, when set, is the help of ``sample.py --<name>``.
-Files go to ``output_dir`` (default: the workdir).
+Files go to ``output_dir`` (default: the workdir). Long work announces itself in one
+line and, when the caller sets ``progress`` (sample.py, a training run with its bar),
+shows a bar on stderr (:meth:`Evaluator.bar`).
 """
 
 import json
@@ -25,6 +27,7 @@ import numpy as np
 
 from diffusion.families import draw
 from diffusion.io import atomic
+from diffusion.io.bars import ProgressBar, announce
 
 
 def eval_key(seed: int, salt: int, step: int) -> jax.Array:
@@ -52,6 +55,7 @@ class Evaluator:
     self.output_dir = output_dir or workdir
     self.last: Optional[dict] = None
     self._sample_fn = None
+    self.progress = False   # bars on stderr for long work (set by the caller)
 
   @property
   def every(self) -> int:
@@ -67,9 +71,22 @@ class Evaluator:
       return given
     if self._sample_fn is None:
       self._sample_fn = self.family.sample_fn(self.cfg.batch_size)
-    drawn = draw(self._sample_fn, params, self.cfg.num_samples, self.cfg.batch_size,
-                 eval_key(self.seed, salt, step))
+    announce(f"{self.name}: drawing {self.cfg.num_samples} samples, {self.cfg.batch_size} "
+             "per call")
+    done = [0]
+
+    def drawn_chunk(n: int) -> None:
+      done[0] += n
+      bar(done[0], self.cfg.num_samples)
+
+    with self.bar("sampling", "img") as bar:
+      drawn = draw(self._sample_fn, params, self.cfg.num_samples, self.cfg.batch_size,
+                   eval_key(self.seed, salt, step), on_chunk=drawn_chunk)
     return self.family.to_uint8(drawn)
+
+  def bar(self, desc: str, unit: str) -> ProgressBar:
+    """An ``on_progress(done, total)`` bar for long work (drawn when :attr:`progress`)."""
+    return ProgressBar(f"{self.name}: {desc}", unit, enabled=self.progress)
 
   def summary(self) -> str:
     """One line for the console about :attr:`last`."""

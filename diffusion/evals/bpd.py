@@ -13,6 +13,7 @@ from diffusion.errors import ConfigError
 from diffusion.evals import metrics
 from diffusion.evals.base import Evaluator, eval_key
 from diffusion.io import atomic
+from diffusion.io.bars import announce
 
 
 class BitsPerDim(Evaluator):
@@ -44,9 +45,17 @@ class BitsPerDim(Evaluator):
     if self._source is None:  # the eval split is read on first use only
       data = self.family.config.data
       self._source = make_source(data, split=data.eval_split)
-    result = metrics.bpd_of_source(
-        self.family.eps_fn(params), self.family.process, self._source, self.cfg.num_examples,
-        self.cfg.batch_size, eval_key(self.seed, 2, step), self.family.config.diffusion.var_type)
+    data, T = self.family.config.data, self.family.process.num_timesteps
+    n = min(self.cfg.num_examples, self._source.num_examples)
+    batches = -(-n // self.cfg.batch_size)
+    announce(f"bpd: DDPM's {T}-term bound on {n} {data.dataset}/{data.eval_split} images, "
+             f"{batches} batch(es) of up to {self.cfg.batch_size} ({batches * T:,} network "
+             "calls)")
+    with self.bar("terms of the bound", "level") as bar:
+      result = metrics.bpd_of_source(
+          self.family.eps_fn(params), self.family.process, self._source,
+          self.cfg.num_examples, self.cfg.batch_size, eval_key(self.seed, 2, step),
+          self.family.config.diffusion.var_type, on_progress=bar if self.progress else None)
     self.last = result
     if self.output_dir:
       atomic.write_npz(os.path.join(self.output_dir, f"bpd_{step}.npz"),

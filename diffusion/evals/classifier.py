@@ -30,6 +30,7 @@ import optax
 
 from diffusion import trees
 from diffusion.io import atomic
+from diffusion.io.bars import announce
 
 NUM_CLASSES = 10
 FEATURES = 128
@@ -177,6 +178,8 @@ def load_or_train(dataset: str, train_split: Dict[str, np.ndarray],
     if np.isnan(temperature):   # a cache from before calibration: fit now if the data is here
       temperature = _fitted(params, test_split) if "images" in test_split else 1.0
     return Classifier(params, acc, name, temperature)
+  announce(f"classifier_fid: training the {dataset} classifier once, on "
+           f"{len(train_split['images'])} images (cached in {path})")
   params = train(train_split["images"], train_split["labels"], recipe)
   acc = accuracy(params, test_split["images"], test_split["labels"])
   temperature = _fitted(params, test_split)

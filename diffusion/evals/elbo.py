@@ -13,6 +13,7 @@ import numpy as np
 
 from diffusion.data import fixed_binarization, make_source
 from diffusion.evals.base import Evaluator, eval_key
+from diffusion.io.bars import announce
 from diffusion.families import vae
 
 
@@ -53,10 +54,14 @@ class LikelihoodBound(Evaluator):
     x, b = self.test_images(), self.cfg.batch_size
     key = eval_key(self.seed, 4, step)
     parts = {"log_px": [], "elbo": []}
-    for i in range(0, len(x), b):
-      out = self._bound(params, jnp.asarray(x[i:i + b]), jax.random.fold_in(key, i))
-      for name in parts:
-        parts[name].append(np.asarray(out[name], np.float64))
+    announce(f"elbo: log p(x) of {len(x)} test images by importance sampling, "
+             f"k = {self.cfg.iw_samples}, batches of {b}")
+    with self.bar("importance sampling", "img") as bar:
+      for i in range(0, len(x), b):
+        out = self._bound(params, jnp.asarray(x[i:i + b]), jax.random.fold_in(key, i))
+        for name in parts:
+          parts[name].append(np.asarray(out[name], np.float64))
+        bar(min(i + b, len(x)), len(x))
     n, dims = len(x), self.family.num_dims
     result = {"step": int(step), "num_examples": n, "iw_samples": self.cfg.iw_samples,
               "split": self.family.config.data.eval_split,

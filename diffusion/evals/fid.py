@@ -14,6 +14,7 @@ from diffusion.data import make_source
 from diffusion.errors import ConfigError
 from diffusion.evals import inception, metrics
 from diffusion.evals.base import Evaluator
+from diffusion.io.bars import announce
 
 
 class FrechetInception(Evaluator):
@@ -53,12 +54,18 @@ class FrechetInception(Evaluator):
 
     def reference_features():
       source = train if train is not None else make_source(data, split=data.split)
-      return self.net.features(metrics.source_images(source, n_ref))["pool"]
+      announce(f"fid: Inception features of {n_ref} {data.dataset}/{data.split} images, "
+               "once (cached in the workdir)")
+      with self.bar("reference features", "img") as bar:
+        return self.net.features(metrics.source_images(source, n_ref), on_progress=bar)["pool"]
 
     ref = metrics.reference_stats(
         self.workdir, f"{data.dataset}_{data.split}_{data.image_size}px", n_ref,
         reference_features, keep_features=True)
-    stats = metrics.sample_quality_metrics(self.net.features(images_uint8), ref)
+    announce(f"fid: Inception features of {len(images_uint8)} samples")
+    with self.bar("sample features", "img") as bar:
+      feats = self.net.features(images_uint8, on_progress=bar)
+    stats = metrics.sample_quality_metrics(feats, ref)
     self.last = dict(stats, num_samples=len(images_uint8))
     return {f"eval/{k}": v for k, v in stats.items()}
 

@@ -324,11 +324,12 @@ class InceptionNet:
     """images01 [B, H, W, C] in [0, 1] -> dict of [B, 2048] / [B, 1008] float32 (jittable)."""
     return _apply_jit(self.variables, images01)
 
-  def features(self, images01, batch_size: int = 200) -> Dict[str, np.ndarray]:
+  def features(self, images01, batch_size: int = 200,
+               on_progress=None) -> Dict[str, np.ndarray]:
     """Runs ``apply`` over ``images01`` [N, H, W, C] (numpy, uint8 or float in [0, 1]) in batches.
 
     uint8 input is divided by 255. The last short batch is zero-padded so that
-    only one shape is compiled.
+    only one shape is compiled. ``on_progress(images done, N)`` after each batch.
     """
     images = np.asarray(images01)
     n = images.shape[0]
@@ -344,6 +345,8 @@ class InceptionNet:
       res = self.apply(jnp.asarray(chunk, jnp.float32))
       for k in out:
         out[k].append(np.asarray(res[k])[:m])
+      if on_progress is not None:
+        on_progress(start + m, n)
     return {k: np.concatenate(v).astype(np.float64) if v else
             np.zeros((0, FEATURE_DIM if k == "pool" else NUM_LOGITS)) for k, v in out.items()}
 

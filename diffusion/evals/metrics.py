@@ -34,7 +34,7 @@ import math
 import os
 import re
 import warnings
-from typing import Callable, Dict, Iterable, Tuple
+from typing import Callable, Dict, Iterable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +47,7 @@ from diffusion.data import preprocess
 from diffusion.errors import ConfigError, check_choice
 from diffusion.core.model_fn import as_prediction
 from diffusion.samplers import split_fn
+from diffusion.samplers.chain import segments
 
 Array = jax.Array
 
@@ -56,9 +57,10 @@ Array = jax.Array
 # ---------------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "var_type", "clip_range", "decoder"))
-def _bpd_jit(dynamic, process, x0, key, *, spec, var_type, clip_range, decoder):
-  eps_fn = spec.rebuild(dynamic)
+def _terms(eps_fn, process, x0, key, ts, var_type, clip_range, decoder):
+  """The bound's terms at the levels ``ts`` [n] of a batch x0 [B, ...]: [n, B] bits/dim.
+  Each t draws its own noise, fold_in(key, t), so any split of the levels gives the same
+  terms."""
   b = x0.shape[0]
 
   def term(_, t):
@@ -69,17 +71,36 @@ def _bpd_jit(dynamic, process, x0, key, *, spec, var_type, clip_range, decoder):
     vt = "learned_range" if v is not None else var_type
     return None, losses.vb_terms_bpd(process, x0, x_t, tb, eps, vt, v, clip_range, decoder)
 
+  return jax.lax.scan(term, None, ts)[1]
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "var_type", "clip_range", "decoder"))
+def _bpd_jit(dynamic, process, x0, key, *, spec, var_type, clip_range, decoder):
   T = process.num_timesteps
-  _, terms = jax.lax.scan(term, None, jnp.arange(T - 1, -1, -1, dtype=jnp.int32))
+  terms = _terms(spec.rebuild(dynamic), process, x0, key,
+                 jnp.arange(T - 1, -1, -1, dtype=jnp.int32), var_type, clip_range, decoder)
   terms = terms[::-1].T  # [B, T], column t = term_t
   prior = process.prior_bpd(x0)
   return {"total_bpd": jnp.sum(terms, axis=1) + prior, "terms_bpd": terms, "prior_bpd": prior}
 
 
+@functools.partial(jax.jit, static_argnames=("spec", "var_type", "clip_range", "decoder",
+                                             "length"))
+def _bpd_segment_jit(dynamic, process, x0, key, start, *, spec, var_type, clip_range, decoder,
+                     length):
+  """Terms at t = start .. start + length − 1 ([length, B]; ``start`` traced: one program
+  per length)."""
+  ts = start + jnp.arange(length, dtype=jnp.int32)
+  return _terms(spec.rebuild(dynamic), process, x0, key, ts, var_type, clip_range, decoder)
+
+
 def calc_bpd(eps_fn: Callable, process, x0: Array, key: Array, var_type: str = "fixedlarge",
              clip_x0: bool = True, clip_range: Tuple[float, float] = (-1.0, 1.0),
-             decoder: str = "discretized") -> Dict[str, Array]:
-  """The full T-term variational bound of a batch, in bits/dim (one jitted scan over t).
+             decoder: str = "discretized",
+             on_progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, Array]:
+  """The full T-term variational bound of a batch, in bits/dim (one jitted scan over t;
+  with ``on_progress``, about 20 scans over ranges of t, each reported as
+  ``on_progress(levels done, T)``: the same terms).
 
   Args:
     eps_fn: (x_t, t) -> ε̂ or (ε̂, v) (learned variance; then learned_range is used).
@@ -103,21 +124,39 @@ def calc_bpd(eps_fn: Callable, process, x0: Array, key: Array, var_type: str = "
   check_choice("diffusion.var_type", var_type, VAR_TYPES)
   spec, dynamic = split_fn(eps_fn)
   clip = (float(clip_range[0]), float(clip_range[1])) if clip_x0 else None
-  return _bpd_jit(dynamic, process, jnp.asarray(x0, jnp.float32), key, spec=spec,
-                  var_type=var_type, clip_range=clip, decoder=decoder)
+  x0 = jnp.asarray(x0, jnp.float32)
+  options = dict(spec=spec, var_type=var_type, clip_range=clip, decoder=decoder)
+  if on_progress is None:
+    return _bpd_jit(dynamic, process, x0, key, **options)
+  T, parts = process.num_timesteps, []
+  for start, stop in segments(T):
+    parts.append(_bpd_segment_jit(dynamic, process, x0, key, jnp.int32(start),
+                                  length=stop - start, **options))
+    jax.block_until_ready(parts[-1])
+    on_progress(stop, T)
+  terms = jnp.concatenate(parts).T   # [B, T], column t = term_t
+  prior = process.prior_bpd(x0)
+  return {"total_bpd": jnp.sum(terms, axis=1) + prior, "terms_bpd": terms, "prior_bpd": prior}
 
 
 def evaluate_bpd(eps_fn: Callable, process, batches: Iterable, key: Array,
-                 var_type: str = "fixedlarge", clip_x0: bool = True) -> Dict[str, np.ndarray]:
+                 var_type: str = "fixedlarge", clip_x0: bool = True,
+                 on_progress: Optional[Callable[[int], None]] = None
+                 ) -> Dict[str, np.ndarray]:
   """calc_bpd over an iterable of [B, ...] batches; dataset means and standard error.
+  ``on_progress(levels done)`` counts the levels of every batch (T per batch).
 
   Returns:
     dict: bpd (mean total, float), bpd_se (its standard error), terms_bpd [T] mean
     per-t terms, prior_bpd (mean), num_examples.
   """
   totals, terms, priors = [], [], []
+  T = process.num_timesteps
   for i, x0 in enumerate(batches):
-    out = calc_bpd(eps_fn, process, x0, jax.random.fold_in(key, i), var_type, clip_x0)
+    report = (None if on_progress is None else
+              lambda done, total, i=i: on_progress(i * T + done))
+    out = calc_bpd(eps_fn, process, x0, jax.random.fold_in(key, i), var_type, clip_x0,
+                   on_progress=report)
     totals.append(np.asarray(out["total_bpd"], np.float64))
     terms.append(np.asarray(out["terms_bpd"], np.float64))
     priors.append(np.asarray(out["prior_bpd"], np.float64))
@@ -304,15 +343,21 @@ def source_images(source, num_examples: int) -> np.ndarray:
 
 
 def bpd_of_source(eps_fn: Callable, process, source, num_examples: int, batch_size: int,
-                  key: Array, var_type: str) -> Dict[str, np.ndarray]:
+                  key: Array, var_type: str,
+                  on_progress: Optional[Callable[[int, int], None]] = None
+                  ) -> Dict[str, np.ndarray]:
   """Bits/dim of ``eps_fn`` on ``num_examples`` 8-bit images of ``source``.
 
   The pixels are scaled to [-1, 1] with no dequantization and no flips, as the
   discretized decoder expects (DDPM's calc_bpd_loop, x0 clipped); see
-  :func:`evaluate_bpd` for the returned fields.
+  :func:`evaluate_bpd` for the returned fields. ``on_progress(done, total)`` counts
+  terms: T per batch of ``batch_size`` images.
   """
   images = source_images(source, num_examples)
   scale = jax.jit(lambda x: preprocess(x, jax.random.PRNGKey(0), centered=True,
                                        uniform_dequantization=False, random_flip=False))
   batches = (scale(images[i:i + batch_size]) for i in range(0, len(images), batch_size))
-  return evaluate_bpd(eps_fn, process, batches, key, var_type=var_type, clip_x0=True)
+  total = -(-len(images) // batch_size) * process.num_timesteps
+  return evaluate_bpd(eps_fn, process, batches, key, var_type=var_type, clip_x0=True,
+                      on_progress=None if on_progress is None else
+                      lambda done: on_progress(done, total))

@@ -27,14 +27,16 @@ from diffusion.errors import ConfigError
 from diffusion.evals import metrics
 from diffusion.evals.base import Evaluator, eval_key
 from diffusion.io import atomic
+from diffusion.io.bars import announce
 from diffusion.samplers import ode
 
 
-def ode_bpd_of_images(eps_fn, process, images: np.ndarray, centered: bool, key, cfg
-                      ) -> Dict[str, float]:
+def ode_bpd_of_images(eps_fn, process, images: np.ndarray, centered: bool, key, cfg,
+                      on_progress=None) -> Dict[str, float]:
   """Bits/dim of uint8 ``images`` [N, H, W, C] under the probability-flow ODE.
 
   ``cfg`` supplies num_probes, probe, batch_size, ode_solver, rtol, atol.
+  ``on_progress(done, total)`` counts ODE solves (a batch and a probe each).
   Returns bpd (mean over images and probes), bpd_se (over images), probe_sd
   (mean within-image sd over probes; 0 for one probe), nfe (mean ODE-field
   evaluations per solve), num_examples, per_image [N] (bpd, probe-mean).
@@ -55,6 +57,8 @@ def ode_bpd_of_images(eps_fn, process, images: np.ndarray, centered: bool, key, 
       per[i:i + len(k), p] = (-np.asarray(logp, np.float64) / (d * math.log(2.0))
                               + 8.0 - math.log2(width))
       nfes.append(nfe)
+      if on_progress is not None:
+        on_progress(len(nfes), cfg.num_probes * -(-n // cfg.batch_size))
   img = per.mean(axis=1)
   return dict(bpd=float(img.mean()),
               bpd_se=float(img.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
@@ -89,8 +93,15 @@ class OdeBitsPerDim(Evaluator):
     if self._source is None:
       self._source = make_source(data, split=data.eval_split)
     images = metrics.source_images(self._source, self.cfg.num_examples)
-    result = ode_bpd_of_images(self.family.eps_fn(params), self.family.process, images,
-                               data.centered, eval_key(self.seed, 5, step), self.cfg)
+    solves = self.cfg.num_probes * -(-len(images) // self.cfg.batch_size)
+    announce(f"ode_bpd: log p(x) of {len(images)} {data.dataset}/{data.eval_split} images "
+             f"through the probability-flow ODE: {solves} adaptive solve(s) "
+             f"({self.cfg.num_probes} probe(s), batches of up to {self.cfg.batch_size}), "
+             "each about 100-300 network calls")
+    with self.bar("ODE solves", "solve") as bar:
+      result = ode_bpd_of_images(self.family.eps_fn(params), self.family.process, images,
+                                 data.centered, eval_key(self.seed, 5, step), self.cfg,
+                                 on_progress=bar)
     self.last = result
     if self.output_dir:
       atomic.write_npz(os.path.join(self.output_dir, f"ode_bpd_{step}.npz"),

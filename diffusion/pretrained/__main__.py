@@ -2,8 +2,9 @@
 
   import SRC --workdir=DIR [--config=configs/ddpm/<dataset>.py] [--config.x=y ...] [--raw]
       SRC: a diffusers folder (config.json + diffusion_pytorch_model.safetensors or .bin;
-      or a pipeline folder with unet/) or a DDPM TensorFlow checkpoint (its folder or
-      the prefix .../model.ckpt-N). The dataset's config is told from SRC's name
+      or a pipeline folder with unet/), a Hugging Face id such as google/ddpm-cifar10-32
+      (fetched with huggingface_hub, the hub extra, or taken from its cache), or a DDPM
+      TensorFlow checkpoint (its folder or the prefix .../model.ckpt-N). The dataset's config is told from SRC's name
       (cifar10, celebahq, church, bedroom, cat) unless --config is given. --raw: a TF
       checkpoint's raw weights instead of its EMA shadows.
       SRC may also be an official NCSN / NCSNv2 checkpoint (checkpoint*.pth): its EMA
@@ -24,6 +25,7 @@ from ml_collections import config_flags
 
 from diffusion import cli
 from diffusion.errors import ConfigError
+from diffusion.pretrained import hub
 
 USAGE = ("usage: python -m diffusion.pretrained import SRC --workdir=DIR [--config=FILE] "
          "[--raw] | export --workdir=DIR --out=OUT [--checkpoint_step=N]")
@@ -42,15 +44,21 @@ _STEP = flags.DEFINE_integer("checkpoint_step", -1, "export: the checkpoint (-1:
 def _import(args) -> None:
   from diffusion.pretrained import importer  # pylint: disable=import-outside-toplevel
   if len(args) != 1:
-    raise ConfigError(f"import takes one SRC (a diffusers folder or a TF checkpoint); got "
+    raise ConfigError(f"import takes one SRC (a diffusers folder, a Hugging Face id or a TF "
+                      "checkpoint); got "
                       f"{len(args)}. {USAGE}")
   src = args[0]
-  if not os.path.exists(src) and not os.path.exists(src + ".index"):
-    raise ConfigError(f"{src}: no such file or folder.")
   if _OUT.value is not None or _STEP.value != -1:
     raise ConfigError("--out and --checkpoint_step are export's flags.")
+  hub_id = src if hub.is_hub_id(src) else None
+  if hub_id:   # google/ddpm-cifar10-32: the hub, or its cache
+    src = hub.fetch(hub_id)
+  if not os.path.exists(src) and not os.path.exists(src + ".index"):
+    raise ConfigError(f"{src}: no such file or folder (nor a Hugging Face id owner/name).")
   ncsn = importer.is_torch_checkpoint(src)
   run_import = importer.import_ncsn if ncsn else importer.import_weights
+  print(f"importing {src}: reading the weights, checking them against the network, "
+        f"writing the run to {_WORKDIR.value}", flush=True)
   r = run_import(src, _WORKDIR.value, config=_CONFIG.value, raw=_RAW.value,
                  config_name=cli.config_file(sys.argv))
   net = r["network"]
@@ -61,13 +69,21 @@ def _import(args) -> None:
     shape = (f"ch {net['ch']}, ch_mult {tuple(net['ch_mult'])}, attention at "
              f"{', '.join(map(str, net['attn_resolutions'])) or 'no'} px, "
              f"{net['image_size']} px images")
-  print(f"imported {r['source']} ({r['format']}; {r['weights']}): {r['num_params']:,} "
+  source = f"{hub_id} ({r['source']})" if hub_id else r["source"]
+  print(f"imported {source} ({r['format']}; {r['weights']}): {r['num_params']:,} "
         f"parameters, {shape}", flush=True)
   for note in r["notes"]:
     print(note, flush=True)
+  stored = _megabytes(os.path.join(r["workdir"], "checkpoints"))
   print(f"wrote {r['workdir']}: config.json (from {r['config_file']}), checkpoints/{r['step']} "
-        f"(params = EMA params = these weights), pretrained.json\nsample: python sample.py "
+        f"({stored:.1f} MB: these weights twice, as the parameters and their EMA, the form "
+        f"train.py resumes from to fine-tune), pretrained.json\nsample: python sample.py "
         f"--workdir={r['workdir']}", flush=True)
+
+
+def _megabytes(folder: str) -> float:
+  return sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(folder)
+             for f in names) / 2**20
 
 
 def _export(args) -> None:

@@ -21,7 +21,7 @@ from diffusion import cli, paths
 from diffusion.errors import ConfigError, did_you_mean
 from diffusion.io import atomic, untrusted
 from diffusion.io.workdir import WorkdirLock, check_workdir, make_workdir
-from diffusion.reproduce import common
+from diffusion.reproduce import common, plots
 from diffusion.reproduce.registry import BASELINES
 from diffusion.reproduce.schema import TIERS, Baseline
 from diffusion.train import loop
@@ -143,6 +143,9 @@ def run(name: str, tier: str = "cpu", workdir: str = "", seed: int = 0,
   check_workdir(workdir)
   _check_workdir_is_ours(name, workdir)
   make_workdir(workdir)   # a path the system refuses: one line, no folder left
+  missing = plots.missing_line(name, experiment)
+  if missing:   # said before the experiment computes, not found at its end
+    print(missing, file=sys.stderr, flush=True)
   start = time.time()
   resume = command(name, tier, workdir)
   try:
@@ -162,13 +165,18 @@ def run(name: str, tier: str = "cpu", workdir: str = "", seed: int = 0,
     rows.append({"metric": m.name, "paper": m.paper, "ours": ours, "band": list(m.band),
                  "ok": m.judge(ours), "why": m.why, "protocol": m.protocol, "claim": m.claim})
   ok = all(r["ok"] for r in rows)
+  drawn = [p for p in outcome.pictures if os.path.exists(p)]
+  not_drawn = [os.path.relpath(p, workdir) for p in outcome.pictures if p not in drawn]
   result = {"baseline": name, "paper": b.paper, "where": b.where, "dataset": b.dataset,
             "tier": tier, "ok": ok, "rows": rows, "measured": outcome.measured,
             "details": outcome.details, "pictures": [os.path.relpath(p, workdir)
-                                                      for p in outcome.pictures],
+                                                      for p in drawn],
             "commit": commit(), "machine": machine(), "wall_time_s": round(wall, 1),
             "date": datetime.date.today().isoformat(),
             "command": resume, "note": b.note}
+  if not_drawn:
+    result["pictures_missing"] = {"files": not_drawn,
+                                  "why": f"matplotlib is not installed: {plots.INSTALL}"}
   atomic.write_json(os.path.join(workdir, "results.json"), result)
   print(f"{b.paper}, {b.where} ({b.dataset}), tier {tier}: {wall / 60:.1f} min on {machine()}")
   print(table(rows))
@@ -176,17 +184,30 @@ def run(name: str, tier: str = "cpu", workdir: str = "", seed: int = 0,
     print(f"  {r['metric']}: {r['protocol']} Band: {r['why']}")
   print(f"wrote {os.path.join(workdir, 'results.json')}"
         + (f" and {', '.join(result['pictures'])}" if result["pictures"] else ""))
+  if not_drawn:
+    print(f"not drawn (matplotlib is not installed: {plots.INSTALL}, then run the same "
+          f"command again): {', '.join(not_drawn)}")
   return ok, result
 
 
+# The listing's metric cell names at most this many metrics (the README's table has them all).
+LISTED_METRICS = 3
+
+
 def listing() -> str:
-  lines = ["| name | paper | where | dataset | tiers (minutes) | metrics (paper) |",
-           "|---|---|---|---|---|---|"]
+  """``python -m diffusion.reproduce list``: one short row per entry (name, paper and where,
+  dataset, each tier's expected minutes and machine, the first metrics by name); the
+  paper's values and our bands are in the README's table (:func:`readme_table`)."""
+  lines = ["| name | paper, where | dataset | tiers: minutes on | metrics |",
+           "|---|---|---|---|---|"]
   for name, b in BASELINES.items():
-    tiers = ", ".join(f"{t} {bud.minutes:g}" + ("" if bud.runnable_here else " (not here)")
-                      for t, bud in b.tiers.items())
-    metrics = "; ".join(f"{m.name} {m.paper}" for m in b.metrics)
-    lines.append(f"| {name} | {b.paper} | {b.where} | {b.dataset} | {tiers} | {metrics} |")
+    tiers = ", ".join(f"{t}: {bud.minutes:g} on {bud.machine}" for t, bud in b.tiers.items())
+    names = [m.name for m in b.metrics]
+    metrics = ", ".join(names[:LISTED_METRICS]) + (
+        f" (+{len(names) - LISTED_METRICS} more)" if len(names) > LISTED_METRICS else "")
+    lines.append(f"| {name} | {b.paper}, {b.where} | {b.dataset} | {tiers} | {metrics} |")
+  lines.append("\nEach entry's paper values and acceptance bands: README.md, \"Reproducing "
+               "the papers\"; run one with python -m diffusion.reproduce NAME.")
   return "\n".join(lines)
 
 

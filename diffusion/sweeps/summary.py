@@ -171,6 +171,14 @@ def point_metrics(workdir: str) -> Tuple[Dict[str, float], Dict[str, float]]:
   return final, best
 
 
+def final_loss(final: Mapping[str, Any]) -> Optional[float]:
+  """A point's final training loss: the mean over its last log interval (the row's
+  ``loss_mean``, every step since the previous row), so that one batch's noise does not
+  swamp what the sweep changes; the last batch's ``loss`` for runs logged before
+  ``loss_mean`` existed; None before the first row."""
+  return final.get("loss_mean", final.get("loss"))
+
+
 def _fmt(v: Any) -> str:
   if isinstance(v, float):
     return f"{v:.5g}"
@@ -190,7 +198,7 @@ def summary_rows(sweep_dir: str) -> List[Dict[str, Any]]:
       p["error"] = f"marked done, but {gone}; the next run trains it again"
     row = {"point": p["name"], "status": status,
            "overrides": ", ".join(f"{k}={_fmt(v)}" for k, v in p["overrides"].items()),
-           "steps": final.get("step", 0), "final_loss": final.get("loss")}
+           "steps": final.get("step", 0), "final_loss": final_loss(final)}
     row.update({f"best {k}": v for k, v in sorted(best.items())})
     skipped = read_metrics_counted(p["workdir"])[1] if os.path.isdir(p["workdir"]) else 0
     if skipped:
@@ -381,7 +389,7 @@ def write_plots(sweep_dir: str) -> List[str]:
         xy = []
         for i in idx:
           final, best = measured[points[i]["name"]]
-          y = final.get("loss") if metric == "final_loss" else best.get(metric)
+          y = final_loss(final) if metric == "final_loss" else best.get(metric)
           if y is not None:
             xy.append((points[i]["overrides"][key], y, points[i]["status"]))
         done = [(x, y) for x, y, status in xy if status == "done"]

@@ -27,6 +27,7 @@ class Member:
     self.created = False                 # this call created the workdir
     self.started = False                 # a train call has completed in this process
     self.last_checkpoint = None          # newest complete checkpoint on disk
+    self.done_step: Optional[int] = None  # the step of the newest finished train call
     self.grid: Optional[str] = None      # newest sample grid this call wrote (absolute)
     self.failure: Optional[Exception] = None
     self.stopped: Optional[Dict[str, Any]] = None   # {"step", scalars}: on_log stopped it

@@ -37,20 +37,23 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from tqdm import tqdm
 
 from diffusion import evals, xla_cpu
 from diffusion.config import checks
+from diffusion.core import prior
 from diffusion.config import grid_sampling
 from diffusion.data import make_source
 from diffusion.errors import WorkdirError
 from diffusion.io import metric_writers, phema_snapshots
+from diffusion.io.bars import ProgressBar
 from diffusion.io.checkpoints import Checkpointer
 from diffusion.io.workdir import (WorkdirLock, check_workdir, io_error, is_disk_full,
                                   make_workdir, save_samples, write_config)
 from diffusion.train import optim, posthoc_ema
 from diffusion.train import sharding
+from diffusion.train import stopping
 from diffusion.train.layout import Layout, Member
+from diffusion.train.progress import CallWaiter, StepBar
 from diffusion.train.step import (TrainState, create_train_state, scan_steps, train_hparams,
                                   train_step)
 
@@ -65,7 +68,10 @@ class NonFiniteLossError(RuntimeError):
 
 
 class Interrupted(WorkdirError):
-  """SIGINT/SIGTERM stopped the work; what was saved is intact and a rerun resumes."""
+  """SIGINT/SIGTERM stopped the work; what was saved is intact and a rerun resumes.
+  ``abandoned``: a compiled call may still be running (a command exits without waiting
+  for it, :func:`diffusion.cli.run_main`)."""
+  abandoned = False
 
 
 def itstime(step: int, every: int, total: int) -> bool:
@@ -97,51 +103,14 @@ def with_config_hyperparams(state: TrainState, family) -> TrainState:
 PENDING_STOP: List[str] = []
 
 
-def _in_gc_callback(frame) -> bool:
-  """Whether Python is inside a garbage-collector callback (jax registers one), where a
-  raised KeyboardInterrupt is printed and swallowed instead of stopping the program."""
-  while frame is not None:
-    if frame.f_code.co_name == "_xla_gc_callback":
-      return True
-    frame = frame.f_back
-  return False
-
-
 def interrupt(signum, frame):
   """SIGINT/SIGTERM outside the loop: remember it, and stop what runs now. Inside a gc
   callback the signal is delivered again 50 ms later, where it can stop the program."""
-  if _in_gc_callback(frame):
+  if stopping.in_gc_callback(frame):
     threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
     return
   PENDING_STOP.append(signal.Signals(signum).name)
   raise KeyboardInterrupt
-
-
-class _StopSignal:
-  """Turns SIGTERM / SIGINT into a flag the loop checks between calls."""
-
-  def __init__(self):
-    self.received = PENDING_STOP[0] if PENDING_STOP else None
-    self._previous = {}
-
-  def __enter__(self):
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      try:
-        self._previous[sig] = signal.signal(sig, self._handle)
-      except ValueError:  # not the main thread: leave signals alone
-        pass
-    return self
-
-  def _handle(self, signum, frame):  # noqa: ARG002
-    if self.received is not None:   # a second signal: stop now, without saving
-      raise KeyboardInterrupt
-    self.received = signal.Signals(signum).name
-    print(f"\nreceived {self.received}: stopping after the current call, saving a checkpoint "
-          "(send it again to stop at once, without saving)", file=sys.stderr, flush=True)
-
-  def __exit__(self, *exc):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
 
 
 # on_log(step, scalars) -> stop: train's hook; train_layout's takes the member first.
@@ -241,6 +210,8 @@ def _run_loop(layout: Layout, source, progress: bool,
     slow = xla_cpu.steps_per_call_warning(lead.cfg, layout.mesh.devices.flat[0].platform)
     if slow and chief:
       print(slow, file=sys.stderr, flush=True)
+    if chief:
+      _warn_if_prior_not_reached(lead.family, source)
 
     # The compiled call: K steps scanned, the state donated.
     step_fn = layout.step_fn(
@@ -257,45 +228,73 @@ def _run_loop(layout: Layout, source, progress: bool,
         m.writer = metric_writers.MetricWriter(m.workdir, resume_step=step,
                                                writers=m.cfg.training.writers)
         m.evals = evals.make_evaluators(m.family, m.workdir)
+        for ev in m.evals:
+          ev.progress = progress   # their bars beside the training bar
     # Evaluator cadences from the config: the same in every process (only the chief runs them).
     eval_every = [getattr(lead.cfg.eval, f.name).every for f in dataclasses.fields(lead.cfg.eval)]
-    chain_bar = _ChainBar() if progress and chief else None
+    chain_bar = ProgressBar("sampling") if progress and chief else None
     sample_fn = (lead.family.sample_fn(t.num_samples, grid_sampling(lead.cfg),
                                        on_progress=chain_bar)
                  if chief and t.sample_every > 0 else None)
-    bar = (opened.enter_context(tqdm(total=total, initial=step, unit="step", dynamic_ncols=True,
-                                     file=sys.stderr, mininterval=1.0))
-           if progress and chief else None)
+    bar = StepBar(total, step) if progress and chief else None
+    if bar is not None:
+      opened.callback(bar.close)
+    waiter = CallWaiter()
+    opened.callback(waiter.close)
 
-    metrics, since = {}, (time.time(), step)
-    with _StopSignal() as stop:
+    # Each call is waited for before the next is made (progress.py): the bar counts
+    # finished steps, and a signal saves when the running call ends.
+    metrics, since, data, losses = {}, (time.time(), step), next_data(), []
+    with stopping.StopSignal(PENDING_STOP) as stop:
+      stop.remaining = waiter.remaining
       while step < total:
-        state, metrics = call(state, next_data())
+        first = not members[0].started
+        stop.phase, stop.step = (stopping.COMPILING if first else stopping.WAITING), step + k
+        waiter.dispatched = time.time()
+        state, metrics = call(state, data)
+        stop.phase = stopping.WAITING
+        if step + k < total:
+          data = next_data()   # the next call's host batches, read while this one runs
+        waiter.wait(metrics)
+        stop.phase = stopping.OTHER
         step += k
+        losses.append(sharding.to_host(metrics["loss"]))   # for the interval's mean loss
         for m in members:
-          m.started = True
+          m.started, m.done_step = True, step
         if bar is not None:
-          bar.update(k)
+          bar.done(step)
+        if first and not itstime(step, t.log_every, total):
+          since = (time.time(), step)   # rates from here on leave the compilation out
         if itstime(step, t.log_every, total):
-          since = _log(layout, state, metrics, step, since, bar)
+          since = _log(layout, state, metrics, step, since, bar, losses)
+          losses = []
         # A snapshot before the checkpoint of its step: a resume from that checkpoint
         # never trains its step again, so the snapshot must exist already.
         if t.phema_std_rel and itstime(step, t.phema_snapshot_every, total):
           _save_phema(layout, state, step)
         if itstime(step, t.checkpoint_every, total) or stop.received:
-          _save(layout, state, step)
+          _save(layout, state, step, stop)
         # Stopping: save, then leave (no samples or evaluations of an unfinished model).
         sampling = itstime(step, t.sample_every, total) and not stop.received
         evaluating = (any(itstime(step, every, total) for every in eval_every)
                       and not stop.received)
-        # Every process takes part in gathering the EMA parameters; the chief uses them.
-        ema = _local(state.ema_params) if sampling or evaluating else None
-        if sampling and chief:
-          _sample_grids(layout, sample_fn, ema, step, chain_bar)
-        if evaluating:
-          _evaluate(layout, ema, step, stop)
+        if sampling or evaluating:
+          try:
+            stop.phase = stopping.DUTY   # a signal stops these at once: the step is done
+            # Every process takes part in gathering the EMA parameters; the chief uses them.
+            ema = _local(state.ema_params)
+            if sampling and chief:
+              _sample_grids(layout, sample_fn, ema, step, chain_bar)
+            if evaluating:
+              _evaluate(layout, ema, step, stop)
+          except stopping.DutyStopped:
+            print(f"\nreceived {stop.received}: stopped the "
+                  f"{'sample grid' if sampling else 'evaluation'} of step {step}",
+                  file=sys.stderr, flush=True)
+          finally:
+            stop.phase = stopping.OTHER
         if stop.received:   # it may have come during the samples or evaluations
-          _save(layout, state, step)
+          _save(layout, state, step, stop)
           print(f"\nreceived {stop.received}: saved checkpoint {step}, exiting", flush=True)
           break
         # After this step's checkpoint: a checkpoint always holds the state before _report
@@ -354,6 +353,22 @@ def _print_start(layout: Layout, n_params: int, resumed: Optional[int]) -> None:
         f"{jax.process_count()} process(es) | {what}", flush=True)
 
 
+def _warn_if_prior_not_reached(family, source) -> None:
+  """One line on stderr when the run's forward process ends short of the prior its
+  sampler starts from (:func:`diffusion.core.prior.prior_warning`); the VE test measures
+  the data's spread on 1,000 examples of an in-memory set."""
+  process = getattr(family, "process", None)
+  if process is None:
+    return
+  spread = None
+  if process.kind == "ve" and source.device_resident:
+    spread = prior.data_spread(np.asarray(source.batch_fn(1000)(
+        source.arrays, jax.random.PRNGKey(0))))
+  line = prior.prior_warning(process, spread)
+  if line:
+    print(line, file=sys.stderr, flush=True)
+
+
 def _data_feed(layout: Layout, source, step: int) -> Callable[[], Any]:
   """``next_data()`` of every call: the device-resident arrays (the step draws its batches
   from them), or K host batches from each member's stream (its seed's order, from
@@ -373,9 +388,13 @@ def _scalars(layout: Layout, host_metrics, i: int) -> Dict[str, float]:
   return {n: float(np.asarray(layout.member(v, i))) for n, v in host_metrics.items()}
 
 
-def _log(layout: Layout, state, metrics, step: int, since, bar) -> Tuple[float, int]:
+def _log(layout: Layout, state, metrics, step: int, since, bar,
+         losses: Sequence[Any]) -> Tuple[float, int]:
   """The log duty: the NaN check, then each training member's scalars to its writers (a
-  line each when there is no bar); returns (time, step) to measure the next rate from."""
+  line each when there is no bar); returns (time, step) to measure the next rate from.
+  ``loss`` is the last step's (one batch); ``loss_mean`` the mean of ``losses``, every
+  call's last-step loss since the previous row (with ``steps_per_call`` 1: every step's),
+  which seed noise disturbs far less."""
   _check_finite(layout, state)
   now = time.time()
   steps_per_s = (step - since[1]) / max(now - since[0], 1e-9)
@@ -386,6 +405,8 @@ def _log(layout: Layout, state, metrics, step: int, since, bar) -> Tuple[float, 
     m = layout.members[i]
     scalars = _scalars(layout, host, i)
     scalars.update(steps_per_s=steps_per_s, img_per_s=steps_per_s * batch_size)
+    if losses:
+      scalars["loss_mean"] = float(np.mean([np.asarray(layout.member(l, i)) for l in losses]))
     m.reported.update(scalars)
     if m.writer is not None:
       m.writer.write_scalars(step, scalars)
@@ -393,17 +414,24 @@ def _log(layout: Layout, state, metrics, step: int, since, bar) -> Tuple[float, 
       print(f"{layout.prefix(i)}step {step}: loss {scalars['loss']:.5f}, "
             f"{steps_per_s:.2f} steps/s, {scalars['img_per_s']:.0f} img/s", flush=True)
   if bar is not None and active:
-    bar.set_postfix(loss=f"{float(np.mean(np.asarray(host['loss']))):.4f}")
+    bar.set_loss(float(np.mean(np.asarray(host['loss']))))
   return now, step
 
 
-def _save(layout: Layout, state, step: int) -> None:
-  """The checkpoint duty: ``step`` of every member still training (once per step)."""
+def _save(layout: Layout, state, step: int, stop: stopping.StopSignal) -> None:
+  """The checkpoint duty: ``step`` of every member still training (once per step). A
+  signal meanwhile waits for the save (a checkpoint cut short would be lost)."""
   _check_finite(layout, state)
-  for i, m in enumerate(layout.members):
-    if m.training and m.last_checkpoint != step:
-      m.ckpt.save(step, layout.member(state, i))
-      m.last_checkpoint = step
+  previous, stop.phase, stop.saving_step = stop.phase, stopping.SAVING, step
+  try:
+    for i, m in enumerate(layout.members):
+      if m.training and m.last_checkpoint != step:
+        start = time.time()
+        m.ckpt.save(step, layout.member(state, i))
+        m.last_checkpoint = step
+        stop.save_seconds = time.time() - start
+  finally:
+    stop.phase = previous
 
 
 def _save_phema(layout: Layout, state, step: int) -> None:
@@ -415,7 +443,7 @@ def _save_phema(layout: Layout, state, step: int) -> None:
   if not _is_chief():
     return
   for i, m in enumerate(layout.members):
-    if m.failure is None:
+    if m.training:
       t = m.cfg.training
       phema_snapshots.write(m.workdir, step, t.phema_std_rel, layout.member(profiles, i))
       phema_snapshots.prune(m.workdir, t.phema_keep)
@@ -456,7 +484,7 @@ def _write_grid(m: Member, prefix: str, sample_fn, ema_params, step: int, chain_
   return os.path.abspath(os.path.join(m.workdir, path))
 
 
-def _evaluate(layout: Layout, ema, step: int, stop: _StopSignal) -> None:
+def _evaluate(layout: Layout, ema, step: int, stop: stopping.StopSignal) -> None:
   """The evaluator duty: each training member's evaluators due at ``step`` (only the
   chief holds any); a signal skips the rest."""
   total = layout.members[0].cfg.training.num_train_steps
@@ -541,25 +569,6 @@ def _results(layout: Layout, metrics, step: int, interrupted) -> List[Union[dict
   return results
 
 
-class _ChainBar:
-  """``on_progress`` of the grids' sampling chain: a tqdm bar on stderr, opened at the
-  chain's first report, gone (``leave=False``) once :meth:`close` ends the grid."""
-
-  def __init__(self):
-    self._bar = None
-
-  def __call__(self, done: int, total: int) -> None:
-    if self._bar is None:
-      self._bar = tqdm(total=total, unit="step", desc="sampling", leave=False,
-                       dynamic_ncols=True, file=sys.stderr)
-    self._bar.update(done - self._bar.n)
-
-  def close(self) -> None:
-    if self._bar is not None:
-      self._bar.close()
-      self._bar = None
-
-
 @contextlib.contextmanager
 def _claimed(layout: Layout):
   """The members' workdirs, created and locked (by the chief) for the block. Inside it
@@ -577,17 +586,10 @@ def _claimed(layout: Layout):
           raise io_error(e, m.workdir, None) from None
     try:
       yield
-    except KeyboardInterrupt:
-      saved, started = members[0].last_checkpoint, members[0].started
-      if saved is not None:
-        line = (f"interrupted (Ctrl-C); checkpoint {saved} is intact; run the same command "
-                "again to resume.")
-      elif started:   # steps ran (and were logged), none was saved yet: say so
-        line = ("interrupted (Ctrl-C) before the first checkpoint; the steps that ran were "
-                "not saved, so the same command starts again from step 0.")
-      else:
-        line = "interrupted (Ctrl-C) before the first step; nothing was saved."
-      raise Interrupted(line) from None
+    except KeyboardInterrupt as e:
+      stopped = Interrupted(_interrupted_words(members[0], e))
+      stopped.abandoned = getattr(e, "abandoned", False)
+      raise stopped from None
     except Exception as e:  # noqa: BLE001 - only write failures are turned into one line
       if isinstance(e, OSError) or is_disk_full(e):
         raise io_error(e, layout.error_dir(), members[0].last_checkpoint) from None
@@ -598,6 +600,25 @@ def _claimed(layout: Layout):
     for m in members:
       if m.created and not m.started and os.path.isdir(m.workdir):
         shutil.rmtree(m.workdir, ignore_errors=True)   # our own, still without any result
+
+
+def _interrupted_words(m: Member, e: KeyboardInterrupt) -> str:
+  """The one line of a signal that stopped the loop without saving: what it interrupted,
+  how many steps were done, which checkpoint a rerun resumes from."""
+  name = stopping.signal_words(getattr(e, "signal_name", "SIGINT"))
+  saved = m.last_checkpoint
+  kept = (f"checkpoint {saved} is intact: run the same command again to resume from step "
+          f"{saved}." if saved is not None else "nothing was saved.")
+  if m.done_step is None:
+    when = ("while compiling the training step, before the first step"
+            if getattr(e, "phase", None) == stopping.COMPILING else "before the first step")
+    return f"interrupted ({name}) {when}; {kept}"
+  if saved == m.done_step:
+    return f"interrupted ({name}) at step {m.done_step}; {kept}"
+  lost = ("no checkpoint had been written yet, so a rerun starts from step 0 (one signal "
+          "alone saves within a call)." if saved is None else kept)
+  return (f"interrupted ({name}) twice: stopped without saving; the last finished step "
+          f"was {m.done_step} (the call running then is dropped); {lost}")
 
 
 def _close_files(members: Sequence[Member]) -> None:

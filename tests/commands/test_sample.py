@@ -125,22 +125,6 @@ print("restored without an optimizer")
     assert f["arr_0"].shape == (3, 8, 8, 1)
 
 
-def test_bpd_without_sampling_announces_its_file(tmp_path):
-  w = tmp_path / "digits"
-  res = run("train.py", *TINY, "--config.eval.bpd.every=0", "--config.training.sample_every=0",
-            f"--workdir={w}")
-  assert res.returncode == 0, res.stderr[-3000:]
-  res = run("sample.py", f"--workdir={w}", "--num_samples=0", "--eval=bpd", "--progress=false")
-  assert res.returncode == 0, res.stderr[-3000:]
-  assert "sampled" not in res.stdout
-  assert "bits/dim on 8 digits/test examples" in res.stdout
-  out, = w.glob("eval_24_*")
-  wrote = [l for l in res.stdout.splitlines() if l.startswith("wrote ") and "bpd" in l]
-  assert wrote and os.path.exists(wrote[0].split(" ", 1)[1]), res.stdout
-  assert not (out / "samples.npz").exists()
-  assert json.load(open(out / "meta.json"))["count"] == 0
-
-
 # ---- a 20-step toy_mixture run: never overwrite, say what was done, fail before sampling ----
 
 
@@ -240,6 +224,31 @@ def test_damaged_config_json_is_one_line(toy_run, tmp_path, damage):
   last = one_error_line(res, str(w / "config.json"))
   assert ("restore it" in last) if damage == "truncated" else ("bogus_field" in last
                                                                and "Fix or remove" in last)
+
+
+def test_bpd_without_sampling_announces_its_file(tmp_path):
+  w = tmp_path / "digits"
+  res = run("train.py", *TINY, "--config.eval.bpd.every=0", "--config.training.sample_every=0",
+            f"--workdir={w}")
+  assert res.returncode == 0, res.stderr[-3000:]
+  res = run("sample.py", f"--workdir={w}", "--num_samples=0", "--eval=bpd")
+  assert res.returncode == 0, res.stderr[-3000:]
+  assert "sampled" not in res.stdout
+  # Announced before it runs, with its size; a bar over the bound's terms; then the result.
+  lines = res.stdout.splitlines()
+  announce = [i for i, l in enumerate(lines) if l.startswith("bpd: DDPM's 50-term bound on "
+                                                            "8 digits/test images")]
+  result = [i for i, l in enumerate(lines) if "bits/dim on 8 digits/test examples" in l]
+  assert announce and result and announce[0] < result[0], res.stdout
+  assert "bpd: terms of the bound" in res.stderr and "/50 " in res.stderr
+  # Named after what ran (no sampler ran), with real times.
+  out = w / "eval_24_bpd_seed0"
+  wrote = [l for l in res.stdout.splitlines() if l.startswith("wrote ") and "bpd" in l]
+  assert wrote and os.path.exists(wrote[0].split(" ", 1)[1]), res.stdout
+  assert not (out / "samples.npz").exists()
+  meta = json.load(open(out / "meta.json"))
+  assert meta["count"] == 0 and meta["evals"] == ["bpd"] and "sampler" not in meta
+  assert 0 < meta["eval_seconds"]["bpd"] <= meta["seconds"]
 
 
 @pytest.mark.parametrize("flag, start", [

@@ -6,10 +6,12 @@ import glob
 import importlib.util
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -104,7 +106,7 @@ def test_train_writes_the_whole_run(trained_run):
   assert all(np.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in rows if "loss" in r)
   assert sorted(os.listdir(workdir / "checkpoints")) == ["12", "24"]
   grid = Image.open(workdir / "samples" / "step_00000024.png")
-  assert grid.size == (4 * 8 * 8 + 5 * 8, 4 * 8 * 8 + 5 * 8)  # 4x4 tiles upscaled 8x
+  assert grid.size == (4 * 8 * 16 + 5 * 16, 4 * 8 * 16 + 5 * 16)  # 4x4 tiles upscaled 16x
   assert os.listdir(workdir / "tb")
 
 
@@ -611,16 +613,14 @@ def test_two_ctrl_c_after_steps_ran_say_what_was_kept_and_the_rerun_cleans_up(tm
     steps = saved_steps(workdir)
     if proc.returncode == 2:
       line = error_line(err)
+      assert line.startswith("error: interrupted (Ctrl-C)"), line
       if steps and f"saved checkpoint {steps[-1]}, exiting" in out:   # the 2nd came later
-        assert line in ("error: interrupted (Ctrl-C); nothing more was written.",
-                        f"error: interrupted (Ctrl-C); checkpoint {steps[-1]} is intact; run "
-                        "the same command again to resume."), line
+        assert (line == "error: interrupted (Ctrl-C); nothing more was written."
+                or f"checkpoint {steps[-1]} is intact" in line), line
       elif steps:
         assert f"checkpoint {steps[-1]} is intact" in line, (line, steps)
-      else:
-        assert line == ("error: interrupted (Ctrl-C) before the first checkpoint; the steps "
-                        "that ran were not saved, so the same command starts again from "
-                        "step 0."), line
+      else:   # never "before the first step; nothing was saved" once steps ran
+        assert "the last finished step was" in line and "starts from step 0" in line, line
     else:
       assert "saved checkpoint" in out and steps
     res = run("train.py", *TOY_FLAGS, f"--workdir={workdir}",
@@ -629,3 +629,136 @@ def test_two_ctrl_c_after_steps_ran_say_what_was_kept_and_the_rerun_cleans_up(tm
     assert res.returncode == 0, res.stderr[-2000:]
     left = [p.name for p in (workdir / "checkpoints").iterdir() if "tmp" in p.name]
     assert not left, left
+
+
+# ---- the bar counts finished steps; Ctrl-C saves within a call --------------------------
+# The quickstart's U-Net at batch 512: a step long enough (about a second on 2 cores) that
+# work queued behind the bar would show; logs and checkpoints far beyond the steps run.
+SLOW_STEPS = ["train.py", "--config=configs/ddpm/quickstart.py",
+              "--config.training.batch_size=512", "--config.training.num_train_steps=100000",
+              "--config.training.log_every=100000", "--config.training.sample_every=0"]
+BAR = re.compile(r"\|\s*(\d+)/100000 \[([^\]]*)\]")
+
+
+class _Watched:
+  """A train.py subprocess whose stdout and stderr lines (tqdm's \\r too) are read by
+  threads, each with the time it arrived."""
+
+  def __init__(self, args):
+    self.proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)
+    self.out, self.err = [], []
+    self._threads = [threading.Thread(target=self._read, args=(s, d), daemon=True)
+                     for s, d in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
+    for t in self._threads:
+      t.start()
+
+  @staticmethod
+  def _read(stream, lines):
+    buf = b""
+    while True:
+      chunk = stream.read1(4096) if hasattr(stream, "read1") else stream.read(1)
+      if not chunk:
+        break
+      buf += chunk
+      *done, buf = re.split(rb"[\r\n]", buf)
+      lines.extend((time.time(), d.decode(errors="replace")) for d in done if d.strip())
+    if buf.strip():
+      lines.append((time.time(), buf.decode(errors="replace")))
+
+  def bars(self):
+    """(finished steps shown, the bar's bracket text) of every bar line so far."""
+    return [(int(m.group(1)), m.group(2)) for _, line in list(self.err)
+            for m in [BAR.search(line)] if m]
+
+  def wait_for_bar(self, n: int, timeout: float = 400):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+      shown = self.bars()
+      if shown and shown[-1][0] >= n:
+        return shown[-1][0]
+      assert self.proc.poll() is None, "\n".join(l for _, l in self.err)[-3000:]
+      time.sleep(0.02)
+    raise AssertionError("no bar reached step %d" % n)
+
+  def finish(self, timeout: float = 300):
+    self.proc.wait(timeout=timeout)
+    for t in self._threads:
+      t.join(timeout=10)
+    return self.proc.returncode
+
+  def text(self, which):
+    return "\n".join(l for _, l in getattr(self, which))
+
+
+def _seconds_per_step(bracket: str) -> float:
+  """The bar's rate: '... 1.23s/step' or '... 4.56step/s'."""
+  m = re.search(r"([\d.]+)s/step", bracket)
+  return float(m.group(1)) if m else 1.0 / float(re.search(r"([\d.]+)step/s", bracket).group(1))
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_the_step_in_progress_without_queued_work(tmp_path):
+  """log_every >> steps (no host sync in the old loop for 100,000 steps): the bar shows
+  finished steps, no rate or ETA until 3 timed calls after the compiling one, and Ctrl-C
+  after N shown steps saves checkpoint N or N + 1 (the call running then) about one step
+  later, not after a queue of dispatched steps. The wait is measured in the run's own step
+  times (the bar's rate), not in seconds of this machine."""
+  w = tmp_path / "w"
+  run = _Watched([*SLOW_STEPS, f"--workdir={w}", "--config.training.checkpoint_every=100000"])
+  shown = run.wait_for_bar(6)
+  per_step = _seconds_per_step(run.bars()[-1][1])
+  signalled = time.time()
+  run.proc.send_signal(signal.SIGINT)
+  assert run.finish() == 0, run.text("err")[-3000:]
+  saved = [t for t, l in run.out if "saved checkpoint" in l]
+  assert saved, run.text("out")
+  step = int(re.search(r"saved checkpoint (\d+)", run.text("out")).group(1))
+  assert shown <= step <= shown + 2
+  assert saved[0] - signalled < 3 * per_step + 20, (saved[0] - signalled, per_step)
+  assert sorted(os.listdir(w / "checkpoints")) == [str(step)]
+  # The first bar lines (compiling, then the first timed calls) show no rate and no ETA.
+  bars = run.bars()
+  assert "compiling the training step" in bars[0][1]
+  early = [b for n, b in bars if n <= 3]
+  assert early and not any("step/s" in b or "s/step" in b or "<" in b for b in early)
+  assert "in about" in run.text("err") and "when step" in run.text("err")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gap", [0.05, 0.3])
+def test_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, gap):
+  """Two Ctrl-C ``gap`` s apart: exit 2 at once with a line that counts the finished
+  steps (never "before the first step"), or, when the first came as a step ended, that
+  step saved (a save is never cut); either way no orbax temporary folder, and the rerun
+  resumes from the newest checkpoint."""
+  w = tmp_path / "w"
+  run = _Watched([*SLOW_STEPS, f"--workdir={w}", "--config.training.checkpoint_every=2"])
+  shown = run.wait_for_bar(5)
+  run.proc.send_signal(signal.SIGINT)
+  time.sleep(gap)
+  run.proc.send_signal(signal.SIGINT)
+  status = run.finish(timeout=120)
+  names = os.listdir(w / "checkpoints")
+  assert not [n for n in names if "tmp" in n], names
+  if status == 0:   # the first signal's save had begun: it finished, then the run stopped
+    kept = int(re.search(r"saved checkpoint (\d+)", run.text("out")).group(1))
+    assert kept >= shown
+  else:
+    assert status == 2, run.text("err")[-3000:]
+    last = run.text("err").strip().splitlines()[-1]
+    m = re.fullmatch(r"error: interrupted \(Ctrl-C\) twice: stopped without saving; the "
+                     r"last finished step was (\d+) \(the call running then is dropped\); "
+                     r"checkpoint (\d+) is intact: run the same command again to resume "
+                     r"from step \2\.", last)
+    assert m, last
+    done, kept = int(m.group(1)), int(m.group(2))
+    assert done >= shown and kept == done - done % 2
+  assert str(kept) in names
+  res = subprocess.run([sys.executable, *SLOW_STEPS[:2], f"--workdir={w}", "--progress=false",
+                        "--config.training.batch_size=512",
+                        f"--config.training.num_train_steps={kept + 1}"],
+                       cwd=REPO,
+                       capture_output=True, text=True, timeout=400)
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert f"resumed from step {kept}" in res.stdout

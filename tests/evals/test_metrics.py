@@ -219,3 +219,20 @@ def test_bpd_learned_variance_and_errors(tiny_bpd):
     metrics.calc_bpd(eps_fn, ve, x0, key)
   with pytest.raises(ConfigError, match="learned_range"):
     metrics.calc_bpd(eps_fn, p, x0, key, var_type="learned_range")
+
+
+def test_bpd_in_segments_equals_one_scan():
+  """The bound computed in ranges of t (to report progress) is the one-scan bound."""
+  process = diffusion.make_process({"num_timesteps": 40})
+  x0 = jax.random.uniform(jax.random.PRNGKey(0), (3, 4, 4, 1), minval=-1, maxval=1)
+  x0 = (jnp.round((x0 + 1) * 127.5) / 127.5 - 1)
+  eps_fn = lambda x, t: 0.1 * x   # noqa: E731 - any ε-model
+  key = jax.random.PRNGKey(1)
+  whole = metrics.calc_bpd(eps_fn, process, x0, key)
+  reports = []
+  parts = metrics.calc_bpd(eps_fn, process, x0, key,
+                           on_progress=lambda done, total: reports.append((done, total)))
+  for k in whole:
+    np.testing.assert_allclose(np.asarray(parts[k]), np.asarray(whole[k]), rtol=1e-6,
+                               atol=1e-7)
+  assert reports[-1] == (40, 40) and len(reports) == 20

@@ -20,6 +20,12 @@ def test_list_and_unknown_names():
   assert res.returncode == 0, res.stderr[-2000:]
   for name in BASELINES:
     assert f"| {name} |" in res.stdout
+  # Rows a terminal can show (the metrics by name, at most 3; values and bands are in the
+  # README's table; they were 525 characters), and no "(not here)" of this workplace.
+  assert max(len(line) for line in res.stdout.splitlines()) < 260
+  assert "not here" not in res.stdout
+  weights = BASELINES["ddim_cifar10_weights"].metrics
+  assert f"| {', '.join(m.name for m in weights[:3])} (+{len(weights) - 3} more) |" in res.stdout
   res = subprocess.run([sys.executable, "-m", "diffusion.reproduce", "ncsn_fig3"], cwd=REPO,
                        capture_output=True, text=True, timeout=300)
   assert res.returncode == 2 and "did you mean" in res.stderr

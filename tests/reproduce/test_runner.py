@@ -1,14 +1,17 @@
 """diffusion/reproduce/runner.py: the README's table, tiers and weights flags refused
 before anything runs, interrupted reproductions that write no result, and workdirs that
-hold another reproduction."""
+hold another reproduction; without matplotlib, one line before the experiment and a
+results.json whose pictures are marked missing."""
 
 import dataclasses
 import json
 import os
+import sys
 
 import pytest
 
-from diffusion.reproduce import runner
+from diffusion.reproduce import generic, plots, runner
+from diffusion.reproduce.papers import ncsn
 from diffusion.reproduce.registry import BASELINES
 from diffusion.train.loop import Interrupted
 from diffusion.paths import REPO
@@ -137,3 +140,37 @@ def test_interrupt_outside_the_experiment_is_one_line(tmp_path, monkeypatch, cap
   assert err == ["error: interrupted; run the same command again to resume: python -m "
                  f"diffusion.reproduce ncsn_fig3_learned --tier=cpu --workdir={w}"]
   assert not os.path.exists(os.path.join(w, "results.json"))
+
+
+# ---- without matplotlib: said before computing, results.json written -----------------------
+
+
+def test_without_matplotlib_a_reproduction_says_so_first_and_writes_its_results(
+    tmp_path, monkeypatch, capsys):
+  """ncsn_fig3_exact in the light install (matplotlib not importable): the one warning line
+  is out before the experiment computes (seen from inside it), the numbers are judged and
+  written, the figure is listed as missing with the install line, nothing half-drawn."""
+  monkeypatch.setitem(sys.modules, "matplotlib", None)
+  said_before = []
+
+  def shares(*args):   # the experiment's computation, replaced by its known result
+    said_before.append(capsys.readouterr().err)
+    return {"annealed": 0.8, "plain": 0.5, "points": None}
+
+  monkeypatch.setattr(ncsn, "_langevin_shares", shares)
+  ok, result = runner.run("ncsn_fig3_exact", "cpu", str(tmp_path))
+  (line,) = said_before[0].strip().splitlines()
+  assert line == ("warning: matplotlib is not installed, so ncsn_fig3_exact will compute its "
+                  "numbers and write results.json but draw no figures (marked missing there); "
+                  "pip install '.[plots]' to draw them.")
+  saved = json.load(open(tmp_path / "results.json"))
+  assert ok and saved == result and saved["pictures"] == []
+  assert saved["pictures_missing"] == {"files": ["ncsn_fig3_exact.png"],
+                                       "why": "matplotlib is not installed: pip install "
+                                              "'.[plots]'"}
+  assert not (tmp_path / "ncsn_fig3_exact.png").exists()
+  assert "not drawn (matplotlib is not installed" in capsys.readouterr().out
+  # An entry that draws no figures says nothing; with matplotlib, none says anything.
+  assert plots.missing_line("vae_mnist", generic.train_evaluate) is None
+  monkeypatch.delitem(sys.modules, "matplotlib")
+  assert plots.missing_line("ncsn_fig3_exact", ncsn.ncsn_toy_exact) is None

@@ -1,6 +1,7 @@
 """diffusion/sweeps/summary.py: a grid's summary: colour groups, which keys change the
 loss, the comparability note, the plots, and tables without matplotlib."""
 
+import csv
 import glob
 import importlib
 import json
@@ -165,3 +166,20 @@ def test_summary_without_matplotlib_writes_the_tables_and_says_so(tmp_path, monk
       "pip install '.[plots]'" in text
   assert (tmp_path / "summary.md").read_text() == text + "\n"
   assert (tmp_path / "summary.csv").exists() and not glob.glob(str(tmp_path / "*.png"))
+
+
+def test_final_loss_is_the_last_interval_mean(tmp_path):
+  """The summary's final_loss is the last row's loss_mean (the loop's mean over the log
+  interval) rather than its single-batch loss; a run logged before loss_mean existed keeps
+  its last loss."""
+  lr = sweeps.parse_grid("optim.lr=1e-4,2e-4")
+  names = _fake_sweep(tmp_path / "lr", toy_file_config(), lr)
+  with_mean = tmp_path / "lr" / names[0] / "metrics.jsonl"
+  rows = [json.loads(line) for line in with_mean.read_text().splitlines()]
+  for r in rows:
+    r["loss_mean"] = r["loss"] + 0.25      # any value the last batch's loss is not
+  with_mean.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  sweeps.summarize(str(tmp_path / "lr"), plots=False)
+  table = {r["point"]: r for r in csv.DictReader(open(tmp_path / "lr" / "summary.csv"))}
+  assert float(table[names[0]]["final_loss"]) == rows[-1]["loss_mean"]
+  assert float(table[names[1]]["final_loss"]) == 1.0 + 1 + 10.0 / 100   # the last loss

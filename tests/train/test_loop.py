@@ -17,8 +17,11 @@ import pytest
 from diffusion import families
 from diffusion.errors import ConfigError
 from diffusion.io import checkpoints, metric_writers
+from diffusion.io.checkpoints import Checkpointer
+from diffusion.io.metric_writers import read_metrics
 from diffusion.train import optim
-from diffusion.train.loop import initial_state, NonFiniteLossError, train
+from diffusion.train import progress
+from diffusion.train.loop import initial_state, Interrupted, NonFiniteLossError, train
 from diffusion.paths import REPO
 
 from tests.families.test_vae import tiny_config
@@ -392,3 +395,63 @@ def test_grid_chain_bar_with_progress(tmp_path, capsys):
   out, err = capsys.readouterr()
   assert "sampling 64 with ancestral, 100 steps" in out
   assert "sampling:" in err and "/100" in err   # the chain's own bar, on stderr
+
+
+# ---- signals while a save or a call is in progress; the log's interval mean -----------------
+
+
+def test_a_signal_during_a_save_lets_the_save_finish(tmp_path, monkeypatch):
+  """Two signals while a checkpoint is written: the checkpoint is finished (a cut one would
+  be lost and leave orbax's temporary folder), then the loop stops there."""
+  original = Checkpointer.save
+
+  def save_while_signalled(self, step, state):
+    if step == 4:
+      os.kill(os.getpid(), signal.SIGINT)
+      os.kill(os.getpid(), signal.SIGINT)
+    original(self, step, state)
+
+  monkeypatch.setattr(Checkpointer, "save", save_while_signalled)
+  w = tmp_path / "w"
+  final = train(toy_config(), str(w), progress=False)
+  assert final["interrupted"] == "SIGINT" and final["step"] == 4
+  assert sorted(os.listdir(w / "checkpoints")) == ["4"]
+
+
+def test_second_signal_while_a_call_runs_names_the_finished_steps(tmp_path, monkeypatch):
+  """In-process (the API): the second signal during a call's wait raises Interrupted with
+  the finished steps and the intact checkpoint; the rerun resumes from it."""
+  original, calls = progress.CallWaiter.wait, []
+
+  def wait_signalled(self, tree):
+    calls.append(1)
+    if len(calls) == 6:      # the call that ends at step 6; checkpoint 4 is on disk
+      os.kill(os.getpid(), signal.SIGINT)
+      os.kill(os.getpid(), signal.SIGINT)
+    original(self, tree)
+
+  monkeypatch.setattr(progress.CallWaiter, "wait", wait_signalled)
+  w = tmp_path / "w"
+  with pytest.raises(Interrupted, match=r"^interrupted \(Ctrl-C\) twice: stopped without "
+                     r"saving; the last finished step was 5 .*checkpoint 4 is intact: run the "
+                     r"same command again to resume from step 4\.$") as e:
+    train(toy_config(), str(w), progress=False)
+  assert e.value.abandoned
+  monkeypatch.setattr(progress.CallWaiter, "wait", original)
+  assert train(toy_config(), str(w), progress=False)["step"] == 8
+
+
+def test_log_rows_hold_the_interval_mean_loss(tmp_path):
+  """``loss_mean`` of a row is the mean of every step's loss since the previous row (the
+  same run logged at every step gives them; training is deterministic), ``loss`` stays
+  the last step's."""
+  train(toy_config(**{"training.log_every": 1}), str(tmp_path / "every"), progress=False)
+  train(toy_config(**{"training.log_every": 4}), str(tmp_path / "four"), progress=False)
+  every = {r["step"]: r for r in read_metrics(str(tmp_path / "every")) if "loss" in r}
+  four = [r for r in read_metrics(str(tmp_path / "four")) if "loss" in r]
+  assert [r["step"] for r in four] == [4, 8]
+  for r in four:
+    window = [every[s]["loss"] for s in range(r["step"] - 3, r["step"] + 1)]
+    np.testing.assert_allclose(r["loss_mean"], np.mean(window), rtol=1e-6)
+    assert r["loss"] == every[r["step"]]["loss"]
+    assert every[r["step"]]["loss_mean"] == every[r["step"]]["loss"]

@@ -41,6 +41,7 @@ def ddim_steps(baseline, budget, workdir: str, seed: int = 0) -> Outcome:
   return Outcome(measured, [pic], {"gap_S10": gap10, "gap_S100": gap100})
 
 
+@plots.figure
 def _plot_steps(path: str, table, num_samples: int, seed: int) -> str:
   """The table's cfid of every (η, S): one sample set of ``num_samples`` per point, drawn
   with sampling seed ``seed`` (the numbers are the table's, not a mean over seeds)."""

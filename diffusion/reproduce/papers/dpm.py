@@ -42,6 +42,7 @@ def dpm_swiss_roll(baseline, budget, workdir: str, seed: int = 0) -> Outcome:
                                    "num_points": n, "L_null": l_null})
 
 
+@plots.figure
 def _plot_roll(path: str, family, params, x0: np.ndarray, seed: int) -> str:
   """DPM Fig. 1: the forward trajectory (data -> noise) above the reverse one."""
   plt = plots.pyplot()

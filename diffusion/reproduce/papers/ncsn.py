@@ -59,6 +59,7 @@ def _langevin_shares(eps_fn, data_score, seeds: int, ve) -> Dict[str, Any]:
           "points": last}
 
 
+@plots.figure
 def _plot_langevin(path: str, shares: Dict[str, Any], seeds: int, title: str) -> str:
   """NCSN Fig. 3's two panels: the points of the last seed (``shares["points"]``), each
   panel titled with that seed's share beside the mean ± standard error over ``seeds``
@@ -190,6 +191,7 @@ def ncsn_digits_refinenet(baseline, budget, workdir: str, seed: int = 0) -> Outc
   return Outcome(measured, pictures, details=rows)
 
 
+@plots.figure
 def _langevin_rows(path: str, family, params, seed: int, label: str) -> str:
   """NCSN Fig. 4: ``LANGEVIN_CHAINS`` chains of the config's annealed Langevin sampler
   (their own key, not the scored samples), one row per state: the U[0, 1] start, then
