@@ -58,7 +58,7 @@ def ve():
 
 
 class Mutations:
-  """Seeded mutations of an outside file, for the fuzz tests of its reader (issue 30).
+  """Seeded mutations of an outside file, for the fuzz tests of its reader.
 
   ``of_bytes(data)`` cuts, flips, zeroes, repeats or inserts bytes; ``of_tree(obj)`` (a
   parsed JSON / YAML document) drops, renames or retypes a key anywhere in it, nests a

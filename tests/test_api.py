@@ -96,7 +96,7 @@ def test_readme_python_api_code_runs(tmp_path, monkeypatch, caplog):
     scope["run"].encode(scope["x"])
 
 
-# ---- arguments checked as the command lines check their flags (issue 30) -----------------
+# ---- arguments checked as the command lines check their flags -----------------
 
 
 @pytest.fixture(scope="module")

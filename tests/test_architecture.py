@@ -536,3 +536,14 @@ def test_package_builds_a_wheel_with_both_packages(tmp_path):
   # packages.find ships a folder only with its __init__.py: the reproductions need theirs.
   assert "diffusion/reproduce/registry.py" in names
   assert "diffusion/reproduce/papers/ddim.py" in names
+
+
+def test_tests_are_named_by_what_they_check_not_by_an_issue():
+  """No issue number in a test file's names, docstrings or comments: a test says which
+  behaviour it holds (the history is in git). Before this rule 29 lines of tests/ cited an
+  issue (e.g. ``(issue 30)``, ``issue 33 item 4``)."""
+  pattern = re.compile(r"\bissues? ?#?\d+", re.IGNORECASE)
+  cited = [f"{path.relative_to(REPO).as_posix()}:{n}"
+           for path in sorted((REPO / "tests").rglob("*.py")) if path.name != "test_architecture.py"
+           for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+  assert not cited, cited

@@ -168,7 +168,7 @@ def test_routine_library_warnings_are_dropped(caplog):
   assert cli._FILTER in logger.filters and cli._FILTER in logging.getLogger().filters
 
 
-# ---- a signal at many points of a command (issue 30) ----------------------------------------
+# ---- a signal at many points of a command ----------------------------------------
 
 
 def signalled(argv, delays, sig=signal.SIGINT, twice_after=None):

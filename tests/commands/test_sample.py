@@ -260,7 +260,7 @@ def test_bpd_without_sampling_announces_its_file(tmp_path):
     ("--seed=-1", "error: --seed=-1 is not valid"),
     ("--checkpoint_step=7", "error: --checkpoint_step=7 is not in"),
     ("--config.sampling.bogus=1", "error: --config.sampling.bogus: the config has no field "
-                                  "'bogus'"),   # was ml_collections' traceback (issue 30)
+                                  "'bogus'"),   # was ml_collections' traceback
 ])
 def test_sample_cli_numeric_flags(toy_run, tmp_path, flag, start):
   workdir = toy_run
@@ -310,7 +310,7 @@ def test_generate_from_python_writes_what_sample_py_writes(toy_run, tmp_path):
 
 
 # ---- every sampler through every entry point ---------------------------------------
-# Every registered sampler draws through every entry point users call (issue 33 item 1),
+# Every registered sampler draws through every entry point users call,
 # for a VP and a VE process, on tiny trained models (the MLP of the toy-mixture configs,
 # two training steps each):
 #
@@ -415,7 +415,7 @@ def test_a_signal_at_any_point_ends_cleanly(toy_run, tmp_path):
   """Ctrl-C (and SIGTERM, and two Ctrl-C 0.3 s apart) at many points of sample.py with
   --output: one true line and exit 2, or the finished samples and exit 0; never a crash
   (the probe saw a segmentation fault), never an empty or partial output folder, no
-  marker left (issue 30)."""
+  marker left."""
   from tests.test_cli import assert_ended_cleanly, signalled  # pylint: disable=import-outside-toplevel
   import signal  # pylint: disable=import-outside-toplevel
   outcomes = []

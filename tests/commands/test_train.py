@@ -591,7 +591,7 @@ def test_ray_sweep_runs_three_points_and_retries_a_killed_task(tmp_path):
 def test_two_ctrl_c_after_steps_ran_say_what_was_kept_and_the_rerun_cleans_up(tmp_path):
   """Two Ctrl-C 0.3 s apart once steps were logged (the probe's case: exit 2 said "before
   the first step; nothing was saved" after 24 logged steps, and an orbax temporary stayed):
-  the line says what is on disk, and the next run leaves no orbax temporary (issue 30)."""
+  the line says what is on disk, and the next run leaves no orbax temporary."""
   for i, wait in enumerate((0.0, 1.0)):
     workdir = tmp_path / f"run{i}"
     proc = subprocess.Popen(

@@ -1,5 +1,5 @@
 """Temporaries named by their process (diffusion/io/temporaries.py): what a killed
-command left is removed by the next one, what a live one is writing never is (issue 30)."""
+command left is removed by the next one, what a live one is writing never is."""
 
 import os
 import signal

@@ -1,5 +1,5 @@
 """The one boundary for outside files (diffusion/io/untrusted.py), and fuzz tests of the
-readers of what a run, a sweep or a reproduction leaves on disk (issue 30).
+readers of what a run, a sweep or a reproduction leaves on disk.
 
 The fuzz tests mutate a valid file a few hundred times (``Mutations`` in
 tests/conftest.py) and read each mutant as the commands do, in-process: every outcome is

@@ -1,4 +1,4 @@
-"""Fuzz tests of every reader of released weights and their configs (issue 30).
+"""Fuzz tests of every reader of released weights and their configs.
 
 Each test takes a valid fixture (tests/fixtures/), applies a few hundred seeded
 mutations (``Mutations`` in tests/conftest.py: cut, flipped, zeroed or inserted bytes;

@@ -108,7 +108,7 @@ def _ncsn_release(folder, released, config_yml=None):
 
 @pytest.mark.slow
 def test_cli_fault_probe_cases_are_one_line(released, tmp_path):
-  """The fault probe's pretrained-import cases (issue 30): tracebacks, and lines that named
+  """The fault probe's pretrained-import cases: tracebacks, and lines that named
   a field the user never set, are each one true line with exit 2 and nothing written."""
   import yaml  # pylint: disable=import-outside-toplevel
   ncsn = FIXTURES / "ncsnv2_config.yml"
@@ -183,7 +183,7 @@ def test_cli_import_follows_a_symlinked_workdir(tmp_path):
 def test_a_signal_at_any_point_of_an_import_ends_cleanly(tmp_path):
   """Ctrl-C (SIGTERM once) at many points of an import: one true line and exit 2 with
   nothing written, or the whole run and exit 0 (never 130 after the success lines, as the
-  probe saw); no temporary folder either way (issue 30)."""
+  probe saw); no temporary folder either way."""
   from tests.test_cli import assert_ended_cleanly, signalled  # pylint: disable=import-outside-toplevel
   import signal  # pylint: disable=import-outside-toplevel
   outcomes = []

@@ -133,7 +133,7 @@ def test_learned_range_endpoints_equal_fixed_variances(vp):
     diffusion.sample(base, vp, shape, key, _cfg(num_steps=50, var_type="learned_range"))
 
 
-# DDIM Table 1's "σ̂" sampler: ancestral sampling on DDIM's τ (issue 33 item 5).
+# DDIM Table 1's "σ̂" sampler: ancestral sampling on DDIM's τ.
 #
 # The rows against ermongroup/ddim's ``ddpm_steps`` written here in float64: with a_t = ᾱ_t
 # (a_{−1} = 1) along τ and s the previous element, β_t = 1 − a_t/a_s, x̂₀ =

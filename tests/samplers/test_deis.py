@@ -1,4 +1,4 @@
-"""DEIS against independent references (issue 33 item 4).
+"""DEIS against independent references.
 
   * The exponential-integrator weights C_ij = α_{i+1} ∫_{t_i}^{t_{i+1}} ℓ_j(τ) dρ(τ) by
     adaptive quadrature (scipy.integrate.quad, breakpoints at the levels), with ρ(τ) the

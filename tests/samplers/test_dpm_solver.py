@@ -75,8 +75,7 @@ def test_dpm_solver_matches_algorithm_2(processes, kind, m):
   np.testing.assert_allclose(np.asarray(got), x, rtol=2e-4, atol=2e-4 * np.abs(x).max())
 
 
-# DPM-Solver++(3M) and SDE-DPM-Solver++(2M) against independent references (issue 33
-# item 4).
+# DPM-Solver++(3M) and SDE-DPM-Solver++(2M) against independent references.
 #
 #   * 3M: the official third-order multistep update (D1_0, D1_1, D1, D2; φ1 = e^{−h} − 1,
 #     φ2 = φ1/h + 1, φ3 = φ2/h − 1/2), the same in diffusers' DPMSolverMultistepScheduler,

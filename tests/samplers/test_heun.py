@@ -86,7 +86,7 @@ def test_heun_matches_edm_algorithm_1(processes, kind):
   np.testing.assert_allclose(np.asarray(got), x, rtol=2e-4, atol=2e-4 * np.abs(x).max())
 
 
-# EDM's Heun sampler converges wherever it can (issue 33 item 2).
+# EDM's Heun sampler converges wherever it can.
 #
 # The exact ε of 0.8 N((5, 5), I) + 0.2 N((−5, −5), I) (NCSN's toy mixture). Every sampler
 # starts from one shared x_T, so a converged one and its reference send each x_T to the same

@@ -82,7 +82,7 @@ def test_samples_match_mixture(processes, kind, method, kw, bias):
   _assert_matches_mixture(x, bias)
 
 
-# The samplers of issue 33 item 4 under both σ policies, at 20 network evaluations (50 for
+# iPNDM, UniPC, DEIS and DPM-Solver++(3M) / SDE-2M under both σ policies, at 20 network evaluations (50 for
 # the SDE form): allowance 0.02 (the largest excess measured 2026-12-06 was 0.008, DEIS
 # on VE).
 MULTISTEP_CASES = [
@@ -182,9 +182,8 @@ def test_samplers_describe_themselves_without_a_config():
   assert plan.num_steps == 5 and plan.options["eta"] == 0.0
 
 
-# Sampler settings that cannot work are refused before sampling, in one line (issue 30
-# item 3, issue 33 "Bad input"): every numeric sampling field against NaN, ±inf and a value
-# outside its declared range, through the config and through a plain keyword call; and the
+# Sampler settings that cannot work are refused before sampling, in one line: every numeric
+# sampling field against NaN, ±inf and a value outside its declared range, through the config and through a plain keyword call; and the
 # rules between options (heun's churn range, an order the step count cannot carry, the SDE
 # form's order).
 

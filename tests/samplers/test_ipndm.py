@@ -1,4 +1,4 @@
-"""iPNDM against independent references (issue 33 item 4).
+"""iPNDM against independent references.
 
   * The Adams–Bashforth weights re-derived: ∫_0^1 ℓ_k(τ) dτ of the Lagrange basis on the
     nodes 0, −1, …, −(p−1), by exact polynomial integration in float64.

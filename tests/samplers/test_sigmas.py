@@ -1,4 +1,4 @@
-"""The σ policy (issue 33 item 3): fractional levels of the process, what each kind of
+"""The σ policy: fractional levels of the process, what each kind of
 network makes of them, the samplers' rows under ``round`` and ``interpolate``, and the
 integer path left as it was.
 
@@ -163,8 +163,7 @@ def test_the_two_policies_agree_where_the_grid_is_on_levels(method):
 
 
 def test_the_ode_between_levels_mixes_the_denoised_so_a_coarse_ladder_keeps_its_modes():
-  """Cosine T = 100: σ_98 ≈ 64 and σ_99 ≈ 2029. Mixing the two levels' ε̂ (the ODE before
-  issue 33) sent every sample of 0.8 N((5, 5), I) + 0.2 N((−5, −5), I) to one mode; mixing
+  """Cosine T = 100: σ_98 ≈ 64 and σ_99 ≈ 2029. Mixing the two levels' ε̂ (the earlier ODE) sent every sample of 0.8 N((5, 5), I) + 0.2 N((−5, −5), I) to one mode; mixing
   their denoised x̂₀ keeps the 0.8 share within 4.5 Monte-Carlo standard errors (+ 0.01 for
   the interpolation, measured 0.790 on 16,384 samples where the exact continuation gives
   0.795 from the same x_T)."""

@@ -1,4 +1,4 @@
-"""UniPC against an independent float64 re-derivation (issue 33 item 4).
+"""UniPC against an independent float64 re-derivation.
 
 The test writes the paper's multistep UniPC (Zhao et al. 2023, Alg. 2 with eqs. 11–12 and
 Theorem 3.1) in float64 numpy: φ_j(z) = ∫_0^1 e^{(1−τ)z} τ^{j−1}/(j−1)! dτ by quadrature

@@ -1,4 +1,4 @@
-"""ASHA on real trials (issue 29, item 2): the training loop reports to the search while it
+"""ASHA on real trials: the training loop reports to the search while it
 trains, the pruner stops trials at rungs by the rule of asynchronous successive halving
 (re-implemented here), a stopped trial is saved at its rung and trains no more; in
 ``--sweep_mode=sequential`` (through train.py) and inside one vmapped population."""

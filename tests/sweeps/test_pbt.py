@@ -1,4 +1,4 @@
-"""Population-based training inside one vmapped population (issue 29, item 3): the exploit on
+"""Population-based training inside one vmapped population: the exploit on
 device, the explore rules against their statement, the ranking and quantiles re-implemented
 here, the lineage in sweep.json and its plot, bit-exact resume (interrupted at the two
 places that matter, and kill -9 of train.py), and the one-line refusals."""

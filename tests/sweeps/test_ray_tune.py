@@ -1,4 +1,4 @@
-"""Searches on Ray Tune (issue 29, ``--sweep_mode=ray``): a local Ray instance with 2 CPU
+"""Searches on Ray Tune (``--sweep_mode=ray``): a local Ray instance with 2 CPU
 workers running tiny trials, a worker killed mid-trial and its trial resumed from its
 checkpoint, and the ledger the same as the local engine's; Ray Tune's PBT recording its
 lineage."""

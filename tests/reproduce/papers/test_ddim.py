@@ -1,4 +1,4 @@
-"""diffusion/reproduce/papers/ddim.py: DDIM Table 1's σ̂ row (issue 33 item 5) is ancestral
+"""diffusion/reproduce/papers/ddim.py: DDIM Table 1's σ̂ row is ancestral
 sampling with the respaced fixedlarge variance on DDIM's τ (the code's ``ddpm_steps``),
 with the paper's FIDs."""
 

@@ -1,4 +1,4 @@
-"""diffusion/reproduce/papers/fast.py (issue 33 item 3), and ddim.py's entry with its σ̂
+"""diffusion/reproduce/papers/fast.py, and ddim.py's entry with its σ̂
 row (item 5; the row itself: tests/reproduce/papers/test_ddim.py): every protocol of the
 GPU entries is a sampling a user could run (it passes the config schema and the sampler's
 own rules for DDPM's T = 1000), every metric has the protocol that measures it, and the
