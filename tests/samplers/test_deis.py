@@ -20,6 +20,7 @@ from scipy import integrate
 
 import diffusion
 from diffusion.samplers import deis, timesteps
+from tests.samplers.test_heun import _eps_jax, _eps_np  # the fixed nonlinear ε
 
 
 def _rho_fn(p):
@@ -92,17 +93,6 @@ def test_log_rho_lowers_its_last_orders_below_15_steps_like_diffusers(vp):
   np.testing.assert_array_equal(r["order"], [1, 2, 3, 3, 3, 3, 2, 1])
   r = deis.deis_rows(vp, num_steps=8)                               # tAB: the paper's, no
   np.testing.assert_array_equal(r["order"], [1, 2, 3, 3, 3, 3, 3, 3])
-
-
-def _eps_np(x, t, T):
-  return np.tanh(x) * (0.5 + t / T) + 0.1 * np.sin(3 * x)
-
-
-def _eps_jax(T):
-  def f(x, t):
-    tt = t.astype(jnp.float32)[:, None] / T
-    return jnp.tanh(x) * (0.5 + tt) + 0.1 * jnp.sin(3 * x)
-  return f
 
 
 @pytest.mark.parametrize("kind", ["vp", "ve"])

@@ -15,6 +15,7 @@ import pytest
 
 import diffusion
 from diffusion.samplers import ipndm
+from tests.samplers.test_heun import _eps_jax, _eps_np  # the fixed nonlinear ε
 
 
 def _ab_weights(p):
@@ -64,17 +65,6 @@ def test_rows_rederived_from_eq5(vp, policy):
     got = np.array([r["b0"][i], r["b1"][i], r["b2"][i], r["b3"][i]])
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(r["a"][i], a_grid[i + 1] / a_grid[i], rtol=1e-12)
-
-
-def _eps_np(x, t, T):
-  return np.tanh(x) * (0.5 + t / T) + 0.1 * np.sin(3 * x)
-
-
-def _eps_jax(T):
-  def f(x, t):
-    tt = t.astype(jnp.float32)[:, None] / T
-    return jnp.tanh(x) * (0.5 + tt) + 0.1 * jnp.sin(3 * x)
-  return f
 
 
 @pytest.mark.parametrize("kind", ["vp", "ve"])

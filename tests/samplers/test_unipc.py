@@ -20,6 +20,7 @@ from scipy import integrate
 
 import diffusion
 from diffusion.samplers import timesteps, unipc
+from tests.samplers.test_heun import _eps_jax, _eps_np  # the fixed nonlinear ε
 
 
 def _phi(j, z):
@@ -38,17 +39,6 @@ def _weights(h, rks, p, b_kind):
            else np.linalg.solve(big_r[:-1, :-1], g[:-1]))
   rho_c = np.array([0.5]) if p == 1 else np.linalg.solve(big_r, g)
   return rho_p, rho_c, b_h
-
-
-def _eps_np(x, t, T):
-  return np.tanh(x) * (0.5 + t / T) + 0.1 * np.sin(3 * x)
-
-
-def _eps_jax(T):
-  def f(x, t):
-    tt = t.astype(jnp.float32)[:, None] / T
-    return jnp.tanh(x) * (0.5 + tt) + 0.1 * jnp.sin(3 * x)
-  return f
 
 
 def _unipc_reference(x, levels, alpha, sigma, order, b_kind, T):
