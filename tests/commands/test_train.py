@@ -762,3 +762,24 @@ def test_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, gap
                        capture_output=True, text=True, timeout=400)
   assert res.returncode == 0, res.stderr[-2000:]
   assert f"resumed from step {kept}" in res.stdout
+
+
+@pytest.mark.slow
+def test_a_signal_at_any_point_of_a_grid_ends_cleanly_and_the_rerun_finishes(tmp_path):
+  """Ctrl-C at many points of a sequential grid (start-up, a point's compilation, its
+  steps, the second point): one true line and exit 2, or the finished grid; the same
+  command then finishes every point, and no orbax temporary is left."""
+  from tests.test_cli import assert_ended_cleanly, signalled  # pylint: disable=import-outside-toplevel
+  for i, delay in enumerate((1, 4, 8, 14)):
+    sweep_dir = tmp_path / f"sweep{i}"
+    argv = [sys.executable, "train.py", *TOY_FLAGS, f"--workdir={sweep_dir}",
+            "--sweep=training.seed=0,1", "--config.training.num_train_steps=200",
+            "--config.training.checkpoint_every=50", "--config.training.log_every=50"]
+    for delay_, rc, out, err in signalled(argv, [delay]):
+      assert_ended_cleanly(delay_, rc, out, err)
+    res = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, (delay, res.stderr[-2000:])
+    for seed in (0, 1):
+      assert max(saved_steps(sweep_dir / f"seed={seed}")) == 200, (delay, seed)
+    left = [str(p) for p in sweep_dir.rglob("*orbax-checkpoint-tmp*")]
+    assert not left, (delay, left)

@@ -63,3 +63,21 @@ def test_signal_in_training_or_evaluation_of_a_reproduction_is_one_line(tmp_path
   assert err.strip().splitlines()[-1].startswith("error: ")
   assert "resume with: python -m diffusion.reproduce ncsn_fig3_learned" in err
   assert not (tmp_path / "w" / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_a_signal_at_any_point_of_a_reproduction_ends_cleanly(tmp_path):
+  """Ctrl-C at many points of a real reproduction (start-up, training, evaluation): one
+  true line and exit 2 with no result, or the finished result; never a crash, and no
+  orbax temporary or partial folder left in its workdir."""
+  from tests.test_cli import assert_ended_cleanly, signalled  # pylint: disable=import-outside-toplevel
+  for i, delay in enumerate((1, 5, 12)):
+    workdir = tmp_path / f"w{i}"
+    argv = [sys.executable, "-m", "diffusion.reproduce", "ncsn_fig3_learned",
+            f"--workdir={workdir}"]
+    for delay_, rc, out, err in signalled(argv, [delay]):
+      assert_ended_cleanly(delay_, rc, out, err)
+      assert (workdir / "results.json").exists() == (rc == 0), (delay_, rc)
+    left = [str(p) for p in workdir.rglob("*") if "orbax-checkpoint-tmp" in p.name
+            or ".partial-" in p.name]
+    assert not left, (delay, left)
