@@ -21,10 +21,10 @@ ROOT = pathlib.Path(REPO)
 
 
 def quickstart_steps():
-  """The quick start's bash block (the first after "**Quickstart**"), split at ``&&`` into
+  """The quick start's bash block (the first after "## Quickstart"), split at ``&&`` into
   argument lists."""
   readme = (ROOT / "README.md").read_text()
-  section = readme[readme.index("**Quickstart**"):]
+  section = readme[readme.index("## Quickstart"):]
   block = re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip()
   assert "\n" not in block, block            # one line, copied whole
   return [shlex.split(step) for step in block.split("&&")]
@@ -74,3 +74,4 @@ def test_quickstart_venv_and_install_dry_forms(tmp_path):
   names = {re.split(r"[\[=<>!~ ;]", r, maxsplit=1)[0] for r in core}
   assert not names & {"tensorflow", "tensorflow-cpu", "tensorflow-datasets", "ray",
                       "matplotlib"}, names
+
