@@ -226,6 +226,10 @@ def _field(cls, name):
 def test_sampler_names_come_from_the_registry_and_match_the_samplers_page():
   assert _field(SamplingConfig, "method").metadata["choices"] is samplers.SAMPLERS
   assert sorted(_table_names("| `sampling.method`", SAMPLERS_PAGE)) == sorted(samplers.SAMPLERS)
+  # The README's Sampling section names them all too, before it links the page.
+  listed = README[README.index("The samplers (`sampling.method`:"):]
+  listed = listed[:listed.index(")")]
+  assert sorted(re.findall(r"`([a-z_0-9]+)`", listed)) == sorted(samplers.SAMPLERS)
 
 
 def test_evaluator_names_are_one_table_each_name_a_module_with_its_class():
