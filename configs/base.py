@@ -4,8 +4,8 @@ Built from the typed sections of :mod:`diffusion.config`, where each field's
 default, allowed values and checks are defined once. Paper configs
 (``configs/<variant>/<dataset>.py``) call :func:`get_config` with their variant
 and then change only what their paper changes. Every field can be overridden on
-the command line, e.g. ``--config.diffusion.schedule=cosine``; the README's
-config reference lists them.
+the command line, e.g. ``--config.diffusion.schedule=cosine``; docs/config.md
+(the README's config reference) lists them.
 """
 
 import ml_collections

@@ -1,5 +1,5 @@
 """The shape of the package, enforced: import rules, no cycles, registries equal the
-README's lists, plug-ins that need no edit outside their own module, one home per default,
+tables of the README and docs/, plug-ins that need no edit outside their own module, one home per default,
 and a package that installs."""
 
 import ast
@@ -27,6 +27,9 @@ from diffusion.config import (RUN_CONFIGS, DiffusionEvalConfig, ModelConfig, Sam
 REPO = pathlib.Path(paths.REPO)
 PACKAGE = REPO / "diffusion"
 README = (REPO / "README.md").read_text()
+# The reference tables that moved out of the README, one topic a page (the README links them).
+SAMPLERS_PAGE = (REPO / "docs" / "samplers.md").read_text()
+EVALUATORS_PAGE = (REPO / "docs" / "evaluators.md").read_text()
 
 
 def _module_name(path: pathlib.Path) -> str:
@@ -203,9 +206,10 @@ def test_one_atomic_write_and_no_private_jax():
     assert "jax._src" not in text or path.name == "xla_cpu.py", path
 
 
-def _table_names(header: str):
-  """The backticked first cells of the README table whose header row starts with ``header``."""
-  lines = README.splitlines()
+def _table_names(header: str, page: str):
+  """The backticked first cells of the table of ``page`` (a Markdown text) whose header row
+  starts with ``header``."""
+  lines = page.splitlines()
   start = next(i for i, line in enumerate(lines) if line.startswith(header))
   names = []
   for line in lines[start + 2:]:
@@ -219,14 +223,18 @@ def _field(cls, name):
   return next(f for f in dataclasses.fields(cls) if f.name == name)
 
 
-def test_sampler_names_come_from_the_registry_and_match_the_readme():
+def test_sampler_names_come_from_the_registry_and_match_the_samplers_page():
   assert _field(SamplingConfig, "method").metadata["choices"] is samplers.SAMPLERS
-  assert sorted(_table_names("| `sampling.method`")) == sorted(samplers.SAMPLERS)
+  assert sorted(_table_names("| `sampling.method`", SAMPLERS_PAGE)) == sorted(samplers.SAMPLERS)
+  # The README's Sampling section names them all too, before it links the page.
+  listed = README[README.index("The samplers (`sampling.method`:"):]
+  listed = listed[:listed.index(")")]
+  assert sorted(re.findall(r"`([a-z_0-9]+)`", listed)) == sorted(samplers.SAMPLERS)
 
 
 def test_evaluator_names_are_one_table_each_name_a_module_with_its_class():
   """config/evals.py's table is the one list: the family sections, the evaluator classes
-  and the README's table are derived from it or equal it; each name is a module
+  and the table of docs/evaluators.md are derived from it or equal it; each name is a module
   diffusion/evals/<name>.py whose EVALUATOR is an Evaluator of that name."""
   table = diffusion.config.evals.EVALUATORS
   sections = set(DiffusionEvalConfig.field_docs()) | set(VAEEvalConfig.field_docs())
@@ -239,7 +247,7 @@ def test_evaluator_names_are_one_table_each_name_a_module_with_its_class():
     for run_cls in RUN_CONFIGS.values():
       assert (name in {f.name for f in dataclasses.fields(run_cls().eval)}) == \
           (run_cls().family in families_)
-  assert sorted(_table_names("| `config.eval` section")) == sorted(table)
+  assert sorted(_table_names("| `config.eval` section", EVALUATORS_PAGE)) == sorted(table)
 
 
 def _first_cell_names(header: str):

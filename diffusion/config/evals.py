@@ -42,7 +42,7 @@ class FidEvalConfig(Section):
   def check(self):
     if self.every and not self.inception_weights:
       fail("eval.fid.every", self.every, "FID needs eval.fid.inception_weights, the converted "
-           "FID Inception weights (.npz); see the README's 'Sampling and evaluation'")
+           "FID Inception weights (.npz); see docs/evaluators.md")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -111,7 +111,7 @@ def evaluate_weights(baseline, budget, workdir: str, seed: int = 0, weights: str
   if uses_fid and not (inception_weights and os.path.isfile(inception_weights)):
     raise ConfigError(f"{baseline.name} computes FID / IS: pass --inception_weights=FILE, the "
                       "converted pt_inception-2015-12-05 weights (python -m diffusion.evals."
-                      "inception_convert; README: Sampling and evaluation).")
+                      "inception_convert; docs/evaluators.md).")
   jobs = []
   for name, protocol in protocols.items():   # build everything first: fail before sampling
     changes = {f"sampling.{k}": v for k, v in protocol.get("sampling", {}).items()}

@@ -5,7 +5,7 @@ Tiers, in the order listed: ``cpu`` (minutes on 2 CPU cores; run here and assert
 test suite), ``gpu`` (an hour or less on one GPU; ready, run where a GPU is lent),
 ``paper`` (the full run), ``weights`` (a released model, evaluated). Bands say what we
 accept and why; a claim (an ordering, a pattern) measures 1 when it holds. The order here
-is the order of ``python -m diffusion.reproduce list`` and of the README's table.
+is the order of ``python -m diffusion.reproduce list`` and of docs/reproducing.md's table.
 """
 
 from typing import Dict, Tuple

@@ -197,7 +197,7 @@ LISTED_METRICS = 3
 def listing() -> str:
   """``python -m diffusion.reproduce list``: one short row per entry (name, paper and where,
   dataset, each tier's expected minutes and machine, the first metrics by name); the
-  paper's values and our bands are in the README's table (:func:`readme_table`)."""
+  paper's values and our bands are in docs/reproducing.md's table (:func:`readme_table`)."""
   lines = ["| name | paper, where | dataset | tiers: minutes on | metrics |",
            "|---|---|---|---|---|"]
   for name, b in BASELINES.items():
@@ -206,8 +206,8 @@ def listing() -> str:
     metrics = ", ".join(names[:LISTED_METRICS]) + (
         f" (+{len(names) - LISTED_METRICS} more)" if len(names) > LISTED_METRICS else "")
     lines.append(f"| {name} | {b.paper}, {b.where} | {b.dataset} | {tiers} | {metrics} |")
-  lines.append("\nEach entry's paper values and acceptance bands: README.md, \"Reproducing "
-               "the papers\"; run one with python -m diffusion.reproduce NAME.")
+  lines.append("\nEach entry's paper values and acceptance bands: docs/reproducing.md; "
+               "run one with python -m diffusion.reproduce NAME.")
   return "\n".join(lines)
 
 
@@ -225,9 +225,9 @@ def _expected(m) -> str:
 
 
 def readme_table() -> str:
-  """The README's "Reproducing the papers" table: every entry, its expected numbers and
+  """The table of docs/reproducing.md (the README links it): every entry, its expected numbers and
   bands (with a short reason where a band excludes the paper's value), the budgets and
-  the command (tests check that the README holds it verbatim)."""
+  the command (tests check that docs/reproducing.md holds it verbatim)."""
   lines = ["| baseline | paper, where | dataset | expected (paper → our band) | budgets | command |",
            "|---|---|---|---|---|---|"]
   for name, b in BASELINES.items():

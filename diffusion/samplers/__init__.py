@@ -26,7 +26,7 @@ Any function works: a trained network, an analytic mixture ε, an external model
 A sampler module defines, with plain keyword options (EDM's ``edm_sampler(net, latents,
 num_steps=18, ...)``; nothing here reads a config):
 
-  DESCRIPTION    one line: what it is (``sample.py --sampler`` help, the README)
+  DESCRIPTION    one line: what it is (``sample.py --sampler`` help, docs/samplers.md)
   make_plan(process, *, <options>) -> Plan     its rows and step, run by
                  :func:`chain.run_plan` — or, when it runs its own loop,
   sample(eps_fn, process, shape, key, x_T=None, x0_range=(-1, 1), *, <options>)
@@ -269,5 +269,5 @@ def sample(eps_fn: Callable, process, shape: Sequence[int], key: jax.Array,
 
 
 # The option every sampler takes: which one draws (its default is sample()'s).
-COMMON = declare(sample, method=Option(f"{', '.join(SAMPLERS)} (README: Sampling)",
+COMMON = declare(sample, method=Option(f"{', '.join(SAMPLERS)} (docs/samplers.md)",
                                        choices=SAMPLERS))

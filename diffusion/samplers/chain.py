@@ -45,7 +45,7 @@ CLIP_X0 = Option("clip x0_hat (the denoiser's output D) to the data range inside
 SIGMA_POLICIES = ("round", "interpolate")
 SIGMA_POLICY = Option("a step between the network's levels: round (to the nearest level, "
                       "EDM's round_sigma) or interpolate (a fractional level, log sigma "
-                      "linear between levels; README: Sampling)", choices=SIGMA_POLICIES)
+                      "linear between levels; docs/samplers.md)", choices=SIGMA_POLICIES)
 DENOISE = Option("a final denoising step to x0_hat from the last level (NCSNv2; score_sde's "
                  "noise_removal, DPM-Solver's denoise_to_zero; +1 NFE)")
 INITS = ("prior", "uniform")

@@ -1,4 +1,4 @@
-"""Hyperparameter sweeps defined in config files (see the README's "Sweeps").
+"""Hyperparameter sweeps defined in config files (docs/sweeps.md).
 
   grid.py            sweep / product / zip / chain, the command-line grid, point names
   spaces.py          choice / loguniform / uniform / randint: a search's space

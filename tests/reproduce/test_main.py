@@ -21,7 +21,7 @@ def test_list_and_unknown_names():
   for name in BASELINES:
     assert f"| {name} |" in res.stdout
   # Rows a terminal can show (the metrics by name, at most 3; values and bands are in the
-  # README's table; they were 525 characters), and no "(not here)" of this workplace.
+  # docs/reproducing.md's table; they were 525 characters), and no "(not here)" of this workplace.
   assert max(len(line) for line in res.stdout.splitlines()) < 260
   assert "not here" not in res.stdout
   weights = BASELINES["ddim_cifar10_weights"].metrics

@@ -1,4 +1,4 @@
-"""diffusion/reproduce/runner.py: the README's table, tiers and weights flags refused
+"""diffusion/reproduce/runner.py: the table of docs/reproducing.md, tiers and weights flags refused
 before anything runs, interrupted reproductions that write no result, and workdirs that
 hold another reproduction; without matplotlib, one line before the experiment and a
 results.json whose pictures are marked missing."""
@@ -23,7 +23,7 @@ def _fake_experiment(monkeypatch, behaviour):
   monkeypatch.setitem(runner.BASELINES, b.name, dataclasses.replace(b, experiment=behaviour))
 
 
-# ---- the README's table ---------------------------------------------------------------------
+# ---- docs/reproducing.md's table ------------------------------------------------------------
 
 
 def test_a_band_that_excludes_the_papers_value_says_why_in_the_readme_table():
@@ -40,10 +40,10 @@ def test_a_band_that_excludes_the_papers_value_says_why_in_the_readme_table():
   assert table.count("band excludes the paper's value") == len(excluded) >= 1
 
 
-def test_readme_reproducing_section_is_the_registry_table():
-  with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
-    readme = f.read()
-  assert runner.readme_table() in readme, "regenerate it: runner.readme_table()"
+def test_reproducing_page_is_the_registry_table():
+  with open(os.path.join(REPO, "docs", "reproducing.md"), encoding="utf-8") as f:
+    page = f.read()
+  assert runner.readme_table() in page, "regenerate it: runner.readme_table()"
 
 
 # ---- refused before anything runs -----------------------------------------------------------
