@@ -155,7 +155,8 @@ def test_train_py_grid_seeds_are_grouped_with_error_bars(tmp_path):
   assert [p["name"] for p in ledger["points"]] == [
       f"lr=0.0001_seed={base}", f"lr=0.0001_seed={base + 1}", f"lr=0.01_seed={base}",
       f"lr=0.01_seed={base + 1}"]
-  final = {p["name"]: [r["loss"] for r in read_metrics(p["workdir"]) if "loss" in r][-1]
+  # A point's final loss: its last row's mean over the last log interval (``loss_mean``).
+  final = {p["name"]: [r["loss_mean"] for r in read_metrics(p["workdir"]) if "loss" in r][-1]
            for p in ledger["points"]}
   by_lr = {lr: _interval([final[f"lr={lr}_seed={s}"] for s in (base, base + 1)])
            for lr in ("0.0001", "0.01")}
