@@ -20,25 +20,13 @@ reached the grid's best value (P x the step).
 import argparse
 import json
 import os
-import subprocess
-import sys
-import time
+
+from search_vs_grid import run  # the sibling script's command runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRID = "optim.lr=2.5e-4,5e-4,1e-3,2e-3;training.ema_decay=0.5,0.9,0.99,0.999"
 SPACE = ("optim.lr=loguniform(2.5e-4,2e-3);training.ema_decay=choice(0.5,0.9,0.99,0.999)")
 METRIC = "eval/heldout_loss"
-
-
-def run(args, log):
-  start = time.time()
-  with open(log, "a", encoding="utf-8") as f:
-    f.write("$ " + " ".join(args) + "\n")
-    f.flush()
-    res = subprocess.run([sys.executable, *args], cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
-  if res.returncode:
-    raise SystemExit(f"{' '.join(args[:3])} ... failed (exit {res.returncode}); see {log}")
-  return time.time() - start
 
 
 def curve(workdir):

@@ -40,7 +40,6 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 
@@ -52,6 +51,7 @@ sys.path.insert(0, REPO)
 from diffusion.generate import generate  # pylint: disable=wrong-import-position
 from diffusion.sweeps.ema import ema_sweep  # pylint: disable=wrong-import-position
 from diffusion.train import phema  # pylint: disable=wrong-import-position
+from search_vs_grid import run  # pylint: disable=wrong-import-position  # the sibling script's runner
 
 CONFIG = "configs/ddpm/digits.py"
 TRACKED = "0.05,0.1"
@@ -84,14 +84,7 @@ def train(workdir, steps, extra, log):
           f"--config.training.checkpoint_every={steps}",
           f"--config.training.log_every={max(1, steps // 10)}",
           f"--config.optim.warmup_steps={min(200, steps // 5)}", *extra]
-  start = time.time()
-  with open(log, "a", encoding="utf-8") as f:
-    f.write("$ " + " ".join(args) + "\n")
-    f.flush()
-    res = subprocess.run([sys.executable, *args], cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
-  if res.returncode:
-    raise SystemExit(f"train.py --workdir={workdir} failed (exit {res.returncode}); see {log}")
-  return time.time() - start
+  return run(args, log)
 
 
 def main():
