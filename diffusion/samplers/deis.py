@@ -67,8 +67,7 @@ def check(num_timesteps: int, options: Mapping) -> None:
 def describe(num_timesteps: int, options: Mapping) -> str:
   """The words after "N steps": the network evaluations."""
   del num_timesteps
-  return f"{(options['num_steps'] or DEFAULT_STEPS) + int(options['denoise'])} network " \
-         "evaluations"
+  return f"{multistep.network_evaluations(options, DEFAULT_STEPS)} network evaluations"
 
 
 def _lagrange(x: np.ndarray, nodes: np.ndarray, j: int) -> np.ndarray:

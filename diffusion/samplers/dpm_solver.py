@@ -83,7 +83,7 @@ def check(num_timesteps: int, options: Mapping) -> None:
 def describe(num_timesteps: int, options: Mapping) -> str:
   """The words after "N steps": which DPM-Solver++ and its network evaluations."""
   del num_timesteps
-  n = (options["num_steps"] or DEFAULT_STEPS) + int(options["denoise"])
+  n = multistep.network_evaluations(options, DEFAULT_STEPS)
   kind = "SDE-DPM-Solver++(2M)" if options["dpm_sde"] else \
       f"DPM-Solver++({options['dpm_order']}M)"
   return f"{kind}, {n} network evaluations"

@@ -58,8 +58,7 @@ def check(num_timesteps: int, options: Mapping) -> None:
 def describe(num_timesteps: int, options: Mapping) -> str:
   """The words after "N steps": the network evaluations."""
   del num_timesteps
-  return f"{(options['num_steps'] or DEFAULT_STEPS) + int(options['denoise'])} network " \
-         "evaluations"
+  return f"{multistep.network_evaluations(options, DEFAULT_STEPS)} network evaluations"
 
 
 def ipndm_rows(process, *, num_steps: int, rho: float = 7.0, ipndm_order: int = 4,

@@ -1,4 +1,5 @@
-"""The step of the linear multistep samplers (DPM-Solver++, DEIS, iPNDM) and their plan.
+"""The step of the linear multistep samplers (DPM-Solver++, DEIS, iPNDM) and their plan;
+the network evaluations they (and UniPC) report.
 
 Each of these samplers evaluates the network once per step, at the point it stands on,
 and moves on by a fixed linear combination of the point and of its last few predictions
@@ -25,6 +26,13 @@ from diffusion.samplers.sigmas import data_prediction, eps_at
 
 HISTORY = 3
 PREDICTIONS = ("x0", "eps")
+
+
+def network_evaluations(options, default_steps: int) -> int:
+  """The network evaluations of one sampling: one per step (``num_steps``, 0 for the
+  sampler's ``default_steps``) and one more for the final denoising step when
+  ``denoise``."""
+  return (options["num_steps"] or default_steps) + int(options["denoise"])
 
 
 def no_predictions(x) -> Tuple:
