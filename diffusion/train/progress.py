@@ -67,11 +67,12 @@ class StepBar:
   it made the quickstart's first ETA 11 hours)."""
 
   ETA_AFTER = 3
+  REDRAW_SECONDS = 1.0   # tqdm's mininterval: steps finished since the last redraw are unshown
   _WITHOUT_RATE = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 
   def __init__(self, total: int, step: int):
     self._bar = tqdm(total=total, initial=step, unit="step", dynamic_ncols=True,
-                     file=sys.stderr, mininterval=1.0, bar_format=self._WITHOUT_RATE,
+                     file=sys.stderr, mininterval=self.REDRAW_SECONDS, bar_format=self._WITHOUT_RATE,
                      postfix="compiling the training step")
     self._timed = -1   # calls finished after the first
 
