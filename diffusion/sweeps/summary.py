@@ -5,7 +5,8 @@
 writes ``DIR/summary.md`` (point | overrides | status | steps | final loss | best
 evaluations, and, where points differ only in ``training.seed``, each configuration's
 mean ± 95% interval over its seeds, ranked), ``DIR/summary.csv`` (the table's rows),
-``DIR/loss_curves.png`` (the training loss of every point, one line each, log scale)
+``DIR/loss_curves.png`` (the training loss of every point, one line each, log scale;
+each value the mean over its log interval)
 and, for every swept key with numeric values, ``DIR/<metric>_vs_<key>.png`` for the
 final loss and each evaluation metric; the points of those are coloured by the values of the other
 swept keys (:func:`colour_groups`). When the sweep changes a field that changes
@@ -177,6 +178,14 @@ def final_loss(final: Mapping[str, Any]) -> Optional[float]:
   swamp what the sweep changes; the last batch's ``loss`` for runs logged before
   ``loss_mean`` existed; None before the first row."""
   return final.get("loss_mean", final.get("loss"))
+
+
+def loss_curve(workdir: str) -> Tuple[List[int], List[float]]:
+  """A point's training-loss curve: (step, that row's :func:`final_loss`) for every logged
+  row, so each value is the mean over its log interval, as the final loss is (a single
+  batch's loss swamps a swept lr's effect with seed noise). Empty before the first row."""
+  rows = [r for r in read_metrics(workdir) if "loss" in r] if os.path.isdir(workdir) else []
+  return [int(r["step"]) for r in rows], [final_loss(r) for r in rows]
 
 
 def _fmt(v: Any) -> str:
@@ -354,12 +363,10 @@ def write_plots(sweep_dir: str) -> List[str]:
   written = []
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for p in ledger["points"]:
-    rows = [r for r in read_metrics(p["workdir"]) if "loss" in r] if os.path.isdir(
-        p["workdir"]) else []
-    if rows:
-      ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=p["name"], lw=1,
-              marker=".", ms=3)
-  ax.set(xlabel="step", ylabel="training loss", yscale="log")
+    steps, losses = loss_curve(p["workdir"])
+    if steps:
+      ax.plot(steps, losses, label=p["name"], lw=1, marker=".", ms=3)
+  ax.set(xlabel="step", ylabel="training loss (mean over each log interval)", yscale="log")
   ax.set_title(f"{ledger.get('sweep', '')}: loss of every point"
                + (f"\n({caveat})" if caveat else ""), fontsize=9)
   if ax.lines:

@@ -183,3 +183,30 @@ def test_final_loss_is_the_last_interval_mean(tmp_path):
   table = {r["point"]: r for r in csv.DictReader(open(tmp_path / "lr" / "summary.csv"))}
   assert float(table[names[0]]["final_loss"]) == rows[-1]["loss_mean"]
   assert float(table[names[1]]["final_loss"]) == 1.0 + 1 + 10.0 / 100   # the last loss
+
+
+def test_loss_curves_are_interval_means(tmp_path, monkeypatch):
+  """loss_curves.png draws each row's loss_mean (the mean over its log interval), not the
+  row's single-batch loss; a run without loss_mean draws its losses."""
+  pytest.importorskip("matplotlib")
+  import matplotlib.figure  # pylint: disable=import-outside-toplevel
+  names = _fake_sweep(tmp_path, toy_file_config(), sweeps.parse_grid("optim.lr=1e-4,2e-4"))
+  path = tmp_path / names[0] / "metrics.jsonl"
+  rows = [json.loads(line) for line in path.read_text().splitlines()]
+  for i, r in enumerate(rows):
+    r["loss_mean"] = 7.0 + i                 # nothing a batch's loss here is
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  curves = {}
+  real_savefig = matplotlib.figure.Figure.savefig
+
+  def savefig(fig, out, **kw):
+    if os.path.basename(out) == "loss_curves.png":
+      curves.update({line.get_label(): list(line.get_ydata()) for line in fig.axes[0].lines})
+    return real_savefig(fig, out, **kw)
+
+  monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+  sweeps.summarize(str(tmp_path))
+  assert curves[names[0]] == [7.0 + i for i in range(len(rows))]
+  others = [json.loads(line) for line in (tmp_path / names[1] / "metrics.jsonl").read_text()
+            .splitlines() if "loss" in json.loads(line)]
+  assert curves[names[1]] == [r["loss"] for r in others]
