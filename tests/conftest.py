@@ -14,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # tfds must never try to download during tests (it would hang without network).
 os.environ.setdefault("TFDS_DISABLE_DOWNLOAD", "1")
 
+import collections
 import lzma
 import pathlib
 
@@ -21,6 +22,7 @@ import pytest
 
 import diffusion
 from diffusion import cli, paths
+from diffusion.errors import ConfigError
 
 # The commands' start-up: tests compile many of the same programs (and the CLIs they start
 # do too), so share them in the persistent cache; the CPU convolution kernel is fixed to
@@ -147,6 +149,43 @@ class Mutations:
 def mutations():
   """``mutations(seed)``: a :class:`Mutations` of that seed."""
   return Mutations
+
+
+class Tally:
+  """The outcomes of one reader's mutants, for the fuzz tests: ``run(label, read, check,
+  source, time_limit)`` reads a mutant within ``LIMIT_S``, then checks what was read
+  (``check`` asserts; what it returns is ignored). A ConfigError from either is a refusal
+  and must be one line naming ``source``; anything else (a check's AssertionError too) is
+  a failure, kept with the mutation that caused it, so one run lists them all.
+  ``successes`` holds (label, what was read)."""
+
+  LIMIT_S = 30     # per mutant: a reader that takes longer on a damaged file hangs
+
+  def __init__(self, name: str):
+    self.name, self.counts, self.failures, self.successes = name, collections.Counter(), [], []
+
+  def run(self, label: str, read, check, source: str, time_limit) -> None:
+    try:
+      with time_limit(self.LIMIT_S, f"{self.name}: {label}"):
+        result = read()
+        check(result)
+    except ConfigError as e:
+      if "\n" in str(e) or source not in str(e):
+        self.failures.append(f"{label}: not one line naming {source}: {str(e)!r}")
+      self.counts["refused in one line"] += 1
+      return
+    except Exception as e:  # noqa: BLE001 - what the fuzz tests look for
+      self.failures.append(f"{label}: {type(e).__name__}: {str(e)[:200]}")
+      self.counts["other exception"] += 1
+      return
+    self.successes.append((label, result))
+    self.counts["read"] += 1
+
+  def assert_clean(self, minimum: int) -> None:
+    total = sum(self.counts.values())
+    print(f"\n{self.name}: {total} mutants: {dict(self.counts)}")
+    assert total >= minimum
+    assert not self.failures, "\n".join(self.failures[:10])
 
 
 class Hang(BaseException):

@@ -7,7 +7,6 @@ a success the command can use or one ConfigError line naming the file; never ano
 exception, never a hang. Counts are printed (``-s``).
 """
 
-import collections
 import json
 import os
 import pathlib
@@ -26,9 +25,9 @@ from diffusion.io import metric_writers, untrusted
 from diffusion.pretrained import importer
 from diffusion.reproduce import runner
 from diffusion.sweeps import ledger, report
+from tests.conftest import Tally
 
 REPO = pathlib.Path(paths.REPO)
-LIMIT_S = 30
 
 
 # ---- the boundary itself -------------------------------------------------------------
@@ -95,36 +94,6 @@ def test_reading_turns_any_failure_into_one_line_and_lets_interrupts_through():
 # ---- fuzz tests of the readers ---------------------------------------------------------
 
 
-class Tally:
-  """Outcomes of one reader's mutants (see tests/pretrained/test_fuzz.py)."""
-
-  def __init__(self, name: str):
-    self.name, self.counts, self.failures, self.successes = name, collections.Counter(), [], []
-
-  def run(self, label, read, check, source: str, time_limit):
-    try:
-      with time_limit(LIMIT_S, f"{self.name}: {label}"):
-        result = read()
-        check(result)
-    except ConfigError as e:
-      if "\n" in str(e) or source not in str(e):
-        self.failures.append(f"{label}: not one line naming {source}: {str(e)!r}")
-      self.counts["refused in one line"] += 1
-      return
-    except Exception as e:  # noqa: BLE001 - what the fuzz test looks for
-      self.failures.append(f"{label}: {type(e).__name__}: {str(e)[:200]}")
-      self.counts["other exception"] += 1
-      return
-    self.successes.append(label)
-    self.counts["read"] += 1
-
-  def assert_clean(self, minimum: int):
-    total = sum(self.counts.values())
-    print(f"\n{self.name}: {total} mutants: {dict(self.counts)}")
-    assert total >= minimum
-    assert not self.failures, "\n".join(self.failures[:10])
-
-
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
   """A toy DDPM run (MLP, 2-D mixture) at step 0: config.json and a checkpoint, written
@@ -135,6 +104,10 @@ def toy_run(tmp_path_factory):
   params = family.init_params(jax.random.PRNGKey(0))
   importer.write_run(cfg, params, str(workdir), 0, {})
   return workdir
+
+
+def _samples_finite(model) -> None:
+  assert np.isfinite(model.sample(2, num_steps=2)).all()
 
 
 def test_workdir_config_json(toy_run, tmp_path, mutations, time_limit):
@@ -154,8 +127,7 @@ def test_workdir_config_json(toy_run, tmp_path, mutations, time_limit):
     else:
       label, data = m.of_bytes(original_text.encode())
       path.write_bytes(data)
-    tally.run(label, lambda: diffusion.load(str(run)),
-              lambda r: np.isfinite(r.sample(2, num_steps=2)).all(), str(run), time_limit)
+    tally.run(label, lambda: diffusion.load(str(run)), _samples_finite, str(run), time_limit)
   tally.assert_clean(360)
   assert tally.counts["read"] > 10
 
@@ -203,6 +175,10 @@ def test_sweep_ledger(tmp_path, mutations, time_limit):
   tally.assert_clean(360)
 
 
+def _counted(skipped) -> None:
+  assert isinstance(skipped, int) and skipped >= 0
+
+
 def test_metrics_jsonl(tmp_path, mutations, time_limit):
   """metrics.jsonl: 200 mutations of one row's fields and 100 of the file's bytes, read by
   the sweep summary, the rows' readers and a resume's truncation: a damaged line is skipped
@@ -228,7 +204,7 @@ def test_metrics_jsonl(tmp_path, mutations, time_limit):
       label, data = m.of_bytes(good.encode())
       text = data.decode("utf-8", errors="replace")
     metrics.write_text(text)
-    tally.run(label, read, lambda skipped: isinstance(skipped, int), str(metrics), time_limit)
+    tally.run(label, read, _counted, str(metrics), time_limit)
   tally.assert_clean(300)
   assert tally.counts["read"] == 300
 

@@ -10,7 +10,6 @@ WeightsError line naming the file; never another exception (a traceback on the c
 line), never a hang (a time limit per mutant). The counts are printed (``-s``).
 """
 
-import collections
 import io
 import json
 import lzma
@@ -29,15 +28,14 @@ import diffusion
 from diffusion import paths
 from configs.ddpm import cifar10
 from diffusion.config import checks
-from diffusion.errors import ConfigError
 from diffusion.pretrained import ddpm_tf, diffusers, importer, ncsn_torch
 from diffusion.pretrained.network import WeightsError
+from tests.conftest import Tally
 
 REPO = pathlib.Path(paths.REPO)
 FIXTURES = REPO / "tests" / "fixtures"
 TINY = FIXTURES / "diffusers" / "tiny"
 TINY_BIN = FIXTURES / "diffusers" / "tiny_old_bin"
-LIMIT_S = 30     # per mutant: a reader that takes longer on a damaged file hangs
 # A DDPM scheduler_config.json as diffusers writes it for google/ddpm-cifar10-32.
 SCHEDULER = {"_class_name": "DDPMScheduler", "_diffusers_version": "0.42.1",
              "beta_end": 0.02, "beta_schedule": "linear", "beta_start": 0.0001,
@@ -50,38 +48,6 @@ def tiny_config():
   config = cifar10.get_config()
   config.data.image_size = 16
   return config
-
-
-class Tally:
-  """The outcomes of one reader's mutants: successes, one-line refusals, and failures
-  (anything else), with the mutation that caused each failure."""
-
-  def __init__(self, name: str):
-    self.name, self.counts, self.failures, self.successes = name, collections.Counter(), [], []
-
-  def run(self, label: str, read, check, source: str, time_limit):
-    try:
-      with time_limit(LIMIT_S, f"{self.name}: {label}"):
-        result = read()
-    except ConfigError as e:
-      text = str(e)
-      if "\n" in text or source not in text:
-        self.failures.append(f"{label}: not one line naming {source}: {text!r}")
-      self.counts["refused in one line"] += 1
-      return
-    except Exception as e:  # noqa: BLE001 - what the fuzz test looks for
-      self.failures.append(f"{label}: {type(e).__name__}: {str(e)[:200]}")
-      self.counts["other exception"] += 1
-      return
-    check(result)
-    self.successes.append((label, result))
-    self.counts["read"] += 1
-
-  def assert_clean(self, minimum: int):
-    total = sum(self.counts.values())
-    print(f"\n{self.name}: {total} mutants: {dict(self.counts)}")
-    assert total >= minimum
-    assert not self.failures, "\n".join(self.failures[:10])
 
 
 def _finite_params(leaves, shapes):
@@ -158,9 +124,12 @@ def test_diffusers_scheduler_config(tmp_path, mutations, time_limit, tiny_releas
       assert found == str(path)
       with importer.untrusted.reading(found, "scheduler config", WeightsError):
         return importer.check_scheduler(found, sched, cfg)
-    tally.run(label, read, lambda notes: all(isinstance(n, str) and "\n" not in n
-                                              for n in notes), str(path), time_limit)
+    tally.run(label, read, _one_line_notes, str(path), time_limit)
   tally.assert_clean(500)
+
+
+def _one_line_notes(notes) -> None:
+  assert all(isinstance(n, str) and "\n" not in n for n in notes), notes
 
 
 @pytest.mark.parametrize("folder, seed", [(TINY, 32), (TINY_BIN, 33)],
