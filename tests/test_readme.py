@@ -1,21 +1,34 @@
-"""README.md's quick start, as printed. Its command line, split at ``&&``, is the three steps
-a newcomer runs: a venv, the light core's install, the quickstart's training. The whole line
-takes minutes and a network (pip downloads about 50 packages; training runs 1,800 steps), so
-the test runs the first two steps in their dry forms, without a network: the venv as printed
-but without pip in it, and the install as pip's ``--dry-run`` of the same project, which must
-resolve to this project with the light core's dependencies and none of the extras the text
-says it leaves out. The third step's config and output are checked against the text."""
+"""README.md's runnable blocks, as printed. The quick start's line, split at ``&&``, is the
+three steps a newcomer runs: a venv, the light core's install, the quickstart's training.
+Fast checks: the first two steps in their dry forms (the venv without pip; pip's
+``--dry-run`` of the same project, which must resolve to this project with the light core's
+dependencies and none of the extras the text says it leaves out), the third step's config
+and output against the text, and every command, flag and key of "Next steps". The slow
+test runs the quick start, ``source .venv/bin/activate`` and every "Next steps" line with
+bash exactly as printed, in a copy of the checkout, the network stood in for by the
+packages already installed. The Python API block runs in tests/test_api.py; the Tests
+block is CI's own command (.ci/run)."""
 
 import json
+import os
 import pathlib
 import re
 import shlex
+import shutil
+import signal
+import site
 import subprocess
 import sys
+import time
 import tomllib
+import urllib.error
+import urllib.request
+
+import pytest
 
 from configs.ddpm import quickstart
 from diffusion.paths import REPO
+from diffusion.sweeps.ledger import read_ledger
 
 ROOT = pathlib.Path(REPO)
 
@@ -254,3 +267,132 @@ def test_readme_stays_a_first_read():
   assert len(readme.splitlines()) <= 380
   order = ["## Quickstart", "## Tests", "## Next steps", "## Install by machine", "## Configs"]
   assert [readme.index(h) for h in order] == sorted(readme.index(h) for h in order)
+
+
+# ---- the quick start and the next steps, run as printed ---------------------------------
+
+
+def _copy_of_the_checkout(dest: pathlib.Path) -> pathlib.Path:
+  """The checkout's files as a newcomer clones them (git's tracked files, as they are on
+  disk; without git, everything but venvs, runs and caches), so that the commands' runs/,
+  exported/ and .venv land in ``dest``."""
+  listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True)
+  if listed.returncode == 0 and listed.stdout:
+    for name in listed.stdout.decode().split("\0"):
+      source = ROOT / name
+      if name and source.is_file():
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, dest / name)
+  else:
+    shutil.copytree(ROOT, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "runs", "exported", "__pycache__", "*.egg-info", "build"))
+  return dest
+
+
+def _offline_environment(tmp: pathlib.Path) -> dict:
+  """What stands in for the network and a person at the screen, and nothing else: pip finds
+  every package already installed (this interpreter's site-packages on PYTHONPATH: the
+  packages PyPI would send) and is told not to look for more (PIP_NO_INDEX) nor to fetch a
+  build backend (PIP_NO_BUILD_ISOLATION=0: pip reads the negated name's "0" as "no
+  isolation"); ``python3`` is this interpreter (the same Python as those packages); the
+  packages' own commands (``jupyter``) follow the venv's on PATH; the browser Jupyter opens
+  is ``true``, and a root user (containers, CI) has Jupyter's ``allow_root`` set, as
+  Jupyter asks."""
+  shims = tmp / "shims"
+  shims.mkdir()
+  (shims / "python3").symlink_to(sys.executable)
+  jupyter = tmp / "jupyter"
+  jupyter.mkdir()
+  if os.geteuid() == 0:
+    (jupyter / "jupyter_server_config.json").write_text('{"ServerApp": {"allow_root": true}}')
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV"))}
+  env.update(
+      PYTHONPATH=os.pathsep.join(site.getsitepackages()), PIP_NO_INDEX="1",
+      PIP_NO_BUILD_ISOLATION="0", PIP_DISABLE_PIP_VERSION_CHECK="1", BROWSER="true",
+      PATH=os.pathsep.join([str(shims), env.get("PATH", ""), os.path.dirname(sys.executable)]),
+      JUPYTER_CONFIG_DIR=str(jupyter), JUPYTER_RUNTIME_DIR=str(jupyter / "runtime"),
+      JUPYTER_DATA_DIR=str(jupyter / "data"))
+  return env
+
+
+def _run_line(line: str, cwd, env, timeout: float) -> subprocess.CompletedProcess:
+  res = subprocess.run(["bash", "-c", line], cwd=cwd, env=env, capture_output=True,
+                       text=True, timeout=timeout)
+  assert res.returncode == 0 and "Traceback" not in res.stderr, (line, res.stderr[-3000:])
+  return res
+
+
+def _open_notebook_as_printed(line: str, cwd, env, notebook: str) -> None:
+  """Runs the notebook line (it serves until stopped), waits for the server's address, asks
+  the server for the notebook the line names (under the folder it serves: the notebook's
+  own), then stops the server."""
+  proc = subprocess.Popen(["bash", "-c", line], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+  lines, root, address = [], None, None
+  try:
+    deadline = time.time() + 300
+    while address is None and time.time() < deadline:
+      text = proc.stdout.readline()
+      if not text:
+        break
+      lines.append(text)
+      root = root or re.search(r"Serving notebooks from local directory: (.+)$", text.strip())
+      address = re.search(r"(http://127\.0\.0\.1:\d+)/\w*\?token=(\w+)", text)
+    assert root and address, "".join(lines)[-3000:]
+    served_path = os.path.relpath(os.path.join(cwd, notebook), root.group(1))
+    url = f"{address.group(1)}/api/contents/{served_path}?token={address.group(2)}"
+    while True:   # the address is printed just before the server listens
+      try:
+        with urllib.request.urlopen(url, timeout=60) as reply:
+          served = json.load(reply)
+        break
+      except urllib.error.URLError as e:
+        if not isinstance(e.reason, ConnectionRefusedError) or time.time() > deadline:
+          raise
+        time.sleep(0.5)
+    assert served["type"] == "notebook" and served["content"]["cells"], served["name"]
+  finally:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+      proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+      os.killpg(proc.pid, signal.SIGKILL)
+      proc.wait()
+
+
+@pytest.mark.slow
+def test_quickstart_and_next_steps_run_as_printed(tmp_path):
+  """The Quickstart's line, its ``source .venv/bin/activate`` and every line of "Next steps",
+  each run by bash exactly as printed, in order, in a copy of the checkout, with the network
+  and the screen stood in for (``_offline_environment``). The notebook line serves the
+  notebook it names (nbclient runs the notebook itself: tests/test_walkthrough.py). What
+  each line's comment promises is checked on disk. About 4 minutes of the quick start's
+  training and 3 of the next steps on 2 cores."""
+  repo = _copy_of_the_checkout(tmp_path / "checkout")
+  env = _offline_environment(tmp_path)
+  quick, activate = (b.strip() for b in _bash_blocks(_section("Quickstart"))[:2])
+  _run_line(quick, repo, env, timeout=1800)
+  assert (repo / "runs/digits/samples/step_00001800.png").is_file()
+  assert (repo / ".venv/bin/python").exists()
+  (block,) = _bash_blocks(_section("Next steps"))
+  ran = []
+  for line in block.strip().splitlines():
+    if "jupyter notebook" in line:
+      notebook = re.search(r"jupyter notebook (\S+)", line).group(1)
+      _open_notebook_as_printed(f"{activate}\n{line}", repo, env, notebook)
+    else:
+      _run_line(f"{activate}\n{line}", repo, env, timeout=1800)
+    ran.append(line)
+  assert len(ran) == len(block.strip().splitlines()) >= 8
+  # What the comments promise, on disk.
+  folders = sorted(p.name for p in (repo / "runs/digits").iterdir() if p.name.startswith(
+      ("samples_", "eval_")))
+  ddim = [f for f in folders if "ddim_s50" in f]                      # another sampler,
+  assert ddim and (repo / "runs/digits" / ddim[0] / "meta.json").is_file(), folders  # meta.json
+  assert any(f.startswith("eval_") for f in folders), folders          # bits/dim, no samples
+  assert len(read_ledger(str(repo / "runs/grid"))["points"]) == 6    # a grid of 6 runs
+  assert len(read_ledger(str(repo / "runs/search"))["points"]) == 8  # --trials=8
+  assert (repo / "runs/grid/summary.md").is_file()
+  assert (repo / "runs/ncsn_fig3_exact/results.json").is_file()
+  assert (repo / "exported/digits/config.json").is_file()
+  assert (repo / "runs/digits_reimported/checkpoints").is_dir()
