@@ -361,11 +361,12 @@ def test_disk_full_is_one_line_and_the_run_resumes_after_space_is_freed(small_tm
   while time.time() < deadline and not saved_steps(workdir):
     time.sleep(0.05)
   assert saved_steps(workdir), "no first checkpoint"
-  with open(filler, "ab") as f:                     # take every free byte of the disk
+  # Take every free byte of the disk, unbuffered: a buffered file's close would try to
+  # write what the full disk refused again, and raise.
+  with open(filler, "ab", buffering=0) as f:
     try:
       while True:
         f.write(b"\0" * 65536)
-        f.flush()
     except OSError:
       pass
   out, err = proc.communicate(timeout=300)
