@@ -13,6 +13,9 @@ Trains, through ``train.py`` (each phase resumes where a rerun finds it):
   asha    a search of ``--trials`` over the same ranges (lr log-uniform on [1e-3, 8e-3], the
           four EMA decays), quasi-random + ASHA (η = 3), judged by the default metric;
   tpe     the same with TPE + ASHA;
+  tpe_cfid  with ``--judge=classifier_fid``: TPE + ASHA optimising the judge's own metric
+          during training (``--metric=eval/cfid``, the evaluator every 100 steps on
+          ``--judge_samples`` samples);
 
 (every run logs the held-out loss every 100 steps, the search's metric), then judges each run
 trained to the end with ``sample.py --eval=classifier_fid`` (``--judge_samples`` samples of the
@@ -72,13 +75,14 @@ def heldout_judge(workdir, samples, seed, log):   # pylint: disable=unused-argum
   return {"cfid": last_metric(workdir)}
 
 
-def last_metric(workdir):
+def last_metric(workdir, metric=METRIC):
+  """The last value of ``metric`` a run logged."""
   values = []
   with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
     for line in f:
       row = json.loads(line)
-      if METRIC in row:
-        values.append(row[METRIC])
+      if metric in row:
+        values.append(row[metric])
   return values[-1] if values else float("nan")
 
 
@@ -109,31 +113,38 @@ def main():
   walls = {}
   walls["grid"] = run(["train.py", f"--workdir={os.path.join(args.workdir, 'grid')}",
                        f"--sweep={grid}", *common], log)
-  for name, searcher in (("asha", "quasirandom"), ("tpe", "tpe")):
+  searches = [("asha", "quasirandom", []), ("tpe", "tpe", [])]
+  if args.judge == "classifier_fid":
+    searches.append(("tpe_cfid", "tpe", [
+        "--metric=eval/cfid", "--config.eval.classifier_fid.every=100",
+        f"--config.eval.classifier_fid.num_samples={args.judge_samples}"]))
+  for name, searcher, extra in searches:
     walls[name] = run(["train.py", f"--workdir={os.path.join(args.workdir, name)}",
                        f"--search={space}", f"--trials={args.trials}", f"--searcher={searcher}",
-                       "--scheduler=asha", *common], log)
+                       "--scheduler=asha", *common, *extra], log)
+  names = ["grid"] + [name for name, _, _ in searches]
 
   rows = []
   grid = ledger(os.path.join(args.workdir, "grid"))
   grid_steps = args.steps * len(grid["points"])
   scored = {}
-  for name in ("grid", "asha", "tpe"):
+  for name in names:
     points = [p for p in ledger(os.path.join(args.workdir, name))["points"]
               if p["status"] == "done"]
     for p in points:
+      own = "eval/cfid" if name == "tpe_cfid" else METRIC   # the metric the sweep optimised
       scored[(name, p["name"])] = (score(p["workdir"], args.judge_samples, 0, log)["cfid"],
-                                   last_metric(p["workdir"]), p)
+                                   last_metric(p["workdir"], own), p)
   best_grid = min((v for k, v in scored.items() if k[0] == "grid"), key=lambda v: v[0])
   spread = [score(best_grid[2]["workdir"], args.judge_samples, s, log)["cfid"]
             for s in ((0, 1, 2) if args.judge == "classifier_fid" else (0,))]
-  for name in ("grid", "asha", "tpe"):
+  for name in names:
     data = ledger(os.path.join(args.workdir, name))
     steps = sum(int(p.get("steps") or p.get("final", {}).get("step", 0) or 0)
                 for p in data["points"]) if name != "grid" else grid_steps
     mine = [v for k, v in scored.items() if k[0] == name]
     best = min(mine, key=lambda v: v[0])
-    pick = min(mine, key=lambda v: v[1])   # what the sweep itself would choose
+    pick = min(mine, key=lambda v: v[1])   # what the sweep itself would choose, by its metric
     rows.append((name, steps, 100.0 * steps / grid_steps, walls[name],
                  sum(1 for p in data["points"] if p["status"] == "done"), best, pick))
   if args.judge == "classifier_fid":
@@ -145,7 +156,7 @@ def main():
   name_ = "cfid" if args.judge == "classifier_fid" else "held-out loss"
   digits = 2 if args.judge == "classifier_fid" else 4
   print(f"| sweep | training steps | of the grid's | wall time | runs trained to the end | "
-        f"best {name_} (run) | pick by held-out loss: {name_} (run) |")
+        f"best {name_} (run) | the sweep's own pick: {name_} (run) |")
   print("|---|---:|---:|---:|---:|---|---|")
   for name, steps, share, wall, done, best, pick in rows:
     print(f"| {name} | {steps:,} | {share:.0f}% | {wall / 60:.1f} min | {done} | "
