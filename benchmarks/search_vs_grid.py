@@ -113,32 +113,32 @@ def main():
   walls = {}
   walls["grid"] = run(["train.py", f"--workdir={os.path.join(args.workdir, 'grid')}",
                        f"--sweep={grid}", *common], log)
-  searches = [("asha", "quasirandom", []), ("tpe", "tpe", [])]
+  # (name, searcher, the metric it optimises, its extra flags)
+  searches = [("asha", "quasirandom", METRIC, []), ("tpe", "tpe", METRIC, [])]
   if args.judge == "classifier_fid":
-    searches.append(("tpe_cfid", "tpe", [
-        "--metric=eval/cfid", "--config.eval.classifier_fid.every=100",
+    searches.append(("tpe_cfid", "tpe", "eval/cfid", [
+        "--config.eval.classifier_fid.every=100",
         f"--config.eval.classifier_fid.num_samples={args.judge_samples}"]))
-  for name, searcher, extra in searches:
+  for name, searcher, metric, extra in searches:
     walls[name] = run(["train.py", f"--workdir={os.path.join(args.workdir, name)}",
                        f"--search={space}", f"--trials={args.trials}", f"--searcher={searcher}",
-                       "--scheduler=asha", *common, *extra], log)
-  names = ["grid"] + [name for name, _, _ in searches]
+                       "--scheduler=asha", f"--metric={metric}", *common, *extra], log)
+  optimised = {"grid": METRIC, **{name: metric for name, _, metric, _ in searches}}
 
   rows = []
   grid = ledger(os.path.join(args.workdir, "grid"))
   grid_steps = args.steps * len(grid["points"])
   scored = {}
-  for name in names:
+  for name in optimised:
     points = [p for p in ledger(os.path.join(args.workdir, name))["points"]
               if p["status"] == "done"]
     for p in points:
-      own = "eval/cfid" if name == "tpe_cfid" else METRIC   # the metric the sweep optimised
       scored[(name, p["name"])] = (score(p["workdir"], args.judge_samples, 0, log)["cfid"],
-                                   last_metric(p["workdir"], own), p)
+                                   last_metric(p["workdir"], optimised[name]), p)
   best_grid = min((v for k, v in scored.items() if k[0] == "grid"), key=lambda v: v[0])
   spread = [score(best_grid[2]["workdir"], args.judge_samples, s, log)["cfid"]
             for s in ((0, 1, 2) if args.judge == "classifier_fid" else (0,))]
-  for name in names:
+  for name in optimised:
     data = ledger(os.path.join(args.workdir, name))
     steps = sum(int(p.get("steps") or p.get("final", {}).get("step", 0) or 0)
                 for p in data["points"]) if name != "grid" else grid_steps

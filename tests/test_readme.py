@@ -36,9 +36,7 @@ ROOT = pathlib.Path(REPO)
 def quickstart_steps():
   """The quick start's bash block (the first after "## Quickstart"), split at ``&&`` into
   argument lists."""
-  readme = (ROOT / "README.md").read_text()
-  section = readme[readme.index("## Quickstart"):]
-  block = re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip()
+  block = _bash_blocks(_section("Quickstart"))[0].strip()
   assert "\n" not in block, block            # one line, copied whole
   return [shlex.split(step) for step in block.split("&&")]
 
@@ -375,15 +373,14 @@ def test_quickstart_and_next_steps_run_as_printed(tmp_path):
   assert (repo / "runs/digits/samples/step_00001800.png").is_file()
   assert (repo / ".venv/bin/python").exists()
   (block,) = _bash_blocks(_section("Next steps"))
-  ran = []
-  for line in block.strip().splitlines():
+  lines = block.strip().splitlines()
+  assert len(lines) >= 8, lines
+  for line in lines:
     if "jupyter notebook" in line:
       notebook = re.search(r"jupyter notebook (\S+)", line).group(1)
       _open_notebook_as_printed(f"{activate}\n{line}", repo, env, notebook)
     else:
       _run_line(f"{activate}\n{line}", repo, env, timeout=1800)
-    ran.append(line)
-  assert len(ran) == len(block.strip().splitlines()) >= 8
   # What the comments promise, on disk.
   folders = sorted(p.name for p in (repo / "runs/digits").iterdir() if p.name.startswith(
       ("samples_", "eval_")))

@@ -72,8 +72,8 @@ class StepBar:
 
   def __init__(self, total: int, step: int):
     self._bar = tqdm(total=total, initial=step, unit="step", dynamic_ncols=True,
-                     file=sys.stderr, mininterval=self.REDRAW_SECONDS, bar_format=self._WITHOUT_RATE,
-                     postfix="compiling the training step")
+                     file=sys.stderr, mininterval=self.REDRAW_SECONDS,
+                     bar_format=self._WITHOUT_RATE, postfix="compiling the training step")
     self._timed = -1   # calls finished after the first
 
   def done(self, step: int) -> None:

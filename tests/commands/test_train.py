@@ -706,8 +706,8 @@ def test_ctrl_c_saves_the_step_in_progress_without_queued_work(tmp_path):
   finished steps, no rate or ETA until 3 timed calls after the compiling one, and Ctrl-C
   after N shown steps saves the call running then (N + 1, or a few more where steps are
   shorter than the bar's redraw interval) about one step later, not after a queue of
-  dispatched steps. The wait is measured in the run's own step
-  times (the bar's rate), not in seconds of this machine."""
+  dispatched steps. The wait is measured in the run's own step times (the bar's rate),
+  not in seconds of this machine."""
   w = tmp_path / "w"
   run = _Watched([*SLOW_STEPS, f"--workdir={w}", "--config.training.checkpoint_every=100000"])
   shown = run.wait_for_bar(6)
