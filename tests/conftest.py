@@ -43,6 +43,25 @@ def shared_data():
   return SHARED_DATA
 
 
+# Python's fault handler (absl's app.run turns it on) ends a crashed command's stderr with
+# a list of about a hundred extension modules, which filled the tail an assertion showed.
+_FATAL = "Fatal Python error"
+_MODULES = "\nExtension modules:"
+
+
+def stderr_tail(stderr: str, limit: int = 3000) -> str:
+  """A failed command's stderr for an assertion message: its last ``limit`` characters,
+  or, when the process crashed natively (a "Fatal Python error" dump), what the library
+  printed just before the dump (its own reason: a failed check, an uncaught C++ exception)
+  and the dump's stacks, without the list of extension modules."""
+  start = stderr.find(_FATAL)
+  if start < 0:
+    return stderr[-limit:]
+  end = stderr.find(_MODULES, start)
+  dump = stderr[start:end if end >= 0 else len(stderr)]
+  return stderr[max(0, start - limit // 2):start] + dump[:limit]
+
+
 @pytest.fixture(scope="module")
 def vp():
   """DDPM's process: linear beta 1e-4 -> 0.02, T=1000 (configs/base.py defaults)."""

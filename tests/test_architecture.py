@@ -23,6 +23,7 @@ import diffusion.config.evals
 from diffusion import evals, families, models, options, paths, samplers
 from diffusion.config import (RUN_CONFIGS, DiffusionEvalConfig, ModelConfig, SamplingConfig,
                               VAEEvalConfig, checks, parse_config)
+from tests.conftest import stderr_tail
 
 REPO = pathlib.Path(paths.REPO)
 PACKAGE = REPO / "diffusion"
@@ -536,7 +537,7 @@ def test_package_builds_a_wheel_with_both_packages(tmp_path):
                        capture_output=True, text=True, timeout=300)
   if res.returncode and "No module named" in res.stderr and "setuptools" in res.stderr:
     pytest.skip("setuptools is not installed in this environment")
-  assert res.returncode == 0, res.stderr[-2000:]
+  assert res.returncode == 0, stderr_tail(res.stderr, 2000)
   wheel = next(tmp_path.glob("diffusion-*.whl"))
   names = zipfile.ZipFile(wheel).namelist()
   assert "diffusion/config/__init__.py" in names and "configs/base.py" in names

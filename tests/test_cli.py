@@ -12,6 +12,7 @@ import pytest
 
 from diffusion import cli
 from diffusion.paths import REPO
+from tests.conftest import stderr_tail
 
 
 
@@ -25,9 +26,9 @@ def command(module, *args, **kwargs):
 
 def one_error(res, status=2):
   """The one ``error:`` line of a failed command (no traceback, nothing else on stderr)."""
-  assert res.returncode == status, (res.returncode, res.stderr[-2000:])
+  assert res.returncode == status, (res.returncode, stderr_tail(res.stderr, 2000))
   lines = res.stderr.strip().splitlines()
-  assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr[-2000:]
+  assert len(lines) == 1 and lines[0].startswith("error: "), stderr_tail(res.stderr, 2000)
   return lines[0]
 
 
@@ -40,7 +41,7 @@ def one_error(res, status=2):
 ])
 def test_help_shows_the_usage_and_a_bad_flag_is_one_line(module, usage):
   res = command(module, "--help")
-  assert res.returncode == 0, res.stderr[-2000:]   # asking for help is not a failure
+  assert res.returncode == 0, stderr_tail(res.stderr, 2000)   # asking for help is not a failure
   assert usage in res.stdout and "Traceback" not in res.stderr
   assert one_error(command(module, "--no_such_flag=1", "list")) == (
       "error: Unknown command line flag 'no_such_flag'; --help lists the flags.")
@@ -63,7 +64,7 @@ def test_every_command_shows_warnings_but_not_library_info_logs(tmp_path):
       "cli.run(main)\n")
   res = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True, text=True,
                        timeout=120, env=dict(os.environ, PYTHONPATH=REPO))
-  assert res.returncode == 0, res.stderr[-2000:]
+  assert res.returncode == 0, stderr_tail(res.stderr, 2000)
   assert "something to act on" in res.stderr and "routine orbax note" not in res.stderr
   assert "a write failed" in res.stderr and "ValueError: disk" in res.stderr
   assert "Save Finalize" not in res.stderr and "KeyboardInterrupt" not in res.stderr

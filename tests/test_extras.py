@@ -9,6 +9,7 @@ import pytest
 from diffusion import extras
 from diffusion.errors import ConfigError
 from diffusion.paths import REPO
+from tests.conftest import stderr_tail
 
 
 
@@ -35,5 +36,5 @@ print("core ok")
   for script in ("train.py", "sample.py"):   # one process each: both define absl flags
     res = subprocess.run([sys.executable, "-c", code, script], cwd=REPO, capture_output=True,
                          text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.returncode == 0, stderr_tail(res.stderr)
     assert "core ok" in res.stdout

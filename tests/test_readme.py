@@ -29,6 +29,7 @@ import pytest
 from configs.ddpm import quickstart
 from diffusion.paths import REPO
 from diffusion.sweeps.ledger import read_ledger
+from tests.conftest import stderr_tail
 
 ROOT = pathlib.Path(REPO)
 
@@ -74,7 +75,7 @@ def test_quickstart_venv_and_install_dry_forms(tmp_path):
   res = subprocess.run([sys.executable, "-m", "pip", install[1], "--dry-run", "--no-deps",
                         "--no-index", "--no-build-isolation", "--quiet", "--report", str(report),
                         install[2]], cwd=REPO, capture_output=True, text=True, timeout=300)
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   (item,) = json.loads(report.read_text())["install"]
   meta = item["metadata"]
   project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -316,7 +317,7 @@ def _offline_environment(tmp: pathlib.Path) -> dict:
 def _run_line(line: str, cwd, env, timeout: float) -> subprocess.CompletedProcess:
   res = subprocess.run(["bash", "-c", line], cwd=cwd, env=env, capture_output=True,
                        text=True, timeout=timeout)
-  assert res.returncode == 0 and "Traceback" not in res.stderr, (line, res.stderr[-3000:])
+  assert res.returncode == 0 and "Traceback" not in res.stderr, (line, stderr_tail(res.stderr))
   return res
 
 

@@ -4,6 +4,7 @@ of train.py and sample.py."""
 import pytest
 
 from tests.commands.test_train import run, TINY
+from tests.conftest import stderr_tail
 
 
 # One run for the session: the tests of both commands read it; none changes what train.py
@@ -12,5 +13,5 @@ from tests.commands.test_train import run, TINY
 def trained_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("digits")
   res = run("train.py", *TINY, f"--workdir={workdir}")
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   return workdir, res.stdout

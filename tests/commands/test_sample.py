@@ -19,6 +19,7 @@ from diffusion import samplers
 from diffusion.paths import REPO
 
 from tests.commands.test_train import error_line, run, run_cli, TINY
+from tests.conftest import stderr_tail
 
 
 
@@ -31,12 +32,12 @@ TOY = ["--config=configs/ddpm/toy_mixture.py", "--progress=false",
 def toy_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("toy")
   res = run("train.py", *TOY, f"--workdir={workdir}")
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   return workdir
 
 
 def one_error_line(res, *words):
-  assert res.returncode == 2, (res.stdout, res.stderr[-2000:])
+  assert res.returncode == 2, (res.stdout, stderr_tail(res.stderr, 2000))
   assert "Traceback" not in res.stderr
   last = res.stderr.strip().splitlines()[-1]
   assert last.startswith("error: "), last
@@ -54,7 +55,7 @@ def test_sample_cli_ddim_with_uneven_batches_and_bpd(trained_run):
   res = run("sample.py", f"--workdir={workdir}", "--num_samples=10", "--batch_size=4",
             "--sampler=ddim", "--steps=10", "--config.sampling.eta=0.5", f"--output={out}",
             "--bpd", "--progress=false")
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   assert "sampled 10 with ddim from step 24" in res.stdout
   with np.load(out / "samples.npz") as f:
     samples = f["arr_0"]
@@ -66,7 +67,7 @@ def test_sample_cli_ddim_with_uneven_batches_and_bpd(trained_run):
 def test_sample_cli_ancestral_default_output(trained_run):
   workdir, _ = trained_run
   res = run("sample.py", f"--workdir={workdir}", "--num_samples=4", "--progress=false")
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   out, = workdir.glob("samples_24_ancestral_s*_seed0")
   with np.load(out / "samples.npz") as f:
     assert f["arr_0"].shape == (4, 8, 8, 1)
@@ -118,7 +119,7 @@ print("restored without an optimizer")
 """
   res = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
                        text=True, timeout=600)
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   assert "restored without an optimizer" in res.stdout
   assert "bits/dim on 8 digits/test examples" in res.stdout
   with np.load(tmp_path / "out" / "samples.npz") as f:
@@ -135,7 +136,7 @@ def test_second_call_never_overwrites_and_meta_json(toy_run):
   c = run("sample.py", f"--workdir={w}", "--num_samples=5", "--progress=false",
           "--sampler=ddim", "--steps=10", "--config.sampling.eta=0.5", "--seed=3")
   for res in (a, b, c):
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.returncode == 0, stderr_tail(res.stderr)
   # The effective number of steps is printed (the config's 0 = every level: 100).
   assert "sampling 5 with ancestral, 100 steps of 100 levels" in a.stdout
   assert "sampling 5 with ddim, 10 steps of 100 levels (--steps=10)" in c.stdout
@@ -193,7 +194,7 @@ def test_num_samples_beyond_memory_is_one_line(toy_run):
 
 def test_progress_is_shown(toy_run):
   res = run("sample.py", f"--workdir={toy_run}", "--num_samples=3", "--batch_size=1")
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   assert "3/3" in res.stderr and "img" in res.stderr
 
 
@@ -230,9 +231,9 @@ def test_bpd_without_sampling_announces_its_file(tmp_path):
   w = tmp_path / "digits"
   res = run("train.py", *TINY, "--config.eval.bpd.every=0", "--config.training.sample_every=0",
             f"--workdir={w}")
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   res = run("sample.py", f"--workdir={w}", "--num_samples=0", "--eval=bpd")
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   assert "sampled" not in res.stdout
   # Announced before it runs, with its size; a bar over the bound's terms; then the result.
   lines = res.stdout.splitlines()
@@ -266,7 +267,7 @@ def test_sample_cli_numeric_flags(toy_run, tmp_path, flag, start):
   workdir = toy_run
   out = tmp_path / "out"
   res = run_cli("sample.py", f"--workdir={workdir}", flag, f"--output={out}", "--progress=false")
-  assert res.returncode == 2 and error_line(res.stderr).startswith(start), res.stderr[-2000:]
+  assert res.returncode == 2 and error_line(res.stderr).startswith(start), stderr_tail(res.stderr, 2000)
   assert "Traceback" not in res.stderr and not out.exists()
 
 
@@ -291,7 +292,7 @@ def test_generate_from_python_writes_what_sample_py_writes(toy_run, tmp_path):
   res = run("sample.py", f"--workdir={toy_run}", "--num_samples=6", "--progress=false",
             "--sampler=ddim", "--steps=10", "--config.sampling.eta=0.5", "--seed=4",
             f"--output={tmp_path / 'cli'}")
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   config = json.load(open(toy_run / "config.json"))
   config["sampling"]["eta"] = 0.5
   result = diffusion.generate(config, str(toy_run), num_samples=6, seed=4, sampler="ddim",
@@ -344,7 +345,7 @@ CHEAP = {"ancestral": dict(num_steps=5), "ddim": dict(num_steps=5),
 def _run(script, *args):
   res = subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=REPO,
                        capture_output=True, text=True, timeout=600)
-  assert res.returncode == 0, (script, args, res.stderr[-3000:])
+  assert res.returncode == 0, (script, args, stderr_tail(res.stderr))
   return res
 
 
@@ -464,7 +465,7 @@ def test_post_hoc_ema_through_train_py_sample_py_and_load(tmp_path):
   w = tmp_path / "phema_run"
   res = run("train.py", *TOY, f"--workdir={w}", "--config.training.phema_std_rel=0.05,0.1",
             "--config.training.phema_every=4")
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   files = sorted((w / "phema").glob("phema_*.npz"))
   snaps = [dict(np.load(p)) for p in files]
   assert [int(s["step"]) for s in snaps] == [4, 8, 12, 16, 20]
@@ -506,7 +507,7 @@ def test_post_hoc_ema_through_train_py_sample_py_and_load(tmp_path):
   # weights, the same seed and sampler.
   res = run("sample.py", f"--workdir={w}", "--num_samples=16", "--progress=false",
             "--sampler=ddim", "--steps=5", "--ema_std_rel=0.07", f"--output={tmp_path / 's'}")
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   meta = json.load(open(tmp_path / "s" / "meta.json"))
   assert meta["ema_std_rel"] == 0.07 and meta["checkpoint_step"] == 20
   assert meta["ema_snapshots"] == 5
@@ -525,7 +526,7 @@ def test_post_hoc_ema_through_train_py_sample_py_and_load(tmp_path):
     one_error_line(run("sample.py", f"--workdir={w}", "--num_samples=4", flag), *words)
   res = run("train.py", *TOY, f"--workdir={tmp_path / 'plain'}",
             "--config.training.num_train_steps=10")
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   one_error_line(run("sample.py", f"--workdir={tmp_path / 'plain'}", "--num_samples=4",
                      "--ema_std_rel=0.05"), "trained without them",
                  "--config.training.phema_std_rel=0.05,0.1")

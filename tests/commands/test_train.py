@@ -26,6 +26,7 @@ from diffusion.io.metric_writers import read_metrics
 from diffusion.paths import REPO
 from diffusion.train.progress import StepBar
 
+from tests.conftest import stderr_tail
 from tests.io.test_metric_writers import read_tensorboard_scalars
 from tests.sweeps.test_grid import TOY_FILE, toy_file_config
 from tests.sweeps.test_trials import SPACE
@@ -122,7 +123,7 @@ def test_kill9_then_resume_is_bit_identical(tmp_path):
            "--config.training.log_every=20"]
   straight = tmp_path / "straight"
   res = _run_cli(TOY_FLAGS + steps + [f"--workdir={straight}"], timeout=300)
-  assert res.returncode == 0, res.stderr[-2000:]
+  assert res.returncode == 0, stderr_tail(res.stderr, 2000)
 
   killed = tmp_path / "killed"
   proc = subprocess.Popen(
@@ -144,7 +145,7 @@ def test_kill9_then_resume_is_bit_identical(tmp_path):
   # Flushed up to the last logged step (the kill may fall between a row's two writes).
   assert sorted(tb) in (logged, logged[:-1])
   res = _run_cli(TOY_FLAGS + steps + [f"--workdir={killed}"], timeout=300)
-  assert res.returncode == 0, res.stderr[-2000:]
+  assert res.returncode == 0, stderr_tail(res.stderr, 2000)
   assert "resumed from step" in res.stdout
 
   import ml_collections.config_flags  # noqa: F401 - config files import it
@@ -179,11 +180,11 @@ def test_corrupt_checkpoint_fallback_prints_one_warning_not_pages(tmp_path):
     with open(f, "wb") as fh:
       fh.write(b"corrupt")
   res = _run_cli(TOY_FLAGS + steps, timeout=300)
-  assert res.returncode == 0, res.stderr[-2000:]
+  assert res.returncode == 0, stderr_tail(res.stderr, 2000)
   assert "resumed from step 4" in res.stdout
   lines = res.stderr.strip().splitlines()
-  assert "Traceback" not in res.stderr and "never retrieved" not in res.stderr, res.stderr[-3000:]
-  assert len(lines) == 2, res.stderr[-3000:]
+  assert "Traceback" not in res.stderr and "never retrieved" not in res.stderr, stderr_tail(res.stderr)
+  assert len(lines) == 2, stderr_tail(res.stderr)
   assert "checkpoint 8 is unreadable" in lines[0] and "unreadable_8" in lines[1]
 
 
@@ -202,10 +203,10 @@ def test_wandb_offline_training_and_resume(tmp_path):
           "--config.training.writers=jsonl,wandb", f"--workdir={w}"]
   env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
   res = run(*args, "--config.training.num_train_steps=20", env=env)
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   run_id = (w / "wandb_run_id").read_text().strip()
   res = run(*args, "--config.training.num_train_steps=40", env=env)
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   assert (w / "wandb_run_id").read_text().strip() == run_id
   runs = sorted(p.name for p in (w / "wandb").iterdir() if p.name.startswith("offline-run"))
   assert len(runs) == 2 and all(r.endswith(run_id) for r in runs), runs
@@ -221,7 +222,7 @@ def test_vae_command_line_trains_samples_and_scores(tmp_path):
           "--config.eval.elbo.iw_samples=50"]
   res = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, capture_output=True,
                        text=True, timeout=600)
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   assert "eval at step 200: eval/log_px" in res.stdout
   scored = json.load(open(workdir / "likelihood_200.json"))
   assert scored["num_examples"] == 297 and scored["iw_samples"] == 50
@@ -232,7 +233,7 @@ def test_vae_command_line_trains_samples_and_scores(tmp_path):
                         "--eval=elbo", f"--output={out}", "--progress=false",
                         "--config.eval.elbo.iw_samples=20", "--config.sampling.output=bernoulli"],
                        cwd=REPO, capture_output=True, text=True, timeout=600)
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   assert "log p(x) >=" in res.stdout and "importance sampling, k = 20" in res.stdout
   for name in ("samples.png", "samples.npz", "reconstructions.png", "prior_samples.png",
                "manifold.png", "latents.png", "likelihood_200.json"):
@@ -377,7 +378,7 @@ def test_disk_full_is_one_line_and_the_run_resumes_after_space_is_freed(small_tm
   assert kept and kept[-1] < 400
   filler.unlink()
   res = run_cli("train.py", *args)
-  assert res.returncode == 0, res.stderr[-2000:]
+  assert res.returncode == 0, stderr_tail(res.stderr, 2000)
   assert f"resumed from step {kept[-1]}" in res.stdout and "done: step 400" in res.stdout
   steps = [r["step"] for r in metric_writers.read_metrics(str(workdir))]
   assert steps == list(range(10, 401, 10))           # every step once
@@ -397,7 +398,7 @@ def test_cli_bad_flag_is_one_line_without_traceback(tmp_path, override, start):
                  timeout=120)
   assert res.returncode == 2
   lines = [l for l in res.stderr.strip().splitlines() if l.strip()]
-  assert len(lines) == 1 and lines[0].startswith(start), res.stderr[-2000:]
+  assert len(lines) == 1 and lines[0].startswith(start), stderr_tail(res.stderr, 2000)
 
 
 @pytest.mark.parametrize("args, start", [
@@ -410,7 +411,7 @@ def test_train_cli_faults_are_one_line(tmp_path, args, start):
   if not args[0].startswith("--config="):
     args = [TOY[0]] + args
   res = run_cli("train.py", *args, f"--workdir={workdir}", "--progress=false")
-  assert res.returncode == 2 and error_line(res.stderr).startswith(start), res.stderr[-2000:]
+  assert res.returncode == 2 and error_line(res.stderr).startswith(start), stderr_tail(res.stderr, 2000)
   assert "Traceback" not in res.stderr and not workdir.exists()
 
 
@@ -450,7 +451,7 @@ def test_sweep_with_a_failed_point_exits_2_naming_it(tmp_path):
        f"--workdir={tmp_path}", "--sweep=optim.lr=1e-3,1e38;optim.warmup_steps=0",
        "--config.training.num_train_steps=4", "--config.training.log_every=2"],
       cwd=repo, capture_output=True, text=True, timeout=600)
-  assert res.returncode == 2, res.stderr[-2000:]
+  assert res.returncode == 2, stderr_tail(res.stderr, 2000)
   assert res.stderr.strip().splitlines()[-1].startswith(
       "error: 1 sweep point(s) failed: lr=1e+38_warmup_steps=0")
   assert "Traceback" not in res.stderr
@@ -474,7 +475,7 @@ def test_sequential_sweep_killed_mid_point_resumes_bit_exactly(tmp_path):
   assert [p["status"] for p in ledger["points"]] == ["done", "running", "pending"]
   first_mtime = os.path.getmtime(sweep_dir / "seed=0" / "metrics.jsonl")
   res = run_train(*args)
-  assert res.returncode == 0, res.stderr[-2000:]
+  assert res.returncode == 0, stderr_tail(res.stderr, 2000)
   assert "seed=0 is done, skipped" in res.stdout and "resumed from step" in res.stdout
   assert os.path.getmtime(sweep_dir / "seed=0" / "metrics.jsonl") == first_mtime
   ledger = sweeps.read_ledger(str(sweep_dir))
@@ -510,7 +511,7 @@ def test_train_py_runs_a_search_of_real_trials(tmp_path):
                   "--search=" + SPACE, "--trials=2", "--metric=loss",
                   "--config.training.num_train_steps=20", "--config.training.log_every=10",
                   "--config.training.checkpoint_every=10")
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   ledger = sweeps.read_ledger(str(tmp_path / "s"))
   assert [p["status"] for p in ledger["points"]] == ["done", "done"]
   for p in ledger["points"]:
@@ -549,7 +550,7 @@ def test_jax_distributed_two_processes_match_one(tmp_path):
     res = run_train(*steps, *extra, f"--workdir={tmp_path / 'one' / name}",
                     env=dict(JAX_PLATFORMS="cpu",
                              XLA_FLAGS="--xla_force_host_platform_device_count=2"))
-    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.returncode == 0, stderr_tail(res.stderr, 2000)
   cfg = toy_file_config(**{"training.batch_size": 32})
   grid = sweeps.parse_grid(single[len("--sweep="):])
   pairs = [("run", cfg)] + [(os.path.join("population", n), sweeps.apply_overrides(cfg, p))
@@ -629,7 +630,7 @@ def test_two_ctrl_c_after_steps_ran_say_what_was_kept_and_the_rerun_cleans_up(tm
     res = run("train.py", *TOY_FLAGS, f"--workdir={workdir}",
               f"--config.training.num_train_steps={(steps[-1] if steps else 0) + 10}",
               "--config.training.checkpoint_every=10", "--config.training.log_every=10")
-    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.returncode == 0, stderr_tail(res.stderr, 2000)
     left = [p.name for p in (workdir / "checkpoints").iterdir() if "tmp" in p.name]
     assert not left, left
 
@@ -768,7 +769,7 @@ def test_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, gap
                         f"--config.training.num_train_steps={kept + 1}"],
                        cwd=REPO,
                        capture_output=True, text=True, timeout=400)
-  assert res.returncode == 0, res.stderr[-2000:]
+  assert res.returncode == 0, stderr_tail(res.stderr, 2000)
   assert f"resumed from step {kept}" in res.stdout
 
 
@@ -786,7 +787,7 @@ def test_a_signal_at_any_point_of_a_grid_ends_cleanly_and_the_rerun_finishes(tmp
     for delay_, rc, out, err in signalled(argv, [delay]):
       assert_ended_cleanly(delay_, rc, out, err)
     res = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, (delay, res.stderr[-2000:])
+    assert res.returncode == 0, (delay, stderr_tail(res.stderr, 2000))
     for seed in (0, 1):
       assert max(saved_steps(sweep_dir / f"seed={seed}")) == 200, (delay, seed)
     left = [str(p) for p in sweep_dir.rglob("*orbax-checkpoint-tmp*")]

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from diffusion.paths import REPO
+from tests.conftest import stderr_tail
 
 
 
@@ -13,5 +14,5 @@ def test_import_is_light():
           "print(any(m in sys.modules for m in ('tensorflow', 'tensorflow_datasets')))")
   out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                        env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=120)
-  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.returncode == 0, stderr_tail(out.stderr, 2000)
   assert out.stdout.strip() == "False"

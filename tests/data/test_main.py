@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import stderr_tail
 from tests.test_cli import command, one_error
 
 from diffusion.paths import REPO
@@ -19,7 +20,7 @@ from diffusion.paths import REPO
 
 def test_data_command_line(tmp_path):
   res = command("diffusion.data", "prepare", "digits", "--data_dir", str(tmp_path))
-  assert res.returncode == 0 and "digits: nothing to prepare" in res.stdout, res.stderr[-2000:]
+  assert res.returncode == 0 and "digits: nothing to prepare" in res.stdout, stderr_tail(res.stderr, 2000)
   assert one_error(command("diffusion.data")).startswith(
       "error: no command given; choose prepare, pack or list. usage: python -m diffusion.data "
       "prepare NAME | pack FOLDER OUT.npz --image_size N | list")
@@ -35,7 +36,7 @@ def test_data_command_line(tmp_path):
   Image.fromarray(np.zeros((12, 10, 3), np.uint8)).save(folder / "a.png")
   res = command("diffusion.data", "pack", str(folder), str(tmp_path / "out.npz"),
                 "--image_size", "8", "--grayscale")
-  assert res.returncode == 0, res.stderr[-2000:]
+  assert res.returncode == 0, stderr_tail(res.stderr, 2000)
   with np.load(tmp_path / "out.npz") as f:
     assert f["images"].shape == (1, 8, 8, 1)
 
@@ -51,7 +52,7 @@ def test_data_list_without_tfds_says_every_datasets_readiness(tmp_path):
           "runpy.run_module('diffusion.data', run_name='__main__', alter_sys=True)")
   res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                        timeout=300)
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   assert "WARNING" not in res.stderr
   rows = {line.split()[0]: line for line in res.stdout.splitlines()[1:]}
   assert len(rows) == 14
@@ -73,7 +74,7 @@ def test_prepare_mnist_offline(shared_data, tmp_path):
       [sys.executable, "-m", "diffusion.data", "prepare", "mnist",
        "--manual_dir", str(shared_data / "mnist"), "--data_dir", str(tmp_path)],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.returncode == 0, stderr_tail(proc.stderr, 2000)
   # Its own two lines, nothing of tfds or TensorFlow (their prints, bars and C++ logs were
   # about 100 lines): what it reads and where it writes, then where it is and its sizes.
   lines = proc.stdout.splitlines()
@@ -104,7 +105,7 @@ print(json.dumps(dict(train=tr.shape, test=te.shape, mean=x.mean(), std=x.std(),
 """
   out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=300)
-  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.returncode == 0, stderr_tail(out.stderr, 2000)
   stats = json.loads(out.stdout.strip().splitlines()[-1])
   assert stats["train"] == [60000, 28, 28, 1] and stats["test"] == [10000, 28, 28, 1]
   assert abs(stats["mean"] - 0.1306605) < 1e-6 and abs(stats["std"] - 0.3081078) < 1e-6

@@ -9,6 +9,7 @@ import time
 
 from diffusion.io import temporaries
 from diffusion.paths import REPO
+from tests.conftest import stderr_tail
 
 
 def dead_pid() -> int:
@@ -87,5 +88,5 @@ def test_a_killed_import_leaves_a_partial_folder_the_next_import_removes(tmp_pat
   proc.wait()
   assert partial.exists() and not workdir.exists()     # what the probe saw
   res = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
-  assert res.returncode == 0, res.stderr[-2000:]
+  assert res.returncode == 0, stderr_tail(res.stderr, 2000)
   assert sorted(os.listdir(tmp_path)) == ["run"]

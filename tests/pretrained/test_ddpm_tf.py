@@ -14,6 +14,7 @@ import pytest
 from diffusion.pretrained import ddpm_tf, diffusers, import_weights, importer
 from diffusion.pretrained.network import WeightsError
 
+from tests.conftest import stderr_tail
 from tests.pretrained.test_importer import (FIXTURES, load_run, one_line, params_of, REF, TINY, tiny_config)
 
 
@@ -25,7 +26,7 @@ def tf_checkpoint(tmp_path_factory):
                         str(out), "--step=1234"], capture_output=True, text=True, timeout=600)
   if res.returncode != 0 and "No module named 'tensorflow'" in res.stderr:
     pytest.skip("TensorFlow is not installed (it writes the checkpoint)")
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   return out
 
 

@@ -30,7 +30,7 @@ from configs.ddpm import cifar10
 from diffusion.config import checks
 from diffusion.pretrained import ddpm_tf, diffusers, importer, ncsn_torch
 from diffusion.pretrained.network import WeightsError
-from tests.conftest import Tally
+from tests.conftest import Tally, stderr_tail
 
 REPO = pathlib.Path(paths.REPO)
 FIXTURES = REPO / "tests" / "fixtures"
@@ -250,7 +250,7 @@ def tf_checkpoint(tmp_path_factory):
   out = tmp_path_factory.mktemp("tf") / "diffusion_cifar10_model"
   res = subprocess.run([sys.executable, str(FIXTURES / "make_ddpm_tf_fixture.py"), str(out),
                         "--step=1234"], capture_output=True, text=True, timeout=600)
-  assert res.returncode == 0, res.stderr[-2000:]
+  assert res.returncode == 0, stderr_tail(res.stderr, 2000)
   return out
 
 

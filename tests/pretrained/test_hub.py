@@ -13,6 +13,7 @@ import diffusion
 from diffusion.paths import REPO
 from diffusion.pretrained import import_weights
 
+from tests.conftest import stderr_tail
 from tests.pretrained.test_importer import TINY, one_line, params_of, tiny_config
 
 HUB_ID = "google/ddpm-cifar10-32"
@@ -41,7 +42,7 @@ def test_import_by_hub_id_offline_from_the_cache(tmp_path):
                         f"--workdir={by_id}", "--config=configs/ddpm/cifar10.py",
                         "--config.data.image_size=16"], cwd=REPO, capture_output=True,
                        text=True, timeout=600, env=env)
-  assert res.returncode == 0, res.stderr[-2000:]
+  assert res.returncode == 0, stderr_tail(res.stderr, 2000)
   assert res.stdout.startswith(f"{HUB_ID}: getting config.json and the weights from its cache")
   assert f"imported {HUB_ID} (" in res.stdout and "these weights twice" in res.stdout
   import_weights(TINY, direct, config=tiny_config())

@@ -17,6 +17,7 @@ import pytest
 from diffusion.pretrained import diffusers
 from diffusion.paths import REPO
 
+from tests.conftest import stderr_tail
 from tests.io.test_torch_pickle import _RunsACommand
 from tests.models.test_refinenet import FIXTURES
 from tests.pretrained.test_fuzz import SCHEDULER
@@ -34,18 +35,18 @@ def test_cli_import_sample_export(tmp_path):
   workdir, out = str(tmp_path / "run"), str(tmp_path / "exported")
   res = cli("import", TINY_OLD_BIN, f"--workdir={workdir}", "--config=configs/ddpm/cifar10.py",
             "--config.data.image_size=16")
-  assert res.returncode == 0, res.stderr[-2000:]
+  assert res.returncode == 0, stderr_tail(res.stderr, 2000)
   assert "285,667 parameters" in res.stdout and "attention names query" in res.stdout
   assert "from configs/ddpm/cifar10.py" in res.stdout
   res = subprocess.run([sys.executable, os.path.join(REPO, "sample.py"), f"--workdir={workdir}",
                         "--num_samples=2", "--sampler=ddim", "--steps=2", "--progress=false"],
                        cwd=REPO, capture_output=True, text=True, timeout=600)
-  assert res.returncode == 0, res.stderr[-2000:]
+  assert res.returncode == 0, stderr_tail(res.stderr, 2000)
   (folder,) = glob.glob(os.path.join(workdir, "samples_0_ddim*"))   # named by sampler, steps, seed
   samples = np.load(os.path.join(folder, "samples.npz"))["arr_0"]
   assert samples.shape == (2, 16, 16, 3) and samples.dtype == np.uint8
   res = cli("export", f"--workdir={workdir}", f"--out={out}")
-  assert res.returncode == 0, res.stderr[-2000:]
+  assert res.returncode == 0, stderr_tail(res.stderr, 2000)
   assert os.path.isfile(os.path.join(out, diffusers.SAFETENSORS_NAME))
 
 
@@ -71,7 +72,7 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path):
   ]
   for args, message in cases:
     res = cli(*args)
-    assert res.returncode == 2, (args, res.stderr[-2000:])
+    assert res.returncode == 2, (args, stderr_tail(res.stderr, 2000))
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], \
         (args, res.stderr)
@@ -157,7 +158,7 @@ def test_cli_fault_probe_cases_are_one_line(released, tmp_path):
     res = cli("import", str(src), f"--workdir={tmp_path / f'w{i}'}", *flags)
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") \
-        and message in lines[0], (src, flags, res.stderr[-3000:])
+        and message in lines[0], (src, flags, stderr_tail(res.stderr))
   assert set(os.listdir(tmp_path)) == before     # no --workdir, no temporary folder
   assert not (tmp_path / "it_ran").exists()
 
@@ -175,7 +176,7 @@ def test_cli_import_follows_a_symlinked_workdir(tmp_path):
     link.symlink_to(target)
     res = cli("import", TINY, f"--workdir={link}", "--config=configs/ddpm/cifar10.py",
               "--config.data.image_size=16")
-    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.returncode == 0, stderr_tail(res.stderr, 2000)
     assert link.is_symlink() and (target / "config.json").is_file()
   assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
 

@@ -10,6 +10,7 @@ import pytest
 from diffusion.reproduce.registry import BASELINES
 from diffusion.paths import REPO
 
+from tests.conftest import stderr_tail
 from tests.test_cli import command, one_error
 
 
@@ -17,7 +18,7 @@ from tests.test_cli import command, one_error
 def test_list_and_unknown_names():
   res = subprocess.run([sys.executable, "-m", "diffusion.reproduce", "list"], cwd=REPO,
                        capture_output=True, text=True, timeout=300)
-  assert res.returncode == 0, res.stderr[-2000:]
+  assert res.returncode == 0, stderr_tail(res.stderr, 2000)
   for name in BASELINES:
     assert f"| {name} |" in res.stdout
   # Rows a terminal can show (the metrics by name, at most 3; values and bands are in the

@@ -15,6 +15,7 @@ from diffusion import sweeps
 from diffusion.io.metric_writers import read_metrics
 from diffusion.paths import REPO
 from diffusion.sweeps import search_settings, trials
+from tests.conftest import stderr_tail
 
 pytest.importorskip("optuna")
 
@@ -84,7 +85,7 @@ def test_train_py_stops_the_worse_trials_at_rungs(tmp_path):
        "--config.training.num_train_steps=100", "--config.training.log_every=10",
        "--config.training.checkpoint_every=50", "--config.eval.heldout_loss.num_examples=128"],
       cwd=REPO, capture_output=True, text=True, timeout=900)
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   ledger = sweeps.read_ledger(str(tmp_path / "s"))
   assert ledger["definition"]["rungs"] == RUNGS
   points = sorted(ledger["points"], key=lambda p: p["trial"])
@@ -131,7 +132,7 @@ def test_train_py_asha_in_populations_with_another_reduction_and_max_mode(tmp_pa
        "--config.training.num_train_steps=100", "--config.training.log_every=10",
        "--config.training.checkpoint_every=50", "--config.eval.heldout_loss.num_examples=128"],
       cwd=REPO, capture_output=True, text=True, timeout=900)
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   ledger = sweeps.read_ledger(str(tmp_path / "s"))
   rungs = [10, 20, 40, 80]
   assert ledger["definition"]["rungs"] == rungs

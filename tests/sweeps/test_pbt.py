@@ -26,6 +26,7 @@ from diffusion.train import optim
 from diffusion.train.loop import initial_state
 from diffusion.train.pbt import Decision, _exploit, state_hyperparameters, train_pbt
 from diffusion.paths import REPO
+from tests.conftest import stderr_tail
 
 TOY_FILE = "configs/ddpm/toy_mixture.py"
 GRID = "optim.lr=5e-4,1e-3,2e-3,4e-3"
@@ -332,7 +333,7 @@ SHORT = ["--config.training.num_train_steps=50", "--config.training.log_every=5"
 ])
 def test_bad_pbt_commands_are_one_line_before_anything_trains(tmp_path, args, message):
   res = run_train(f"--config={TOY_FILE}", f"--workdir={tmp_path / 'w'}", *SHORT, *args)
-  assert res.returncode == 2, res.stderr[-2000:]
+  assert res.returncode == 2, stderr_tail(res.stderr, 2000)
   assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
   assert not (tmp_path / "w").exists()
 
@@ -346,7 +347,7 @@ def test_kill_9_of_a_pbt_search_resumes_to_the_same_parameters(tmp_path):
           "--searcher=random", "--sweep_mode=vmap", "--scheduler=pbt", "--pbt_interval=10",
           *SHORT]
   res = run_train(f"--workdir={tmp_path / 'straight'}", *args)
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   assert "pbt: step 30:" in res.stdout and (tmp_path / "straight" / "pbt_schedules.png").exists()
   killed = tmp_path / "killed"
   proc = subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"),
@@ -365,7 +366,7 @@ def test_kill_9_of_a_pbt_search_resumes_to_the_same_parameters(tmp_path):
   proc.wait()
   assert len(decisions) >= 2
   res = run_train(f"--workdir={killed}", *args)
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   a = sweeps.read_ledger(str(tmp_path / "straight"))
   b = sweeps.read_ledger(str(killed))
   assert b["pbt"]["decisions"] == a["pbt"]["decisions"]
@@ -444,7 +445,7 @@ def test_train_py_pbt_exploits_and_explores_by_the_rule(tmp_path):
                   "--trials=4", "--population=4", "--searcher=random", "--sweep_mode=vmap",
                   "--scheduler=pbt", "--pbt_interval=10", "--pbt_quantile=0.5",
                   "--pbt_resample=0.5", *SHORT)
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   data = sweeps.read_ledger(str(tmp_path / "s"))
   d = data["pbt"]
   assert (d["quantile"], d["resample"], d["interval"]) == (0.5, 0.5, 10)

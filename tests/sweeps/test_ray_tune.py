@@ -15,6 +15,7 @@ import pytest
 from diffusion import sweeps
 from diffusion.io.metric_writers import read_metrics
 from diffusion.paths import REPO
+from tests.conftest import stderr_tail
 
 pytest.importorskip("ray")
 pytest.importorskip("optuna")
@@ -40,7 +41,7 @@ def saved_steps(workdir):
 def test_a_search_on_ray_tune_survives_a_killed_worker_and_keeps_the_local_ledger(tmp_path):
   local = subprocess.run([sys.executable, "train.py", f"--workdir={tmp_path / 'local'}", *ARGS],
                          cwd=REPO, capture_output=True, text=True, timeout=900)
-  assert local.returncode == 0, local.stderr[-3000:]
+  assert local.returncode == 0, stderr_tail(local.stderr)
   sweep_dir = tmp_path / "ray"
   proc = subprocess.Popen([sys.executable, "train.py", f"--workdir={sweep_dir}",
                            "--sweep_mode=ray", *ARGS], cwd=REPO, text=True,
@@ -82,7 +83,7 @@ def test_ray_tunes_pbt_records_its_lineage(tmp_path):
                         "--config.training.log_every=10",
                         "--config.eval.heldout_loss.num_examples=128"],
                        cwd=REPO, capture_output=True, text=True, timeout=900)
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   ledger = json.load(open(tmp_path / "pbt" / "sweep.json"))
   assert ledger["pbt"]["interval"] == 20 and ledger["pbt"]["keys"] == ["optim.lr"]
   decisions = ledger["pbt"]["decisions"]

@@ -14,6 +14,7 @@ pytest.importorskip("optuna")
 # pylint: disable=wrong-import-position
 from diffusion.sweeps import search  # noqa: E402
 
+from tests.conftest import stderr_tail
 from tests.sweeps.test_grid import TOY_FILE, toy_file_config
 from tests.sweeps.test_trials import SPACE, STEPS, fake_metric, run
 
@@ -125,7 +126,7 @@ def test_train_py_search_seeds_give_error_bars_of_the_best_trials(tmp_path):
   res = _train(f"--workdir={tmp_path / 's'}", "--search=" + SPACE, "--trials=3",
                "--searcher=random", "--seeds=3", "--seeds_top=1",
                "--config.eval.heldout_loss.num_examples=128")
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   ledger = sweeps.read_ledger(str(tmp_path / "s"))
   last = {p["name"]: [r["eval/heldout_loss"] for r in read_metrics(p["workdir"])
                       if "eval/heldout_loss" in r][-1] for p in ledger["points"]}
@@ -149,7 +150,7 @@ def test_train_py_grid_seeds_are_grouped_with_error_bars(tmp_path):
   mean final loss, each with its mean ± 95% interval (t with 1 degree of freedom)."""
   from diffusion.io.metric_writers import read_metrics  # pylint: disable=import-outside-toplevel
   res = _train(f"--workdir={tmp_path / 'g'}", "--sweep=optim.lr=1e-4,1e-2", "--seeds=2")
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   ledger = sweeps.read_ledger(str(tmp_path / "g"))
   base = toy_file_config().training.seed
   assert [p["name"] for p in ledger["points"]] == [

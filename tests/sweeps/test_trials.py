@@ -25,6 +25,7 @@ pytest.importorskip("optuna")
 from diffusion.sweeps import search, trials  # noqa: E402
 from diffusion.paths import REPO
 
+from tests.conftest import stderr_tail
 from tests.sweeps.test_grid import TOY_FILE, toy_file_config
 
 
@@ -293,7 +294,7 @@ def _train_py(*args):
 def test_train_py_refuses_bad_searches_in_one_line_before_anything_is_written(
     tmp_path, args, message):
   res = _train_py(f"--workdir={tmp_path / 'w'}", *args)
-  assert res.returncode == 2, res.stderr[-2000:]
+  assert res.returncode == 2, stderr_tail(res.stderr, 2000)
   assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
   assert "Traceback" not in res.stderr and not (tmp_path / "w").exists()
 
@@ -304,7 +305,7 @@ def test_train_py_stops_a_search_whose_metric_is_never_logged(tmp_path):
   trial is recorded failed."""
   res = _train_py(f"--workdir={tmp_path / 's'}", "--search=" + SPACE, "--trials=2",
                   "--metric=eval/nope")
-  assert res.returncode == 2, res.stderr[-2000:]
+  assert res.returncode == 2, stderr_tail(res.stderr, 2000)
   line = res.stderr.strip().splitlines()[-1]
   assert line.startswith("error: --metric=eval/nope was not logged by step 10") and \
       "loss" in line and "Traceback" not in res.stderr

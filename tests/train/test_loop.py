@@ -24,6 +24,7 @@ from diffusion.train import progress
 from diffusion.train.loop import initial_state, Interrupted, NonFiniteLossError, train
 from diffusion.paths import REPO
 
+from tests.conftest import stderr_tail
 from tests.families.test_vae import tiny_config
 
 
@@ -138,7 +139,7 @@ print(json.dumps(dict(loss8=f8["loss"], loss1=f1["loss"], max_param_diff=err, re
              JAX_PLATFORMS="cpu")
   res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                        env=env, cwd=REPO, timeout=300)
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   out = json.loads(res.stdout.strip().splitlines()[-1])
   np.testing.assert_allclose(out["loss8"], out["loss1"], rtol=1e-5)
   assert out["max_param_diff"] < 1e-5

@@ -16,6 +16,7 @@ from diffusion.config import POPULATION_FIELDS, program_key
 from diffusion.io.metric_writers import read_metrics
 from diffusion.paths import REPO
 
+from tests.conftest import stderr_tail
 from tests.sweeps.test_grid import TOY_FILE, toy_file_config
 from tests.train.test_loop import read_state, saved_steps, toy_config
 
@@ -153,5 +154,5 @@ print(json.dumps({{"max_param_diff": err}}))
              JAX_PLATFORMS="cpu")
   res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
                        cwd=REPO, timeout=600)
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert res.returncode == 0, stderr_tail(res.stderr)
   assert json.loads(res.stdout.strip().splitlines()[-1])["max_param_diff"] < 1e-5
