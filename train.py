@@ -69,7 +69,8 @@ _ASHA_MIN = flags.DEFINE_integer("asha_min_steps", None, "ASHA's first rung, in 
 _ASHA_ETA = flags.DEFINE_integer("asha_reduction", 3, "ASHA's reduction factor: the best "
                                  "1/eta of the trials at a rung go on.")
 _METRIC = flags.DEFINE_string("metric", search_settings.DEFAULT_METRIC, "The logged metric that "
-                              "judges trials.")
+                              "judges trials (eval/cfid, also spelled "
+                              "eval/classifier_fid/cfid).")
 _METRIC_MODE = flags.DEFINE_enum("metric_mode", None, search_settings.METRIC_MODES, "min or max "
                                  "(default: max for metrics evaluators maximise, else min).")
 _SEEDS = flags.DEFINE_integer("seeds", 1, "Training seeds per configuration (a grid: every "

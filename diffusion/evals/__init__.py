@@ -54,6 +54,17 @@ def maximised_metrics() -> Tuple[str, ...]:
   return tuple(m for cls in EVALUATORS.values() for m in cls.MAXIMISED)
 
 
+def logged_name(metric: str) -> str:
+  """The name ``metric`` is logged under. Evaluators log ``eval/<key>``; the spelling that
+  also names the evaluator, ``eval/<evaluator>/<key>`` (``eval/classifier_fid/cfid``, the
+  config's ``eval.classifier_fid`` section), means the same metric. Other names are
+  returned unchanged."""
+  parts = metric.split("/")
+  if len(parts) == 3 and parts[0] == "eval" and parts[1] in EVALUATORS and parts[2]:
+    return f"eval/{parts[2]}"
+  return metric
+
+
 def _sections(config) -> Dict:
   return {f.name: getattr(config.eval, f.name) for f in dataclasses.fields(config.eval)}
 

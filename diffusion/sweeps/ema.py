@@ -177,6 +177,8 @@ def summarize(out: str, metric: Optional[str] = None, plots: bool = True) -> str
     own = ledger["run_ema"]
     lines.append(f"The run's own EMA (training.ema_decay = {own['ema_decay']:g}, the "
                  f"checkpoints') is σ_rel = {own['std_rel']:.4g} at this step.")
+  if metric is not None:
+    metric = evals.logged_name(metric)
   if metric is not None and rows and metric not in metrics:
     raise ConfigError(f"--metric={metric} is not among the metrics of this sweep "
                       f"({', '.join(metrics) or 'none'}); give one of them.")

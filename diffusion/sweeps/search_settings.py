@@ -11,7 +11,7 @@ axis twice, ASHA rungs beyond the run). Nothing here imports Optuna.
 import dataclasses
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
-from diffusion import trees
+from diffusion import evals, trees
 from diffusion.errors import ConfigError
 from diffusion.evals import heldout_loss
 from diffusion.sweeps.summary import LOSS_DEFINING
@@ -48,7 +48,8 @@ class SearchSettings:
     trials: trials the searcher draws (>= 1).
     searcher: random | quasirandom (scrambled Sobol) | tpe.
     scheduler: none | asha | pbt.
-    metric: the logged metric that judges trials; metric_mode: min | max (None: max for
+    metric: the logged metric that judges trials (``eval/<evaluator>/<key>`` is read as
+      the logged ``eval/<key>``: :func:`diffusion.evals.logged_name`); metric_mode: min | max (None: max for
       the metrics evaluators declare maximised, else min).
     seed: the searcher's seed (and the held-out set's); the config's training.seed.
     asha_min_steps: the first rung, in training steps (None: num_train_steps / η²
@@ -71,6 +72,10 @@ class SearchSettings:
   pbt_interval: Optional[int] = None
   pbt_quantile: float = 0.25
   pbt_resample: float = 0.25
+
+  def __post_init__(self):
+    # --metric=eval/classifier_fid/cfid names the metric logged as eval/cfid.
+    object.__setattr__(self, "metric", evals.logged_name(self.metric))
 
   def mode(self, maximised: Iterable[str]) -> str:
     """min or max: the flag's, else max for a metric an evaluator declares maximised."""

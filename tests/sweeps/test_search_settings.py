@@ -61,3 +61,19 @@ def test_flags_that_need_the_config_and_the_space():
   assert search_settings.rungs(10, 3, 91) == [10, 30, 90]
   assert search_settings.asha_min_steps(default, 2000, 100) == 200
   assert search_settings.asha_min_steps(default, 90, 10) == 10
+
+
+@pytest.mark.parametrize("given, logged", [
+    ("eval/classifier_fid/cfid", "eval/cfid"),          # the evaluator's section, then its key
+    ("eval/bpd/bpd_se", "eval/bpd_se"),
+    ("eval/heldout_loss/heldout_loss", "eval/heldout_loss"),
+    ("eval/cfid", "eval/cfid"), ("loss", "loss"),
+    ("eval/nope/cfid", "eval/nope/cfid"),               # not an evaluator: left to be refused
+])
+def test_a_metric_may_name_its_evaluator(given, logged):
+  assert search_settings.SearchSettings(metric=given).metric == logged
+
+
+def test_a_metric_that_names_its_evaluator_is_ranked_as_the_evaluator_declares():
+  settings = search_settings.SearchSettings(metric="eval/classifier_fid/confident")
+  assert settings.mode(("eval/confident",)) == "max"     # classifier_fid maximises it

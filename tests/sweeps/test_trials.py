@@ -300,6 +300,22 @@ def test_train_py_refuses_bad_searches_in_one_line_before_anything_is_written(
 
 
 @pytest.mark.slow
+def test_train_py_judges_by_a_metric_spelled_with_its_evaluator(tmp_path):
+  """``--metric=eval/heldout_loss/heldout_loss`` (evaluator, then key: the way the config
+  names evaluators) is the metric logged as ``eval/heldout_loss``: the search records and
+  ranks by that."""
+  res = _train_py(f"--workdir={tmp_path / 's'}", "--search=" + SPACE, "--trials=1",
+                  "--metric=eval/heldout_loss/heldout_loss")
+  assert res.returncode == 0, stderr_tail(res.stderr, 2000)
+  ledger = sweeps.read_ledger(str(tmp_path / "s"))
+  assert ledger["definition"]["metric"] == "eval/heldout_loss"
+  (point,) = ledger["points"]
+  logged = [r["eval/heldout_loss"] for r in read_metrics(point["workdir"])
+            if "eval/heldout_loss" in r]
+  assert point["status"] == "done" and point["metric"] == logged[-1]
+
+
+@pytest.mark.slow
 def test_train_py_stops_a_search_whose_metric_is_never_logged(tmp_path):
   """Found after the first log interval: one line naming the metrics the run logs; the
   trial is recorded failed."""
