@@ -12,6 +12,7 @@ block is CI's own command (.ci/run)."""
 import json
 import os
 import pathlib
+import queue
 import re
 import shlex
 import shutil
@@ -19,6 +20,7 @@ import signal
 import site
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 import urllib.error
@@ -321,6 +323,20 @@ def _run_line(line: str, cwd, env, timeout: float) -> subprocess.CompletedProces
   return res
 
 
+def _lines_of(stream) -> "queue.Queue":
+  """The lines ``stream`` prints, put on a queue by a reader thread (None at its end), so
+  that a wait for the next line can time out: a server that hangs without printing fails
+  the test at its deadline instead of stalling it."""
+  lines: "queue.Queue" = queue.Queue()
+
+  def read():
+    for text in iter(stream.readline, ""):
+      lines.put(text)
+    lines.put(None)
+  threading.Thread(target=read, daemon=True).start()
+  return lines
+
+
 def _open_notebook_as_printed(line: str, cwd, env, notebook: str) -> None:
   """Runs the notebook line (it serves until stopped), waits for the server's address, asks
   the server for the notebook the line names (under the folder it serves: the notebook's
@@ -330,9 +346,13 @@ def _open_notebook_as_printed(line: str, cwd, env, notebook: str) -> None:
   lines, root, address = [], None, None
   try:
     deadline = time.time() + 300
-    while address is None and time.time() < deadline:
-      text = proc.stdout.readline()
-      if not text:
+    printed = _lines_of(proc.stdout)
+    while address is None:
+      try:
+        text = printed.get(timeout=max(0.0, deadline - time.time()))
+      except queue.Empty:   # the deadline passed without the address
+        break
+      if text is None:      # the server ended
         break
       lines.append(text)
       root = root or re.search(r"Serving notebooks from local directory: (.+)$", text.strip())
