@@ -150,8 +150,10 @@ def _run_search(argv, settings: search_settings.SearchSettings) -> None:
 
 def main(argv):
   # From here on SIGINT and SIGTERM are KeyboardInterrupt (the loop's own handler saves,
-  # then stops); one swallowed by a library callback still stops the loop after one call.
+  # then stops); one swallowed by a library callback is not printed, and still stops the
+  # loop after one call.
   cli.start_computing(on_signal=loop.interrupt, config=_CONFIG.value)
+  sys.unraisablehook = loop.drop_swallowed_interrupts
   if _DISTRIBUTED.value:
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)

@@ -84,14 +84,31 @@ def _terminated(signum, frame) -> None:
   raise Interrupted(signal=signal.Signals(signum).name)
 
 
+def _resend_swallowed_interrupt(unraisable) -> None:
+  """``sys.unraisablehook`` from :func:`end_startup` on. Python cannot raise an exception
+  inside a weakref callback, a ``__del__`` or a gc callback: it prints it ("Exception
+  ignored in ...") and goes on, so a Ctrl-C or SIGTERM whose KeyboardInterrupt is raised
+  there would be lost, with a traceback under the command's lines. It is not printed, and
+  the signal is sent again 50 ms later, when the callback is over. (train.py and the
+  reproductions, whose handlers record each signal, drop it instead:
+  ``diffusion.train.loop.drop_swallowed_interrupts``.)"""
+  if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+    sys.__unraisablehook__(unraisable)
+    return
+  resent = signal.SIGTERM if signal_name(unraisable.exc_value) == "SIGTERM" else signal.SIGINT
+  threading.Timer(0.05, os.kill, (os.getpid(), resent)).start()
+
+
 def end_startup() -> None:
   """From here on Ctrl-C is KeyboardInterrupt and SIGTERM :class:`Interrupted` too (so a
   command cleans up what it made either way; a command's ``main`` may install its own
-  handlers on top)."""
+  handlers on top), and one raised where Python cannot raise it is sent again
+  (:func:`_resend_swallowed_interrupt`)."""
   defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _terminated}
   for sig, handler in defaults.items():
     if signal.getsignal(sig) is _interrupted_while_starting:
       signal.signal(sig, handler)
+  sys.unraisablehook = _resend_swallowed_interrupt
 
 
 def exiting(status: int) -> None:

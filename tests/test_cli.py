@@ -88,6 +88,50 @@ def test_a_signal_while_a_command_starts_is_one_line(sig, name):
                                           "nothing was written.")
 
 
+# A command whose signal arrives while Python runs a weakref callback: the handler's
+# KeyboardInterrupt cannot be raised there (Python prints it and goes on). The callback
+# sends the signal itself, so the handler runs inside it.
+SWALLOWED_COMMAND = """
+import os, signal, time, weakref
+from diffusion import cli
+from diffusion.errors import signal_name
+cli.preamble()   # a command's start-up handlers (diffusion/__init__.py runs it for commands)
+
+class Thing:
+  pass
+
+def main(argv):
+  sig = signal.Signals[argv[1]]
+  def died(ref):
+    os.kill(os.getpid(), sig)
+    for _ in range(10000):
+      pass
+  thing = Thing()
+  ref = weakref.ref(thing, died)
+  try:
+    del thing
+    time.sleep(10)
+    print("the signal was lost")
+  except KeyboardInterrupt as e:
+    print("stopped by", type(e).__name__, signal_name(e))
+
+cli.run(main)
+"""
+
+
+@pytest.mark.parametrize("sig, stopped", [("SIGINT", "KeyboardInterrupt Ctrl-C"),
+                                          ("SIGTERM", "Interrupted SIGTERM")])
+def test_a_signal_swallowed_by_a_library_callback_is_sent_again(tmp_path, sig, stopped):
+  """sample.py and the other commands on the default handlers: the signal is not lost and
+  nothing is printed (diffusion.cli._resend_swallowed_interrupt)."""
+  script = tmp_path / "command.py"
+  script.write_text(SWALLOWED_COMMAND)
+  res = subprocess.run([sys.executable, str(script), sig], cwd=REPO, capture_output=True,
+                       text=True, timeout=120, env=dict(os.environ, PYTHONPATH=REPO))
+  assert res.returncode == 0, stderr_tail(res.stderr, 2000)
+  assert res.stdout.strip() == f"stopped by {stopped}" and res.stderr == "", res.stderr
+
+
 def test_the_command_line_read_before_absl_parses_it():
   """cli.flag_value / config_overrides (config_flags runs the config file while absl
   parses, so --config, --workdir and the overrides are read first) take what absl takes."""

@@ -250,10 +250,9 @@ def main(name: str, tier: str = "cpu", workdir: str = "", seed: int = 0,
   resumes)."""
   # SIGTERM acts like Ctrl-C (the training loop turns both into "save, then stop").
   loop.PENDING_STOP.clear()
-  # A KeyboardInterrupt raised in a library callback is swallowed (and printed as a
-  # traceback); check_stop acts on it instead.
-  sys.unraisablehook = lambda u: (None if issubclass(u.exc_type, KeyboardInterrupt)
-                                  else sys.__unraisablehook__(u))
+  # A KeyboardInterrupt raised in a library callback is swallowed (and would be printed as
+  # a traceback); check_stop acts on it instead.
+  sys.unraisablehook = loop.drop_swallowed_interrupts
   for sig in (signal.SIGTERM, signal.SIGINT):
     signal.signal(sig, loop.interrupt)
   try:
