@@ -116,13 +116,18 @@ def interrupt(signum, frame):
 
 def drop_swallowed_interrupts(unraisable) -> None:
   """``sys.unraisablehook`` of the commands whose signals go to :func:`interrupt` (and to
-  the loop's own handler, which records them too): Python cannot raise an exception from
-  inside a weakref callback or a ``__del__``, and prints it as "Exception ignored in ..."
-  (a traceback under the command's lines, CI saw one). A KeyboardInterrupt there is
-  dropped unprinted: the signal is already recorded (:data:`PENDING_STOP`, or the loop's
-  ``StopSignal.received``) and the loop saves and stops at its next check. Anything else
-  is printed as Python does."""
-  if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+  the loop's own handler): Python cannot raise an exception from inside a weakref callback
+  or a ``__del__``, and prints it as "Exception ignored in ..." (a traceback under the
+  command's lines, CI saw one). A KeyboardInterrupt there is not printed. The signal was
+  recorded (:data:`PENDING_STOP`, or the loop's ``StopSignal.received``), and the loop
+  saves and stops at its next check; only the loop's "stop now" (a second signal, or one
+  that ends a sample grid or an evaluation) is sent again 50 ms later, as it is from a gc
+  callback (sending a recorded first signal again would count as a second: stop without
+  saving). Anything else is printed as Python does."""
+  e = unraisable.exc_value
+  if isinstance(e, (stopping.StopNow, stopping.DutyStopped)):
+    threading.Timer(0.05, os.kill, (os.getpid(), signal.Signals[e.args[0]])).start()
+  elif not issubclass(unraisable.exc_type, KeyboardInterrupt):
     sys.__unraisablehook__(unraisable)
 
 

@@ -461,12 +461,13 @@ def test_log_rows_hold_the_interval_mean_loss(tmp_path):
 # A signal whose handler runs inside a weakref callback: Python cannot raise the handler's
 # KeyboardInterrupt there, and prints it under the command's lines (CI saw this in a grid
 # interrupted as it ended). The signal is sent from the callback itself, so its handler
-# runs at the callback's next instruction.
+# runs at the callback's next instruction. argv: the handler (train.py's ``interrupt``, or
+# the loop's while it runs a sample grid), then the unraisable hook (ours, or Python's).
 SWALLOWED = """
-import os, signal, sys, weakref
-from diffusion.train import loop
-signal.signal(signal.SIGINT, loop.interrupt)
-if sys.argv[1] == "hook":
+import os, signal, sys, time, weakref
+from diffusion.train import loop, stopping
+handler, hook = sys.argv[1:]
+if hook == "ours":
   sys.unraisablehook = loop.drop_swallowed_interrupts
 
 class Thing:
@@ -479,17 +480,34 @@ def died(ref):
 
 thing = Thing()
 ref = weakref.ref(thing, died)
-del thing
-print(loop.PENDING_STOP)
+if handler == "interrupt":
+  signal.signal(signal.SIGINT, loop.interrupt)
+  del thing
+  print(loop.PENDING_STOP)
+else:
+  with stopping.StopSignal([]) as stop:
+    stop.phase = stopping.DUTY
+    try:
+      del thing
+      time.sleep(10)
+      print("the grid went on")
+    except stopping.DutyStopped:
+      print("the grid stopped; received", stop.received)
 """
 
 
-@pytest.mark.parametrize("hook", ["hook", "python's"])
-def test_a_signal_swallowed_by_a_library_callback_is_recorded_and_not_printed(hook):
-  res = subprocess.run([sys.executable, "-c", SWALLOWED, hook], cwd=REPO, capture_output=True,
-                       text=True, timeout=120, env=dict(os.environ, PYTHONPATH=REPO))
-  assert res.returncode == 0 and res.stdout.strip() == "['SIGINT']", stderr_tail(res.stderr)
-  if hook == "hook":      # the loop acts on PENDING_STOP; nothing is printed
+@pytest.mark.parametrize("handler, hook, printed", [
+    ("interrupt", "ours", "['SIGINT']"),        # recorded: the loop stops after one call
+    ("interrupt", "python's", "['SIGINT']"),
+    ("duty", "ours", "the grid stopped; received SIGINT"),   # "stop now": sent again
+])
+def test_a_signal_swallowed_by_a_library_callback_is_acted_on_and_not_printed(
+    handler, hook, printed):
+  res = subprocess.run([sys.executable, "-c", SWALLOWED, handler, hook], cwd=REPO,
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=REPO))
+  assert res.returncode == 0 and res.stdout.strip() == printed, stderr_tail(res.stderr)
+  if hook == "ours":
     assert res.stderr == ""
-  else:                   # without it: Python's "Exception ignored" traceback
+  else:                   # Python's own hook: the "Exception ignored" traceback
     assert "Exception ignored" in res.stderr and "KeyboardInterrupt" in res.stderr
