@@ -49,8 +49,9 @@ class SearchSettings:
     searcher: random | quasirandom (scrambled Sobol) | tpe.
     scheduler: none | asha | pbt.
     metric: the logged metric that judges trials (``eval/<evaluator>/<key>`` is read as
-      the logged ``eval/<key>``: :func:`diffusion.evals.logged_name`); metric_mode: min | max (None: max for
-      the metrics evaluators declare maximised, else min).
+      the logged ``eval/<key>``: :func:`diffusion.evals.logged_name`).
+    metric_mode: min | max (None: max for the metrics evaluators declare maximised, else
+      min).
     seed: the searcher's seed (and the held-out set's); the config's training.seed.
     asha_min_steps: the first rung, in training steps (None: num_train_steps / η²
       rounded down to a multiple of training.log_every); asha_reduction: η >= 2.

@@ -267,7 +267,8 @@ def test_sample_cli_numeric_flags(toy_run, tmp_path, flag, start):
   workdir = toy_run
   out = tmp_path / "out"
   res = run_cli("sample.py", f"--workdir={workdir}", flag, f"--output={out}", "--progress=false")
-  assert res.returncode == 2 and error_line(res.stderr).startswith(start), stderr_tail(res.stderr, 2000)
+  assert res.returncode == 2 and error_line(res.stderr).startswith(start), \
+      stderr_tail(res.stderr, 2000)
   assert "Traceback" not in res.stderr and not out.exists()
 
 

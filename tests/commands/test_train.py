@@ -183,7 +183,8 @@ def test_corrupt_checkpoint_fallback_prints_one_warning_not_pages(tmp_path):
   assert res.returncode == 0, stderr_tail(res.stderr, 2000)
   assert "resumed from step 4" in res.stdout
   lines = res.stderr.strip().splitlines()
-  assert "Traceback" not in res.stderr and "never retrieved" not in res.stderr, stderr_tail(res.stderr)
+  assert "Traceback" not in res.stderr and "never retrieved" not in res.stderr, \
+      stderr_tail(res.stderr)
   assert len(lines) == 2, stderr_tail(res.stderr)
   assert "checkpoint 8 is unreadable" in lines[0] and "unreadable_8" in lines[1]
 
@@ -411,7 +412,8 @@ def test_train_cli_faults_are_one_line(tmp_path, args, start):
   if not args[0].startswith("--config="):
     args = [TOY[0]] + args
   res = run_cli("train.py", *args, f"--workdir={workdir}", "--progress=false")
-  assert res.returncode == 2 and error_line(res.stderr).startswith(start), stderr_tail(res.stderr, 2000)
+  assert res.returncode == 2 and error_line(res.stderr).startswith(start), \
+      stderr_tail(res.stderr, 2000)
   assert "Traceback" not in res.stderr and not workdir.exists()
 
 

@@ -20,7 +20,8 @@ from diffusion.paths import REPO
 
 def test_data_command_line(tmp_path):
   res = command("diffusion.data", "prepare", "digits", "--data_dir", str(tmp_path))
-  assert res.returncode == 0 and "digits: nothing to prepare" in res.stdout, stderr_tail(res.stderr, 2000)
+  assert res.returncode == 0 and "digits: nothing to prepare" in res.stdout, \
+      stderr_tail(res.stderr, 2000)
   assert one_error(command("diffusion.data")).startswith(
       "error: no command given; choose prepare, pack or list. usage: python -m diffusion.data "
       "prepare NAME | pack FOLDER OUT.npz --image_size N | list")

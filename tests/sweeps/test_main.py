@@ -14,7 +14,8 @@ def test_sweeps_command_line(tmp_path):
       {"config": "configs/ddpm/toy_mixture.py", "sweep": "optim.lr=1e-3",
        "common_overrides": {}, "points": points}))
   res = command("diffusion.sweeps", "summarize", str(tmp_path))
-  assert res.returncode == 0 and "| lr=0.001 | pending |" in res.stdout, stderr_tail(res.stderr, 2000)
+  assert res.returncode == 0 and "| lr=0.001 | pending |" in res.stdout, \
+      stderr_tail(res.stderr, 2000)
   assert (tmp_path / "summary.md").exists()
   for args in ((), ("summarise", str(tmp_path))):
     line = one_error(command("diffusion.sweeps", *args))
