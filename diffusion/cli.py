@@ -20,7 +20,7 @@ from typing import List, Optional, Tuple
 
 from absl import app, flags
 
-from diffusion.errors import ConfigError, Interrupted, signal_name
+from diffusion.errors import ConfigError, Interrupted, signal_again, signal_name
 
 # Scripts at the repository's root that are commands (``python -m diffusion.<command>``
 # is told by argv[0], see is_starting_command).
@@ -95,8 +95,8 @@ def _resend_swallowed_interrupt(unraisable) -> None:
   if not issubclass(unraisable.exc_type, KeyboardInterrupt):
     sys.__unraisablehook__(unraisable)
     return
-  resent = signal.SIGTERM if signal_name(unraisable.exc_value) == "SIGTERM" else signal.SIGINT
-  threading.Timer(0.05, os.kill, (os.getpid(), resent)).start()
+  signal_again(signal.SIGTERM if signal_name(unraisable.exc_value) == "SIGTERM"
+               else signal.SIGINT)
 
 
 def end_startup() -> None:

@@ -7,6 +7,8 @@ says how to fix it. ``train.py`` and ``sample.py`` catch it and print
 """
 
 import difflib
+import os
+import threading
 from typing import Iterable
 
 
@@ -27,6 +29,13 @@ class Interrupted(KeyboardInterrupt):
 def signal_name(e: BaseException) -> str:
   """'Ctrl-C' or 'SIGTERM': the signal an interrupt came from (Ctrl-C when not told)."""
   return getattr(e, "signal", "Ctrl-C")
+
+
+def signal_again(signum: int) -> None:
+  """Sends ``signum`` to this process again 50 ms later, from a timer thread: for a signal
+  whose exception Python cannot raise where it arrived (a gc or weakref callback, a
+  ``__del__``, which are over by then)."""
+  threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
 
 
 class WorkdirError(ConfigError):

@@ -30,7 +30,6 @@ import os
 import shutil
 import signal
 import sys
-import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -43,7 +42,7 @@ from diffusion.config import checks
 from diffusion.core import prior
 from diffusion.config import grid_sampling
 from diffusion.data import make_source
-from diffusion.errors import WorkdirError
+from diffusion.errors import WorkdirError, signal_again
 from diffusion.io import metric_writers, phema_snapshots
 from diffusion.io.bars import ProgressBar
 from diffusion.io.checkpoints import Checkpointer
@@ -108,7 +107,7 @@ def interrupt(signum, frame):
   """SIGINT/SIGTERM outside the loop: remember it, and stop what runs now. Inside a gc
   callback the signal is delivered again 50 ms later, where it can stop the program."""
   if stopping.in_gc_callback(frame):
-    threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+    signal_again(signum)
     return
   PENDING_STOP.append(signal.Signals(signum).name)
   raise KeyboardInterrupt
@@ -126,7 +125,7 @@ def drop_swallowed_interrupts(unraisable) -> None:
   saving). Anything else is printed as Python does."""
   e = unraisable.exc_value
   if isinstance(e, (stopping.StopNow, stopping.DutyStopped)):
-    threading.Timer(0.05, os.kill, (os.getpid(), signal.Signals[e.args[0]])).start()
+    signal_again(signal.Signals[e.args[0]])
   elif not issubclass(unraisable.exc_type, KeyboardInterrupt):
     sys.__unraisablehook__(unraisable)
 

@@ -21,11 +21,11 @@ A signal inside a garbage-collector callback (where a raised KeyboardInterrupt i
 and swallowed) is delivered again 50 ms later.
 """
 
-import os
 import signal
 import sys
-import threading
 from typing import List, Optional
+
+from diffusion.errors import signal_again
 
 COMPILING, WAITING, DUTY, SAVING, OTHER = "compiling", "waiting", "duty", "saving", "other"
 
@@ -91,7 +91,7 @@ class StopSignal:
     first = self.received is None
     stop_now = self.phase in (COMPILING, WAITING) and not first
     if (stop_now or self.phase == DUTY) and in_gc_callback(frame):
-      threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+      signal_again(signum)
       return
     if first:
       self.received = name
